@@ -1,0 +1,48 @@
+# The verbs a newcomer types. Each target sets up what it needs (.venv, dependencies, codegen).
+PY      := .venv/bin/python
+STAMP   := .venv/.installed
+PROTOS  := $(wildcard protos/flowviz/*/v1/*.proto)
+GEN     := $(PROTOS:protos/%.proto=%_pb2.py)
+
+.PHONY: run test lint proto migrate seed bench bench-quick clean deploy-check
+
+$(PY):
+	python3 -m venv .venv
+
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Generated code lands next to the shared package: `from flowviz.lots.v1 import lots_pb2`.
+$(GEN): %_pb2.py: protos/%.proto $(STAMP)
+	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. \
+	  --plugin=protoc-gen-mypy=.venv/bin/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=.venv/bin/protoc-gen-mypy_grpc \
+	  --mypy_out=. --mypy_grpc_out=. $<
+
+proto: $(GEN)
+
+run: proto
+	$(PY) -m flowviz.cli run
+
+test: proto
+	$(PY) -m pytest -q
+
+lint: proto
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+migrate: proto
+	$(PY) -m flowviz.migrate
+
+seed: proto
+	$(PY) -m flowviz.seed
+
+deploy-check: $(STAMP)
+	bash deploy/install-tools.sh
+	bash deploy/check.sh
+
+clean:
+	rm -rf .venv .data .pytest_cache .mypy_cache .ruff_cache
+	find flowviz -name '*_pb2*.py*' -delete

@@ -1,0 +1,108 @@
+"""The `flowviz` command: run the whole system, migrate, seed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _wait_healthy(port: int, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
+                if r.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Embedded PostgreSQL + Valkey unless DATABASE_URL/VALKEY_URL are set; migrate; seed; serve."""
+    import threading
+
+    from flowviz import migrate, seed
+    from flowviz.embedded import Postgres, Valkey, port_in_use
+    from flowviz.supervisor import run_children
+
+    data = Path(os.environ.get("FLOWVIZ_DATA_DIR", PROJECT_ROOT / ".data"))
+    env: dict[str, str] = {}
+    pg = vk = None
+    started = time.monotonic()
+    try:
+        if not os.environ.get("DATABASE_URL"):
+            port = int(os.environ.get("FLOWVIZ_PG_PORT", "5433"))
+            pg = Postgres(data / "postgres", port)
+            if port_in_use(port):
+                sys.exit(f"port {port} is taken: set FLOWVIZ_PG_PORT, or DATABASE_URL to use that server")
+            print(f"starting embedded PostgreSQL on 127.0.0.1:{port} (data in {pg.data_dir})", flush=True)
+            pg.init()
+            pg.start()
+            env["DATABASE_URL"] = pg.url
+        if not os.environ.get("VALKEY_URL"):
+            port = int(os.environ.get("FLOWVIZ_VALKEY_PORT", "6379"))
+            if port_in_use(port):
+                sys.exit(f"port {port} is taken: set FLOWVIZ_VALKEY_PORT, or VALKEY_URL to use that server")
+            vk = Valkey(data / "valkey", port)
+            print(f"starting embedded Valkey on 127.0.0.1:{port}", flush=True)
+            vk.start()
+            env["VALKEY_URL"] = vk.url
+        os.environ.update(env)
+        migrate.upgrade(os.environ["DATABASE_URL"])
+        seed.load(os.environ["DATABASE_URL"])
+        os.environ.setdefault("FLOWVIZ_LOG_FORMAT", "json")
+        gateway_port = int(os.environ.get("FLOWVIZ_GATEWAY_PORT", "8000"))
+
+        def announce() -> None:
+            if _wait_healthy(gateway_port):
+                print(
+                    f"\nflowviz is up in {time.monotonic() - started:.1f}s: "
+                    f"http://127.0.0.1:{gateway_port}/api/health  (Ctrl-C stops)\n",
+                    flush=True,
+                )
+
+        threading.Thread(target=announce, daemon=True).start()
+        drain = float(os.environ.get("FLOWVIZ_DRAIN_SECONDS", "10"))
+        return run_children(env, drain)
+    finally:
+        if vk:
+            vk.stop()
+        if pg:
+            pg.stop()
+            print("stopped; data kept for the next run", flush=True)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from flowviz import migrate
+
+    migrate.main()
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from flowviz import seed
+
+    seed.main()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flowviz", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the whole system").set_defaults(fn=cmd_run)
+    sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)").set_defaults(fn=cmd_migrate)
+    sub.add_parser("seed", help="load the seed data (DATABASE_URL)").set_defaults(fn=cmd_seed)
+    args = parser.parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

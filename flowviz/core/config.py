@@ -1,0 +1,122 @@
+"""Configuration from the environment, read once and validated at start-up."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cache
+
+# Default ports; deploy/ manifests and tests/deploy mirror these.
+DEFAULT_PORTS = {
+    "health": 50050,
+    "lots": 50051,
+    "genealogy": 50052,
+    "qc": 50053,
+    "gateway": 8000,
+}
+DEFAULT_METRICS_PORTS = {"health": 9150, "lots": 9151, "genealogy": 9152, "qc": 9153}
+# grpc.health.v1 service names each process reports (besides "" for the process as a whole).
+HEALTH_SERVICE_NAMES = {
+    "lots": "flowviz.lots.v1.LotsService",
+    "genealogy": "flowviz.genealogy.v1.GenealogyService",
+    "qc": "flowviz.qc.v1.QcService",
+    "health": "flowviz.health.v1.SystemHealthService",
+}
+UPSTREAMS = ("lots", "genealogy", "qc", "health")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the process refuses to start."""
+
+
+def _int(name: str, default: int, lo: int = 0, hi: int = 2**31) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={value} is outside {lo}..{hi}")
+    return value
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < 0:
+        raise ConfigError(f"{name}={value} must not be negative")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    valkey_url: str
+    bind_host: str
+    ports: dict[str, int]
+    metrics_ports: dict[str, int]
+    # gRPC targets of each upstream, e.g. "127.0.0.1:50051" or "dns:///lots-headless:50051".
+    addrs: dict[str, str]
+    pool_min: int
+    pool_max: int
+    drain_seconds: float
+    # Deadline for gateway -> service and service -> service calls.
+    rpc_timeout: float
+    # Bound on every cache operation: past it the read goes to PostgreSQL.
+    cache_timeout: float
+    cache_ttl: int
+    health_interval: float
+    cors_origins: tuple[str, ...]
+    log_format: str
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@cache
+def settings() -> Settings:
+    env = os.environ
+    database_url = env.get("DATABASE_URL", "")
+    valkey_url = env.get("VALKEY_URL", "")
+    if not database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("DATABASE_URL must be set to a postgresql:// URL (make run sets it for you)")
+    if not valkey_url.startswith(("valkey://", "redis://", "unix://")):
+        raise ConfigError("VALKEY_URL must be set to a valkey:// URL (make run sets it for you)")
+    ports = {
+        name: _int(f"FLOWVIZ_{name.upper()}_PORT", port, 1, 65535) for name, port in DEFAULT_PORTS.items()
+    }
+    metrics_ports = {
+        name: _int(f"FLOWVIZ_{name.upper()}_METRICS_PORT", port, 0, 65535)
+        for name, port in DEFAULT_METRICS_PORTS.items()
+    }
+    addrs = {name: env.get(f"FLOWVIZ_{name.upper()}_ADDR", f"127.0.0.1:{ports[name]}") for name in UPSTREAMS}
+    log_format = env.get("FLOWVIZ_LOG_FORMAT", "json")
+    if log_format not in ("json", "text"):
+        raise ConfigError("FLOWVIZ_LOG_FORMAT must be json or text")
+    pool_min = _int("FLOWVIZ_POOL_MIN", 2, 1, 100)
+    pool_max = _int("FLOWVIZ_POOL_MAX", 10, 1, 200)
+    if pool_max < pool_min:
+        raise ConfigError("FLOWVIZ_POOL_MAX must be >= FLOWVIZ_POOL_MIN")
+    cors = tuple(o.strip() for o in env.get("FLOWVIZ_CORS_ORIGINS", "").split(",") if o.strip())
+    return Settings(
+        database_url=database_url,
+        valkey_url=valkey_url,
+        bind_host=env.get("FLOWVIZ_BIND_HOST", "127.0.0.1"),
+        ports=ports,
+        metrics_ports=metrics_ports,
+        addrs=addrs,
+        pool_min=pool_min,
+        pool_max=pool_max,
+        drain_seconds=_float("FLOWVIZ_DRAIN_SECONDS", 10.0),
+        rpc_timeout=_float("FLOWVIZ_RPC_TIMEOUT", 5.0),
+        cache_timeout=_float("FLOWVIZ_CACHE_TIMEOUT", 0.05),
+        cache_ttl=_int("FLOWVIZ_CACHE_TTL", 3600, 1),
+        health_interval=_float("FLOWVIZ_HEALTH_INTERVAL", 1.0),
+        cors_origins=cors,
+        log_format=log_format,
+    )

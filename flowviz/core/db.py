@@ -1,0 +1,35 @@
+"""The asyncpg pool each service owns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+
+async def create_pool(
+    dsn: str, *, name: str, min_size: int, max_size: int, wait: float = 30.0
+) -> asyncpg.Pool:
+    """Open the pool, retrying while the server starts (bounded by `wait` seconds)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=min_size,
+                max_size=max_size,
+                server_settings={"application_name": f"flowviz-{name}"},
+                # Behind PgBouncer in transaction mode set FLOWVIZ_STATEMENT_CACHE=0.
+                statement_cache_size=1024,
+            )
+            assert pool is not None
+            return pool
+        except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("database not ready, retrying", extra={"error": str(exc)})
+            await asyncio.sleep(0.5)

@@ -1,0 +1,38 @@
+"""The one SQL projection of a lot (with its own QC status) and its conversion to proto."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from flowviz.lots.v1 import lots_pb2
+
+# Latest QC decision -> the lot's own status.
+STATUS_OF_DECISION = {
+    "": "pending",
+    "pass": "passed",
+    "hold": "on_hold",
+    "release": "released",
+    "reject": "rejected",
+}
+
+# Columns of a lot row; use with `FROM lots l` + LOT_STATUS_JOIN.
+LOT_COLUMNS = "l.lot_code, l.kind, l.product, l.quantity, l.uom, l.produced_at, l.created_at, q.decision"
+LOT_STATUS_JOIN = (
+    "LEFT JOIN LATERAL (SELECT d.decision FROM qc_decisions d WHERE d.lot_id = l.id "
+    "ORDER BY d.id DESC LIMIT 1) q ON true"
+)
+
+
+def lot_message(row: asyncpg.Record) -> lots_pb2.Lot:
+    lot = lots_pb2.Lot(
+        lot_code=row["lot_code"],
+        kind=row["kind"],
+        product=row["product"],
+        quantity=float(row["quantity"]),
+        uom=row["uom"],
+        status=STATUS_OF_DECISION[row["decision"] or ""],
+    )
+    if row["produced_at"] is not None:
+        lot.produced_at.FromDatetime(row["produced_at"])
+    lot.created_at.FromDatetime(row["created_at"])
+    return lot

@@ -1,0 +1,187 @@
+"""Server bootstrap shared by every gRPC service.
+
+One call, `serve()`, gives a service: grpc.health.v1 (NOT_SERVING until its pool and cache
+are up, NOT_SERVING again on SIGTERM while in-flight calls drain), server reflection, the
+error interceptor, a request id in every log line, and its own asyncpg pool and cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from flowviz.core import logs
+from flowviz.core.cache import Cache
+from flowviz.core.config import HEALTH_SERVICE_NAMES, Settings, settings
+from flowviz.core.db import create_pool
+from flowviz.core.errors import DomainError, Unavailable, to_status
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+# Open to probes and tools whatever the service's state.
+_OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+# Raised by context.abort(): it must pass through untouched.
+_ABORT = grpc.aio.AbortError
+
+
+@dataclass
+class Resources:
+    """What a servicer needs; filled in once the service is up."""
+
+    settings: Settings
+    name: str
+    pool: asyncpg.Pool = field(init=False)
+    cache: Cache = field(init=False)
+    ready: bool = False
+    # Run once the pool and cache are up, before the service reports SERVING.
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run at shutdown after the server stops (channels to other services, ...).
+    on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Request ids in, domain errors out as statuses with ErrorInfo; refuses calls until ready."""
+
+    def __init__(self, resources: Resources) -> None:
+        self.resources = resources
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[Any], Awaitable[Any]],
+        details: Any,
+    ) -> Any:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(_OPEN_PREFIXES):
+            return handler
+        rid = next((v for k, v in details.invocation_metadata or () if k == "x-request-id"), None)
+        resources = self.resources
+
+        async def guard(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            logs.request_id.set(str(rid) if rid else uuid.uuid4().hex)
+            if not resources.ready:
+                raise Unavailable("NOT_READY", f"{resources.name} is starting or draining")
+
+        async def fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
+            if isinstance(exc, _ABORT):
+                raise exc
+            if isinstance(exc, DomainError):
+                status = to_status(exc)
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            if isinstance(exc, asyncpg.QueryCanceledError):
+                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the query was cancelled")
+            if isinstance(exc, asyncio.CancelledError):
+                raise exc
+            log.exception("unhandled error", extra={"method": method})
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+
+        if handler.unary_unary:
+            behavior: Any = handler.unary_unary
+
+            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                try:
+                    await guard(context)
+                    return await behavior(request, context)
+                except BaseException as exc:
+                    await fail(context, exc)
+
+            return grpc.unary_unary_rpc_method_handler(
+                unary, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.unary_stream:
+            stream_behavior: Any = handler.unary_stream
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                try:
+                    await guard(context)
+                    async for item in stream_behavior(request, context):
+                        yield item
+                except BaseException as exc:
+                    await fail(context, exc)
+
+            return grpc.unary_stream_rpc_method_handler(
+                stream, handler.request_deserializer, handler.response_serializer
+            )
+        return handler
+
+
+Register = Callable[[grpc.aio.Server, Resources], Sequence[str]]
+
+
+async def serve(name: str, register: Register) -> None:
+    """Run service `name` until SIGTERM/SIGINT. `register` adds servicers, returns their full names."""
+    cfg = settings()
+    logs.setup(name, cfg.log_format)
+    resources = Resources(settings=cfg, name=name)
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor(resources)],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+    )
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    service_names = list(register(server, resources))
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+        server,
+    )
+    own_names = ["", HEALTH_SERVICE_NAMES[name], *service_names]
+    for svc in own_names:
+        await health.set(svc, NOT_SERVING)
+
+    address = f"{cfg.bind_host}:{cfg.ports[name]}"
+    server.add_insecure_port(address)
+    await server.start()
+    log.info("listening", extra={"address": address})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    resources.pool = await create_pool(
+        cfg.database_url, name=name, min_size=cfg.pool_min, max_size=cfg.pool_max
+    )
+    resources.cache = Cache(cfg.valkey_url, timeout=cfg.cache_timeout, ttl=cfg.cache_ttl)
+    while not await resources.cache.ping():
+        if stop.is_set():
+            break
+        log.warning("cache not ready, retrying")
+        await asyncio.sleep(0.5)
+    for start in resources.on_start:
+        await start()
+    if not stop.is_set():
+        resources.ready = True
+        for svc in own_names:
+            await health.set(svc, SERVING)
+        log.info("serving", extra={"services": service_names})
+
+    await stop.wait()
+    log.info("draining", extra={"grace_seconds": cfg.drain_seconds})
+    await health.enter_graceful_shutdown()
+    await server.stop(cfg.drain_seconds)
+    resources.ready = False
+    for close in resources.on_close:
+        await close()
+    await resources.cache.close()
+    await resources.pool.close()
+    log.info("stopped")
+
+
+def run(name: str, register: Register) -> None:
+    """Entry point of a service process: uvloop, then serve until a signal."""
+    import uvloop
+
+    uvloop.run(serve(name, register))

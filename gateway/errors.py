@@ -1,0 +1,44 @@
+"""The gateway's one table from gRPC status to HTTP status, and the JSON error body."""
+
+from __future__ import annotations
+
+import grpc
+import orjson
+from starlette.responses import Response
+
+from flowviz.core.errors import RpcFailure
+
+HTTP_OF_GRPC = {
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+# Reasons whose HTTP status differs from their gRPC code's default.
+HTTP_OF_REASON = {"IDEMPOTENCY_KEY_REUSED": 422}
+
+
+def error_response(
+    status: int, code: str, message: str, reason: str = "", metadata: dict[str, str] | None = None
+) -> Response:
+    body: dict[str, object] = {"code": code, "reason": reason or code, "message": message}
+    if metadata:
+        body["details"] = metadata
+    return Response(orjson.dumps({"error": body}), status_code=status, media_type="application/json")
+
+
+def failure_response(failure: RpcFailure) -> Response:
+    status = HTTP_OF_REASON.get(failure.reason) or HTTP_OF_GRPC.get(failure.code, 502)
+    message = failure.message
+    if status == 502:  # INTERNAL, UNKNOWN, DATA_LOSS: say so without leaking internals
+        message = "an upstream service failed; the request id identifies it in the logs"
+    return error_response(status, failure.code.name, message, failure.reason, failure.metadata)
