@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def _package_dir(name: str) -> Path:
@@ -61,6 +62,15 @@ def _pg_user() -> str | None:
             check=True,
         )
     return PG_SYSTEM_USER
+
+
+def _as_pg_user() -> dict[str, Any]:
+    """subprocess arguments that drop to the PostgreSQL user, its group too (not root's)."""
+    user = _pg_user()
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
 def _open_traverse(path: Path) -> None:
@@ -114,7 +124,7 @@ class Postgres:
         ]
         if fast:
             args.append("--no-sync")
-        subprocess.run(args, check=True, user=user, stdout=subprocess.DEVNULL)
+        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, **_as_pg_user())
 
     def start(self, *, fast: bool = False) -> None:
         """Start the server on 127.0.0.1:port and wait until it accepts connections."""
@@ -139,7 +149,7 @@ class Postgres:
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
-                args, user=_pg_user(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **_as_pg_user()
             )
         _wait(self._ready, self.proc, "postgres", log)
         self._create_database()

@@ -1,0 +1,171 @@
+"""Real servers for the tests: embedded PostgreSQL and Valkey on free ports, and (for the
+end-to-end tests) every service and the gateway as real processes."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from flowviz import migrate, seed
+from flowviz.core.config import DEFAULT_PORTS
+from flowviz.embedded import Postgres, Valkey, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = "flowviz_template"
+
+
+@dataclass
+class Servers:
+    pg: Postgres
+    valkey: Valkey
+    tmp: Path
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.pg.port}/{database}"
+
+    def admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.url("postgres"), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    tmp = tmp_path_factory.mktemp("servers")
+    pg = Postgres(tmp / "pg", free_port())
+    pg.init(fast=True)
+    pg.start(fast=True)
+    vk = Valkey(tmp / "valkey", free_port())
+    vk.start()
+    s = Servers(pg, vk, tmp)
+    (tmp / "logs").mkdir()
+    with s.admin() as conn:
+        conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
+    migrate.upgrade(s.url(TEMPLATE))
+    migrate.upgrade(pg.url)
+    seed.load(pg.url)
+    yield s
+    vk.stop()
+    pg.stop()
+
+
+_db_numbers = itertools.count()
+
+
+@pytest.fixture
+def empty_db_url(servers: Servers) -> Iterator[str]:
+    """A fresh database of its own, migrated to head, with no rows."""
+    name = f"t{os.getpid()}_{next(_db_numbers)}"
+    with servers.admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    yield servers.url(name)
+    with servers.admin() as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def seeded_db_url(empty_db_url: str) -> str:
+    """A fresh database of its own holding the seed data."""
+    seed.load(empty_db_url)
+    return empty_db_url
+
+
+@dataclass
+class System:
+    """Every service and the gateway as processes, on free ports."""
+
+    env: dict[str, str]
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.env['FLOWVIZ_GATEWAY_PORT']}"
+
+    def addr(self, name: str) -> str:
+        return f"127.0.0.1:{self.env[f'FLOWVIZ_{name.upper()}_PORT']}"
+
+    def start(self, name: str, module: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )  # fmt: skip
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            for name, proc in self.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.log(name)}")
+            try:
+                r = httpx.get(self.base + "/api/health", timeout=1)
+                if r.status_code == 200:
+                    return
+                last = r.text
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        raise RuntimeError(f"system not healthy after {timeout}s: {last}")
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def system_env(servers: Servers, database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWVIZ_")}
+    env.update(
+        DATABASE_URL=database_url,
+        VALKEY_URL=servers.valkey.url,
+        FLOWVIZ_DRAIN_SECONDS="2",
+        FLOWVIZ_HEALTH_INTERVAL="0.2",
+        FLOWVIZ_LOG_FORMAT="json",
+        PYTHONPATH=str(ROOT),
+    )
+    for name in DEFAULT_PORTS:
+        env[f"FLOWVIZ_{name.upper()}_PORT"] = str(free_port())
+    for name in ("health", "lots", "genealogy", "qc"):
+        env[f"FLOWVIZ_{name.upper()}_METRICS_PORT"] = str(free_port())
+    return env
+
+
+@pytest.fixture(scope="session")
+def system(servers: Servers) -> Iterator[System]:
+    """The whole system on the session's seeded database."""
+    sys_ = System(system_env(servers, servers.pg.url), servers.tmp / "logs")
+    for name in ("lots", "genealogy", "qc", "health"):
+        sys_.start(name, f"services.{name}")
+    sys_.start("gateway", "gateway")
+    try:
+        sys_.wait_healthy()
+        yield sys_
+    finally:
+        sys_.stop()
+
+
+@pytest.fixture
+def http(system: System) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=system.base, timeout=10) as client:
+        yield client
