@@ -97,9 +97,12 @@ class System:
     def start(self, name: str, module: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", module], env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", module],
+            env={**self.env, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
             cwd=ROOT,
-        )  # fmt: skip
+        )
         self.procs[name] = proc
         return proc
 

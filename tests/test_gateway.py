@@ -21,8 +21,12 @@ def test_traceability_of_the_finished_good(http: httpx.Client) -> None:
     body = r.json()
     assert body["lot"]["lot_code"] == "FG-DONER-X1"
     assert {k: body["lot"][k] for k in ("kind", "product", "quantity", "uom", "status")} == {
-        "kind": "FG", "product": "Doner kebab cone 10 kg", "quantity": 400.0, "uom": "kg", "status": "pending",
-    }  # fmt: skip
+        "kind": "FG",
+        "product": "Doner kebab cone 10 kg",
+        "quantity": 400.0,
+        "uom": "kg",
+        "status": "pending",
+    }
     [parent] = body["parents"]
     assert parent["lot_code"] == "MIX-BATCH-88"
     assert (parent["kind"], parent["edge_quantity"], parent["edge_uom"]) == ("MIX", 400.0, "kg")
@@ -43,8 +47,16 @@ def test_unknown_lot_is_404_json(http: httpx.Client) -> None:
     assert r.json()["error"]["reason"] == "LOT_NOT_FOUND"
 
 
-@pytest.mark.parametrize("path", ["/api/traceability/", "/api/traceability/" + "X" * 65, "/api/traceability/A%01B",
-                                  "/api/traceability/A%20B", "/api/traceability/%00"])  # fmt: skip
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/traceability/",
+        "/api/traceability/" + "X" * 65,
+        "/api/traceability/A%01B",
+        "/api/traceability/A%20B",
+        "/api/traceability/%00",
+    ],
+)
 def test_malformed_lot_code_is_400(http: httpx.Client, path: str) -> None:
     r = http.get(path)
     assert r.status_code == 400, r.text
@@ -68,9 +80,15 @@ def test_create_and_get_a_lot(http: httpx.Client) -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"not json", b"[]", b'{"lot_code": 5}', b'{"lot_code": "A", "kind": "RAW"}',
-             b'{"lot_code": "A", "kind": "RAW", "product": "p", "quantity": "many", "uom": "kg"}'],
-)  # fmt: skip
+    "body",
+    [
+        b"not json",
+        b"[]",
+        b'{"lot_code": 5}',
+        b'{"lot_code": "A", "kind": "RAW"}',
+        b'{"lot_code": "A", "kind": "RAW", "product": "p", "quantity": "many", "uom": "kg"}',
+    ],
+)
 def test_bad_bodies_are_400(http: httpx.Client, body: bytes) -> None:
     r = http.post("/api/lots", content=body, headers={"content-type": "application/json"})
     assert r.status_code == 400, r.text

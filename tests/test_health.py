@@ -53,7 +53,9 @@ def test_drain_flips_to_not_serving_and_lets_in_flight_calls_finish(
 
     # Hold a conflicting uncommitted insert so CreateLot blocks inside the service: an in-flight call.
     blocker = psycopg.connect(seeded_db_url)
-    blocker.execute("INSERT INTO lots (lot_code, kind, product, quantity, uom) VALUES ('DRAIN-1', 'RAW', 'x', 1, 'kg')")
+    blocker.execute(
+        "INSERT INTO lots (lot_code, kind, product, quantity, uom) VALUES ('DRAIN-1', 'RAW', 'x', 1, 'kg')"
+    )
     result: dict[str, object] = {}
 
     def call() -> None:
@@ -67,9 +69,14 @@ def test_drain_flips_to_not_serving_and_lets_in_flight_calls_finish(
     caller = threading.Thread(target=call)
     caller.start()
     with psycopg.connect(seeded_db_url, autocommit=True) as watcher:
-        _wait_for(lambda: watcher.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flowviz-lots' AND wait_event_type = 'Lock'"
-        ).fetchone() == (1,))  # fmt: skip
+        _wait_for(
+            lambda: (
+                watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flowviz-lots' AND wait_event_type = 'Lock'"
+                ).fetchone()
+                == (1,)
+            )
+        )
 
     lone_lots.procs["lots-drain"].send_signal(signal.SIGTERM)
     assert next(statuses).status == NOT_SERVING
@@ -93,6 +100,7 @@ def test_api_health_is_503_naming_the_part_that_is_down(servers: Servers, system
     partial.start("health-partial", "services.health")
     partial.start("gateway-partial", "gateway")
     try:
+
         def answered() -> bool:
             try:
                 return httpx.get(partial.base + "/api/health", timeout=1).json().get("failing") == ["qc"]
@@ -108,7 +116,9 @@ def test_api_health_is_503_naming_the_part_that_is_down(servers: Servers, system
         # The health service itself gone: the gateway says so.
         partial.procs["health-partial"].send_signal(signal.SIGTERM)
         partial.procs["health-partial"].wait(20)
-        _wait_for(lambda: "health" in httpx.get(partial.base + "/api/health", timeout=1).json().get("failing", []))
+        _wait_for(
+            lambda: "health" in httpx.get(partial.base + "/api/health", timeout=1).json().get("failing", [])
+        )
         assert httpx.get(partial.base + "/api/health", timeout=1).status_code == 503
     finally:
         partial.stop()

@@ -9,8 +9,16 @@ from flowviz import migrate
 from tests.conftest import Servers
 
 TABLES = {
-    "lots", "lot_genealogy", "phases", "production_runs", "qc_decisions", "qc_gates", "scenarios", "streams", "users",
-}  # fmt: skip
+    "lots",
+    "lot_genealogy",
+    "phases",
+    "production_runs",
+    "qc_decisions",
+    "qc_gates",
+    "scenarios",
+    "streams",
+    "users",
+}
 
 
 @pytest.fixture
@@ -81,11 +89,10 @@ def test_lot_code_is_unique_and_edges_need_existing_lots(empty_db_url: str) -> N
         _insert_lot(conn, "A-1")
         with pytest.raises(psycopg.errors.UniqueViolation):
             _insert_lot(conn, "A-1")
-    with psycopg.connect(empty_db_url) as conn:
-        with pytest.raises(psycopg.errors.ForeignKeyViolation):
-            conn.execute(
-                "INSERT INTO lot_genealogy (parent_lot_id, child_lot_id, quantity, uom) VALUES (1, 999, 1, 'kg')"
-            )
+    with psycopg.connect(empty_db_url) as conn, pytest.raises(psycopg.errors.ForeignKeyViolation):
+        conn.execute(
+            "INSERT INTO lot_genealogy (parent_lot_id, child_lot_id, quantity, uom) VALUES (1, 999, 1, 'kg')"
+        )
 
 
 def test_edges_carry_positive_quantities_with_units(empty_db_url: str) -> None:

@@ -46,12 +46,18 @@ def test_grpc_health_serving(channels: dict[str, grpc.Channel], name: str) -> No
 
 @pytest.mark.parametrize(
     ("name", "service"),
-    [("lots", "flowviz.lots.v1.LotsService"), ("genealogy", "flowviz.genealogy.v1.GenealogyService"),
-     ("qc", "flowviz.qc.v1.QcService"), ("health", "flowviz.health.v1.SystemHealthService")],
-)  # fmt: skip
+    [
+        ("lots", "flowviz.lots.v1.LotsService"),
+        ("genealogy", "flowviz.genealogy.v1.GenealogyService"),
+        ("qc", "flowviz.qc.v1.QcService"),
+        ("health", "flowviz.health.v1.SystemHealthService"),
+    ],
+)
 def test_reflection_lists_the_service(channels: dict[str, grpc.Channel], name: str, service: str) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channels[name])
-    replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+    replies = stub.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
     names = {s.name for r in replies for s in r.list_services_response.service}
     assert {service, "grpc.health.v1.Health"} <= names
 
@@ -84,13 +90,26 @@ def test_create_lot_then_duplicate_is_already_exists(channels: dict[str, grpc.Ch
 
 @pytest.mark.parametrize(
     ("field", "value", "reason"),
-    [("lot_code", "", "LOT_CODE_EMPTY"), ("lot_code", "X" * 65, "LOT_CODE_TOO_LONG"),
-     ("lot_code", "A\x01B", "LOT_CODE_INVALID"), ("kind", "raw", "KIND_INVALID"), ("uom", "parsec", "UOM_INVALID"),
-     ("quantity", -1.0, "QUANTITY_INVALID")],
-)  # fmt: skip
-def test_create_lot_rejects_bad_input(channels: dict[str, grpc.Channel], field: str, value: object, reason: str) -> None:
+    [
+        ("lot_code", "", "LOT_CODE_EMPTY"),
+        ("lot_code", "X" * 65, "LOT_CODE_TOO_LONG"),
+        ("lot_code", "A\x01B", "LOT_CODE_INVALID"),
+        ("kind", "raw", "KIND_INVALID"),
+        ("uom", "parsec", "UOM_INVALID"),
+        ("quantity", -1.0, "QUANTITY_INVALID"),
+    ],
+)
+def test_create_lot_rejects_bad_input(
+    channels: dict[str, grpc.Channel], field: str, value: object, reason: str
+) -> None:
     stub = lots_pb2_grpc.LotsServiceStub(channels["lots"])
-    fields: dict[str, object] = {"lot_code": "OK-1", "kind": "RAW", "product": "p", "quantity": 1.0, "uom": "kg"}
+    fields: dict[str, object] = {
+        "lot_code": "OK-1",
+        "kind": "RAW",
+        "product": "p",
+        "quantity": 1.0,
+        "uom": "kg",
+    }
     fields[field] = value
     with pytest.raises(grpc.RpcError) as err:
         stub.CreateLot(lots_pb2.CreateLotRequest(**fields), timeout=5)  # type: ignore[arg-type]
@@ -114,7 +133,9 @@ def test_list_lots_pages_without_gaps(channels: dict[str, grpc.Channel]) -> None
         token = reply.next_page_token
         if not token:
             break
-    everything = [lot.lot_code for lot in stub.ListLots(lots_pb2.ListLotsRequest(page_size=500), timeout=5).lots]
+    everything = [
+        lot.lot_code for lot in stub.ListLots(lots_pb2.ListLotsRequest(page_size=500), timeout=5).lots
+    ]
     assert seen == everything and len(set(seen)) == len(seen) >= 4
 
 
@@ -130,7 +151,10 @@ def test_traceability_of_the_mix(channels: dict[str, grpc.Channel]) -> None:
     reply = stub.GetTraceability(genealogy_pb2.GetTraceabilityRequest(lot_code="MIX-BATCH-88"), timeout=5)
     assert reply.lot.lot_code == "MIX-BATCH-88"
     parents = {p.lot.lot_code: (p.edge_quantity, p.edge_uom, p.run_code) for p in reply.parents}
-    assert parents == {"RAW-BEEF-001": (380.0, "kg", "RUN-MIX-88"), "RAW-SPICE-001": (20.0, "kg", "RUN-MIX-88")}
+    assert parents == {
+        "RAW-BEEF-001": (380.0, "kg", "RUN-MIX-88"),
+        "RAW-SPICE-001": (20.0, "kg", "RUN-MIX-88"),
+    }
     assert [c.lot.lot_code for c in reply.children] == ["FG-DONER-X1"]
 
 
@@ -138,7 +162,9 @@ def test_qc_status_and_decisions(channels: dict[str, grpc.Channel]) -> None:
     stub = qc_pb2_grpc.QcServiceStub(channels["qc"])
     assert stub.GetQcStatus(qc_pb2.GetQcStatusRequest(lot_code="RAW-BEEF-001"), timeout=5).status == "passed"
     assert stub.GetQcStatus(qc_pb2.GetQcStatusRequest(lot_code="FG-DONER-X1"), timeout=5).status == "pending"
-    decisions = stub.ListQcDecisions(qc_pb2.ListQcDecisionsRequest(lot_code="RAW-BEEF-001"), timeout=5).decisions
+    decisions = stub.ListQcDecisions(
+        qc_pb2.ListQcDecisionsRequest(lot_code="RAW-BEEF-001"), timeout=5
+    ).decisions
     assert [(d.decision, d.gate_code, d.decided_by) for d in decisions] == [
         (qc_pb2.DECISION_PASS, "QG-RECEIVING", "system")
     ]
