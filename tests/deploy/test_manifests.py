@@ -1,0 +1,484 @@
+"""Deployment files (Dockerfile, compose, Kubernetes) agree with the service contract.
+
+Standalone: ``.venv/bin/python -m pytest tests/deploy -q``. Needs the tools from
+``bash deploy/install-tools.sh``; a missing tool fails (never skips) with that hint.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+try:
+    import yaml
+except ImportError:  # reported by _yaml() as a failure, not a skip
+    yaml = None
+
+# Mirrors the code's defaults (ports, health service names, drain, UID).
+# TODO(lead): derive from the code's config module once it exists.
+CONTRACT: dict[str, Any] = {
+    "grpc_services": {
+        "health": {
+            "module": "services.health",
+            "port": 50050,
+            "port_env": "FLOWVIZ_HEALTH_PORT",
+            "addr_env": "FLOWVIZ_HEALTH_ADDR",
+            "metrics_port": 9150,
+            "health_service": "",
+        },
+        "lots": {
+            "module": "services.lots",
+            "port": 50051,
+            "port_env": "FLOWVIZ_LOTS_PORT",
+            "addr_env": "FLOWVIZ_LOTS_ADDR",
+            "metrics_port": 9151,
+            "health_service": "flowviz.lots.v1.LotsService",
+        },
+        "genealogy": {
+            "module": "services.genealogy",
+            "port": 50052,
+            "port_env": "FLOWVIZ_GENEALOGY_PORT",
+            "addr_env": "FLOWVIZ_GENEALOGY_ADDR",
+            "metrics_port": 9152,
+            "health_service": "flowviz.genealogy.v1.GenealogyService",
+        },
+        "qc": {
+            "module": "services.qc",
+            "port": 50053,
+            "port_env": "FLOWVIZ_QC_PORT",
+            "addr_env": "FLOWVIZ_QC_ADDR",
+            "metrics_port": 9153,
+            "health_service": "flowviz.qc.v1.QcService",
+        },
+    },
+    "gateway": {
+        "name": "gateway",
+        "module": "gateway",
+        "port": 8000,
+        "port_env": "FLOWVIZ_GATEWAY_PORT",
+        "health_path": "/api/health",
+    },
+    "migrate_module": "flowviz.migrate",
+    "seed_module": "flowviz.seed",
+    "drain_seconds": 10,  # FLOWVIZ_DRAIN_SECONDS default
+    "uid": 10001,
+    "secret_keys": ["DATABASE_URL", "VALKEY_URL", "FLOWVIZ_TOKEN_SECRET"],
+    "hpa": ["gateway", "genealogy"],
+}
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
+OVERLAYS = ["dev", "production"]
+GRPC = CONTRACT["grpc_services"]
+GW = CONTRACT["gateway"]
+ALL_APPS = [*GRPC, GW["name"]]
+INSTALL_HINT = "run `bash deploy/install-tools.sh` to install the pinned deploy tools"
+
+
+# --------------------------------------------------------------- helpers ----
+def _yaml():
+    if yaml is None:
+        pytest.fail(f"PyYAML is not installed: {INSTALL_HINT}")
+    return yaml
+
+
+def _tool(name: str) -> str | None:
+    venv = ROOT / ".venv" / "bin" / name
+    if venv.exists():
+        return str(venv)
+    return shutil.which(name)
+
+
+@functools.cache
+def _render(overlay: str) -> tuple[dict, ...]:
+    path = ROOT / "deploy" / "k8s" / "overlays" / overlay
+    kubectl, kustomize = _tool("kubectl"), _tool("kustomize")
+    if kubectl:
+        cmd = [kubectl, "kustomize", str(path)]
+    elif kustomize:
+        cmd = [kustomize, "build", str(path)]
+    else:
+        pytest.fail(f"neither kubectl nor kustomize found: {INSTALL_HINT}")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr}"
+    return tuple(d for d in _yaml().safe_load_all(proc.stdout) if d)
+
+
+def _find(docs, kind: str, name: str) -> dict:
+    for d in docs:
+        if d["kind"] == kind and d["metadata"]["name"] == name:
+            return d
+    raise AssertionError(f"{kind}/{name} not found in rendered manifests")
+
+
+def _config(docs) -> dict:
+    maps = [
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("flowviz-config")
+    ]
+    assert len(maps) == 1, "expected exactly one flowviz-config ConfigMap"
+    return maps[0]["data"]
+
+
+def _container(deploy: dict) -> dict:
+    containers = deploy["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, f"{deploy['metadata']['name']}: expected one container"
+    return containers[0]
+
+
+def _port_number(container: dict, port) -> int:
+    if isinstance(port, int):
+        return port
+    for p in container.get("ports", []):
+        if p.get("name") == port:
+            return p["containerPort"]
+    raise AssertionError(f"named port {port!r} not declared on container {container['name']}")
+
+
+def _pod_templates(docs):
+    for d in docs:
+        if d["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+            yield d, d["spec"]["template"]["spec"]
+        elif d["kind"] == "CronJob":
+            yield d, d["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+
+
+def _compose() -> dict:
+    return _yaml().safe_load(COMPOSE_FILE.read_text())
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------- (a) check.sh green ---
+def test_check_script_passes():
+    proc = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "check.sh")], capture_output=True, text=True, timeout=600
+    )
+    out = proc.stdout + proc.stderr
+    if "missing tool" in out:
+        pytest.fail(f"deploy/check.sh is missing tools ({INSTALL_HINT}):\n{out}")
+    assert proc.returncode == 0, f"deploy/check.sh failed:\n{out}"
+    assert "all deployment checks passed" in proc.stdout
+
+
+# --------------------------------------------------- (b) Kubernetes output ---
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("name", list(GRPC))
+def test_grpc_deployment_probes_match_contract(overlay, name):
+    want = GRPC[name]
+    docs = _render(overlay)
+    deploy = _find(docs, "Deployment", name)
+    c = _container(deploy)
+    assert c["args"] == [want["module"]]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports["grpc"] == want["port"]
+    assert ports["metrics"] == want["metrics_port"]
+    env = {e["name"]: e.get("value") for e in c.get("env", [])}
+    assert env.get("FLOWVIZ_METRICS_PORT") == str(want["metrics_port"])
+    assert _config(docs)[want["port_env"]] == str(want["port"])
+
+    grpc_probes = 0
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        probe = c.get(kind)
+        assert probe, f"{name}: {kind} missing"
+        if "grpc" in probe:
+            grpc_probes += 1
+            assert probe["grpc"]["port"] == want["port"], f"{name} {kind} port"
+            assert probe["grpc"].get("service", "") == want["health_service"], f"{name} {kind} service"
+        else:  # a non-gRPC liveness must still target the gRPC port
+            assert "tcpSocket" in probe, f"{name}: {kind} must be grpc or tcpSocket"
+            assert _port_number(c, probe["tcpSocket"]["port"]) == want["port"]
+    assert "grpc" in c["readinessProbe"], f"{name}: readiness must be a native gRPC probe"
+    assert grpc_probes >= 2
+
+    annotations = deploy["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(want["metrics_port"])
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("name", list(GRPC))
+def test_services_and_headless_services(overlay, name):
+    want = GRPC[name]
+    docs = _render(overlay)
+    pod_labels = _find(docs, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+
+    headless = _find(docs, "Service", f"{name}-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    assert [p["port"] for p in headless["spec"]["ports"]] == [want["port"]]
+    assert not headless["spec"].get("publishNotReadyAddresses", False)
+
+    svc = _find(docs, "Service", name)
+    assert svc["spec"].get("clusterIP") != "None"
+    ports = {p["name"]: p["port"] for p in svc["spec"]["ports"]}
+    assert ports == {"grpc": want["port"], "metrics": want["metrics_port"]}
+
+    for s in (svc, headless):
+        assert s["spec"]["selector"].items() <= pod_labels.items(), f"{s['metadata']['name']} selects no pod"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_clients_use_headless_dns_targets(overlay):
+    data = _config(_render(overlay))
+    assert data["FLOWVIZ_BIND_HOST"] == "0.0.0.0"
+    for name, want in GRPC.items():
+        addr = data[want["addr_env"]]
+        assert re.fullmatch(
+            rf"dns:///{name}-headless(\.[a-z0-9-]+\.svc\.cluster\.local)?:{want['port']}", addr
+        ), f"{want['addr_env']}={addr}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_gateway_probes_and_service(overlay):
+    docs = _render(overlay)
+    deploy = _find(docs, "Deployment", GW["name"])
+    c = _container(deploy)
+    assert c["args"] == [GW["module"]]
+    ready = c["readinessProbe"]["httpGet"]
+    assert ready["path"] == GW["health_path"]
+    assert _port_number(c, ready["port"]) == GW["port"]
+    assert "tcpSocket" in c["livenessProbe"], "gateway liveness should be cheap (tcpSocket)"
+    assert _port_number(c, c["livenessProbe"]["tcpSocket"]["port"]) == GW["port"]
+    assert _config(docs)[GW["port_env"]] == str(GW["port"])
+    svc = _find(docs, "Service", GW["name"])
+    assert [p["port"] for p in svc["spec"]["ports"]] == [GW["port"]]
+    assert deploy["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(GW["port"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_container_is_hardened(overlay):
+    checked = 0
+    for obj, pod in _pod_templates(_render(overlay)):
+        pod_sc = pod.get("securityContext", {})
+        for c in pod.get("initContainers", []) + pod["containers"]:
+            where = f"{obj['kind']}/{obj['metadata']['name']}/{c['name']}"
+            sc = c.get("securityContext", {})
+            assert sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True, where
+            assert sc.get("readOnlyRootFilesystem") is True, where
+            assert sc.get("allowPrivilegeEscalation") is False, where
+            assert "ALL" in sc.get("capabilities", {}).get("drop", []), where
+            if c["image"].split("/")[-1].startswith("flowviz"):
+                assert sc.get("runAsUser", pod_sc.get("runAsUser")) == CONTRACT["uid"], where
+                assert any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])), f"{where}: /tmp"
+            checked += 1
+    assert checked >= len(ALL_APPS) + 2
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grace_period_covers_drain(overlay):
+    docs = _render(overlay)
+    drain = int(_config(docs).get("FLOWVIZ_DRAIN_SECONDS", CONTRACT["drain_seconds"]))
+    assert drain == CONTRACT["drain_seconds"]
+    for name in ALL_APPS:
+        deploy = _find(docs, "Deployment", name)
+        pod = deploy["spec"]["template"]["spec"]
+        grace = pod.get("terminationGracePeriodSeconds", 30)
+        pre_stop = _container(deploy).get("lifecycle", {}).get("preStop", {})
+        cmd = pre_stop.get("exec", {}).get("command", [])
+        sleep = int(cmd[1]) if cmd[:1] == ["sleep"] else int(pre_stop.get("sleep", {}).get("seconds", 0))
+        assert sleep > 0, f"{name}: expected a short preStop sleep"
+        assert grace > drain + sleep, f"{name}: grace {grace}s <= preStop {sleep}s + drain {drain}s"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_secrets_come_from_secret_refs(overlay):
+    docs = _render(overlay)
+    secret_names = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    for name in ALL_APPS:
+        c = _container(_find(docs, "Deployment", name))
+        refs = {
+            e["name"]: e["valueFrom"]["secretKeyRef"]
+            for e in c.get("env", [])
+            if "secretKeyRef" in e.get("valueFrom", {})
+        }
+        for key in CONTRACT["secret_keys"]:
+            assert key in refs, f"{name}: {key} must come from a Secret"
+            assert refs[key]["key"] == key
+            assert refs[key]["name"].startswith("flowviz-secrets")
+            if overlay == "dev":  # generated in-overlay, hash-suffixed
+                assert refs[key]["name"] in secret_names
+        plain = {e["name"] for e in c.get("env", []) if "value" in e}
+        assert not plain & set(CONTRACT["secret_keys"]), f"{name}: secret in plain env"
+
+
+def test_production_contains_no_secret_values():
+    docs = _render("production")
+    for d in docs:
+        if d["kind"] == "Secret":
+            assert not d.get("data") and not d.get("stringData"), f"Secret {d['metadata']['name']} has values"
+    for d in docs:
+        if d["kind"] == "ConfigMap":
+            assert not set(d.get("data", {})) & set(CONTRACT["secret_keys"])
+    base = (ROOT / "deploy" / "k8s" / "base").rglob("*.yaml")
+    for f in base:
+        for d in _yaml().safe_load_all(f.read_text()):
+            assert not (d and d.get("kind") == "Secret"), f"{f}: base must not define a Secret"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pdbs_hpas_and_migrate_job(overlay):
+    docs = _render(overlay)
+    for name in ALL_APPS:
+        pdb = _find(docs, "PodDisruptionBudget", name)
+        labels = _find(docs, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        c = _container(_find(docs, "Deployment", name))
+        assert c["resources"]["requests"]["memory"] and c["resources"]["limits"]["memory"]
+    hpas = {d["metadata"]["name"]: d for d in docs if d["kind"] == "HorizontalPodAutoscaler"}
+    if overlay == "production":
+        assert set(hpas) == set(CONTRACT["hpa"])
+        for h in hpas.values():
+            assert h["apiVersion"] == "autoscaling/v2"
+            assert h["spec"]["maxReplicas"] > h["spec"]["minReplicas"] >= 2
+    job = _find(docs, "Job", "migrate")["spec"]["template"]["spec"]
+    steps = [c["args"] for c in job.get("initContainers", []) + job["containers"]]
+    assert steps[0] == [CONTRACT["migrate_module"]]
+
+
+def test_production_objects_carry_apply_phase():
+    """deploy/README.md applies production in order with -l flowviz/apply-phase=..."""
+    phases: dict[str, set[str]] = {}
+    for d in _render("production"):
+        phase = d["metadata"].get("labels", {}).get("flowviz/apply-phase")
+        assert phase in ("migrate", "services", "gateway"), f"{d['kind']}/{d['metadata']['name']}: {phase}"
+        phases.setdefault(phase, set()).add(f"{d['kind']}/{d['metadata']['name']}")
+    assert {"Job/migrate", "ServiceAccount/flowviz"} <= phases["migrate"]
+    assert any(n.startswith("ConfigMap/flowviz-config") for n in phases["migrate"])
+    assert {f"Deployment/{n}" for n in GRPC} <= phases["services"]
+    assert f"Deployment/{GW['name']}" in phases["gateway"]
+
+
+# ------------------------------------------------------------ (c) compose ---
+def test_compose_ports_and_health_checks():
+    svcs = _compose()["services"]
+    assert "5433:5432" in [str(p) for p in svcs["postgres"]["ports"]]
+    assert svcs["postgres"]["image"].startswith("postgres:17")
+    assert svcs["valkey"]["image"].startswith("valkey/valkey:8")
+    for data in ("postgres", "valkey"):
+        assert "healthcheck" in svcs[data]
+
+    migrate_cmd = " ".join(svcs["migrate"].get("entrypoint", []) + svcs["migrate"].get("command", []))
+    assert f"python -m {CONTRACT['migrate_module']}" in migrate_cmd
+    assert f"python -m {CONTRACT['seed_module']}" in migrate_cmd
+
+    for name, want in GRPC.items():
+        s = svcs[name]
+        env = s["environment"]
+        assert s["command"] == [want["module"]]
+        assert env[want["port_env"]] == str(want["port"])
+        assert env["FLOWVIZ_METRICS_PORT"] == str(want["metrics_port"])
+        assert env["FLOWVIZ_BIND_HOST"] == "0.0.0.0"
+        for other, o in GRPC.items():
+            assert env[o["addr_env"]] == f"{other}:{o['port']}"
+        probe = " ".join(s["healthcheck"]["test"])
+        assert f"127.0.0.1:{want['port']}" in probe
+        assert f"service='{want['health_service']}'" in probe
+        assert s["user"] == f"{CONTRACT['uid']}:{CONTRACT['uid']}"
+        assert s["read_only"] is True
+    for name in ("lots", "genealogy", "qc"):
+        assert svcs[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+    gw = svcs[GW["name"]]
+    assert gw["command"] == [GW["module"]]
+    assert f"{GW['port']}:{GW['port']}" in [str(p) for p in gw["ports"]]
+    assert gw["environment"][GW["port_env"]] == str(GW["port"])
+    assert f"127.0.0.1:{GW['port']}{GW['health_path']}" in " ".join(gw["healthcheck"]["test"])
+
+    for name in ALL_APPS:
+        grace = svcs[name]["stop_grace_period"]
+        assert int(grace.rstrip("s")) > CONTRACT["drain_seconds"]
+
+
+def _python_c(test: list[str]) -> str:
+    assert test[:3] == ["CMD", "python", "-c"], test
+    return test[3]
+
+
+@pytest.mark.parametrize("name", list(GRPC))
+def test_compose_grpc_healthcheck_one_liner_works(name):
+    """Run the compose healthcheck code against a real gRPC health server on loopback."""
+    try:
+        from concurrent import futures
+
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    except ImportError as exc:
+        pytest.fail(
+            f"grpcio / grpcio-health-checking not installed ({exc}): install the project (pip install .[dev])"
+        )
+    want = GRPC[name]
+    code = _python_c(_compose()["services"][name]["healthcheck"]["test"])
+    port = _free_port()
+    code = code.replace(f"127.0.0.1:{want['port']}", f"127.0.0.1:{port}")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+
+        def run() -> int:
+            return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30).returncode
+
+        servicer.set(want["health_service"], health_pb2.HealthCheckResponse.SERVING)
+        assert run() == 0
+        servicer.set(want["health_service"], health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert run() != 0
+    finally:
+        server.stop(None)
+
+
+def test_compose_gateway_healthcheck_one_liner_works():
+    code = _python_c(_compose()["services"][GW["name"]]["healthcheck"]["test"])
+    status = {"code": 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(status["code"] if self.path == GW["health_path"] else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = srv.server_address[1]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    code = code.replace(f"127.0.0.1:{GW['port']}", f"127.0.0.1:{port}")
+    try:
+        run = lambda: subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30).returncode  # noqa: E731
+        assert run() == 0
+        status["code"] = 503
+        assert run() != 0
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_dockerfile_contract():
+    text = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim|^ARG PYTHON_IMAGE=python:3\.11-slim", text, re.M)
+    assert f"USER {CONTRACT['uid']}" in text
+    assert 'ENTRYPOINT ["python", "-m"]' in text
+    assert "PYTHONDONTWRITEBYTECODE=1" in text
+    assert "grpc_tools.protoc -I protos" in text
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    for entry in (".venv", ".data", ".git", "**/__pycache__", ".pytest_cache", "flowviz/**/*_pb2*.py"):
+        assert entry in ignore, f".dockerignore lacks {entry}"
+    assert os.access(ROOT / "deploy" / "check.sh", os.R_OK)
