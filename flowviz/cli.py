@@ -29,7 +29,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Embedded PostgreSQL + Valkey unless DATABASE_URL/VALKEY_URL are set; migrate; seed; serve."""
     import threading
 
-    from flowviz import migrate, seed
+    from flowviz import accounts, migrate, seed
     from flowviz.embedded import Postgres, Valkey, port_in_use
     from flowviz.supervisor import run_children
 
@@ -55,9 +55,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"starting embedded Valkey on 127.0.0.1:{port}", flush=True)
             vk.start()
             env["VALKEY_URL"] = vk.url
+        env["FLOWVIZ_TOKEN_SECRET"] = accounts.token_secret(data)
         os.environ.update(env)
         migrate.upgrade(os.environ["DATABASE_URL"])
         seed.load(os.environ["DATABASE_URL"])
+        accounts.ensure_admin(os.environ["DATABASE_URL"])
         os.environ.setdefault("FLOWVIZ_LOG_FORMAT", "json")
         gateway_port = int(os.environ.get("FLOWVIZ_GATEWAY_PORT", "8000"))
 
@@ -94,12 +96,41 @@ def cmd_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_user_add(args: argparse.Namespace) -> int:
+    import getpass
+
+    from flowviz import accounts
+    from flowviz.core.errors import InvalidArgument
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        sys.exit("DATABASE_URL is not set")
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("password: ")
+    try:
+        created = accounts.add_user(url, args.username, args.role, password, args.display_name)
+    except InvalidArgument as exc:
+        sys.exit(exc.message)
+    if not created:
+        sys.exit(f"user {args.username} already exists")
+    print(f"created {args.role} {args.username}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowviz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the whole system").set_defaults(fn=cmd_run)
     sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)").set_defaults(fn=cmd_migrate)
     sub.add_parser("seed", help="load the seed data (DATABASE_URL)").set_defaults(fn=cmd_seed)
+    user = sub.add_parser("user", help="manage users (DATABASE_URL)").add_subparsers(
+        dest="action", required=True
+    )
+    add = user.add_parser("add", help="add a user; the password is prompted for")
+    add.add_argument("username")
+    add.add_argument("--role", required=True, choices=["viewer", "operator", "qc", "admin"])
+    add.add_argument("--display-name", default="")
+    add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    add.set_defaults(fn=cmd_user_add)
     args = parser.parse_args(argv)
     return int(args.fn(args))
 

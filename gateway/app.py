@@ -17,14 +17,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from flowviz.core import logs
+from flowviz.core import logs, tracing
 from flowviz.core.config import settings
 from flowviz.core.errors import from_rpc_error
-from flowviz.genealogy.v1 import genealogy_pb2
-from flowviz.lots.v1 import lots_pb2
-from flowviz.qc.v1 import qc_pb2
-from gateway import convert, openapi
+from gateway import observability, openapi
 from gateway.errors import error_response, failure_response
+from gateway.protojson import JsonInputError, fill
+from gateway.routes import ROUTES, RpcRoute
 from gateway.upstreams import Upstreams
 
 MAX_BODY = 1024 * 1024
@@ -33,56 +32,26 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
+class BadRequest(Exception):
+    def __init__(self, reason: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.status = status
+
+
 def json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
-class BadRequest(Exception):
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def endpoint(fn: Callable[[Request, Upstreams, tuple[tuple[str, str], ...]], Awaitable[Response]]) -> Handler:
-    """Wrap a route: request id in and out, gRPC failures through the one status table."""
-
-    async def handle(request: Request) -> Response:
-        rid = request.headers.get("x-request-id", "")
-        if not _REQUEST_ID.match(rid):
-            rid = uuid.uuid4().hex
-        logs.request_id.set(rid)
-        metadata = (("x-request-id", rid),)
-        try:
-            response = await fn(request, request.app.state.upstreams, metadata)
-        except grpc.aio.AioRpcError as exc:
-            response = failure_response(from_rpc_error(exc))
-        except BadRequest as exc:
-            response = error_response(400, "INVALID_ARGUMENT", exc.message, exc.reason)
-        response.headers["x-request-id"] = rid
-        return response
-
-    return handle
-
-
-def _int_param(request: Request, name: str, default: int = 0) -> int:
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadRequest("PARAM_INVALID", f"{name} must be an integer") from None
-
-
 async def _json_body(request: Request) -> dict[str, Any]:
     if int(request.headers.get("content-length") or 0) > MAX_BODY:
-        raise BadRequest("BODY_TOO_LARGE", f"the body is larger than {MAX_BODY} bytes")
-    raw = b""
+        raise BadRequest("BODY_TOO_LARGE", f"the body is larger than {MAX_BODY} bytes", 413)
+    raw = bytearray()
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_BODY:
-            raise BadRequest("BODY_TOO_LARGE", f"the body is larger than {MAX_BODY} bytes")
+            raise BadRequest("BODY_TOO_LARGE", f"the body is larger than {MAX_BODY} bytes", 413)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -92,20 +61,44 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
-def _field(body: dict[str, Any], name: str, kind: type, required: bool = True) -> Any:
-    if name not in body or body[name] is None:
-        if required:
-            raise BadRequest("FIELD_REQUIRED", f"{name} is required")
-        return kind()
-    value = body[name]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise BadRequest("FIELD_INVALID", f"{name} must be a {'number' if kind is float else 'string'}")
-    return value
+def rpc_endpoint(route: RpcRoute) -> Handler:
+    """Build the request message from path, query, body and headers; call; render the reply."""
+    path_params = route.path_params
 
+    async def handle(request: Request) -> Response:
+        rid = request.headers.get("x-request-id", "")
+        if not _REQUEST_ID.match(rid):
+            rid = uuid.uuid4().hex
+        logs.request_id.set(rid)
+        try:
+            data: dict[str, Any] = await _json_body(request) if route.body else {}
+            for name in path_params:
+                if name in data and data[name] != request.path_params[name]:
+                    raise BadRequest("FIELD_CONFLICT", f"{name} in the body differs from the path")
+            query = request.query_params
+            data.update((name, query[name]) for name in route.query if name in query)
+            data.update((f, request.headers[h]) for h, f in route.headers.items() if h in request.headers)
+            data.update(request.path_params)
+            message = fill(route.request_class(), data)
+            client = request.client.host if request.client else ""
+            metadata: tuple[tuple[str, str], ...] = (("x-request-id", rid), ("x-client-address", client))
+            if auth := request.headers.get("authorization"):
+                metadata += (("authorization", auth),)
+            stub = getattr(request.app.state.upstreams, route.upstream)
+            reply = await getattr(stub, route.rpc)(message, timeout=settings().rpc_timeout, metadata=metadata)
+            status = route.status_of(reply) if route.status_of else route.status
+            response = json(route.render(reply), status)
+        except JsonInputError as exc:
+            response = error_response(400, "INVALID_ARGUMENT", f"{exc.field} {exc.message}", "FIELD_INVALID",
+                                      {"field": exc.field})  # fmt: skip
+        except BadRequest as exc:
+            response = error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason)
+        except grpc.aio.AioRpcError as exc:
+            response = failure_response(from_rpc_error(exc))
+        response.headers["x-request-id"] = rid
+        return response
 
-# --- routes ---------------------------------------------------------------------------------
+    return handle
 
 
 async def health(request: Request) -> Response:
@@ -113,95 +106,8 @@ async def health(request: Request) -> Response:
     return Response(view.body, status_code=200 if view.healthy else 503, media_type="application/json")
 
 
-@endpoint
-async def traceability(request: Request, up: Upstreams, md: Any) -> Response:
-    reply = await up.genealogy.GetTraceability(
-        genealogy_pb2.GetTraceabilityRequest(lot_code=request.path_params["lot_code"]),
-        timeout=settings().rpc_timeout,
-        metadata=md,
-    )
-    return json(convert.traceability(reply))
-
-
 async def empty_lot_code(request: Request) -> Response:
     return error_response(400, "INVALID_ARGUMENT", "lot_code must not be empty", "LOT_CODE_EMPTY")
-
-
-@endpoint
-async def get_lot(request: Request, up: Upstreams, md: Any) -> Response:
-    reply = await up.lots.GetLot(
-        lots_pb2.GetLotRequest(lot_code=request.path_params["lot_code"]),
-        timeout=settings().rpc_timeout,
-        metadata=md,
-    )
-    return json({"lot": convert.lot(reply.lot)})
-
-
-@endpoint
-async def list_lots(request: Request, up: Upstreams, md: Any) -> Response:
-    q = request.query_params
-    reply = await up.lots.ListLots(
-        lots_pb2.ListLotsRequest(
-            kind=q.get("kind", ""),
-            product=q.get("product", ""),
-            page_size=_int_param(request, "page_size"),
-            page_token=q.get("page_token", ""),
-        ),
-        timeout=settings().rpc_timeout,
-        metadata=md,
-    )
-    return json(
-        {"lots": [convert.lot(m) for m in reply.lots], "next_page_token": reply.next_page_token or None}
-    )
-
-
-@endpoint
-async def create_lot(request: Request, up: Upstreams, md: Any) -> Response:
-    body = await _json_body(request)
-    message = lots_pb2.CreateLotRequest(
-        lot_code=_field(body, "lot_code", str),
-        kind=_field(body, "kind", str),
-        product=_field(body, "product", str),
-        quantity=_field(body, "quantity", float),
-        uom=_field(body, "uom", str),
-    )
-    produced_at = _field(body, "produced_at", str, required=False)
-    if produced_at:
-        try:
-            message.produced_at.FromJsonString(produced_at)
-        except ValueError:
-            raise BadRequest("FIELD_INVALID", "produced_at must be an RFC 3339 timestamp") from None
-    reply = await up.lots.CreateLot(message, timeout=settings().rpc_timeout, metadata=md)
-    return json({"lot": convert.lot(reply.lot)}, status=201)
-
-
-@endpoint
-async def qc_status(request: Request, up: Upstreams, md: Any) -> Response:
-    reply = await up.qc.GetQcStatus(
-        qc_pb2.GetQcStatusRequest(lot_code=request.path_params["lot_code"]),
-        timeout=settings().rpc_timeout,
-        metadata=md,
-    )
-    return json({"lot_code": reply.lot_code, "status": reply.status})
-
-
-@endpoint
-async def qc_decisions(request: Request, up: Upstreams, md: Any) -> Response:
-    reply = await up.qc.ListQcDecisions(
-        qc_pb2.ListQcDecisionsRequest(
-            lot_code=request.path_params["lot_code"],
-            page_size=_int_param(request, "page_size"),
-            page_token=request.query_params.get("page_token", ""),
-        ),
-        timeout=settings().rpc_timeout,
-        metadata=md,
-    )
-    return json(
-        {
-            "decisions": [convert.qc_decision(d) for d in reply.decisions],
-            "next_page_token": reply.next_page_token or None,
-        }
-    )
 
 
 async def openapi_json(request: Request) -> Response:
@@ -226,18 +132,26 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "INTERNAL", "internal error; the request id identifies it in the logs")
 
 
-ROUTES = [
-    Route("/api/health", health),
-    Route("/api/traceability/", empty_lot_code),
-    Route("/api/traceability/{lot_code}", traceability),
-    Route("/api/lots", list_lots, methods=["GET"]),
-    Route("/api/lots", create_lot, methods=["POST"]),
-    Route("/api/lots/{lot_code}/qc-status", qc_status),
-    Route("/api/lots/{lot_code}/qc-decisions", qc_decisions, methods=["GET"]),
-    Route("/api/lots/{lot_code}", get_lot),
-    Route("/api/openapi.json", openapi_json),
-    Route("/api/docs", docs),
-]
+def _routes() -> list[Route]:
+    routes = [
+        Route("/api/health", health),
+        Route("/api/traceability/", empty_lot_code),
+        Route("/api/openapi.json", openapi_json),
+        Route("/api/docs", docs),
+        Route("/metrics", observability.metrics_endpoint),
+    ]
+    # Starlette matches in order: group methods of one path into one Route.
+    by_path: dict[str, list[RpcRoute]] = {}
+    for route in ROUTES:
+        by_path.setdefault(route.path, []).append(route)
+    for path, group in by_path.items():
+        handlers = {r.method: rpc_endpoint(r) for r in group}
+
+        async def dispatch(request: Request, handlers: dict[str, Handler] = handlers) -> Response:
+            return await (handlers.get(request.method) or handlers["GET"])(request)  # HEAD is GET
+
+        routes.append(Route(path, dispatch, methods=list(handlers)))
+    return routes
 
 
 @contextlib.asynccontextmanager
@@ -251,7 +165,10 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 def create_app() -> Starlette:
     cfg = settings()
-    middleware = []
+    tracing.setup("gateway")  # no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set
+    routes = _routes()
+    # Outermost first: the trace span (when on), then metrics and the access log.
+    middleware = [*tracing.asgi_middleware(routes), Middleware(observability.Observability)]
     if cfg.cors_origins:
         middleware.append(
             Middleware(
@@ -263,7 +180,7 @@ def create_app() -> Starlette:
             )
         )
     return Starlette(
-        routes=ROUTES,
+        routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed, 500: internal_error},

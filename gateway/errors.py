@@ -24,7 +24,7 @@ HTTP_OF_GRPC = {
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
 # Reasons whose HTTP status differs from their gRPC code's default.
-HTTP_OF_REASON = {"IDEMPOTENCY_KEY_REUSED": 422}
+HTTP_OF_REASON = {"IDEMPOTENCY_KEY_REUSED": 422, "BODY_TOO_LARGE": 413}
 
 
 def error_response(
@@ -41,4 +41,9 @@ def failure_response(failure: RpcFailure) -> Response:
     message = failure.message
     if status == 502:  # INTERNAL, UNKNOWN, DATA_LOSS: say so without leaking internals
         message = "an upstream service failed; the request id identifies it in the logs"
-    return error_response(status, failure.code.name, message, failure.reason, failure.metadata)
+    response = error_response(status, failure.code.name, message, failure.reason, failure.metadata)
+    if status == 401:
+        response.headers["www-authenticate"] = 'Bearer realm="flowviz"'
+    if status == 429 and (wait := failure.metadata.get("retry_after_seconds")):
+        response.headers["retry-after"] = wait
+    return response

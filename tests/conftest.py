@@ -12,17 +12,32 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import grpc
 import httpx
 import psycopg
 import pytest
 
 from flowviz import migrate, seed
+from flowviz.core import auth, passwords
 from flowviz.core.config import DEFAULT_PORTS
 from flowviz.embedded import Postgres, Valkey, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "flowviz_template"
+# Test-only signing key (every process of the test system gets it).
+TOKEN_SECRET = "test-secret-" + "0123456789abcdefghijklmnopqrstuvwxyz"
+# One user per role, created in the session database, with password f"{role}-pass-2026".
+USERS = {"ana": "viewer", "omar": "operator", "quinn": "qc", "ada": "admin"}
+
+
+def token(username: str, role: str | None = None, ttl: int = 3600) -> str:
+    return auth.issue_token(username, role or USERS[username], secret=TOKEN_SECRET.encode(), ttl_seconds=ttl)
+
+
+def bearer(username: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token(username)}"}
 
 
 @dataclass
@@ -53,6 +68,12 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     migrate.upgrade(s.url(TEMPLATE))
     migrate.upgrade(pg.url)
     seed.load(pg.url)
+    with psycopg.connect(pg.url) as conn:
+        for name, role in USERS.items():
+            conn.execute(
+                "INSERT INTO users (username, display_name, role, password_hash) VALUES (%s, %s, %s, %s)",
+                (name, name.title(), role, passwords.hash_password(f"{role}-pass-2026")),
+            )
     yield s
     vk.stop()
     pg.stop()
@@ -145,6 +166,7 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
         FLOWVIZ_DRAIN_SECONDS="2",
         FLOWVIZ_HEALTH_INTERVAL="0.2",
         FLOWVIZ_LOG_FORMAT="json",
+        FLOWVIZ_TOKEN_SECRET=TOKEN_SECRET,
         PYTHONPATH=str(ROOT),
     )
     for name in DEFAULT_PORTS:
@@ -170,5 +192,37 @@ def system(servers: Servers) -> Iterator[System]:
 
 @pytest.fixture
 def http(system: System) -> Iterator[httpx.Client]:
+    """An HTTP client to the gateway, signed in as the admin."""
+    with httpx.Client(base_url=system.base, timeout=10, headers=bearer("ada")) as client:
+        yield client
+
+
+@pytest.fixture
+def anonymous(system: System) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=system.base, timeout=10) as client:
         yield client
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Adds a bearer token to every call of a channel (the gateway does this for HTTP clients)."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def _add(self, details: Any) -> Any:
+        metadata = [*(details.metadata or ()), ("authorization", self.value)]
+        return details._replace(metadata=metadata)
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._add(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._add(details), request)
+
+
+def grpc_channel(address: str, username: str | None = "ada") -> grpc.Channel:
+    """A channel to a service, signed in as `username` (None: no token)."""
+    channel = grpc.insecure_channel(address)
+    if username is None:
+        return channel
+    return grpc.intercept_channel(channel, _Bearer(f"Bearer {token(username)}"))

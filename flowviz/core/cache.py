@@ -1,8 +1,19 @@
-"""Shared Valkey read-through cache that never fails a read.
+"""Shared Valkey read-through cache that is never stale and never fails a read.
 
-Every operation is bounded by a short timeout; after a failure the cache is skipped for
-a moment (a small circuit breaker) so a dead Valkey costs nothing per request. Misses on
-the same key inside one process share one load (single-flight).
+Answers about a lot (its trace, recall, balance, ...) live as fields of one hash per lot,
+`fv:<ns>:lot:<code>`, so a write can drop every cached answer rooted at an affected lot
+with one UNLINK. Read-your-writes across processes:
+
+- a writer commits, then bumps `fv:epoch` and unlinks the affected lots' hashes;
+- a reader notes the epoch in the same round trip as its cache lookup, and stores what it
+  loaded only if the epoch is unchanged (a Lua check-and-set). A load that raced a write
+  is therefore never stored, and one that finished before the write is unlinked by it.
+- a bulk import bumps the namespace `fv:ns` instead: every old entry is orphaned at once
+  and ages out (TTL, LRU).
+
+Every operation is bounded by a short timeout; after a failure the cache is skipped for a
+moment (a small circuit breaker) so a dead Valkey costs nothing per request. Misses on the
+same entry inside one process share one load (single-flight).
 """
 
 from __future__ import annotations
@@ -10,11 +21,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import valkey.asyncio as valkey
 
 log = logging.getLogger(__name__)
+
+EPOCH_KEY = "fv:epoch"
+NS_KEY = "fv:ns"
+
+# Returns {value or false, epoch, ns} for hash field ARGV[2] of lot ARGV[1].
+_LOOKUP = """
+local ns = redis.call('GET', KEYS[2]) or '0'
+local value = redis.call('HGET', 'fv:' .. ns .. ':lot:' .. ARGV[1], ARGV[2])
+return {value, redis.call('GET', KEYS[1]) or '0', ns}
+"""
+# Stores ARGV[4] in field ARGV[3] of the lot hash ARGV[2]... only if the epoch is still ARGV[1].
+_FILL = """
+if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
+redis.call('HSET', ARGV[2], ARGV[3], ARGV[4])
+redis.call('EXPIRE', ARGV[2], ARGV[5])
+return 1
+"""
 
 
 class Cache:
@@ -22,11 +51,14 @@ class Cache:
         self.client = valkey.from_url(  # type: ignore[no-untyped-call]
             url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
         )
+        self._lookup: Any = self.client.register_script(_LOOKUP)
+        self._fill: Any = self.client.register_script(_FILL)
         self.timeout = timeout
         self.ttl = ttl
         self.retry_after = retry_after
         self._down_until = 0.0
-        self._inflight: dict[str, asyncio.Future[bytes]] = {}
+        self._inflight: dict[tuple[str, str], asyncio.Future[bytes]] = {}
+        self._missed_invalidation = False
         self.hits = self.misses = self.errors = 0
 
     @property
@@ -41,64 +73,94 @@ class Cache:
             )
         self._down_until = time.monotonic() + self.retry_after
 
+    async def _bounded(
+        self, op: str, call: Callable[[], Awaitable[Any]], limit: float | None = None, force: bool = False
+    ) -> Any:
+        """`call()` within the time limit; None when the cache is down or fails."""
+        if not (force or self.available):
+            return None
+        try:
+            result = await asyncio.wait_for(call(), limit or self.timeout)
+        except Exception as exc:
+            self._failed(op, exc)
+            return None
+        self._down_until = 0.0
+        return result
+
     async def ping(self) -> bool:
-        try:
-            return bool(await asyncio.wait_for(self.client.ping(), self.timeout * 4))
-        except Exception as exc:
-            self._failed("ping", exc)
-            return False
+        return bool(await self._bounded("ping", self.client.ping, self.timeout * 4, force=True))
 
-    async def get(self, key: str) -> bytes | None:
+    async def lot_answer(self, lot_code: str, field: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
+        """The cached answer `field` about lot `lot_code`, else `load()` it (once per process)."""
         if not self.available:
-            return None
-        try:
-            value: bytes | None = await asyncio.wait_for(self.client.get(key), self.timeout)
-        except Exception as exc:
-            self._failed("get", exc)
-            return None
-        if value is None:
-            self.misses += 1
-        else:
+            return await load()
+        if self._missed_invalidation and await self._invalidate_all() is None:
+            return await load()
+        found = await self._bounded(
+            "lookup", lambda: self._lookup(keys=[EPOCH_KEY, NS_KEY], args=[lot_code, field])
+        )
+        if found is None:  # cache down: straight to the database
+            return await load()
+        value, epoch, ns = found
+        if value:
             self.hits += 1
-        return value
-
-    async def set(self, key: str, value: bytes, ttl: int | None = None) -> None:
-        if not self.available:
-            return
-        try:
-            await asyncio.wait_for(self.client.set(key, value, ex=ttl or self.ttl), self.timeout)
-        except Exception as exc:
-            self._failed("set", exc)
-
-    async def delete(self, *keys: str) -> None:
-        if not keys or not self.available:
-            return
-        try:
-            await asyncio.wait_for(self.client.delete(*keys), self.timeout)
-        except Exception as exc:
-            self._failed("delete", exc)
-
-    async def get_or_load(self, key: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
-        """Cached value for `key`, else `load()` once however many callers miss together."""
-        cached = await self.get(key)
-        if cached is not None:
-            return cached
-        pending = self._inflight.get(key)
+            return bytes(value)
+        self.misses += 1
+        flight = (lot_code, field)
+        pending = self._inflight.get(flight)
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        self._inflight[flight] = future
         try:
-            value = await load()
-            future.set_result(value)
+            loaded = await load()
+            future.set_result(loaded)
         except BaseException as exc:
             future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it, nobody else must
+            future.exception()  # waiters re-raise it; nobody else must
             raise
         finally:
-            del self._inflight[key]
-        await self.set(key, value)
-        return value
+            del self._inflight[flight]
+        key = f"fv:{ns.decode()}:lot:{lot_code}"
+        await self._bounded(
+            "fill", lambda: self._fill(keys=[EPOCH_KEY], args=[epoch, key, field, loaded, self.ttl])
+        )
+        return loaded
+
+    async def invalidate(self, lot_codes: Iterable[str]) -> None:
+        """After a committed write: drop every cached answer rooted at these lots.
+
+        Tried even while the breaker is open. If it fails, the next lookup that reaches
+        Valkey first orphans everything, so this process never serves what it just changed.
+        """
+        codes = list(dict.fromkeys(lot_codes))
+
+        async def run() -> bool:
+            await self.client.incr(EPOCH_KEY)
+            ns = (await self.client.get(NS_KEY) or b"0").decode()
+            for start in range(0, len(codes), 1000):
+                await self.client.unlink(*(f"fv:{ns}:lot:{c}" for c in codes[start : start + 1000]))
+            return True
+
+        if await self._bounded("invalidate", run, self.timeout * 20, force=True) is None:
+            self._missed_invalidation = True
+            log.error("cache invalidation failed; will orphan all entries when Valkey answers")
+
+    async def invalidate_all(self) -> None:
+        """After a bulk write (an import): orphan every cached answer."""
+        if await self._invalidate_all() is None:
+            self._missed_invalidation = True
+
+    async def _invalidate_all(self) -> bool | None:
+        async def run() -> bool:
+            await self.client.incr(EPOCH_KEY)
+            await self.client.incr(NS_KEY)
+            return True
+
+        done: bool | None = await self._bounded("invalidate_all", run, self.timeout * 20, force=True)
+        if done:
+            self._missed_invalidation = False
+        return done
 
     async def close(self) -> None:
         await self.client.aclose()

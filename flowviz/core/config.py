@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 
 # Default ports; deploy/ manifests and tests/deploy mirror these.
@@ -75,7 +75,11 @@ class Settings:
     health_interval: float
     cors_origins: tuple[str, ...]
     log_format: str
-    extra: dict[str, str] = field(default_factory=dict)
+    # HS256 key for bearer tokens (FLOWVIZ_TOKEN_SECRET, >= 32 bytes; make run generates one).
+    token_secret: bytes
+    token_ttl: int
+    # FLOWVIZ_METRICS_PORT (deploy manifests): this process's metrics port, over metrics_ports[name].
+    metrics_port: int | None = None
 
 
 @cache
@@ -102,6 +106,8 @@ def settings() -> Settings:
     pool_max = _int("FLOWVIZ_POOL_MAX", 10, 1, 200)
     if pool_max < pool_min:
         raise ConfigError("FLOWVIZ_POOL_MAX must be >= FLOWVIZ_POOL_MIN")
+    from flowviz.core.auth import load_secret  # auth imports ConfigError from here
+
     cors = tuple(o.strip() for o in env.get("FLOWVIZ_CORS_ORIGINS", "").split(",") if o.strip())
     return Settings(
         database_url=database_url,
@@ -119,4 +125,7 @@ def settings() -> Settings:
         health_interval=_float("FLOWVIZ_HEALTH_INTERVAL", 1.0),
         cors_origins=cors,
         log_format=log_format,
+        token_secret=load_secret(),
+        token_ttl=_int("FLOWVIZ_TOKEN_TTL", 900, 60, 24 * 3600),
+        metrics_port=_int("FLOWVIZ_METRICS_PORT", 0, 0, 65535) if env.get("FLOWVIZ_METRICS_PORT") else None,
     )

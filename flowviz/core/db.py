@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import TypeAlias
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
 
@@ -33,3 +35,9 @@ async def create_pool(
                 raise
             log.warning("database not ready, retrying", extra={"error": str(exc)})
             await asyncio.sleep(0.5)
+
+
+# Anything that runs a query: the pool, a connection, or a connection acquired from the pool.
+DB: TypeAlias = "asyncpg.Pool | asyncpg.Connection | PoolConnectionProxy"
+# A connection held for a transaction.
+Conn: TypeAlias = "asyncpg.Connection | PoolConnectionProxy"

@@ -6,10 +6,13 @@ import contextvars
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 import orjson
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+# Set by flowviz.core.tracing while tracing is on: (trace_id, span_id) of the current span.
+span_ids: Callable[[], tuple[str, str] | None] | None = None
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -31,6 +34,8 @@ class JsonFormatter(logging.Formatter):
         rid = request_id.get()
         if rid:
             doc["request_id"] = rid
+        if span_ids is not None and (ids := span_ids()) is not None:
+            doc["trace_id"], doc["span_id"] = ids
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 doc[key] = value

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from flowviz.core import logs
+from flowviz.core import auth, logs, metrics, tracing
 from flowviz.core.cache import Cache
 from flowviz.core.config import HEALTH_SERVICE_NAMES, Settings, settings
 from flowviz.core.db import create_pool
@@ -50,13 +50,27 @@ class Resources:
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Run at shutdown after the server stops (channels to other services, ...).
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Bearer token this service presents to the others (set once auth is configured).
+    service_token: Callable[[], str] | None = None
+
+    def outgoing_metadata(self) -> tuple[tuple[str, str], ...]:
+        """Metadata for a call to another service: the request id, and our own identity."""
+        metadata = [("x-request-id", logs.request_id.get())]
+        if self.service_token is not None:
+            metadata.append(("authorization", f"Bearer {self.service_token()}"))
+        return tuple(metadata)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Request ids in, domain errors out as statuses with ErrorInfo; refuses calls until ready."""
+    """Request ids in; the caller authenticated and authorized by the service's policy (every
+    method not listed as public needs a token whose role the policy allows: fail closed);
+    domain errors out as statuses with ErrorInfo; calls refused until the service is ready."""
 
-    def __init__(self, resources: Resources) -> None:
+    def __init__(self, resources: Resources, policy: auth.Policy, public: frozenset[str]) -> None:
         self.resources = resources
+        self.policy = policy
+        self.public = public
+        self.verifier = auth.TokenVerifier(resources.settings.token_secret)
 
     async def intercept_service(
         self,
@@ -67,13 +81,19 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method: str = details.method
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
-        rid = next((v for k, v in details.invocation_metadata or () if k == "x-request-id"), None)
+        metadata = details.invocation_metadata or ()
+        rid = next((v for k, v in metadata if k == "x-request-id"), None)
         resources = self.resources
+        public = method in self.public
+        token = None if public else auth.bearer(metadata)
 
         async def guard(context: grpc.aio.ServicerContext[Any, Any]) -> None:
             logs.request_id.set(str(rid) if rid else uuid.uuid4().hex)
             if not resources.ready:
                 raise Unavailable("NOT_READY", f"{resources.name} is starting or draining")
+            if not public:
+                identity = self.verifier.verify(token) if token else None
+                auth.current_identity.set(auth.check(self.policy, method, identity))
 
         async def fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
             if isinstance(exc, _ABORT):
@@ -121,18 +141,31 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 Register = Callable[[grpc.aio.Server, Resources], Sequence[str]]
 
 
-async def serve(name: str, register: Register) -> None:
-    """Run service `name` until SIGTERM/SIGINT. `register` adds servicers, returns their full names."""
+def _service(full_name: str) -> Any:
+    from google.protobuf import descriptor_pool
+
+    return descriptor_pool.Default().FindServiceByName(full_name)
+
+
+async def serve(
+    name: str, register: Register, policy: auth.Policy, public: frozenset[str] = frozenset()
+) -> None:
+    """Run service `name` until SIGTERM/SIGINT. `register` adds servicers and returns their full
+    names; `policy` maps each method to the roles allowed to call it, `public` needs no token."""
     cfg = settings()
     logs.setup(name, cfg.log_format)
+    tracing.setup(name)  # no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set; before any server/channel
     resources = Resources(settings=cfg, name=name)
     server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(resources)],
+        interceptors=[metrics.RpcMetrics(), ErrorInterceptor(resources, policy, public)],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    resources.service_token = auth.ServiceTokenSource(name, cfg.token_secret).token
     service_names = list(register(server, resources))
+    served = [f"/{s}/{m.name}" for s in service_names for m in _service(s).methods]
+    auth.validate_policy(policy, [m for m in served if m not in public])
     reflection.enable_server_reflection(
         [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
         server,
@@ -145,6 +178,7 @@ async def serve(name: str, register: Register) -> None:
     server.add_insecure_port(address)
     await server.start()
     log.info("listening", extra={"address": address})
+    await metrics.start(name, cfg, resources)  # /metrics on the metrics port, pool and cache gauges
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -180,8 +214,8 @@ async def serve(name: str, register: Register) -> None:
     log.info("stopped")
 
 
-def run(name: str, register: Register) -> None:
+def run(name: str, register: Register, policy: auth.Policy, public: frozenset[str] = frozenset()) -> None:
     """Entry point of a service process: uvloop, then serve until a signal."""
     import uvloop
 
-    uvloop.run(serve(name, register))
+    uvloop.run(serve(name, register, policy, public))

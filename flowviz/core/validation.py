@@ -69,3 +69,17 @@ def text(value: str, field: str, *, required: bool = True, max_len: int = TEXT_M
             "FIELD_INVALID", f"{field} must be at most {max_len} printable characters", field=field
         )
     return value
+
+
+CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9_.-]{0,63}$")
+
+
+def code(value: str, field: str = "code") -> str:
+    """Codes of streams, phases, gates and runs: upper-case letters, digits, _ . -, max 64."""
+    if not CODE_PATTERN.match(value):
+        raise InvalidArgument(
+            "CODE_INVALID",
+            f"{field} must be 1-64 upper-case letters, digits, _ . - (e.g. DONER)",
+            field=field,
+        )
+    return value

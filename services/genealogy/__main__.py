@@ -1,5 +1,5 @@
 from flowviz.core.server import run
-from services.genealogy.servicer import register
+from services.genealogy.servicer import POLICY, register
 
 if __name__ == "__main__":
-    run("genealogy", register)
+    run("genealogy", register, POLICY)

@@ -1,5 +1,5 @@
 from flowviz.core.server import run
-from services.health.servicer import register
+from services.health.servicer import PUBLIC, register
 
 if __name__ == "__main__":
-    run("health", register)
+    run("health", register, {}, PUBLIC)

@@ -127,6 +127,11 @@ class SystemHealthServicer(system_pb2_grpc.SystemHealthServiceServicer):
                 await self._changed.wait()
 
 
+P = "/flowviz.health.v1.SystemHealthService/"
+# System health is open, like grpc.health.v1: probes and the gateway read it without a token.
+PUBLIC = frozenset({P + "GetSystemHealth", P + "WatchSystemHealth"})
+
+
 def register(server: grpc.aio.Server, resources: Resources) -> list[str]:
     servicer = SystemHealthServicer(resources)
     resources.on_start.append(servicer.start)

@@ -1,4 +1,4 @@
-"""flowviz.lots.v1.LotsService: proto <-> domain for lot master data."""
+"""flowviz.lots.v1.LotsService: lot master data and the process model (streams, phases)."""
 
 from __future__ import annotations
 
@@ -8,26 +8,70 @@ from typing import Any
 import asyncpg
 import grpc
 
-from flowviz.core import paging, validation
-from flowviz.core.errors import AlreadyExists, NotFound
-from flowviz.core.lotrow import lot_message
+from flowviz.core import audit, auth, paging, validation
+from flowviz.core.channels import open_channel
+from flowviz.core.errors import AlreadyExists, InvalidArgument, NotFound
+from flowviz.core.identity import caller_name
+from flowviz.core.lotrow import STATUS_OF_DECISION, lot_message
 from flowviz.core.server import Resources
 from flowviz.lots.v1 import lots_pb2, lots_pb2_grpc
+from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
 from services.lots import repository
+from services.lots.users import Users
 
 Context = grpc.aio.ServicerContext[Any, Any]
+DECISION_OF_STATUS = {status: decision for decision, status in STATUS_OF_DECISION.items()}
+
+
+P = "/flowviz.lots.v1.LotsService/"
+POLICY: auth.Policy = {
+    P + "GetLot": auth.READ,
+    P + "ListLots": auth.READ,
+    P + "CreateLot": auth.OPERATE,
+    P + "CreateStream": auth.ADMIN_ONLY,
+    P + "GetStream": auth.READ,
+    P + "ListStreams": auth.READ,
+    P + "UpdateStream": auth.ADMIN_ONLY,
+    P + "CreatePhase": auth.ADMIN_ONLY,
+    P + "UpdatePhase": auth.ADMIN_ONLY,
+    P + "CreateUser": auth.ADMIN_ONLY,
+    P + "ListUsers": auth.ADMIN_ONLY,
+    P + "UpdateUser": auth.ADMIN_ONLY,
+}
+PUBLIC = frozenset({P + "IssueToken"})
 
 
 class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.r = resources
+        self.qc: qc_pb2_grpc.QcServiceAsyncStub
+        self.users = Users(resources)
+
+    async def start(self) -> None:
+        channel = open_channel(self.r.settings.addrs["qc"])
+        self.qc = qc_pb2_grpc.QcServiceStub(channel)
+        self.r.on_close.append(lambda: channel.close(None))
+
+    async def _with_effective_status(self, lots: list[lots_pb2.Lot]) -> list[lots_pb2.Lot]:
+        """Fill effective_status (holds inherited from ancestors) from the qc service."""
+        if lots:
+            reply = await self.qc.BatchGetQcStatus(
+                qc_pb2.BatchGetQcStatusRequest(lot_codes=[lot.lot_code for lot in lots]),
+                timeout=self.r.settings.rpc_timeout,
+                metadata=self.r.outgoing_metadata(),
+            )
+            effective = {s.lot_code: s.effective_status for s in reply.statuses}
+            for lot in lots:
+                lot.effective_status = effective.get(lot.lot_code, lot.status)
+        return lots
 
     async def GetLot(self, request: lots_pb2.GetLotRequest, context: Context) -> lots_pb2.GetLotResponse:
         code = validation.lot_code(request.lot_code)
         row = await repository.get_lot(self.r.pool, code)
         if row is None:
             raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
-        return lots_pb2.GetLotResponse(lot=lot_message(row))
+        [lot] = await self._with_effective_status([lot_message(row)])
+        return lots_pb2.GetLotResponse(lot=lot)
 
     async def ListLots(
         self, request: lots_pb2.ListLotsRequest, context: Context
@@ -36,10 +80,18 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         after = paging.decode(request.page_token)
         if request.kind:
             validation.kind(request.kind)
+        if request.status and request.status not in DECISION_OF_STATUS:
+            raise InvalidArgument("STATUS_INVALID", f"status must be one of {', '.join(DECISION_OF_STATUS)}")
         rows = await repository.list_lots(
-            self.r.pool, after_id=after, kind=request.kind, product=request.product, limit=size + 1
+            self.r.pool,
+            after_id=after,
+            kind=request.kind,
+            product=request.product,
+            decision=DECISION_OF_STATUS[request.status] if request.status else "",
+            limit=size + 1,
         )
-        response = lots_pb2.ListLotsResponse(lots=[lot_message(r) for r in rows[:size]])
+        lots = await self._with_effective_status([lot_message(r) for r in rows[:size]])
+        response = lots_pb2.ListLotsResponse(lots=lots)
         if len(rows) > size:
             response.next_page_token = paging.encode(rows[size - 1]["id"])
         return response
@@ -48,23 +100,166 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         self, request: lots_pb2.CreateLotRequest, context: Context
     ) -> lots_pb2.CreateLotResponse:
         code = validation.lot_code(request.lot_code)
+        fields: dict[str, Any] = {
+            "kind": validation.kind(request.kind),
+            "product": validation.text(request.product, "product"),
+            "quantity": validation.quantity(request.quantity),
+            "uom": validation.uom(request.uom),
+        }
+        produced_at = request.produced_at.ToDatetime(tzinfo=UTC) if request.HasField("produced_at") else None
         try:
-            row = await repository.insert_lot(
-                self.r.pool,
-                lot_code=code,
-                kind=validation.kind(request.kind),
-                product=validation.text(request.product, "product"),
-                quantity=validation.quantity(request.quantity),
-                uom=validation.uom(request.uom),
-                produced_at=request.produced_at.ToDatetime(tzinfo=UTC)
-                if request.HasField("produced_at")
-                else None,
-            )
+            async with self.r.pool.acquire() as conn, conn.transaction():
+                row = await repository.insert_lot(
+                    conn, lot_code=code, produced_at=produced_at, created_by=caller_name(), **fields
+                )
+                await audit.record(conn, "create", "lot", code, **fields)
         except asyncpg.UniqueViolationError:
             raise AlreadyExists("LOT_EXISTS", f"lot {code} already exists", lot_code=code) from None
-        return lots_pb2.CreateLotResponse(lot=lot_message(row))
+        lot = lot_message(row)
+        lot.effective_status = lot.status
+        return lots_pb2.CreateLotResponse(lot=lot)
+
+    # --- streams and phases -------------------------------------------------------------------
+
+    async def _streams(self, rows: list[asyncpg.Record]) -> list[lots_pb2.Stream]:
+        phases = await repository.phases(self.r.pool, [r["id"] for r in rows])
+        streams = []
+        for row in rows:
+            stream = lots_pb2.Stream(code=row["code"], name=row["name"], description=row["description"])
+            stream.created_at.FromDatetime(row["created_at"])
+            stream.phases.extend(
+                lots_pb2.Phase(stream_code=p["stream_code"], code=p["code"], name=p["name"], seq=p["seq"])
+                for p in phases
+                if p["stream_code"] == row["code"]
+            )
+            streams.append(stream)
+        return streams
+
+    async def _stream(self, code: str) -> tuple[int, lots_pb2.Stream]:
+        row = await repository.get_stream(self.r.pool, validation.code(code, "stream_code"))
+        if row is None:
+            raise NotFound("STREAM_NOT_FOUND", f"stream {code} does not exist")
+        [stream] = await self._streams([row])
+        return int(row["id"]), stream
+
+    async def CreateStream(
+        self, request: lots_pb2.CreateStreamRequest, context: Context
+    ) -> lots_pb2.CreateStreamResponse:
+        code = validation.code(request.code)
+        name = validation.text(request.name, "name")
+        description = validation.text(request.description, "description", required=False, max_len=1000)
+        try:
+            async with self.r.pool.acquire() as conn, conn.transaction():
+                await repository.insert_stream(conn, code, name, description)
+                await audit.record(conn, "create", "stream", code, name=name)
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists("STREAM_EXISTS", f"stream {code} already exists") from None
+        return lots_pb2.CreateStreamResponse(stream=(await self._stream(code))[1])
+
+    async def GetStream(
+        self, request: lots_pb2.GetStreamRequest, context: Context
+    ) -> lots_pb2.GetStreamResponse:
+        return lots_pb2.GetStreamResponse(stream=(await self._stream(request.code))[1])
+
+    async def ListStreams(
+        self, request: lots_pb2.ListStreamsRequest, context: Context
+    ) -> lots_pb2.ListStreamsResponse:
+        size = paging.page_size(request.page_size)
+        rows = await repository.list_streams(self.r.pool, paging.decode(request.page_token), size + 1)
+        response = lots_pb2.ListStreamsResponse(streams=await self._streams(rows[:size]))
+        if len(rows) > size:
+            response.next_page_token = paging.encode(rows[size - 1]["id"])
+        return response
+
+    async def UpdateStream(
+        self, request: lots_pb2.UpdateStreamRequest, context: Context
+    ) -> lots_pb2.UpdateStreamResponse:
+        code = validation.code(request.code)
+        name = validation.text(request.name, "name", required=False)
+        description = validation.text(request.description, "description", required=False, max_len=1000)
+        async with self.r.pool.acquire() as conn, conn.transaction():
+            if not await repository.update_stream(conn, code, name, description):
+                raise NotFound("STREAM_NOT_FOUND", f"stream {code} does not exist")
+            await audit.record(conn, "update", "stream", code, name=name, description=description)
+        return lots_pb2.UpdateStreamResponse(stream=(await self._stream(code))[1])
+
+    def _phase(self, stream: lots_pb2.Stream, code: str) -> lots_pb2.Phase:
+        for phase in stream.phases:
+            if phase.code == code:
+                return phase
+        raise NotFound("PHASE_NOT_FOUND", f"phase {code} of stream {stream.code} does not exist")
+
+    async def CreatePhase(
+        self, request: lots_pb2.CreatePhaseRequest, context: Context
+    ) -> lots_pb2.CreatePhaseResponse:
+        stream_id, _ = await self._stream(request.stream_code)
+        code = validation.code(request.code)
+        name = validation.text(request.name, "name")
+        if not 1 <= request.seq <= 1000:
+            raise InvalidArgument("SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)")
+        try:
+            async with self.r.pool.acquire() as conn, conn.transaction():
+                await repository.insert_phase(conn, stream_id, code, name, request.seq)
+                await audit.record(
+                    conn, "create", "phase", f"{request.stream_code}/{code}", name=name, seq=request.seq
+                )
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists(
+                "PHASE_EXISTS",
+                f"stream {request.stream_code} already has phase {code} or position {request.seq}",
+            ) from None
+        _, stream = await self._stream(request.stream_code)
+        return lots_pb2.CreatePhaseResponse(phase=self._phase(stream, code))
+
+    async def UpdatePhase(
+        self, request: lots_pb2.UpdatePhaseRequest, context: Context
+    ) -> lots_pb2.UpdatePhaseResponse:
+        stream_id, _ = await self._stream(request.stream_code)
+        code = validation.code(request.code)
+        name = validation.text(request.name, "name", required=False)
+        if request.seq and not 1 <= request.seq <= 1000:
+            raise InvalidArgument("SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)")
+        try:
+            async with self.r.pool.acquire() as conn, conn.transaction():
+                if not await repository.update_phase(conn, stream_id, code, name, request.seq):
+                    raise NotFound(
+                        "PHASE_NOT_FOUND", f"phase {code} of stream {request.stream_code} does not exist"
+                    )
+                await audit.record(
+                    conn, "update", "phase", f"{request.stream_code}/{code}", name=name, seq=request.seq
+                )
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists(
+                "PHASE_EXISTS", f"position {request.seq} is taken in {request.stream_code}"
+            ) from None
+        _, stream = await self._stream(request.stream_code)
+        return lots_pb2.UpdatePhaseResponse(phase=self._phase(stream, code))
+
+    # --- users and tokens (services/lots/users.py) -------------------------------------------
+
+    async def IssueToken(
+        self, request: lots_pb2.IssueTokenRequest, context: Context
+    ) -> lots_pb2.IssueTokenResponse:
+        return await self.users.issue_token(request, context)
+
+    async def CreateUser(
+        self, request: lots_pb2.CreateUserRequest, context: Context
+    ) -> lots_pb2.CreateUserResponse:
+        return await self.users.create_user(request, context)
+
+    async def ListUsers(
+        self, request: lots_pb2.ListUsersRequest, context: Context
+    ) -> lots_pb2.ListUsersResponse:
+        return await self.users.list_users(request, context)
+
+    async def UpdateUser(
+        self, request: lots_pb2.UpdateUserRequest, context: Context
+    ) -> lots_pb2.UpdateUserResponse:
+        return await self.users.update_user(request, context)
 
 
 def register(server: grpc.aio.Server, resources: Resources) -> list[str]:
-    lots_pb2_grpc.add_LotsServiceServicer_to_server(LotsServicer(resources), server)
+    servicer = LotsServicer(resources)
+    resources.on_start.append(servicer.start)
+    lots_pb2_grpc.add_LotsServiceServicer_to_server(servicer, server)
     return [lots_pb2.DESCRIPTOR.services_by_name["LotsService"].full_name]

@@ -1,5 +1,5 @@
 from flowviz.core.server import run
-from services.qc.servicer import register
+from services.qc.servicer import POLICY, register
 
 if __name__ == "__main__":
-    run("qc", register)
+    run("qc", register, POLICY)

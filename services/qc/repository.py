@@ -4,17 +4,41 @@ from __future__ import annotations
 
 import asyncpg
 
-LOT_STATUS = """
-SELECT l.id, q.decision FROM lots l
+from flowviz.core.db import DB, Conn
+
+LOT = """
+SELECT l.id, l.lot_code, q.id AS decision_id, q.decision FROM lots l
 LEFT JOIN LATERAL (
-    SELECT d.decision FROM qc_decisions d WHERE d.lot_id = l.id ORDER BY d.id DESC LIMIT 1
+    SELECT d.id, d.decision FROM qc_decisions d WHERE d.lot_id = l.id ORDER BY d.id DESC LIMIT 1
 ) q ON true
 WHERE l.lot_code = $1
 """
 
-LIST_DECISIONS = """
-SELECT d.id, l.lot_code, COALESCE(g.code, '') AS gate_code, d.decision, d.reason, u.username AS decided_by,
-       d.decided_at, COALESCE(d.supersedes_id, 0) AS supersedes_id
+# The latest decision of each of many lots that is blocking (hold or reject).
+BLOCKING = """
+SELECT l.lot_code, d.id, d.decision, d.reason
+FROM lots l
+JOIN LATERAL (
+    SELECT d.id, d.decision, d.reason FROM qc_decisions d WHERE d.lot_id = l.id ORDER BY d.id DESC LIMIT 1
+) d ON d.decision IN ('hold', 'reject')
+WHERE l.lot_code = ANY($1::text[])
+"""
+
+LATEST = """
+SELECT l.lot_code, q.decision FROM lots l
+LEFT JOIN LATERAL (
+    SELECT d.decision FROM qc_decisions d WHERE d.lot_id = l.id ORDER BY d.id DESC LIMIT 1
+) q ON true
+WHERE l.lot_code = ANY($1::text[])
+"""
+
+DECISION_COLUMNS = """
+d.id, l.lot_code, COALESCE(g.code, '') AS gate_code, d.decision, d.reason, u.username AS decided_by,
+d.decided_at, COALESCE(d.supersedes_id, 0) AS supersedes_id
+"""
+
+LIST_DECISIONS = f"""
+SELECT {DECISION_COLUMNS}
 FROM qc_decisions d
 JOIN lots l ON l.id = d.lot_id
 JOIN users u ON u.id = d.decided_by
@@ -23,10 +47,99 @@ WHERE d.lot_id = $1 AND d.id > $2
 ORDER BY d.id LIMIT $3
 """
 
+INSERT_DECISION = f"""
+WITH new AS (
+    INSERT INTO qc_decisions (lot_id, gate_id, decision, reason, decided_by, supersedes_id)
+    VALUES ($1, $2, $3, $4, (SELECT id FROM users WHERE username = $5), $6)
+    RETURNING *
+)
+SELECT {DECISION_COLUMNS}
+FROM new d JOIN lots l ON l.id = d.lot_id JOIN users u ON u.id = d.decided_by
+LEFT JOIN qc_gates g ON g.id = d.gate_id
+"""
 
-async def lot_status(pool: asyncpg.Pool, lot_code: str) -> asyncpg.Record | None:
-    return await pool.fetchrow(LOT_STATUS, lot_code)
+GATE_COLUMNS = """
+g.id, g.code, g.name, g.description, s.code AS stream_code, p.code AS phase_code
+"""
+GATE_FROM = "qc_gates g JOIN phases p ON p.id = g.phase_id JOIN streams s ON s.id = p.stream_id"
+
+
+async def lot(conn: DB, lot_code: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(LOT, lot_code)
+
+
+async def blocking(pool: asyncpg.Pool, lot_codes: list[str]) -> list[asyncpg.Record]:
+    return await pool.fetch(BLOCKING, lot_codes)
+
+
+async def latest(pool: asyncpg.Pool, lot_codes: list[str]) -> dict[str, str]:
+    return {r["lot_code"]: r["decision"] or "" for r in await pool.fetch(LATEST, lot_codes)}
 
 
 async def list_decisions(pool: asyncpg.Pool, lot_id: int, after_id: int, limit: int) -> list[asyncpg.Record]:
     return await pool.fetch(LIST_DECISIONS, lot_id, after_id, limit)
+
+
+async def decision_lot(conn: Conn, decision_id: int) -> int | None:
+    value = await conn.fetchval("SELECT lot_id FROM qc_decisions WHERE id = $1", decision_id)
+    return int(value) if value is not None else None
+
+
+async def insert_decision(
+    conn: Conn,
+    *,
+    lot_id: int,
+    gate_id: int | None,
+    decision: str,
+    reason: str,
+    username: str,
+    supersedes_id: int | None,
+) -> asyncpg.Record:
+    row = await conn.fetchrow(INSERT_DECISION, lot_id, gate_id, decision, reason, username, supersedes_id)
+    assert row is not None
+    return row
+
+
+async def gate_id(conn: DB, code: str) -> int | None:
+    value = await conn.fetchval("SELECT id FROM qc_gates WHERE code = $1", code)
+    return int(value) if value is not None else None
+
+
+async def get_gate(pool: asyncpg.Pool, code: str) -> asyncpg.Record | None:
+    return await pool.fetchrow(f"SELECT {GATE_COLUMNS} FROM {GATE_FROM} WHERE g.code = $1", code)
+
+
+async def list_gates(pool: asyncpg.Pool, after_id: int, limit: int) -> list[asyncpg.Record]:
+    return await pool.fetch(
+        f"SELECT {GATE_COLUMNS} FROM {GATE_FROM} WHERE g.id > $1 ORDER BY g.id LIMIT $2", after_id, limit
+    )
+
+
+async def phase_id(pool: asyncpg.Pool, stream_code: str, phase_code: str) -> int | None:
+    value = await pool.fetchval(
+        "SELECT p.id FROM phases p JOIN streams s ON s.id = p.stream_id WHERE s.code = $1 AND p.code = $2",
+        stream_code,
+        phase_code,
+    )
+    return int(value) if value is not None else None
+
+
+async def insert_gate(pool: asyncpg.Pool, code: str, name: str, phase: int, description: str) -> None:
+    await pool.execute(
+        "INSERT INTO qc_gates (code, name, phase_id, description) VALUES ($1, $2, $3, $4)",
+        code,
+        name,
+        phase,
+        description,
+    )
+
+
+async def update_gate(pool: asyncpg.Pool, code: str, name: str, description: str) -> bool:
+    status = await pool.execute(
+        "UPDATE qc_gates SET name = COALESCE(NULLIF($2, ''), name), "
+        "description = COALESCE(NULLIF($3, ''), description) WHERE code = $1",
+        code,
+        name,
+        description,
+    )
+    return bool(status != "UPDATE 0")

@@ -1,70 +1,278 @@
-"""flowviz.qc.v1.QcService: QC decisions and lot status."""
+"""flowviz.qc.v1.QcService: append-only QC decisions, gates, and effective status.
+
+A lot is blocked when it or any ancestor's latest decision is hold or reject. Ancestors
+come from the genealogy service (gRPC), so a hold counts the instant it is recorded.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import grpc
 
-from flowviz.core import paging, validation
-from flowviz.core.errors import NotFound
+from flowviz.core import auth, paging, validation
+from flowviz.core.channels import open_channel
+from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from flowviz.core.identity import caller_name
+from flowviz.core.lineage import related
 from flowviz.core.lotrow import STATUS_OF_DECISION
 from flowviz.core.server import Resources
+from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
 from services.qc import repository
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
-DECISION_ENUM = {
-    "pass": qc_pb2.DECISION_PASS,
-    "hold": qc_pb2.DECISION_HOLD,
-    "release": qc_pb2.DECISION_RELEASE,
-    "reject": qc_pb2.DECISION_REJECT,
+DECISION_OF_ENUM = {
+    qc_pb2.DECISION_PASS: "pass",
+    qc_pb2.DECISION_HOLD: "hold",
+    qc_pb2.DECISION_RELEASE: "release",
+    qc_pb2.DECISION_REJECT: "reject",
+}
+ENUM_OF_DECISION = {v: k for k, v in DECISION_OF_ENUM.items()}
+# Decisions allowed from each status. Rejected is final: a rejected lot cannot be released.
+ALLOWED = {
+    "pending": {"pass", "hold", "reject"},
+    "passed": {"hold", "reject"},
+    "on_hold": {"release", "reject"},
+    "released": {"hold", "reject"},
+    "rejected": set(),
+}
+BLOCKING_STATUS = {"hold": "on_hold", "reject": "rejected"}
+MAX_BATCH = 1000
+
+
+def decision_message(row: asyncpg.Record) -> qc_pb2.QcDecision:
+    message = qc_pb2.QcDecision(
+        id=row["id"],
+        lot_code=row["lot_code"],
+        gate_code=row["gate_code"],
+        decision=ENUM_OF_DECISION[row["decision"]],
+        reason=row["reason"],
+        decided_by=row["decided_by"],
+        supersedes_id=row["supersedes_id"],
+    )
+    message.decided_at.FromDatetime(row["decided_at"])
+    return message
+
+
+def gate_message(row: asyncpg.Record) -> qc_pb2.QcGate:
+    return qc_pb2.QcGate(
+        code=row["code"],
+        name=row["name"],
+        stream_code=row["stream_code"],
+        phase_code=row["phase_code"],
+        description=row["description"],
+    )
+
+
+P = "/flowviz.qc.v1.QcService/"
+POLICY: auth.Policy = {
+    P + "GetQcStatus": auth.READ,
+    P + "BatchGetQcStatus": auth.READ_OR_SERVICE,
+    P + "ListQcDecisions": auth.READ,
+    P + "RecordQcDecision": auth.QUALITY,
+    P + "CreateQcGate": auth.ADMIN_ONLY,
+    P + "GetQcGate": auth.READ,
+    P + "ListQcGates": auth.READ,
+    P + "UpdateQcGate": auth.ADMIN_ONLY,
 }
 
 
 class QcServicer(qc_pb2_grpc.QcServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.r = resources
+        self.genealogy: genealogy_pb2_grpc.GenealogyServiceAsyncStub
 
-    async def _lot(self, lot_code: str) -> tuple[int, str]:
-        code = validation.lot_code(lot_code)
-        row = await repository.lot_status(self.r.pool, code)
-        if row is None:
-            raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
-        return row["id"], STATUS_OF_DECISION[row["decision"] or ""]
+    async def start(self) -> None:
+        channel = open_channel(self.r.settings.addrs["genealogy"])
+        self.genealogy = genealogy_pb2_grpc.GenealogyServiceStub(channel)
+        self.r.on_close.append(lambda: channel.close(None))
+
+    async def _statuses(self, lot_codes: list[str]) -> list[qc_pb2.LotQcStatus]:
+        """Own and effective status of each known lot, in request order."""
+        reply = await self.genealogy.GetAncestors(
+            genealogy_pb2.GetAncestorsRequest(lot_codes=lot_codes),
+            timeout=self.r.settings.rpc_timeout,
+            metadata=self.r.outgoing_metadata(),
+        )
+        lineage = {item.lot_code: [item.lot_code, *item.ancestor_codes] for item in reply.lots}
+        everyone = sorted({code for codes in lineage.values() for code in codes})
+        blocks = {
+            row["lot_code"]: qc_pb2.Block(
+                lot_code=row["lot_code"],
+                status=BLOCKING_STATUS[row["decision"]],
+                decision_id=row["id"],
+                reason=row["reason"],
+            )
+            for row in await repository.blocking(self.r.pool, everyone)
+        }
+        own = await repository.latest(self.r.pool, [c for c in lot_codes if c in lineage])
+        statuses = []
+        for code in lot_codes:
+            if code not in lineage:
+                continue
+            blocking = [blocks[c] for c in lineage[code] if c in blocks]
+            status = STATUS_OF_DECISION[own.get(code, "")]
+            effective = status
+            if blocking:
+                effective = "rejected" if any(b.status == "rejected" for b in blocking) else "on_hold"
+            statuses.append(
+                qc_pb2.LotQcStatus(
+                    lot_code=code,
+                    status=status,
+                    effective_status=effective,
+                    blocked=bool(blocking),
+                    blocking=blocking,
+                )
+            )
+        return statuses
 
     async def GetQcStatus(
         self, request: qc_pb2.GetQcStatusRequest, context: Context
     ) -> qc_pb2.GetQcStatusResponse:
-        _, status = await self._lot(request.lot_code)
-        return qc_pb2.GetQcStatusResponse(lot_code=request.lot_code, status=status)
+        code = validation.lot_code(request.lot_code)
+        found = await self._statuses([code])
+        if not found:
+            raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
+        s = found[0]
+        return qc_pb2.GetQcStatusResponse(
+            lot_code=s.lot_code,
+            status=s.status,
+            effective_status=s.effective_status,
+            blocked=s.blocked,
+            blocking=s.blocking,
+        )
+
+    async def BatchGetQcStatus(
+        self, request: qc_pb2.BatchGetQcStatusRequest, context: Context
+    ) -> qc_pb2.BatchGetQcStatusResponse:
+        if len(request.lot_codes) > MAX_BATCH:
+            raise InvalidArgument("BATCH_TOO_LARGE", f"at most {MAX_BATCH} lot codes per call")
+        codes = [validation.lot_code(c, "lot_codes") for c in request.lot_codes]
+        return qc_pb2.BatchGetQcStatusResponse(statuses=await self._statuses(codes))
+
+    async def _lot_id(self, lot_code: str) -> int:
+        code = validation.lot_code(lot_code)
+        row = await repository.lot(self.r.pool, code)
+        if row is None:
+            raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
+        return int(row["id"])
 
     async def ListQcDecisions(
         self, request: qc_pb2.ListQcDecisionsRequest, context: Context
     ) -> qc_pb2.ListQcDecisionsResponse:
-        lot_id, _ = await self._lot(request.lot_code)
+        lot_id = await self._lot_id(request.lot_code)
         size = paging.page_size(request.page_size)
         rows = await repository.list_decisions(
             self.r.pool, lot_id, paging.decode(request.page_token), size + 1
         )
-        response = qc_pb2.ListQcDecisionsResponse()
-        for row in rows[:size]:
-            decision = response.decisions.add(
-                id=row["id"],
-                lot_code=row["lot_code"],
-                gate_code=row["gate_code"],
-                decision=DECISION_ENUM[row["decision"]],
-                reason=row["reason"],
-                decided_by=row["decided_by"],
-                supersedes_id=row["supersedes_id"],
-            )
-            decision.decided_at.FromDatetime(row["decided_at"])
+        response = qc_pb2.ListQcDecisionsResponse(decisions=[decision_message(r) for r in rows[:size]])
         if len(rows) > size:
             response.next_page_token = paging.encode(rows[size - 1]["id"])
         return response
 
+    async def RecordQcDecision(
+        self, request: qc_pb2.RecordQcDecisionRequest, context: Context
+    ) -> qc_pb2.RecordQcDecisionResponse:
+        code = validation.lot_code(request.lot_code)
+        decision = DECISION_OF_ENUM.get(request.decision)
+        if decision is None:
+            raise InvalidArgument("DECISION_INVALID", "decision must be pass, hold, release or reject")
+        reason = validation.text(request.reason, "reason", required=decision != "pass", max_len=1000)
+        gate: int | None = None
+        if request.gate_code:
+            gate = await repository.gate_id(self.r.pool, request.gate_code)
+            if gate is None:
+                raise NotFound("GATE_NOT_FOUND", f"QC gate {request.gate_code} does not exist")
+        async with self.r.pool.acquire() as conn, conn.transaction():
+            row = await repository.lot(conn, code)
+            if row is None:
+                raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
+            # One decision at a time per lot, so the transition check sees the latest.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('qc'), $1::int)", row["id"] % 2**31)
+            row = await repository.lot(conn, code)
+            assert row is not None
+            current = STATUS_OF_DECISION[row["decision"] or ""]
+            if decision not in ALLOWED[current]:
+                raise Conflict(
+                    "TRANSITION_NOT_ALLOWED",
+                    f"lot {code} is {current}: {decision} is not allowed"
+                    + (" (rejected is final)" if current == "rejected" else ""),
+                    lot_code=code,
+                    status=current,
+                    decision=decision,
+                )
+            supersedes = request.supersedes_id or None
+            if supersedes is not None and await repository.decision_lot(conn, supersedes) != row["id"]:
+                raise InvalidArgument(
+                    "SUPERSEDES_INVALID", f"decision {supersedes} is not a decision of lot {code}"
+                )
+            inserted = await repository.insert_decision(
+                conn,
+                lot_id=row["id"],
+                gate_id=gate,
+                decision=decision,
+                reason=reason,
+                username=caller_name(),
+                supersedes_id=supersedes,
+            )
+        # Traces show statuses: drop cached answers of every lot this one is related to.
+        await self.r.cache.invalidate(await related(self.r.pool, [code], up=True, down=True))
+        status = await self.GetQcStatus(qc_pb2.GetQcStatusRequest(lot_code=code), context)
+        return qc_pb2.RecordQcDecisionResponse(decision=decision_message(inserted), status=status)
+
+    async def CreateQcGate(
+        self, request: qc_pb2.CreateQcGateRequest, context: Context
+    ) -> qc_pb2.CreateQcGateResponse:
+        code = validation.code(request.code)
+        name = validation.text(request.name, "name")
+        description = validation.text(request.description, "description", required=False, max_len=1000)
+        phase = await repository.phase_id(self.r.pool, request.stream_code, request.phase_code)
+        if phase is None:
+            raise NotFound(
+                "PHASE_NOT_FOUND",
+                f"phase {request.phase_code} of stream {request.stream_code} does not exist",
+            )
+        try:
+            await repository.insert_gate(self.r.pool, code, name, phase, description)
+        except asyncpg.UniqueViolationError:
+            raise AlreadyExists("GATE_EXISTS", f"QC gate {code} already exists") from None
+        return qc_pb2.CreateQcGateResponse(gate=await self._gate(code))
+
+    async def _gate(self, code: str) -> qc_pb2.QcGate:
+        row = await repository.get_gate(self.r.pool, code)
+        if row is None:
+            raise NotFound("GATE_NOT_FOUND", f"QC gate {code} does not exist")
+        return gate_message(row)
+
+    async def GetQcGate(self, request: qc_pb2.GetQcGateRequest, context: Context) -> qc_pb2.GetQcGateResponse:
+        return qc_pb2.GetQcGateResponse(gate=await self._gate(validation.code(request.code)))
+
+    async def ListQcGates(
+        self, request: qc_pb2.ListQcGatesRequest, context: Context
+    ) -> qc_pb2.ListQcGatesResponse:
+        size = paging.page_size(request.page_size)
+        rows = await repository.list_gates(self.r.pool, paging.decode(request.page_token), size + 1)
+        response = qc_pb2.ListQcGatesResponse(gates=[gate_message(r) for r in rows[:size]])
+        if len(rows) > size:
+            response.next_page_token = paging.encode(rows[size - 1]["id"])
+        return response
+
+    async def UpdateQcGate(
+        self, request: qc_pb2.UpdateQcGateRequest, context: Context
+    ) -> qc_pb2.UpdateQcGateResponse:
+        code = validation.code(request.code)
+        name = validation.text(request.name, "name", required=False)
+        description = validation.text(request.description, "description", required=False, max_len=1000)
+        if not await repository.update_gate(self.r.pool, code, name, description):
+            raise NotFound("GATE_NOT_FOUND", f"QC gate {code} does not exist")
+        return qc_pb2.UpdateQcGateResponse(gate=await self._gate(code))
+
 
 def register(server: grpc.aio.Server, resources: Resources) -> list[str]:
-    qc_pb2_grpc.add_QcServiceServicer_to_server(QcServicer(resources), server)
+    servicer = QcServicer(resources)
+    resources.on_start.append(servicer.start)
+    qc_pb2_grpc.add_QcServiceServicer_to_server(servicer, server)
     return [qc_pb2.DESCRIPTOR.services_by_name["QcService"].full_name]

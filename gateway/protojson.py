@@ -1,0 +1,226 @@
+"""JSON <-> protobuf for the gateway, and the JSON Schema of each message, by one set of rules.
+
+- enums are lower-case names without their type prefix (DECISION_HOLD -> "hold");
+- Timestamps are RFC 3339 strings; unset message fields and proto3 `optional` are null;
+- int64 stays a JSON number; unknown or mistyped fields are a 400 naming the field.
+
+Plans are compiled once per message type, so converting a hot message costs a loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+
+TIMESTAMP = Timestamp.DESCRIPTOR.full_name
+_INTS = {
+    FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_INT64, FieldDescriptor.TYPE_UINT32,
+    FieldDescriptor.TYPE_UINT64, FieldDescriptor.TYPE_SINT32, FieldDescriptor.TYPE_SINT64,
+}  # fmt: skip
+_FLOATS = {FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT}
+_INT32_MAX = 2**31 - 1
+
+
+class JsonInputError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def _prefix(enum: EnumDescriptor) -> str:
+    # DecisionKind -> DECISION_KIND_
+    name = enum.name
+    return "".join(f"_{c}" if c.isupper() and i else c for i, c in enumerate(name)).upper() + "_"
+
+
+@cache
+def enum_names(enum: EnumDescriptor) -> dict[int, str]:
+    prefix = _prefix(enum)
+    return {v.number: v.name.removeprefix(prefix).lower() for v in enum.values}
+
+
+@cache
+def enum_values(enum: EnumDescriptor) -> dict[str, int]:
+    return {name: number for number, name in enum_names(enum).items() if number != 0}
+
+
+def _repeated(field: Any) -> bool:
+    return bool(field.is_repeated)
+
+
+# --- protobuf -> JSON ------------------------------------------------------------------------
+
+Plan = list[tuple[str, Callable[[Message], Any]]]
+
+
+@cache
+def _plan(descriptor: Descriptor) -> Plan:
+    plan: Plan = []
+    for field in descriptor.fields:
+        plan.append((field.name, _getter(field)))
+    return plan
+
+
+def _getter(field: FieldDescriptor) -> Callable[[Message], Any]:
+    name = field.name
+    if field.message_type is not None:
+        if field.message_type.full_name == TIMESTAMP:
+            if _repeated(field):
+                return lambda m: [t.ToJsonString() for t in getattr(m, name)]
+            return lambda m: getattr(m, name).ToJsonString() if m.HasField(name) else None
+        if _repeated(field):
+            return lambda m: [to_json(v) for v in getattr(m, name)]
+        return lambda m: to_json(getattr(m, name)) if m.HasField(name) else None
+    if field.enum_type is not None:
+        names = enum_names(field.enum_type)
+        if _repeated(field):
+            return lambda m: [names.get(v, str(v)) for v in getattr(m, name)]
+        return lambda m: names.get(getattr(m, name), str(getattr(m, name)))
+    if _repeated(field):
+        return lambda m: list(getattr(m, name))
+    if field.has_presence:  # proto3 optional: null when unset
+        return lambda m: getattr(m, name) if m.HasField(name) else None
+    return lambda m: getattr(m, name)
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    return {name: get(message) for name, get in _plan(message.DESCRIPTOR)}
+
+
+# --- JSON -> protobuf ------------------------------------------------------------------------
+
+
+def _scalar(field: Any, value: Any, path: str) -> Any:
+    if field.enum_type is not None:
+        values = enum_values(field.enum_type)
+        if not isinstance(value, str) or value not in values:
+            raise JsonInputError(path, f"must be one of {', '.join(values)}")
+        return values[value]
+    if field.type == FieldDescriptor.TYPE_STRING:
+        if not isinstance(value, str):
+            raise JsonInputError(path, "must be a string")
+        return value
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        if not isinstance(value, bool):
+            raise JsonInputError(path, "must be true or false")
+        return value
+    if isinstance(value, bool):
+        raise JsonInputError(path, "must be a number")
+    if field.type in _INTS:
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise JsonInputError(path, "must be an integer") from None
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise JsonInputError(path, "must be an integer")
+        limit = (
+            _INT32_MAX
+            if field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32)
+            else 2**63 - 1
+        )
+        if not -limit - 1 <= value <= limit:
+            raise JsonInputError(path, "is out of range")
+        return value
+    if field.type in _FLOATS:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise JsonInputError(path, "must be a number") from None
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise JsonInputError(path, "must be a finite number")
+        return float(value)
+    raise JsonInputError(path, "is not supported")  # bytes: not used by the HTTP API
+
+
+def fill(message: Message, data: dict[str, Any], path: str = "") -> Message:
+    """Set `message` from JSON `data`; JsonInputError names the first bad field."""
+    fields = message.DESCRIPTOR.fields_by_name
+    for key, value in data.items():
+        where = f"{path}{key}"
+        field = fields.get(key)
+        if field is None:
+            raise JsonInputError(where, "is not a known field")
+        if value is None:
+            continue
+        if _repeated(field):
+            if not isinstance(value, list):
+                raise JsonInputError(where, "must be a list")
+            target = getattr(message, key)
+            for i, item in enumerate(value):
+                if field.message_type is not None:
+                    if not isinstance(item, dict):
+                        raise JsonInputError(f"{where}[{i}]", "must be an object")
+                    fill(target.add(), item, f"{where}[{i}].")
+                else:
+                    target.append(_scalar(field, item, f"{where}[{i}]"))
+        elif field.message_type is not None:
+            if field.message_type.full_name == TIMESTAMP:
+                if not isinstance(value, str):
+                    raise JsonInputError(where, "must be an RFC 3339 timestamp")
+                try:
+                    getattr(message, key).FromJsonString(value)
+                except ValueError:
+                    raise JsonInputError(
+                        where, "must be an RFC 3339 timestamp, e.g. 2026-01-16T08:00:00Z"
+                    ) from None
+            elif not isinstance(value, dict):
+                raise JsonInputError(where, "must be an object")
+            else:
+                fill(getattr(message, key), value, f"{where}.")
+        else:
+            setattr(message, key, _scalar(field, value, where))
+    return message
+
+
+# --- JSON Schema -----------------------------------------------------------------------------
+
+
+def schema_name(descriptor: Descriptor) -> str:
+    return descriptor.full_name.split(".")[-1]
+
+
+def field_schema(field: FieldDescriptor, refs: dict[str, Descriptor]) -> dict[str, Any]:
+    if field.message_type is not None:
+        if field.message_type.full_name == TIMESTAMP:
+            item: dict[str, Any] = {"type": "string", "format": "date-time"}
+        else:
+            refs[schema_name(field.message_type)] = field.message_type
+            item = {"$ref": f"#/components/schemas/{schema_name(field.message_type)}"}
+    elif field.enum_type is not None:
+        item = {"type": "string", "enum": list(enum_values(field.enum_type))}
+    elif field.type == FieldDescriptor.TYPE_STRING:
+        item = {"type": "string"}
+    elif field.type == FieldDescriptor.TYPE_BOOL:
+        item = {"type": "boolean"}
+    elif field.type in _INTS:
+        item = {"type": "integer"}
+    else:
+        item = {"type": "number"}
+    if _repeated(field):
+        return {"type": "array", "items": item}
+    if field.message_type is not None or field.has_presence:
+        return (
+            {"anyOf": [item, {"type": "null"}]}
+            if "$ref" in item
+            else {**item, "type": [item["type"], "null"]}
+        )
+    return item
+
+
+def message_schema(
+    descriptor: Descriptor, refs: dict[str, Descriptor], *, skip: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Schema of a message as to_json writes it (every field present) or fill reads it."""
+    props = {f.name: field_schema(f, refs) for f in descriptor.fields if f.name not in skip}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}

@@ -1,0 +1,144 @@
+"""The gateway's routes as data: each HTTP route names the RPC it calls and where the request
+fields come from (path, query, JSON body, headers). One generic handler serves them all and
+the OpenAPI document is generated from the same table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
+
+from flowviz.genealogy.v1 import genealogy_pb2
+from flowviz.lots.v1 import lots_pb2
+from flowviz.qc.v1 import qc_pb2
+from gateway.protojson import to_json
+
+SERVICES = {
+    "lots": lots_pb2.DESCRIPTOR.services_by_name["LotsService"],
+    "genealogy": genealogy_pb2.DESCRIPTOR.services_by_name["GenealogyService"],
+    "qc": qc_pb2.DESCRIPTOR.services_by_name["QcService"],
+}
+PAGE = ("page_size", "page_token")
+
+
+@dataclass(frozen=True)
+class RpcRoute:
+    method: str
+    path: str
+    upstream: str
+    rpc: str
+    summary: str
+    tag: str
+    status: int = 200
+    body: bool = False
+    query: tuple[str, ...] = ()
+    # HTTP header -> request field.
+    headers: dict[str, str] = field(default_factory=dict)
+    # Reply -> JSON body (default: the whole reply message); the OpenAPI schema must match.
+    respond: Callable[[Any], Any] | None = None
+    response_schema: dict[str, Any] | None = None
+    # Reply -> HTTP status when it depends on the reply.
+    status_of: Callable[[Any], int] | None = None
+    errors: tuple[int, ...] = (400, 404)
+
+    @cached_property
+    def input(self) -> Descriptor:
+        return SERVICES[self.upstream].methods_by_name[self.rpc].input_type
+
+    @cached_property
+    def output(self) -> Descriptor:
+        return SERVICES[self.upstream].methods_by_name[self.rpc].output_type
+
+    @cached_property
+    def request_class(self) -> type[Message]:
+        return GetMessageClass(self.input)
+
+    @property
+    def path_params(self) -> list[str]:
+        return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
+
+    def render(self, reply: Message) -> Any:
+        return self.respond(reply) if self.respond else to_json(reply)
+
+
+def flatten_linked(m: genealogy_pb2.GetTraceabilityResponse) -> dict[str, Any]:
+    """The seed's shape: parents and children are lots that also carry their edge's quantity."""
+
+    def linked(x: genealogy_pb2.LinkedLot) -> dict[str, Any]:
+        return {
+            **to_json(x.lot),
+            "edge_quantity": x.edge_quantity,
+            "edge_uom": x.edge_uom,
+            "run_code": x.run_code,
+        }
+
+    return {
+        "lot": to_json(m.lot),
+        "parents": [linked(p) for p in m.parents],
+        "children": [linked(c) for c in m.children],
+    }
+
+
+_LOT = {"$ref": "#/components/schemas/Lot"}
+TRACEABILITY_SCHEMA = {
+    "type": "object",
+    "required": ["lot", "parents", "children"],
+    "properties": {
+        "lot": _LOT,
+        "parents": {"type": "array", "items": {"$ref": "#/components/schemas/LinkedLotFlat"}},
+        "children": {"type": "array", "items": {"$ref": "#/components/schemas/LinkedLotFlat"}},
+    },
+}
+
+ROUTES: list[RpcRoute] = [
+    RpcRoute("POST", "/api/auth/token", "lots", "IssueToken",
+             "Exchange a username and password for a short-lived bearer token", "auth", body=True,
+             errors=(400, 429)),
+    RpcRoute("GET", "/api/users", "lots", "ListUsers", "List users (admin)", "auth", query=PAGE),
+    RpcRoute("POST", "/api/users", "lots", "CreateUser", "Create a user (admin)", "auth", status=201, body=True,
+             errors=(400, 409)),
+    RpcRoute("PATCH", "/api/users/{username}", "lots", "UpdateUser",
+             "Change a user's name, role, password or disabled flag (admin)", "auth", body=True),
+    RpcRoute("GET", "/api/traceability/{lot_code}", "genealogy", "GetTraceability",
+             "A lot with its direct parents and children (cached)", "traceability",
+             respond=flatten_linked, response_schema=TRACEABILITY_SCHEMA),
+    RpcRoute("GET", "/api/lots", "lots", "ListLots", "List lots with their effective QC status", "lots",
+             query=("kind", "status", "product", *PAGE)),
+    RpcRoute("POST", "/api/lots", "lots", "CreateLot", "Create a lot", "lots", status=201, body=True,
+             errors=(400, 409)),
+    RpcRoute("GET", "/api/lots/{lot_code}", "lots", "GetLot", "One lot", "lots"),
+    RpcRoute("GET", "/api/lots/{lot_code}/qc-status", "qc", "GetQcStatus",
+             "Own and effective QC status, with the lots that block it", "qc"),
+    RpcRoute("GET", "/api/lots/{lot_code}/qc-decisions", "qc", "ListQcDecisions",
+             "The lot's QC decisions, oldest first (the audit trail)", "qc", query=PAGE),
+    RpcRoute("POST", "/api/lots/{lot_code}/qc-decisions", "qc", "RecordQcDecision",
+             "Record a QC decision (append-only; reason required for hold, release, reject)", "qc",
+             status=201, body=True, errors=(400, 404, 409)),
+    RpcRoute("GET", "/api/streams", "lots", "ListStreams", "List streams with their phases", "process", query=PAGE),
+    RpcRoute("POST", "/api/streams", "lots", "CreateStream", "Create a stream (product line)", "process",
+             status=201, body=True, errors=(400, 409)),
+    RpcRoute("GET", "/api/streams/{code}", "lots", "GetStream", "One stream with its phases", "process"),
+    RpcRoute("PATCH", "/api/streams/{code}", "lots", "UpdateStream", "Rename or describe a stream", "process",
+             body=True),
+    RpcRoute("POST", "/api/streams/{stream_code}/phases", "lots", "CreatePhase", "Add a phase to a stream",
+             "process", status=201, body=True, errors=(400, 404, 409)),
+    RpcRoute("PATCH", "/api/streams/{stream_code}/phases/{code}", "lots", "UpdatePhase",
+             "Rename or reorder a phase", "process", body=True, errors=(400, 404, 409)),
+    RpcRoute("GET", "/api/qc-gates", "qc", "ListQcGates", "List QC gates", "qc", query=PAGE),
+    RpcRoute("POST", "/api/qc-gates", "qc", "CreateQcGate", "Attach a QC gate to a phase", "qc", status=201,
+             body=True, errors=(400, 404, 409)),
+    RpcRoute("GET", "/api/qc-gates/{code}", "qc", "GetQcGate", "One QC gate", "qc"),
+    RpcRoute("PATCH", "/api/qc-gates/{code}", "qc", "UpdateQcGate", "Rename or describe a QC gate", "qc",
+             body=True),
+    RpcRoute("POST", "/api/production-runs", "genealogy", "RecordProductionRun",
+             "Record a production run: inputs consumed, new output lots, genealogy edges (all or nothing)",
+             "production", status=201, body=True, headers={"idempotency-key": "idempotency_key"},
+             status_of=lambda reply: 200 if reply.replayed else 201, errors=(400, 404, 409, 422)),
+    RpcRoute("GET", "/api/production-runs/{run_code}", "genealogy", "GetProductionRun",
+             "A production run with its inputs, outputs and mass balance", "production"),
+]  # fmt: skip

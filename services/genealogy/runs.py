@@ -1,0 +1,284 @@
+"""Production runs: inputs consumed, outputs produced, recorded whole or not at all.
+
+One transaction writes the run, its output lots and its genealogy edges (the genealogy
+service writes output lots itself, rather than asking the lots service, so that the run
+is atomic: a crash anywhere leaves nothing behind). Input lots are locked FOR UPDATE in id
+order so concurrent runs cannot over-consume one lot between the check and the insert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from flowviz.core import audit, validation
+from flowviz.core.db import DB, Conn
+from flowviz.core.errors import AlreadyExists, Conflict, DomainError, InvalidArgument, NotFound
+from flowviz.core.identity import caller_name
+from flowviz.core.validation import MASS_UNITS
+from flowviz.genealogy.v1 import genealogy_pb2
+
+MAX_LINES = 100
+# Slack on "consumed beyond what it holds" for decimal rounding (3 decimals in the schema).
+EPSILON = 0.0005
+
+
+class IdempotencyMismatch(DomainError):
+    """The same idempotency key came back with a different request."""
+
+    code = InvalidArgument.code  # mapped to 422 by the gateway's reason table
+
+
+@dataclass(frozen=True)
+class Recorded:
+    run_code: str
+    replayed: bool
+    related_lots: list[str]
+
+
+def request_hash(request: genealogy_pb2.RecordProductionRunRequest) -> str:
+    body = genealogy_pb2.RecordProductionRunRequest()
+    body.CopyFrom(request)
+    body.idempotency_key = ""
+    return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
+
+
+def validate(request: genealogy_pb2.RecordProductionRunRequest) -> None:
+    validation.code(request.run_code, "run_code")
+    validation.text(request.operator, "operator", required=False)
+    if request.idempotency_key:
+        validation.text(request.idempotency_key, "idempotency_key", max_len=200)
+    if not request.inputs or not request.outputs:
+        raise InvalidArgument("RUN_INCOMPLETE", "a run needs at least one input and one output")
+    if len(request.inputs) > MAX_LINES or len(request.outputs) > MAX_LINES:
+        raise InvalidArgument(
+            "RUN_TOO_LARGE", f"a run has at most {MAX_LINES} inputs and {MAX_LINES} outputs"
+        )
+    seen: set[str] = set()
+    for i, line in enumerate(request.inputs):
+        field = f"inputs[{i}]"
+        validation.lot_code(line.lot_code, f"{field}.lot_code")
+        validation.quantity(line.quantity, f"{field}.quantity", positive=True)
+        validation.uom(line.uom, f"{field}.uom")
+        if line.lot_code in seen:
+            raise InvalidArgument("DUPLICATE_INPUT", f"{line.lot_code} is listed twice as an input")
+        seen.add(line.lot_code)
+    for i, line in enumerate(request.outputs):
+        field = f"outputs[{i}]"
+        validation.lot_code(line.lot_code, f"{field}.lot_code")
+        validation.kind(line.kind)
+        validation.text(line.product, f"{field}.product")
+        validation.quantity(line.quantity, f"{field}.quantity", positive=True)
+        validation.uom(line.uom, f"{field}.uom")
+        if line.lot_code in seen:
+            raise InvalidArgument(
+                "DUPLICATE_LOT", f"{line.lot_code} is listed twice (or as input and output)"
+            )
+        seen.add(line.lot_code)
+    if (
+        request.HasField("started_at")
+        and request.HasField("ended_at")
+        and request.ended_at.ToDatetime() < (request.started_at.ToDatetime())
+    ):
+        raise InvalidArgument("TIMES_INVALID", "ended_at is before started_at")
+
+
+def to_unit(quantity: float, uom: str, unit: str) -> float | None:
+    """quantity in `unit`; None when the two do not convert."""
+    if uom == unit:
+        return quantity
+    if uom in MASS_UNITS and unit in MASS_UNITS:
+        return quantity * MASS_UNITS[uom] / MASS_UNITS[unit]
+    return None
+
+
+async def replay(conn: DB, key: str, digest: str) -> str | None:
+    """The run code recorded earlier under `key`, or None; 422 when the body differs."""
+    row = await conn.fetchrow(
+        "SELECT run_code, request_hash FROM production_runs WHERE idempotency_key = $1", key
+    )
+    if row is None:
+        return None
+    if row["request_hash"] != digest:
+        raise IdempotencyMismatch(
+            "IDEMPOTENCY_KEY_REUSED",
+            f"idempotency key {key!r} was used for a different request (run {row['run_code']})",
+            run_code=row["run_code"],
+        )
+    return str(row["run_code"])
+
+
+def _ts(message: genealogy_pb2.RecordProductionRunRequest, name: str) -> datetime | None:
+    return getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None  # type: ignore[arg-type]
+
+
+async def record(pool: asyncpg.Pool, request: genealogy_pb2.RecordProductionRunRequest) -> Recorded:
+    """Validate and write the run in one transaction (raises DomainError on any refusal)."""
+    digest = request_hash(request)
+    key = request.idempotency_key or None
+    if key and (earlier := await replay(pool, key, digest)):
+        return Recorded(earlier, True, [])
+    inputs = {line.lot_code: line for line in request.inputs}
+    async with pool.acquire() as conn, conn.transaction():
+        stream_id, phase_id = await _process_step(conn, request.stream_code, request.phase_code)
+        lots = await conn.fetch(
+            "SELECT id, lot_code, quantity::float8 AS quantity, uom FROM lots WHERE lot_code = ANY($1::text[]) "
+            "ORDER BY id FOR UPDATE",
+            list(inputs),
+        )
+        missing = sorted(set(inputs) - {r["lot_code"] for r in lots})
+        if missing:
+            raise NotFound(
+                "LOT_NOT_FOUND", f"input lot {', '.join(missing)} does not exist", lot_code=missing[0]
+            )
+        run_id = await conn.fetchval(
+            """INSERT INTO production_runs
+                   (run_code, stream_id, phase_id, operator, started_at, ended_at, idempotency_key, request_hash,
+                    recorded_by)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+               ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
+            request.run_code,
+            stream_id,
+            phase_id,
+            request.operator.strip(),
+            _ts(request, "started_at"),
+            _ts(request, "ended_at"),
+            key,
+            digest,
+            caller_name(),
+        )
+        if run_id is None:  # a concurrent request with this key committed first
+            assert key is not None
+            earlier = await replay(conn, key, digest)
+            assert earlier is not None
+            return Recorded(earlier, True, [])
+        await _check_consumption(conn, lots, inputs)
+        taken = await conn.fetch(
+            "SELECT lot_code FROM lots WHERE lot_code = ANY($1::text[])",
+            [o.lot_code for o in request.outputs],
+        )
+        if taken:
+            codes = ", ".join(r["lot_code"] for r in taken)
+            raise AlreadyExists(
+                "LOT_EXISTS", f"output lot {codes} already exists", lot_code=taken[0]["lot_code"]
+            )
+        outputs = await conn.fetch(
+            """INSERT INTO lots (lot_code, kind, product, quantity, uom, stream_id, produced_at, created_by)
+               SELECT o.code, o.kind, o.product, o.quantity, o.uom, $6, COALESCE($7, now()), $8
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::text[])
+                    AS o (code, kind, product, quantity, uom)
+               RETURNING id, lot_code, quantity::float8 AS quantity""",
+            [o.lot_code for o in request.outputs],
+            [o.kind for o in request.outputs],
+            [o.product.strip() for o in request.outputs],
+            [o.quantity for o in request.outputs],
+            [o.uom for o in request.outputs],
+            stream_id,
+            _ts(request, "ended_at"),
+            caller_name(),
+        )
+        await _insert_edges(conn, run_id, lots, inputs, request, outputs)
+        await audit.record(
+            conn,
+            "record",
+            "production_run",
+            request.run_code,
+            inputs=[[i.lot_code, i.quantity, i.uom] for i in request.inputs],
+            outputs=[[o.lot_code, o.quantity, o.uom] for o in request.outputs],
+        )
+    return Recorded(request.run_code, False, list(inputs))
+
+
+async def _process_step(conn: Conn, stream: str, phase: str) -> tuple[int | None, int | None]:
+    if not stream:
+        if phase:
+            raise InvalidArgument("STREAM_REQUIRED", "phase_code needs a stream_code")
+        return None, None
+    row = await conn.fetchrow(
+        "SELECT s.id, p.id AS phase_id FROM streams s LEFT JOIN phases p ON p.stream_id = s.id AND p.code = $2 "
+        "WHERE s.code = $1",
+        stream,
+        phase or None,
+    )
+    if row is None:
+        raise NotFound("STREAM_NOT_FOUND", f"stream {stream} does not exist")
+    if phase and row["phase_id"] is None:
+        raise NotFound("PHASE_NOT_FOUND", f"phase {phase} of stream {stream} does not exist")
+    return row["id"], row["phase_id"]
+
+
+async def _check_consumption(
+    conn: Conn, lots: list[asyncpg.Record], inputs: dict[str, genealogy_pb2.RunLine]
+) -> None:
+    """Units must convert, and no input may give more than it still holds."""
+    used = await conn.fetch(
+        "SELECT parent_lot_id, uom, sum(quantity)::float8 AS quantity FROM lot_genealogy "
+        "WHERE parent_lot_id = ANY($1::bigint[]) GROUP BY 1, 2",
+        [r["id"] for r in lots],
+    )
+    for lot in lots:
+        line = inputs[lot["lot_code"]]
+        wanted = to_unit(line.quantity, line.uom, lot["uom"])
+        if wanted is None:
+            raise InvalidArgument(
+                "UOM_MISMATCH",
+                f"{lot['lot_code']} is counted in {lot['uom']}; {line.uom} does not convert",
+                lot_code=lot["lot_code"],
+            )
+        consumed = sum(
+            to_unit(u["quantity"], u["uom"], lot["uom"]) or 0.0
+            for u in used
+            if u["parent_lot_id"] == lot["id"]
+        )
+        available = lot["quantity"] - consumed
+        if wanted > available + EPSILON:
+            raise Conflict(
+                "INSUFFICIENT_QUANTITY",
+                f"{lot['lot_code']} holds {available:g} {lot['uom']} not yet consumed "
+                f"(of {lot['quantity']:g}); the run asks for {wanted:g} {lot['uom']}",
+                lot_code=lot["lot_code"],
+                available=f"{available:g}",
+                requested=f"{wanted:g}",
+                uom=lot["uom"],
+            )
+
+
+async def _insert_edges(
+    conn: Conn,
+    run_id: int,
+    lots: list[asyncpg.Record],
+    inputs: dict[str, genealogy_pb2.RunLine],
+    request: genealogy_pb2.RecordProductionRunRequest,
+    outputs: list[asyncpg.Record],
+) -> None:
+    """Each input feeds each output in proportion to the output's share of the run's output."""
+    quantity_of = {o.lot_code: o.quantity for o in request.outputs}
+    total_out = sum(quantity_of.values())
+    parents, children, quantities, uoms = [], [], [], []
+    for lot in lots:
+        line = inputs[lot["lot_code"]]
+        for out in outputs:
+            parents.append(lot["id"])
+            children.append(out["id"])
+            quantities.append(round(line.quantity * quantity_of[out["lot_code"]] / total_out, 3) or 0.001)
+            uoms.append(line.uom)
+    await conn.execute(
+        """INSERT INTO lot_genealogy (parent_lot_id, child_lot_id, quantity, uom, run_id)
+           SELECT p, c, q, u, $5 FROM unnest($1::bigint[], $2::bigint[], $3::numeric[], $4::text[]) AS e (p, c, q, u)""",
+        parents,
+        children,
+        quantities,
+        uoms,
+        run_id,
+    )
+
+
+RUN_HEADER = """
+SELECT r.run_code, COALESCE(s.code, '') AS stream_code, COALESCE(p.code, '') AS phase_code, r.operator,
+       r.started_at, r.ended_at, r.created_at, r.recorded_by
+FROM production_runs r LEFT JOIN streams s ON s.id = r.stream_id LEFT JOIN phases p ON p.id = r.phase_id
+WHERE r.run_code = $1
+"""

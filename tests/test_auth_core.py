@@ -1,0 +1,803 @@
+"""Unit tests of the identity core: tokens, roles and policy, passwords, login throttling.
+
+Pure: no database, no cache, no processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+from argon2 import PasswordHasher, Type, extract_parameters
+
+from flowviz.core import auth, passwords
+from flowviz.core.auth import (
+    ADMIN,
+    ADMIN_ONLY,
+    OPERATE,
+    QUALITY,
+    READ,
+    READ_OR_SERVICE,
+    ROLES,
+    SERVICE,
+    SERVICE_ONLY,
+    Identity,
+    PermissionDenied,
+    ServiceTokenSource,
+    TokenVerifier,
+    Unauthenticated,
+    bearer,
+    check,
+    issue_service_token,
+    issue_token,
+    load_secret,
+    require,
+    validate_policy,
+    verify_token,
+)
+from flowviz.core.config import ConfigError
+from flowviz.core.errors import InvalidArgument, to_status
+from flowviz.core.ratelimit import LoginLimiter, TooManyAttempts, address_key, username_key
+
+SECRET = secrets.token_bytes(64)
+OTHER_SECRET = secrets.token_bytes(40)
+NOW = 1_800_000_000.0
+
+
+# --- helpers -----------------------------------------------------------------------------
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "iss": "flowviz",
+        "aud": "flowviz-api",
+        "sub": "alice",
+        "role": "operator",
+        "iat": int(NOW),
+        "nbf": int(NOW),
+        "exp": int(NOW) + 900,
+        "jti": "j1",
+    }
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def hand_made(header: dict[str, Any], payload: dict[str, Any], sign: str | None = "sha256") -> str:
+    """A JWT built without pyjwt, signed with SECRET by HMAC-`sign` (None: empty signature)."""
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
+    if sign is None:
+        return signing_input + "."
+    mac = hmac.new(SECRET, signing_input.encode(), getattr(hashlib, sign)).digest()
+    return f"{signing_input}.{b64(mac)}"
+
+
+def reason_of(excinfo: pytest.ExceptionInfo[Any]) -> str:
+    return str(excinfo.value.reason)
+
+
+# --- tokens ------------------------------------------------------------------------------
+
+
+def test_round_trip_user_token() -> None:
+    token = issue_token("alice", "qc", secret=SECRET, now=NOW)
+    identity = verify_token(token, secret=SECRET, now=NOW + 1)
+    assert identity == Identity("alice", "qc", False)
+    assert identity.expires_at == NOW + 900
+    assert identity.token_id
+    payload = jwt.decode(token, options={"verify_signature": False})
+    assert set(payload) == {"iss", "aud", "sub", "role", "iat", "nbf", "exp", "jti"}
+    assert payload["iss"] == "flowviz" and payload["aud"] == "flowviz-api"
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+
+
+def test_every_token_has_its_own_jti() -> None:
+    a = issue_token("alice", "viewer", secret=SECRET, now=NOW)
+    b = issue_token("alice", "viewer", secret=SECRET, now=NOW)
+    assert a != b
+    assert (
+        verify_token(a, secret=SECRET, now=NOW).token_id != verify_token(b, secret=SECRET, now=NOW).token_id
+    )
+
+
+def test_round_trip_service_token() -> None:
+    token = issue_service_token("gateway", SECRET, now=NOW)
+    identity = verify_token(token, secret=SECRET, now=NOW)
+    assert identity == Identity("service:gateway", SERVICE, True)
+    assert identity.expires_at == NOW + auth.SERVICE_TTL_SECONDS
+
+
+def test_expired_token() -> None:
+    token = issue_token("alice", "viewer", secret=SECRET, ttl_seconds=60, now=NOW)
+    # Within the leeway it still passes; past it, it is expired.
+    verify_token(token, secret=SECRET, now=NOW + 60 + auth.LEEWAY_SECONDS - 1)
+    with pytest.raises(Unauthenticated) as e:
+        verify_token(token, secret=SECRET, now=NOW + 60 + auth.LEEWAY_SECONDS)
+    assert reason_of(e) == "TOKEN_EXPIRED"
+    with pytest.raises(Unauthenticated) as e:
+        verify_token(token, secret=SECRET)  # real clock: long after 2027
+    assert reason_of(e) in ("TOKEN_EXPIRED", "TOKEN_NOT_YET_VALID")
+
+
+def test_not_yet_valid_token() -> None:
+    token = issue_token("alice", "viewer", secret=SECRET, now=NOW)
+    verify_token(token, secret=SECRET, now=NOW - auth.LEEWAY_SECONDS)  # clock skew within leeway
+    with pytest.raises(Unauthenticated) as e:
+        verify_token(token, secret=SECRET, now=NOW - auth.LEEWAY_SECONDS - 1)
+    assert reason_of(e) == "TOKEN_NOT_YET_VALID"
+    future_nbf = hand_made({"alg": "HS256", "typ": "JWT"}, claims(nbf=int(NOW) + 100))
+    with pytest.raises(Unauthenticated) as e:
+        verify_token(future_nbf, secret=SECRET, now=NOW)
+    assert reason_of(e) == "TOKEN_NOT_YET_VALID"
+
+
+def test_hand_made_hs256_token_verifies() -> None:
+    # The forgery tests below rely on hand_made producing valid tokens when it should.
+    assert (
+        verify_token(hand_made({"alg": "HS256", "typ": "JWT"}, claims()), secret=SECRET, now=NOW).subject
+        == "alice"
+    )
+
+
+def test_tampered_signature() -> None:
+    token = issue_token("alice", "viewer", secret=SECRET, now=NOW)
+    head, payload, sig = token.split(".")
+    flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
+    for bad in (f"{head}.{payload}.{flipped}", f"{head}.{payload}.", f"{head}.{payload}"):
+        with pytest.raises(Unauthenticated) as e:
+            verify_token(bad, secret=SECRET, now=NOW)
+        assert reason_of(e) == "TOKEN_INVALID"
+
+
+def test_tampered_payload_privilege_escalation() -> None:
+    token = issue_token("alice", "viewer", secret=SECRET, now=NOW)
+    head, _, sig = token.split(".")
+    forged = b64(json.dumps(claims(role="admin")).encode())
+    with pytest.raises(Unauthenticated):
+        verify_token(f"{head}.{forged}.{sig}", secret=SECRET, now=NOW)
+
+
+def test_wrong_secret() -> None:
+    token = issue_token("alice", "viewer", secret=OTHER_SECRET, now=NOW)
+    with pytest.raises(Unauthenticated) as e:
+        verify_token(token, secret=SECRET, now=NOW)
+    assert reason_of(e) == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
+def test_alg_none_is_refused(alg: str) -> None:
+    token = hand_made({"alg": alg, "typ": "JWT"}, claims(role="admin"), sign=None)
+    assert token.endswith(".")
+    with pytest.raises(Unauthenticated) as e:
+        verify_token(token, secret=SECRET, now=NOW)
+    assert reason_of(e) == "TOKEN_INVALID"
+
+
+def test_alg_none_with_a_valid_hs256_signature_is_refused() -> None:
+    # Header says none, signature is a correct HMAC of the signing input: still refused.
+    token = hand_made({"alg": "none", "typ": "JWT"}, claims())
+    with pytest.raises(Unauthenticated):
+        verify_token(token, secret=SECRET, now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("alg", "digest"),
+    [
+        ("HS512", "sha512"),
+        ("HS384", "sha384"),
+        # Key confusion: labelled RS256/ES256/PS256 but MACed with the shared secret
+        # (as if the secret were a public key).
+        ("RS256", "sha256"),
+        ("ES256", "sha256"),
+        ("PS256", "sha256"),
+        ("EdDSA", "sha256"),
+    ],
+)
+def test_other_algorithms_are_refused(alg: str, digest: str) -> None:
+    token = hand_made({"alg": alg, "typ": "JWT"}, claims(), sign=digest)
+    with pytest.raises(Unauthenticated) as e:
+        verify_token(token, secret=SECRET, now=NOW)
+    assert reason_of(e) == "TOKEN_INVALID"
+
+
+def test_hs512_signed_by_pyjwt_is_refused() -> None:
+    token = jwt.encode(claims(), SECRET, algorithm="HS512")
+    with pytest.raises(Unauthenticated):
+        verify_token(token, secret=SECRET, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"aud": "other-api"},
+        {"aud": ["flowviz-api", "other-api"]},  # strict: a single audience, ours
+        {"aud": ""},
+        {"iss": "evil"},
+        {"iss": ""},
+        {"role": "superuser"},
+        {"role": "Admin"},
+        {"role": ""},
+        {"role": ["admin"]},
+        {"sub": ""},
+        {"sub": 42},
+        {"sub": "x" * 300},
+        {"jti": ""},
+        {"exp": "1800000900"},
+        {"exp": 1_800_000_900.5},
+        {"exp": True},
+        {"iat": "now"},
+        {"exp": int(NOW)},  # exp <= iat
+        # service role and service subjects go together
+        {"role": "service", "sub": "alice"},
+        {"role": "admin", "sub": "service:gateway"},
+    ],
+)
+def test_bad_claims_are_refused(overrides: dict[str, Any]) -> None:
+    token = jwt.encode(claims(**overrides), SECRET, algorithm="HS256")
+    with pytest.raises(Unauthenticated) as e:
+        verify_token(token, secret=SECRET, now=NOW + 1)
+    assert reason_of(e) == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize("missing", auth.REQUIRED_CLAIMS)
+def test_missing_claims_are_refused(missing: str) -> None:
+    token = jwt.encode(claims(**{missing: ...}), SECRET, algorithm="HS256")
+    with pytest.raises(Unauthenticated) as e:
+        verify_token(token, secret=SECRET, now=NOW + 1)
+    assert reason_of(e) == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        "",
+        " ",
+        "abc",
+        "a.b",
+        "a.b.c",
+        "...",
+        "a.b.c.d.e",
+        "eyJ.eyJ.sig",
+        "Bearer x.y.z",
+        "\x00\x01\x02",
+        "é.ü.ß",
+        "x" * 10_000,
+        b64(b"{}") + "." + b64(b"[]") + ".",
+        b64(b"[1]") + "." + b64(b"{}") + "." + b64(b"sig"),
+        b64(b'{"alg":"HS256"}') + "." + b64(b"not json") + ".sig",
+        b64(b'{"alg":"HS256"}') + "." + b64(b'"a string"') + ".sig",
+    ],
+)
+def test_garbage_is_refused(garbage: str) -> None:
+    with pytest.raises(Unauthenticated) as e:
+        verify_token(garbage, secret=SECRET, now=NOW)
+    assert reason_of(e) == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize("not_a_string", [None, b"a.b.c", 42, ["a.b.c"]])
+def test_non_string_tokens_are_refused(not_a_string: Any) -> None:
+    with pytest.raises(Unauthenticated):
+        verify_token(not_a_string, secret=SECRET, now=NOW)
+    with pytest.raises(Unauthenticated):
+        TokenVerifier(SECRET).verify(not_a_string, now=NOW)
+
+
+def test_issue_token_validates_its_arguments() -> None:
+    with pytest.raises(ValueError):
+        issue_token("alice", "superuser", secret=SECRET)
+    with pytest.raises(ValueError):
+        issue_token("alice", SERVICE, secret=SECRET)  # service tokens only via issue_service_token
+    with pytest.raises(ValueError):
+        issue_token("service:lots", ADMIN, secret=SECRET)
+    with pytest.raises(ValueError):
+        issue_token("", "viewer", secret=SECRET)
+    with pytest.raises(ValueError):
+        issue_token("alice", "viewer", secret=SECRET, ttl_seconds=0)
+    with pytest.raises(ValueError):
+        issue_service_token("Lots Service", SECRET)
+    with pytest.raises(ConfigError):
+        issue_token("alice", "viewer", secret=b"short")
+    with pytest.raises(ConfigError):
+        verify_token("a.b.c", secret=b"short")
+
+
+def test_load_secret() -> None:
+    good = secrets.token_urlsafe(48)
+    assert load_secret({"FLOWVIZ_TOKEN_SECRET": good + "\n"}) == good.encode()
+    for bad in ({}, {"FLOWVIZ_TOKEN_SECRET": ""}, {"FLOWVIZ_TOKEN_SECRET": "x" * 31}):
+        with pytest.raises(ConfigError):
+            load_secret(bad)
+    with pytest.raises(ConfigError, match="placeholder"):
+        load_secret({"FLOWVIZ_TOKEN_SECRET": "changeme" * 8})
+
+
+def test_errors_map_to_grpc_codes() -> None:
+    assert to_status(Unauthenticated("TOKEN_INVALID", "x")).code == grpc.StatusCode.UNAUTHENTICATED
+    assert to_status(PermissionDenied("ROLE_FORBIDDEN", "x")).code == grpc.StatusCode.PERMISSION_DENIED
+    assert to_status(TooManyAttempts.after(3.2)).code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+# --- verifier cache ----------------------------------------------------------------------
+
+
+def test_verifier_caches_until_expiry() -> None:
+    verifier = TokenVerifier(SECRET, cache_size=2)
+    token = issue_token("alice", "viewer", secret=SECRET, ttl_seconds=60, now=NOW)
+    first = verifier.verify(token, now=NOW)
+    assert verifier.verify(token, now=NOW + 1) is first
+    assert len(verifier) == 1
+    with pytest.raises(Unauthenticated) as e:
+        verifier.verify(token, now=NOW + 60 + auth.LEEWAY_SECONDS)
+    assert reason_of(e) == "TOKEN_EXPIRED"
+    assert len(verifier) == 0  # dropped on expiry
+
+
+def test_verifier_rechecks_not_before_on_hits() -> None:
+    verifier = TokenVerifier(SECRET)
+    token = issue_token("alice", "viewer", secret=SECRET, now=NOW)
+    verifier.verify(token, now=NOW)
+    with pytest.raises(Unauthenticated) as e:
+        verifier.verify(token, now=NOW - 100)
+    assert reason_of(e) == "TOKEN_NOT_YET_VALID"
+
+
+def test_verifier_is_bounded_and_caches_only_successes() -> None:
+    verifier = TokenVerifier(SECRET, cache_size=3)
+    tokens = [issue_token(f"u{i}", "viewer", secret=SECRET, now=NOW) for i in range(10)]
+    for token in tokens:
+        verifier.verify(token, now=NOW)
+    assert len(verifier) == 3
+    for bad in ("a.b.c", issue_token("eve", "admin", secret=OTHER_SECRET, now=NOW)):
+        with pytest.raises(Unauthenticated):
+            verifier.verify(bad, now=NOW)
+    assert len(verifier) == 3
+    # A token verified under one secret is not accepted by a verifier of another.
+    with pytest.raises(Unauthenticated):
+        TokenVerifier(OTHER_SECRET).verify(tokens[-1], now=NOW)
+
+
+def test_verifier_uses_its_clock() -> None:
+    clock = [NOW]
+    verifier = TokenVerifier(SECRET, clock=lambda: clock[0])
+    token = issue_token("alice", "viewer", secret=SECRET, ttl_seconds=60, now=NOW)
+    verifier.verify(token)
+    clock[0] += 3600
+    with pytest.raises(Unauthenticated):
+        verifier.verify(token)
+
+
+def test_service_token_source_caches_and_renews() -> None:
+    clock = [NOW]
+    source = ServiceTokenSource("gateway", SECRET, ttl_seconds=300, renew_before=60, clock=lambda: clock[0])
+    first = source.token()
+    clock[0] += 200
+    assert source.token() == first
+    clock[0] += 40  # 240 s: within renew_before of expiry
+    second = source.token()
+    assert second != first
+    assert verify_token(second, secret=SECRET, now=clock[0] + 299).subject == "service:gateway"
+    assert source.metadata() == (("authorization", f"Bearer {second}"),)
+    assert bearer(source.metadata()) == second
+    with pytest.raises(ValueError):
+        ServiceTokenSource("gateway", SECRET, ttl_seconds=60, renew_before=60)
+
+
+# --- bearer ------------------------------------------------------------------------------
+
+
+def test_bearer() -> None:
+    token = issue_token("alice", "viewer", secret=SECRET, now=NOW)
+    assert bearer(f"Bearer {token}") == token
+    assert bearer(f"bearer {token}") == token
+    assert bearer(f"  BEARER   {token}  ") == token
+    assert bearer(f"Bearer {token}".encode()) == token
+    assert bearer({"authorization": f"Bearer {token}"}) == token
+    assert bearer({"Authorization": f"Bearer {token}"}) == token
+    assert bearer((("x-request-id", "r1"), ("authorization", f"Bearer {token}"))) == token
+    for bad in (
+        None,
+        "",
+        "Bearer",
+        "Bearer ",
+        f"Basic {token}",
+        token,
+        f"Bearer {token} extra",
+        "Bearer a,b",
+        "Bearer é",
+        b"Bearer \xff",
+        "Bearer " + "a" * 5000,
+        {},
+        {"x-request-id": "r1"},
+        (),
+        (("authorization", f"Bearer {token}"), ("authorization", f"Bearer {token}")),  # ambiguous
+    ):
+        assert bearer(bad) is None, bad
+
+
+# --- authorization -----------------------------------------------------------------------
+
+ALLOWED_SETS = {
+    "READ": READ,
+    "OPERATE": OPERATE,
+    "QUALITY": QUALITY,
+    "ADMIN_ONLY": ADMIN_ONLY,
+    "SERVICE_ONLY": SERVICE_ONLY,
+    "READ_OR_SERVICE": READ_OR_SERVICE,
+    "nothing": (),
+}
+EXPECTED = {
+    # role: names of the sets that admit it
+    "viewer": {"READ", "READ_OR_SERVICE"},
+    "operator": {"READ", "OPERATE", "READ_OR_SERVICE"},
+    "qc": {"READ", "QUALITY", "READ_OR_SERVICE"},
+    "admin": set(ALLOWED_SETS),
+    "service": {"SERVICE_ONLY", "READ_OR_SERVICE"},
+}
+
+
+def identity_of(role: str) -> Identity:
+    return Identity(f"service:{role}" if role == SERVICE else role, role, role == SERVICE)
+
+
+def test_roles_are_exactly_these() -> None:
+    assert set(EXPECTED) == ROLES
+    assert READ == ("viewer", "operator", "qc")
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+@pytest.mark.parametrize("set_name", list(ALLOWED_SETS))
+def test_require_matrix(role: str, set_name: str) -> None:
+    identity = identity_of(role)
+    allowed = ALLOWED_SETS[set_name]
+    if set_name in EXPECTED[role]:
+        assert require(identity, *allowed) is identity
+    else:
+        with pytest.raises(PermissionDenied) as e:
+            require(identity, *allowed)
+        assert reason_of(e) == "ROLE_FORBIDDEN"
+
+
+@pytest.mark.parametrize("set_name", list(ALLOWED_SETS))
+def test_require_without_identity_is_unauthenticated(set_name: str) -> None:
+    with pytest.raises(Unauthenticated) as e:
+        require(None, *ALLOWED_SETS[set_name])
+    assert reason_of(e) == "TOKEN_MISSING"
+
+
+POLICY: auth.Policy = {
+    "/flowviz.lots.v1.LotsService/GetLot": READ,
+    "/flowviz.lots.v1.LotsService/CreateLot": OPERATE,
+    "/flowviz.qc.v1.QcService/RecordDecision": QUALITY,
+    "/flowviz.lots.v1.LotsService/CreateUser": ADMIN_ONLY,
+    "/flowviz.lots.v1.LotsService/Authenticate": SERVICE_ONLY,
+}
+
+
+def test_check_applies_the_policy() -> None:
+    assert check(POLICY, "/flowviz.lots.v1.LotsService/GetLot", identity_of("viewer")).role == "viewer"
+    assert check(POLICY, "/flowviz.lots.v1.LotsService/CreateLot", identity_of("operator"))
+    with pytest.raises(PermissionDenied):
+        check(POLICY, "/flowviz.lots.v1.LotsService/CreateLot", identity_of("viewer"))
+    with pytest.raises(PermissionDenied):
+        check(POLICY, "/flowviz.lots.v1.LotsService/Authenticate", identity_of("operator"))
+    assert check(POLICY, "/flowviz.lots.v1.LotsService/Authenticate", identity_of("service"))
+    with pytest.raises(PermissionDenied):
+        check(POLICY, "/flowviz.lots.v1.LotsService/GetLot", identity_of("service"))
+    with pytest.raises(Unauthenticated):
+        check(POLICY, "/flowviz.lots.v1.LotsService/GetLot", None)
+
+
+@pytest.mark.parametrize("role", sorted(ROLES))
+def test_check_fails_closed(role: str) -> None:
+    for method in (
+        "/flowviz.lots.v1.LotsService/DeleteEverything",
+        "/flowviz.lots.v1.LotsService/getlot",  # exact names only
+        "flowviz.lots.v1.LotsService/GetLot",
+        "",
+    ):
+        with pytest.raises(PermissionDenied) as e:
+            check(POLICY, method, identity_of(role))  # admin too
+        assert reason_of(e) == "METHOD_NOT_IN_POLICY"
+    with pytest.raises(PermissionDenied):
+        check({}, "/flowviz.lots.v1.LotsService/GetLot", identity_of(role))
+
+
+def test_validate_policy() -> None:
+    validate_policy(POLICY)
+    validate_policy(POLICY, POLICY.keys())
+    with pytest.raises(ValueError, match="served but not in the policy"):
+        validate_policy(POLICY, [*POLICY, "/flowviz.lots.v1.LotsService/NewRpc"])
+    with pytest.raises(ValueError, match="not served"):
+        validate_policy(POLICY, list(POLICY)[1:])
+    with pytest.raises(ValueError, match="unknown role"):
+        validate_policy({"/flowviz.lots.v1.LotsService/GetLot": ("viewer", "operater")})
+    with pytest.raises(ValueError, match="non-empty"):
+        validate_policy({"/flowviz.lots.v1.LotsService/GetLot": ()})
+    with pytest.raises(ValueError, match="malformed"):
+        validate_policy({"GetLot": READ})
+
+
+def test_token_to_policy_end_to_end() -> None:
+    verifier = TokenVerifier(SECRET)
+    token = issue_token("olga", "operator", secret=SECRET, now=NOW)
+    metadata = (("authorization", f"Bearer {token}"),)
+    identity = verifier.verify(bearer(metadata) or "", now=NOW)
+    assert check(POLICY, "/flowviz.lots.v1.LotsService/CreateLot", identity).subject == "olga"
+    with pytest.raises(PermissionDenied):
+        check(POLICY, "/flowviz.lots.v1.LotsService/CreateUser", identity)
+
+
+# --- passwords ---------------------------------------------------------------------------
+
+FAST = passwords.make_hasher(time_cost=1, memory_cost_kib=8, parallelism=1)
+GOOD = "plum-harbor-vivid-7-lantern"
+
+
+def test_default_parameters() -> None:
+    hasher = passwords.DEFAULT_HASHER
+    assert hasher.type is Type.ID
+    assert (hasher.time_cost, hasher.memory_cost, hasher.parallelism) == (2, 19 * 1024, 1)
+    assert passwords.MIN_LENGTH == 12 and passwords.MAX_LENGTH == 1024
+
+
+def test_hash_and_verify() -> None:
+    stored = passwords.hash_password(GOOD, hasher=FAST)
+    assert stored.startswith("$argon2id$v=19$m=8,t=1,p=1$")
+    assert passwords.verify_password(stored, GOOD, hasher=FAST)
+    assert not passwords.verify_password(stored, GOOD + "x", hasher=FAST)
+    assert not passwords.verify_password(stored, "", hasher=FAST)
+    assert passwords.hash_password(GOOD, hasher=FAST) != stored  # salted
+
+
+def test_hash_with_default_parameters() -> None:
+    stored = passwords.hash_password(GOOD)
+    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
+    assert passwords.verify_password(stored, GOOD)
+    assert not passwords.needs_rehash(stored)
+
+
+def test_passwords_are_nfkc_normalised() -> None:
+    composed = "café-harbor-vivid-7"
+    decomposed = "cafe\u0301-harbor-vivid-7"
+    stored = passwords.hash_password(composed, hasher=FAST)
+    assert passwords.verify_password(stored, decomposed, hasher=FAST)
+
+
+@pytest.mark.parametrize(
+    "bad_hash",
+    [
+        None,
+        "",
+        "not a hash",
+        "$argon2id$",
+        "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$",
+        "$2b$12$abcdefghijklmnopqrstuuK0mS1cY4rKZ2T8rN1xq7L0CH6o0z8bG",  # bcrypt
+        "!disabled",
+        42,
+    ],
+)
+def test_verify_never_raises_on_bad_hashes(bad_hash: Any) -> None:
+    assert passwords.verify_password(bad_hash, GOOD, hasher=FAST) is False
+
+
+@pytest.mark.parametrize("bad_password", [None, 42, b"bytes", "\ud800lone-surrogate", "x" * 1025, ""])
+def test_verify_never_raises_on_bad_passwords(bad_password: Any) -> None:
+    stored = passwords.hash_password(GOOD, hasher=FAST)
+    assert passwords.verify_password(stored, bad_password, hasher=FAST) is False
+    assert passwords.verify_password(None, bad_password, hasher=FAST) is False
+
+
+def test_hostile_stored_parameters_are_refused() -> None:
+    # An argon2i hash, or one demanding 1 GiB, is not computed.
+    argon2i = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.I).hash(GOOD)
+    assert not passwords.verify_password(argon2i, GOOD, hasher=FAST)
+    stored = passwords.hash_password(GOOD, hasher=FAST)
+    huge = stored.replace("m=8,", f"m={1024 * 1024},")
+    assert not passwords.verify_password(huge, GOOD, hasher=FAST)
+
+
+def test_unknown_user_runs_a_dummy_verify_with_the_same_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real_verify = PasswordHasher.verify
+
+    def spy(self: PasswordHasher, hash: str, password: str) -> Any:
+        calls.append(hash)
+        return real_verify(self, hash, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", spy)
+    assert passwords.verify_password(None, GOOD, hasher=FAST) is False
+    assert passwords.verify_password("garbage", GOOD, hasher=FAST) is False
+    assert len(calls) == 2
+    stored = passwords.hash_password(GOOD, hasher=FAST)
+    for dummy in calls:
+        assert extract_parameters(dummy) == extract_parameters(stored)
+    passwords.warm_up(hasher=FAST)
+
+
+def test_needs_rehash() -> None:
+    stored = passwords.hash_password(GOOD, hasher=FAST)
+    assert not passwords.needs_rehash(stored, hasher=FAST)
+    stronger = passwords.make_hasher(time_cost=2, memory_cost_kib=16, parallelism=1)
+    assert passwords.needs_rehash(stored, hasher=stronger)
+    assert passwords.needs_rehash(stored)  # against the default parameters
+    for garbage in ("", "nonsense", "$argon2id$v=19$", None):
+        assert passwords.needs_rehash(garbage, hasher=FAST)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("password", "username"),
+    [
+        ("short", None),
+        ("elevenchars", None),
+        ("x" * 1025, None),
+        ("aaaaaaaaaaaaaaaa", None),
+        ("abababababababab", None),
+        ("Password1234", None),  # block list, case-insensitive
+        ("123456789012", None),
+        ("my-name-is-olga-smith", "olga"),
+        ("control\x00chars-here", None),
+        ("tab\tand-newline\n-here", None),
+        ("\ud800lone-surrogate-xx", None),
+        (None, None),
+    ],
+)
+def test_policy_rejects(password: Any, username: str | None) -> None:
+    with pytest.raises(InvalidArgument) as e:
+        passwords.check_password_policy(password, username=username)
+    assert reason_of(e) == "PASSWORD_WEAK"
+    assert "min_length" in e.value.metadata
+    with pytest.raises(InvalidArgument):
+        passwords.hash_password(password, username=username, hasher=FAST)
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "correct-horse-battery",
+        "twelve chars",
+        "Ünïcödé-Pässwörd",
+        "x" * 1000 + "abcd",
+        "日本語のパスワードですね",
+    ],
+)
+def test_policy_accepts(password: str) -> None:
+    passwords.check_password_policy(password, username="olga")
+    assert passwords.verify_password(passwords.hash_password(password, hasher=FAST), password, hasher=FAST)
+
+
+async def test_async_variants() -> None:
+    stored = await passwords.hash_password_async(GOOD, hasher=FAST)
+    assert await passwords.verify_password_async(stored, GOOD, hasher=FAST)
+    assert not await passwords.verify_password_async(stored, "wrong-password-here", hasher=FAST)
+    assert not await passwords.verify_password_async(None, GOOD, hasher=FAST)
+    with pytest.raises(InvalidArgument):
+        await passwords.hash_password_async("short", hasher=FAST)
+
+
+# --- login throttling --------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_limiter_locks_after_max_failures_and_unlocks_after_lockout() -> None:
+    clock = FakeClock()
+    limiter = LoginLimiter(max_failures=5, window_seconds=300, lockout_seconds=60, clock=clock)
+    for _ in range(4):
+        assert limiter.check("user:alice") is None
+        assert limiter.failure("user:alice") is None
+        clock.now += 1
+    assert limiter.failure("user:alice") == 60
+    assert limiter.check("user:alice") == pytest.approx(60)
+    assert limiter.check("user:bob") is None  # other keys unaffected
+    clock.now += 59.5
+    assert limiter.check("user:alice") == pytest.approx(0.5)
+    clock.now += 0.5
+    assert limiter.check("user:alice") is None
+
+
+def test_limiter_counts_only_failures_within_the_window() -> None:
+    clock = FakeClock()
+    limiter = LoginLimiter(max_failures=3, window_seconds=100, lockout_seconds=60, clock=clock)
+    for _ in range(10):
+        assert limiter.failure("k") is None
+        clock.now += 51  # never 3 failures within 100 s
+    assert limiter.check("k") is None
+
+
+def test_limiter_does_not_count_or_extend_while_locked() -> None:
+    clock = FakeClock()
+    limiter = LoginLimiter(max_failures=2, window_seconds=300, lockout_seconds=60, clock=clock)
+    limiter.failure("k")
+    assert limiter.failure("k") == 60
+    clock.now += 30
+    assert limiter.failure("k") == pytest.approx(30)
+    assert limiter.check("k") == pytest.approx(30)
+
+
+def test_limiter_escalates_and_forgives() -> None:
+    clock = FakeClock()
+    limiter = LoginLimiter(
+        max_failures=2, window_seconds=300, lockout_seconds=60, max_lockout_seconds=200, clock=clock
+    )
+
+    def lock_out() -> float | None:
+        limiter.failure("k")
+        return limiter.failure("k")
+
+    assert lock_out() == 60
+    clock.now += 60
+    assert lock_out() == 120
+    clock.now += 120
+    assert lock_out() == 200  # capped
+    clock.now += 200 + 301  # quiet for a window: back to the first lockout
+    assert lock_out() == 60
+
+
+def test_limiter_success_resets() -> None:
+    clock = FakeClock()
+    limiter = LoginLimiter(max_failures=3, clock=clock)
+    limiter.failure("user:alice")
+    limiter.failure("user:alice")
+    limiter.success("user:alice")
+    assert limiter.failure("user:alice") is None
+    assert limiter.failure("user:alice") is None
+    assert limiter.failure("user:alice") == 60
+    assert limiter.check_all("user:alice", "addr:10.0.0.1") == pytest.approx(60)
+    assert limiter.check_all("user:bob", "addr:10.0.0.1") is None
+
+
+def test_limiter_memory_is_bounded() -> None:
+    clock = FakeClock()
+    limiter = LoginLimiter(
+        max_failures=5, window_seconds=300, lockout_seconds=60, max_entries=100, clock=clock
+    )
+    for i in range(10_000):
+        limiter.failure(f"user:{i}")
+    assert len(limiter) == 100
+    # The most recent keys are the ones kept.
+    for _ in range(4):
+        limiter.failure("user:9999")
+    assert limiter.check("user:9999") is not None
+    # Long keys are stored as a digest, not verbatim.
+    limiter.failure("user:" + "x" * 100_000)
+    assert all(len(k) <= 256 for k in limiter._entries)
+    # Entries expire: after a quiet window (and any lockout) they are dropped.
+    clock.now += 301
+    assert limiter.check("anything") is None
+    assert len(limiter) == 0
+
+
+def test_limiter_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError):
+        LoginLimiter(max_failures=0)
+    with pytest.raises(ValueError):
+        LoginLimiter(max_entries=0)
+
+
+def test_keys() -> None:
+    assert username_key("  Alice ") == "user:alice"
+    assert address_key("ipv4:203.0.113.7:51234") == "addr:203.0.113.7"
+    assert address_key("203.0.113.7:8000") == "addr:203.0.113.7"
+    assert address_key("203.0.113.7") == "addr:203.0.113.7"
+    assert address_key("ipv6:[2001:db8:1:2:3:4:5:6]:443") == "addr:2001:db8:1:2::/64"
+    assert address_key("2001:db8:1:2:ffff::1") == "addr:2001:db8:1:2::/64"
+    assert address_key("ipv6:[::ffff:203.0.113.7]:1") == "addr:203.0.113.7"
+    assert address_key("unix:/tmp/sock") == "addr:unix:/tmp/sock"
+    err = TooManyAttempts.after(0.2)
+    assert err.reason == "LOGIN_THROTTLED" and err.metadata == {"retry_after_seconds": "1"}
