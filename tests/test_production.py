@@ -221,7 +221,25 @@ def test_a_trace_reflects_a_hold_at_once(http: httpx.Client) -> None:
     assert run(http, f"RUN-{t}", [(f"RAW-{t}", 2, "kg")], [(f"MIX-{t}", "MIX", 2)]).status_code == 201
     assert http.get(f"/api/traceability/MIX-{t}").json()["parents"][0]["status"] == "pending"
     assert decide(http, f"RAW-{t}", "hold", "check").status_code == 201
-    assert http.get(f"/api/traceability/MIX-{t}").json()["parents"][0]["status"] == "on_hold"
+    after = http.get(f"/api/traceability/MIX-{t}").json()
+    assert after["parents"][0]["status"] == "on_hold"
+    assert (after["lot"]["status"], after["lot"]["effective_status"]) == ("pending", "on_hold")
+
+
+def test_a_sibling_answer_reflects_a_hold_on_the_other_parent(http: httpx.Client) -> None:
+    """MIX has parents A and B; a hold on B changes MIX's effective status shown in A's trace."""
+    t = tag()
+    lot(http, f"RAW-A-{t}", "RAW", 10)
+    lot(http, f"RAW-B-{t}", "RAW", 10)
+    assert (
+        run(
+            http, f"RUN-{t}", [(f"RAW-A-{t}", 1, "kg"), (f"RAW-B-{t}", 1, "kg")], [(f"MIX-{t}", "MIX", 2)]
+        ).status_code
+        == 201
+    )
+    assert http.get(f"/api/traceability/RAW-A-{t}").json()["children"][0]["effective_status"] == "pending"
+    assert decide(http, f"RAW-B-{t}", "hold", "check").status_code == 201
+    assert http.get(f"/api/traceability/RAW-A-{t}").json()["children"][0]["effective_status"] == "on_hold"
 
 
 def test_streams_phases_and_gates(http: httpx.Client) -> None:

@@ -23,7 +23,11 @@ down(id) AS (
     SELECT e.child_lot_id FROM lot_genealogy e JOIN down ON e.parent_lot_id = down.id
 )
 SELECT l.lot_code FROM lots l
-WHERE l.id IN (SELECT id FROM seed UNION SELECT id FROM up UNION SELECT id FROM down)
+WHERE l.id IN (
+    SELECT id FROM seed UNION SELECT id FROM up UNION SELECT id FROM down
+    -- the other parents of the lots downstream: their one-level answers show those lots
+    UNION SELECT e.parent_lot_id FROM lot_genealogy e JOIN down ON e.child_lot_id = down.id WHERE $4
+)
 """
 
 # Each seed with each of its ancestors (not itself).
@@ -39,8 +43,12 @@ GROUP BY r.lot_code
 """
 
 
-async def related(conn: DB, lot_codes: list[str], *, up: bool, down: bool) -> list[str]:
-    return [r["lot_code"] for r in await conn.fetch(RELATED, lot_codes, up, down)]
+async def related(
+    conn: DB, lot_codes: list[str], *, up: bool, down: bool, down_parents: bool = False
+) -> list[str]:
+    """The lots whose cached answers can show the seeds (or, with `down_parents`, lots whose
+    effective status the seeds decide)."""
+    return [r["lot_code"] for r in await conn.fetch(RELATED, lot_codes, up, down, down_parents)]
 
 
 async def ancestors(conn: DB, lot_codes: list[str]) -> dict[str, list[str]]:

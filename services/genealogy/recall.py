@@ -22,39 +22,33 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
 from flowviz.core.validation import MASS_UNITS
 from services.genealogy.trace import (
     DB,
     DEFAULT_MAX_DEPTH,
     DEFAULT_MAX_NODES,
+    Edge,
     TraceEdge,
     TraceNode,
     Walk,
     back_edges,
+    describe_cycles,
     fetch_walk,
-    find_cycles,
+    successors,
     trace_edges,
 )
 
 KG = "kg"
+Inputs = Mapping[int, Sequence[tuple[float, str]]]  # child id -> [(quantity, uom)]
 
 
 @dataclass(frozen=True, slots=True)
 class RecallLot:
-    lot_id: int
-    lot_code: str
-    kind: str
-    product: str
-    quantity: float
-    uom: str
-    status: str
-    produced_at: datetime | None
-    depth: int  # shortest distance from the root (the root itself is 0)
-    path_count: int  # distinct lot paths from the root (may be large in dense DAGs)
-    root_share: float | None  # fraction of this lot that is root material; None: unknown units
-    root_quantity: float | None  # root_share * quantity, in this lot's uom
+    lot: TraceNode  # the lot, its status and depth (shortest distance from the root)
+    path_count: int  # distinct lot paths from the root (grows fast in dense DAGs)
+    root_share: float | None  # fraction of this lot that is root material; None: units unknown
+    root_quantity: float | None  # root_share * lot.quantity, in lot.uom
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +57,14 @@ class KindTotal:
     lots: int
     quantity_kg: float  # summed lot quantities, mass units only
     root_quantity_kg: float  # root material they contain, mass units and known shares only
-    lots_not_in_kg: int  # lots left out of quantity_kg (counted in ea, l, ...)
+    lots_not_in_kg: int  # lots left out of both kg sums (counted in ea, l, ...)
 
 
 @dataclass(frozen=True, slots=True)
 class RecallResult:
     root: RecallLot
     lots: list[RecallLot]  # the root (depth 0) and every lot downstream of it, by depth
-    edges: list[TraceEdge]
+    edges: list[TraceEdge]  # every edge between two listed lots
     totals: list[KindTotal]  # per kind, the root's own lot included
     truncated: bool
     cycles: list[list[str]]
@@ -78,17 +72,9 @@ class RecallResult:
 
 @dataclass(frozen=True, slots=True)
 class CompositionLot:
-    lot_id: int
-    lot_code: str
-    kind: str
-    product: str
-    quantity: float
-    uom: str
-    status: str
-    produced_at: datetime | None
-    depth: int  # shortest distance up from the root (the root itself is 0)
+    lot: TraceNode  # the lot, its status and depth (shortest distance up from the root)
     path_count: int  # distinct lot paths from this lot down to the root
-    share: float | None  # fraction of the root made of this lot; None: unknown units
+    share: float | None  # fraction of the root made of this lot; None: units unknown
     quantity_in_root: float | None  # share * the root's quantity, in the root's uom
     is_source: bool  # no parents at all: a raw or supplier lot
 
@@ -98,24 +84,14 @@ class CompositionResult:
     root: CompositionLot
     lots: list[CompositionLot]  # the root (depth 0) and every lot upstream of it, by depth
     edges: list[TraceEdge]
-    # Sum of the sources' shares: ~1 when every input is known and in convertible units;
-    # None when some share is unknown.
+    # Sum of the sources' shares: ~1 when every input is recorded in convertible units
+    # (less when a limit cut the walk); None when some share is unknown.
     sources_share: float | None
     truncated: bool
     cycles: list[list[str]]
 
 
 # --- pure propagation ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Flow:
-    """quantity of `parent` consumed into `child` (one genealogy edge)."""
-
-    parent: int
-    child: int
-    quantity: float
-    uom: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,40 +121,38 @@ def convert(quantity: float, uom: str, unit: str) -> float:
 
 
 def input_fractions(
-    flows: Iterable[Flow],
-    outside: Mapping[int, Sequence[tuple[float, str]]] = {},  # read only
-    *,
-    skip: Collection[tuple[int, int]] = (),
+    edges: Iterable[Edge], outside: Inputs | None = None, *, skip: Collection[tuple[int, int]] = ()
 ) -> dict[tuple[int, int], float | None]:
     """Per (parent, child): the fraction of the child's total input the parent supplied.
 
     Parallel edges (same lots, different runs) are summed. `outside` adds a child's inputs
-    from parents not in `flows`; edges in `skip` count nowhere. None: units do not convert.
+    from parents not in `edges`; edges in `skip` count nowhere. None: units do not convert.
     """
-    into: dict[int, list[Flow]] = {}
-    for f in flows:
-        if (f.parent, f.child) not in skip:
-            into.setdefault(f.child, []).append(f)
+    outside = outside or {}
+    into: dict[int, list[Edge]] = {}
+    for e in edges:
+        if not skip or (e.parent, e.child) not in skip:
+            into.setdefault(e.child, []).append(e)
     fractions: dict[tuple[int, int], float | None] = {}
     for child, inputs in into.items():
         extra = outside.get(child, ())
-        unit = common_unit([f.uom for f in inputs] + [u for _, u in extra])
+        unit = common_unit([e.uom for e in inputs] + [u for _, u in extra])
         if unit is None:
-            for f in inputs:
-                fractions[f.parent, child] = None
+            for e in inputs:
+                fractions[e.parent, child] = None
             continue
-        total = sum(convert(f.quantity, f.uom, unit) for f in inputs)
-        total += sum(convert(q, u, unit) for q, u in extra)
-        for f in inputs:
-            key = (f.parent, child)
-            fractions[key] = (fractions.get(key) or 0.0) + convert(f.quantity, f.uom, unit) / total
+        amounts = [(e.parent, convert(e.quantity, e.uom, unit)) for e in inputs]
+        total = sum(q for _, q in amounts) + sum(convert(q, u, unit) for q, u in extra)
+        for parent, amount in amounts:
+            key = (parent, child)
+            fractions[key] = (fractions.get(key) or 0.0) + amount / total
     return fractions
 
 
 def propagate(
     root: int,
-    flows: Sequence[Flow],
-    outside: Mapping[int, Sequence[tuple[float, str]]] = {},  # read only
+    edges: Sequence[Edge],
+    outside: Inputs | None = None,
     *,
     upstream: bool = False,
     skip: Collection[tuple[int, int]] | None = None,
@@ -187,30 +161,26 @@ def propagate(
 
     Downstream the walk follows parent -> child: share(child) = sum share(parent) * fraction.
     Upstream it follows child -> parent: share(parent) = sum share(child) * fraction, i.e. how
-    much of the root is made of the parent. `skip` (parent, child) edges are ignored; by
+    much of the root is made of the parent. `skip`: (parent, child) edges to ignore; by
     default the back edges of a depth-first search from the root, which breaks every cycle.
     """
-    pairs = sorted({(f.parent, f.child) for f in flows})
-    succ: dict[int, list[int]] = {}
-    for parent, child in pairs:
-        a, b = (child, parent) if upstream else (parent, child)
-        succ.setdefault(a, []).append(b)
+    succ = successors(((e.parent, e.child) for e in edges), reverse=upstream)
     if skip is None:
-        backs = back_edges([root], succ)
-        skip = {(b, a) if upstream else (a, b) for a, b in backs}
+        skip = {(v, u) if upstream else (u, v) for u, v in back_edges([root], succ)}
     skipped = set(skip)
-    fractions = input_fractions(flows, outside, skip=skipped)
+    fractions = input_fractions(edges, outside, skip=skipped)
 
     # Kahn's algorithm over the walk-direction DAG left once the cycle edges are gone.
+    dag: dict[int, list[tuple[int, float | None]]] = {}
     indegree: dict[int, int] = {root: 0}
-    dag: dict[int, list[int]] = {}
-    for parent, child in pairs:
-        if (parent, child) in skipped:
-            continue
-        a, b = (child, parent) if upstream else (parent, child)
-        dag.setdefault(a, []).append(b)
-        indegree[b] = indegree.get(b, 0) + 1
+    for a, nexts in succ.items():
         indegree.setdefault(a, 0)
+        out = dag.setdefault(a, [])
+        for b in nexts:
+            pair = (b, a) if upstream else (a, b)
+            if pair not in skipped:
+                out.append((b, fractions[pair]))
+                indegree[b] = indegree.get(b, 0) + 1
     shares: dict[int, float | None] = dict.fromkeys(indegree, 0.0)
     paths = dict.fromkeys(indegree, 0)
     shares[root], paths[root] = 1.0, 1
@@ -220,8 +190,7 @@ def propagate(
         node = ready.popleft()
         order.append(node)
         share, count = shares[node], paths[node]
-        for nxt in dag.get(node, ()):
-            fraction = fractions[(nxt, node) if upstream else (node, nxt)]
+        for nxt, fraction in dag.get(node, ()):
             current = shares[nxt]
             if share is None or fraction is None or current is None:
                 shares[nxt] = None
@@ -234,53 +203,31 @@ def propagate(
     return Propagation(shares=shares, paths=paths, order=order, skipped=skipped)
 
 
-# --- recall and composition -----------------------------------------------------------
-
-
-def _flows(walk: Walk) -> list[Flow]:
-    return [Flow(e.parent_id, e.child_id, e.quantity, e.uom) for e in walk.edges]
-
-
-def _analyse(walk: Walk, *, upstream: bool) -> tuple[Propagation, list[list[str]]]:
-    codes = {i: n.lot_code for i, n in walk.nodes.items()}
-    flows = _flows(walk)
-    backs, cycles = find_cycles(
-        list(walk.nodes), ((f.parent, f.child) for f in flows), codes, reverse=upstream
-    )
-    prop = propagate(walk.root.lot_id, flows, walk.outside_inputs, upstream=upstream, skip=backs)
-    return prop, cycles
-
-
-def _recall_lot(node: TraceNode, share: float | None, paths: int) -> RecallLot:
-    return RecallLot(
-        lot_id=node.lot_id,
-        lot_code=node.lot_code,
-        kind=node.kind,
-        product=node.product,
-        quantity=node.quantity,
-        uom=node.uom,
-        status=node.status,
-        produced_at=node.produced_at,
-        depth=node.depth,
-        path_count=paths,
-        root_share=share,
-        root_quantity=None if share is None else share * node.quantity,
-    )
-
-
 def kind_totals(lots: Iterable[RecallLot]) -> list[KindTotal]:
     acc: dict[str, list[float]] = {}  # kind -> [lots, kg, root kg, not in kg]
-    for lot in lots:
-        t = acc.setdefault(lot.kind, [0, 0.0, 0.0, 0])
+    for r in lots:
+        t = acc.setdefault(r.lot.kind, [0, 0.0, 0.0, 0])
         t[0] += 1
-        kg = to_kg(lot.quantity, lot.uom)
+        kg = to_kg(r.lot.quantity, r.lot.uom)
         if kg is None:
             t[3] += 1
             continue
         t[1] += kg
-        if lot.root_share is not None:
-            t[2] += lot.root_share * kg
+        if r.root_share is not None:
+            t[2] += r.root_share * kg
     return [KindTotal(k, int(t[0]), t[1], t[2], int(t[3])) for k, t in sorted(acc.items())]
+
+
+# --- recall and composition -----------------------------------------------------------
+
+
+def _analyse(walk: Walk, *, upstream: bool) -> tuple[Propagation, list[list[str]]]:
+    prop = propagate(walk.root.lot_id, walk.edges, walk.outside_inputs, upstream=upstream)
+    cycles: list[list[str]] = []
+    if prop.skipped:
+        codes = {i: n.lot_code for i, n in walk.nodes.items()}
+        cycles = describe_cycles(prop.skipped, successors((e.parent, e.child) for e in walk.edges), codes)
+    return prop, cycles
 
 
 async def recall(
@@ -290,14 +237,22 @@ async def recall(
     max_depth: int = DEFAULT_MAX_DEPTH,
     max_nodes: int = DEFAULT_MAX_NODES,
 ) -> RecallResult | None:
-    """Every lot downstream of `lot_code` with how much of it is root material; None if unknown."""
+    """Every lot downstream of `lot_code` with how much of it is root material; None if unknown.
+
+    max_nodes counts the root too. When a limit cuts the walk (truncated), a kept lot that
+    also has an input from a dropped lot counts that input in its total but not in its share.
+    """
     walk = await fetch_walk(
         db, lot_code, direction="downstream", max_depth=max_depth, max_nodes=max_nodes, with_inputs=True
     )
     if walk is None:
         return None
     prop, cycles = _analyse(walk, upstream=False)
-    lots = [_recall_lot(n, prop.shares.get(i, 0.0), prop.paths.get(i, 0)) for i, n in walk.nodes.items()]
+    shares, paths = prop.shares, prop.paths
+    lots = []
+    for i, node in walk.nodes.items():
+        share = shares.get(i, 0.0)
+        lots.append(RecallLot(node, paths.get(i, 0), share, None if share is None else share * node.quantity))
     return RecallResult(
         root=lots[0],
         lots=lots,
@@ -322,30 +277,15 @@ async def composition(
     if walk is None:
         return None
     prop, cycles = _analyse(walk, upstream=True)
-    has_parents = {e.child_id for e in walk.edges} | walk.outside_inputs.keys()
+    has_parents = {e.child for e in walk.edges} | walk.outside_inputs.keys()
     root_qty = walk.root.quantity
-    lots: list[CompositionLot] = []
-    for i, n in walk.nodes.items():
+    lots = []
+    for i, node in walk.nodes.items():
         share = prop.shares.get(i, 0.0)
-        lots.append(
-            CompositionLot(
-                lot_id=n.lot_id,
-                lot_code=n.lot_code,
-                kind=n.kind,
-                product=n.product,
-                quantity=n.quantity,
-                uom=n.uom,
-                status=n.status,
-                produced_at=n.produced_at,
-                depth=n.depth,
-                path_count=prop.paths.get(i, 0),
-                share=share,
-                quantity_in_root=None if share is None else share * root_qty,
-                is_source=i not in has_parents,
-            )
-        )
-    source_shares = [lot.share for lot in lots if lot.is_source]
-    sources_share = None if None in source_shares else sum(s for s in source_shares if s is not None)
+        in_root = None if share is None else share * root_qty
+        lots.append(CompositionLot(node, prop.paths.get(i, 0), share, in_root, i not in has_parents))
+    source_shares = [c.share for c in lots if c.is_source]
+    sources_share = None if None in source_shares else sum(s or 0.0 for s in source_shares)
     return CompositionResult(
         root=lots[0],
         lots=lots,

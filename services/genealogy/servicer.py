@@ -14,6 +14,7 @@ from flowviz.core.lineage import ancestors, related
 from flowviz.core.lotrow import lot_message
 from flowviz.core.server import Resources
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
+from flowviz.lots.v1 import lots_pb2
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
 from services.genealogy import balance, repository, runs
 
@@ -65,7 +66,23 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
                 run_code=row["run_code"] or "",
             )
             (response.parents if row["rel"] == "parent" else response.children).append(linked)
+        lots = [response.lot, *(p.lot for p in response.parents), *(c.lot for c in response.children)]
+        await self._fill_effective_status(lots)
         return response
+
+    async def _fill_effective_status(self, lots: list[lots_pb2.Lot]) -> None:
+        """Holds inherited from ancestors, from the qc service (the owner of QC decisions)."""
+        codes = list(dict.fromkeys(lot.lot_code for lot in lots))
+        effective: dict[str, str] = {}
+        for start in range(0, len(codes), MAX_BATCH):
+            reply = await self.qc.BatchGetQcStatus(
+                qc_pb2.BatchGetQcStatusRequest(lot_codes=codes[start : start + MAX_BATCH]),
+                timeout=self.r.settings.rpc_timeout,
+                metadata=self.r.outgoing_metadata(),
+            )
+            effective.update((s.lot_code, s.effective_status) for s in reply.statuses)
+        for lot in lots:
+            lot.effective_status = effective.get(lot.lot_code, lot.status)
 
     async def GetAncestors(
         self, request: genealogy_pb2.GetAncestorsRequest, context: Context

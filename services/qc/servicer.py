@@ -219,7 +219,9 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 supersedes_id=supersedes,
             )
         # Traces show statuses: drop cached answers of every lot this one is related to.
-        await self.r.cache.invalidate(await related(self.r.pool, [code], up=True, down=True))
+        await self.r.cache.invalidate(
+            await related(self.r.pool, [code], up=True, down=True, down_parents=True)
+        )
         status = await self.GetQcStatus(qc_pb2.GetQcStatusRequest(lot_code=code), context)
         return qc_pb2.RecordQcDecisionResponse(decision=decision_message(inserted), status=status)
 
