@@ -76,6 +76,7 @@ def _operation(route: RpcRoute, refs: dict[str, Descriptor]) -> dict[str, Any]:
     for header in route.headers:
         params.append({"name": header, "in": "header", "required": False, "schema": {"type": "string"}})
     op: dict[str, Any] = {
+        "security": [] if route.public else [{"bearerAuth": []}],
         "summary": route.summary,
         "tags": [route.tag],
         "operationId": route.rpc,
@@ -90,7 +91,7 @@ def _operation(route: RpcRoute, refs: dict[str, Descriptor]) -> dict[str, Any]:
     ok = route.response_schema or _ref(schema_name(route.output))
     statuses = {route.status, *((200, 201) if route.status_of else ())}
     op["responses"] = {str(s): _json(ok, "OK") for s in sorted(statuses)}
-    for code in (*route.errors, 401, 403, 503, 504):
+    for code in (*route.errors, *((401,) if route.public else (401, 403)), 503, 504):
         op["responses"][str(code)] = _json(_ref("Error"), ERROR_TEXT[code])
     return op
 
@@ -100,6 +101,7 @@ def build() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/api/health": {
             "get": {
+                "security": [],
                 "summary": "Readiness of every service, the database and the cache",
                 "tags": ["system"],
                 "operationId": "Health",
@@ -140,7 +142,18 @@ def build() -> dict[str, Any]:
             '`{"error": {"code", "reason", "message", "details"}}`; every response carries `x-request-id`.',
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "security": [{"bearerAuth": []}],
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "POST /api/auth/token with a username and password",
+                }
+            },
+        },
     }
 
 

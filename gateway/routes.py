@@ -45,6 +45,8 @@ class RpcRoute:
     # Reply -> HTTP status when it depends on the reply.
     status_of: Callable[[Any], int] | None = None
     errors: tuple[int, ...] = (400, 404)
+    # No token needed (the login itself).
+    public: bool = False
 
     @cached_property
     def input(self) -> Descriptor:
@@ -98,7 +100,7 @@ TRACEABILITY_SCHEMA = {
 ROUTES: list[RpcRoute] = [
     RpcRoute("POST", "/api/auth/token", "lots", "IssueToken",
              "Exchange a username and password for a short-lived bearer token", "auth", body=True,
-             errors=(400, 429)),
+             errors=(400, 429), public=True),
     RpcRoute("GET", "/api/users", "lots", "ListUsers", "List users (admin)", "auth", query=PAGE),
     RpcRoute("POST", "/api/users", "lots", "CreateUser", "Create a user (admin)", "auth", status=201, body=True,
              errors=(400, 409)),

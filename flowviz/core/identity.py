@@ -1,12 +1,13 @@
-"""Who is calling: set per call by the server's auth check, read by servicers."""
+"""Who is calling: the identity the server's auth check set for the current RPC."""
 
 from __future__ import annotations
 
-import contextvars
+from flowviz.core.auth import current_identity
 
-# Username of the authenticated caller of the current RPC; "system" for internal work.
-caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="system")
+SYSTEM = "system"
 
 
 def caller_name() -> str:
-    return caller.get()
+    """Username of the authenticated caller; "system" for work no user asked for."""
+    identity = current_identity.get()
+    return identity.subject if identity is not None and not identity.is_service else SYSTEM

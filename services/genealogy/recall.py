@@ -129,23 +129,46 @@ def input_fractions(
     from parents not in `edges`; edges in `skip` count nowhere. None: units do not convert.
     """
     outside = outside or {}
-    into: dict[int, list[Edge]] = {}
-    for e in edges:
-        if not skip or (e.parent, e.child) not in skip:
-            into.setdefault(e.child, []).append(e)
+    mass = MASS_UNITS
+    kept = [e for e in edges if (e.parent, e.child) not in skip] if skip else list(edges)
+    # The usual case first, in flat loops: every input of a child in mass units -> kg.
+    total: dict[int, float] = {}
+    odd: set[int] = set()  # children with an input in a unit that is not a mass unit
+    for e in kept:
+        factor = mass.get(e.uom)
+        if factor is None:
+            odd.add(e.child)
+        else:
+            total[e.child] = total.get(e.child, 0.0) + e.quantity * factor
+    for child, extra in outside.items():
+        for q, u in extra:
+            factor = mass.get(u)
+            if factor is None:
+                odd.add(child)
+            else:
+                total[child] = total.get(child, 0.0) + q * factor
+    # The rest: one shared unit, summed as is; or units that do not convert (None).
+    unit_of: dict[int, str | None] = {}
+    if odd:
+        uoms = {c: [u for _, u in outside.get(c, ())] for c in odd}
+        for c in odd:
+            total[c] = sum(q for q, _ in outside.get(c, ()))
+        for e in kept:
+            if e.child in odd:
+                uoms[e.child].append(e.uom)
+                total[e.child] += e.quantity
+        unit_of = {c: common_unit(units) for c, units in uoms.items()}
     fractions: dict[tuple[int, int], float | None] = {}
-    for child, inputs in into.items():
-        extra = outside.get(child, ())
-        unit = common_unit([e.uom for e in inputs] + [u for _, u in extra])
-        if unit is None:
-            for e in inputs:
-                fractions[e.parent, child] = None
+    for e in kept:
+        key = (e.parent, e.child)
+        if e.child not in unit_of:
+            amount = e.quantity * mass[e.uom]
+        elif unit_of[e.child] is None:
+            fractions[key] = None
             continue
-        amounts = [(e.parent, convert(e.quantity, e.uom, unit)) for e in inputs]
-        total = sum(q for _, q in amounts) + sum(convert(q, u, unit) for q, u in extra)
-        for parent, amount in amounts:
-            key = (parent, child)
-            fractions[key] = (fractions.get(key) or 0.0) + amount / total
+        else:
+            amount = e.quantity
+        fractions[key] = (fractions.get(key) or 0.0) + amount / total[e.child]
     return fractions
 
 
@@ -200,7 +223,14 @@ def propagate(
             indegree[nxt] -= 1
             if indegree[nxt] == 0:
                 ready.append(nxt)
-    return Propagation(shares=shares, paths=paths, order=order, skipped=skipped)
+    # Lots not reachable from the root (other parents in `edges`) were walked with share 0.
+    reached = [n for n in order if paths[n]]
+    return Propagation(
+        shares={n: shares[n] for n in reached},
+        paths={n: paths[n] for n in reached},
+        order=reached,
+        skipped=skipped,
+    )
 
 
 def kind_totals(lots: Iterable[RecallLot]) -> list[KindTotal]:

@@ -116,9 +116,10 @@ def _build_sql(direction: Direction, *, with_inputs: bool) -> str:
         candidates.append(
             "SELECT f.id, w.depth, 'd' FROM down w, unnest(w.frontier) AS f (id) WHERE w.depth > 0"
         )
-    # Only "both" can reach a lot twice (through a cycle): keep its nearer side.
+    # Only "both" can reach a lot twice (through a cycle): keep its nearer side, upstream
+    # on a tie ('u' > 'd'; the same order decides which lots a node limit keeps).
     unique = (
-        "SELECT DISTINCT ON (id) id, depth, side FROM cand ORDER BY id, depth, side"
+        "SELECT DISTINCT ON (id) id, depth, side FROM cand ORDER BY id, depth, side DESC"
         if direction == "both"
         else "SELECT id, depth, side FROM cand"
     )
@@ -132,21 +133,17 @@ def _build_sql(direction: Direction, *, with_inputs: bool) -> str:
 SELECT e.parent_lot_id, e.child_lot_id, e.quantity, e.uom, e.run_id,
        {_in_kept("e.parent_lot_id")} AS inside
 FROM kept k JOIN lot_genealogy e ON e.child_lot_id = k.id CROSS JOIN ids"""
-    else:
-        # Each edge between two kept lots, found from the end the walk came from (the
-        # index on that side is the selective one); "both" may find an edge twice.
-        parts = []
-        if direction != "upstream":
-            parts.append(f"""
-SELECT e.parent_lot_id, e.child_lot_id, e.quantity, e.uom, e.run_id, true AS inside
-FROM kept k JOIN lot_genealogy e ON e.parent_lot_id = k.id CROSS JOIN ids
-WHERE k.side <> 'u' AND {_in_kept("e.child_lot_id")}""")
-        if direction != "downstream":
-            parts.append(f"""
+    elif direction == "upstream":
+        # Every edge between two kept lots, found from the end whose index is selective.
+        edges = f"""
 SELECT e.parent_lot_id, e.child_lot_id, e.quantity, e.uom, e.run_id, true AS inside
 FROM kept k JOIN lot_genealogy e ON e.child_lot_id = k.id CROSS JOIN ids
-WHERE k.side <> 'd' AND {_in_kept("e.parent_lot_id")}""")
-        edges = "\nUNION ALL".join(parts)
+WHERE {_in_kept("e.parent_lot_id")}"""
+    else:
+        edges = f"""
+SELECT e.parent_lot_id, e.child_lot_id, e.quantity, e.uom, e.run_id, true AS inside
+FROM kept k JOIN lot_genealogy e ON e.parent_lot_id = k.id CROSS JOIN ids
+WHERE {_in_kept("e.child_lot_id")}"""
     outside = ""
     if with_inputs:
         outside = """
@@ -160,7 +157,7 @@ root AS (SELECT id FROM lots WHERE lot_code = $1),
 {",".join(walks)},
 cand AS ({" UNION ALL ".join(candidates)}),
 uniq AS ({unique}),
-kept AS (SELECT id, depth, side FROM uniq WHERE depth <= $2 ORDER BY depth, side, id LIMIT $3),
+kept AS (SELECT id, depth, side FROM uniq WHERE depth <= $2 ORDER BY depth, side DESC, id LIMIT $3),
 ids AS (SELECT array_agg(id ORDER BY id) AS a FROM kept),
 edges AS ({edges})
 SELECT 'n' AS rel, k.id, k.depth, k.side, l.lot_code, l.kind, l.product,
@@ -272,8 +269,6 @@ async def fetch_walk(
     if not nodes:
         return None
     nodes.sort(key=lambda n: (n.depth, _SIDE_RANK[n.side], n.lot_code))
-    if direction == "both":  # an edge of a cycle can be found from both sides
-        edges = list(dict.fromkeys(edges))
     return Walk(
         root=nodes[0],
         nodes={n.lot_id: n for n in nodes},
@@ -383,9 +378,9 @@ async def trace(
 
     A lot reached both ways (only possible through a cycle) is listed once, on the side
     where it is nearer (upstream on a tie). Past max_nodes the deepest lots are dropped
-    (highest id first within a depth), with their edges. Edges: every edge between two
-    listed lots on the same side of the root ("both" leaves out an edge from an ancestor
-    straight into a descendant: it does not carry the root's material).
+    (within a depth downstream before upstream, then highest id first), with their edges.
+    Edges: every edge between two listed lots (for "both" that includes an edge from an
+    ancestor straight into a descendant), each once.
     """
     walk = await fetch_walk(db, lot_code, direction=direction, max_depth=max_depth, max_nodes=max_nodes)
     if walk is None:

@@ -44,27 +44,34 @@ def user_message(row: asyncpg.Record) -> lots_pb2.User:
 class Users:
     def __init__(self, resources: Resources) -> None:
         self.r = resources
-        self.limiter = LoginLimiter()
+        # Per user: a few tries. Per address: more, since many people may share one (NAT).
+        self.user_limiter = LoginLimiter(max_failures=5)
+        self.address_limiter = LoginLimiter(max_failures=50)
 
     async def issue_token(
         self, request: lots_pb2.IssueTokenRequest, context: Context
     ) -> lots_pb2.IssueTokenResponse:
         # The gateway passes the client's address; a direct caller is keyed by its own peer.
         client = dict(context.invocation_metadata() or ()).get("x-client-address") or context.peer()
-        keys = (username_key(request.username), address_key(str(client)))
-        for key in keys:
-            if (wait := self.limiter.check(key)) is not None:
+        if not request.username or not request.password:
+            raise InvalidArgument("FIELD_REQUIRED", "username and password are required")
+        limits = (
+            (self.user_limiter, username_key(request.username)),
+            (self.address_limiter, address_key(str(client))),
+        )
+        for limiter, key in limits:
+            if (wait := limiter.check(key)) is not None:
                 raise TooManyAttempts.after(wait)
         row = await repository.user_credentials(self.r.pool, request.username[:64])
         ok = await passwords.verify_password_async(
             row["password_hash"] if row else None, request.password[:1024]
         )
         if not ok or row is None or row["disabled"]:
-            waits = [w for key in keys if (w := self.limiter.failure(key)) is not None]
+            waits = [w for limiter, key in limits if (w := limiter.failure(key)) is not None]
             if waits:
                 raise TooManyAttempts.after(max(waits))
             raise auth.Unauthenticated("LOGIN_FAILED", "wrong username or password, or the user is disabled")
-        self.limiter.success(keys[0])
+        self.user_limiter.success(limits[0][1])
         if passwords.needs_rehash(row["password_hash"]):  # parameters changed since it was set
             new_hash = await passwords.hash_password_async(request.password, username=request.username)
             await repository.set_password_hash(self.r.pool, row["id"], new_hash)

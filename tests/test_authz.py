@@ -1,0 +1,278 @@
+"""The authorization matrix: every route and every RPC, for every role and every kind of bad
+token. The expected roles are written out here by hand (not read from the services' policy
+tables), so a policy that drifts from what was intended fails."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import grpc
+import httpx
+import jwt
+import pytest
+from google.protobuf import descriptor_pool
+from google.protobuf.message_factory import GetMessageClass
+
+from gateway.routes import ROUTES
+from tests.conftest import TOKEN_SECRET, USERS, System, token
+
+READ = {"viewer", "operator", "qc", "admin"}
+OPERATE = {"operator", "admin"}
+QUALITY = {"qc", "admin"}
+ADMIN = {"admin"}
+PUBLIC = {"anyone"}
+
+# (method, path) -> roles allowed. Every route of the gateway must be listed.
+HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
+    ("POST", "/api/auth/token"): PUBLIC,
+    ("GET", "/api/users"): ADMIN,
+    ("POST", "/api/users"): ADMIN,
+    ("PATCH", "/api/users/{username}"): ADMIN,
+    ("GET", "/api/traceability/{lot_code}"): READ,
+    ("GET", "/api/lots"): READ,
+    ("POST", "/api/lots"): OPERATE,
+    ("GET", "/api/lots/{lot_code}"): READ,
+    ("GET", "/api/lots/{lot_code}/qc-status"): READ,
+    ("GET", "/api/lots/{lot_code}/qc-decisions"): READ,
+    ("POST", "/api/lots/{lot_code}/qc-decisions"): QUALITY,
+    ("GET", "/api/streams"): READ,
+    ("POST", "/api/streams"): ADMIN,
+    ("GET", "/api/streams/{code}"): READ,
+    ("PATCH", "/api/streams/{code}"): ADMIN,
+    ("POST", "/api/streams/{stream_code}/phases"): ADMIN,
+    ("PATCH", "/api/streams/{stream_code}/phases/{code}"): ADMIN,
+    ("GET", "/api/qc-gates"): READ,
+    ("POST", "/api/qc-gates"): ADMIN,
+    ("GET", "/api/qc-gates/{code}"): READ,
+    ("PATCH", "/api/qc-gates/{code}"): ADMIN,
+    ("POST", "/api/production-runs"): OPERATE,
+    ("GET", "/api/production-runs/{run_code}"): READ,
+}
+NAME_OF_ROLE = {role: name for name, role in USERS.items()}
+SECRET = TOKEN_SECRET.encode()
+
+
+def _b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def bad_tokens() -> dict[str, str]:
+    now = int(time.time())
+    good = token("ada")
+    header, payload, signature = good.split(".")
+    claims = {"iss": "flowviz", "aud": "flowviz-api", "sub": "ada", "role": "admin", "iat": now, "nbf": now,
+              "exp": now + 600, "jti": "x"}  # fmt: skip
+    return {
+        "none": "",
+        "expired": token("ada", ttl=60)
+        if False
+        else jwt.encode(
+            {**claims, "iat": now - 900, "nbf": now - 900, "exp": now - 300}, SECRET, "HS256"
+        ),  # fmt: skip
+        "tampered": f"{header}.{payload}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}",
+        "alg-none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
+        "wrong-audience": jwt.encode({**claims, "aud": "someone-else"}, SECRET, "HS256"),
+        "wrong-key": jwt.encode(claims, b"another-secret-that-is-long-enough-0123456789", "HS256"),
+    }
+
+
+def fill_path(path: str) -> str:
+    return (path.replace("{lot_code}", "FG-DONER-X1").replace("{username}", "ana").replace("{code}", "DONER")
+            .replace("{stream_code}", "DONER").replace("{run_code}", "RUN-MIX-88"))  # fmt: skip
+
+
+def test_every_route_is_in_the_matrix() -> None:
+    assert {(r.method, r.path) for r in ROUTES} == set(HTTP_EXPECTED)
+
+
+CASES = [(m, p, role) for (m, p) in HTTP_EXPECTED for role in ("viewer", "operator", "qc", "admin")]
+
+
+_client: dict[str, httpx.Client] = {}
+
+
+def _call(system: System, method: str, path: str, authorization: str | None) -> httpx.Response:
+    client = _client.setdefault(system.base, httpx.Client(base_url=system.base, timeout=10))
+    headers = {"authorization": authorization} if authorization is not None else {}
+    body = {} if method in ("POST", "PATCH") else None
+    return client.request(method, fill_path(path), json=body, headers=headers)
+
+
+def test_http_matrix(system: System) -> None:
+    checked = 0
+    failures = []
+    for (method, path), allowed in HTTP_EXPECTED.items():
+        for role in ("viewer", "operator", "qc", "admin"):
+            r = _call(system, method, path, f"Bearer {token(NAME_OF_ROLE[role])}")
+            ok = r.status_code not in (401, 403) or r.json()["error"]["reason"] in ("LOGIN_FAILED",)
+            if ok != (role in allowed or allowed == PUBLIC):
+                failures.append(f"{role} {method} {path}: {r.status_code} {r.text[:120]}")
+            checked += 1
+        for case, bad in bad_tokens().items():
+            r = _call(system, method, path, f"Bearer {bad}" if bad else None)
+            if allowed == PUBLIC:
+                ok = r.status_code not in (401, 403) or r.json()["error"]["reason"] == "LOGIN_FAILED"
+            else:
+                ok = r.status_code == 401 and r.headers.get("www-authenticate", "").startswith("Bearer")
+            if not ok:
+                failures.append(f"{case} {method} {path}: {r.status_code} {r.text[:120]}")
+            checked += 1
+    print(f"\nHTTP authorization matrix: {checked} route x role/token cases")
+    assert not failures, "\n".join(failures)
+    assert checked == len(HTTP_EXPECTED) * 10
+
+
+# Every RPC of lots, genealogy and qc, with the roles allowed (service: the internal identity).
+RPC_EXPECTED: dict[str, set[str]] = {
+    "/flowviz.lots.v1.LotsService/GetLot": READ,
+    "/flowviz.lots.v1.LotsService/ListLots": READ,
+    "/flowviz.lots.v1.LotsService/CreateLot": OPERATE,
+    "/flowviz.lots.v1.LotsService/CreateStream": ADMIN,
+    "/flowviz.lots.v1.LotsService/GetStream": READ,
+    "/flowviz.lots.v1.LotsService/ListStreams": READ,
+    "/flowviz.lots.v1.LotsService/UpdateStream": ADMIN,
+    "/flowviz.lots.v1.LotsService/CreatePhase": ADMIN,
+    "/flowviz.lots.v1.LotsService/UpdatePhase": ADMIN,
+    "/flowviz.lots.v1.LotsService/IssueToken": PUBLIC,
+    "/flowviz.lots.v1.LotsService/CreateUser": ADMIN,
+    "/flowviz.lots.v1.LotsService/ListUsers": ADMIN,
+    "/flowviz.lots.v1.LotsService/UpdateUser": ADMIN,
+    "/flowviz.genealogy.v1.GenealogyService/GetTraceability": READ,
+    "/flowviz.genealogy.v1.GenealogyService/GetAncestors": READ | {"service"},
+    "/flowviz.genealogy.v1.GenealogyService/RecordProductionRun": OPERATE,
+    "/flowviz.genealogy.v1.GenealogyService/GetProductionRun": READ,
+    "/flowviz.qc.v1.QcService/GetQcStatus": READ,
+    "/flowviz.qc.v1.QcService/BatchGetQcStatus": READ | {"service"},
+    "/flowviz.qc.v1.QcService/ListQcDecisions": READ,
+    "/flowviz.qc.v1.QcService/RecordQcDecision": QUALITY,
+    "/flowviz.qc.v1.QcService/CreateQcGate": ADMIN,
+    "/flowviz.qc.v1.QcService/GetQcGate": READ,
+    "/flowviz.qc.v1.QcService/ListQcGates": READ,
+    "/flowviz.qc.v1.QcService/UpdateQcGate": ADMIN,
+}
+SERVICE_OF = {"lots": "flowviz.lots.v1.LotsService", "genealogy": "flowviz.genealogy.v1.GenealogyService",
+              "qc": "flowviz.qc.v1.QcService"}  # fmt: skip
+
+
+def test_every_rpc_is_in_the_matrix() -> None:
+    pool = descriptor_pool.Default()
+    served = {
+        f"/{full}/{m.name}" for full in SERVICE_OF.values() for m in pool.FindServiceByName(full).methods
+    }
+    assert served == set(RPC_EXPECTED)
+
+
+def test_rpc_matrix_on_the_service_ports(system: System) -> None:
+    pool = descriptor_pool.Default()
+    service_token = jwt.encode(
+        {"iss": "flowviz", "aud": "flowviz-api", "sub": "service:qc", "role": "service", "iat": int(time.time()),
+         "nbf": int(time.time()), "exp": int(time.time()) + 300, "jti": "svc"}, SECRET, "HS256",
+    )  # fmt: skip
+    checked = 0
+    failures = []
+    for name, full in SERVICE_OF.items():
+        with grpc.insecure_channel(system.addr(name)) as channel:
+            for method in pool.FindServiceByName(full).methods:
+                path = f"/{full}/{method.name}"
+                request = GetMessageClass(method.input_type)()
+                call = channel.unary_unary(
+                    path,
+                    request_serializer=lambda m: m.SerializeToString(),
+                    response_deserializer=lambda b: b,
+                )
+                allowed = RPC_EXPECTED[path]
+                identities = {
+                    role: token(NAME_OF_ROLE[role]) for role in ("viewer", "operator", "qc", "admin")
+                }
+                identities["service"] = service_token
+                for who, tok in [*identities.items(), *bad_tokens().items()]:
+                    metadata = (("authorization", f"Bearer {tok}"),) if tok else ()
+                    try:
+                        call(request, metadata=metadata, timeout=10)
+                        code = grpc.StatusCode.OK
+                    except grpc.RpcError as exc:
+                        code = exc.code()  # type: ignore[attr-defined]
+                    if who in identities:
+                        expect_ok = allowed == PUBLIC or who in allowed
+                        ok = (
+                            code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+                        ) == expect_ok
+                        if not expect_ok:
+                            ok = ok and code == grpc.StatusCode.PERMISSION_DENIED
+                    else:
+                        ok = (
+                            code != grpc.StatusCode.UNAUTHENTICATED
+                            if allowed == PUBLIC
+                            else code == grpc.StatusCode.UNAUTHENTICATED
+                        )
+                    if not ok:
+                        failures.append(f"{who} {path}: {code}")
+                    if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN):
+                        failures.append(f"{who} {path}: {code} (must never happen)")
+                    checked += 1
+    print(f"\nRPC authorization matrix: {checked} method x role/token cases")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize("path", ["/api/health", "/api/openapi.json", "/api/docs"])
+def test_open_routes_need_no_token(system: System, path: str) -> None:
+    assert httpx.get(system.base + path, timeout=10).status_code == 200
+
+
+def test_login_gives_a_token_that_works(system: System) -> None:
+    r = httpx.post(
+        system.base + "/api/auth/token", json={"username": "quinn", "password": "qc-pass-2026"}, timeout=10
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["token_type"], body["role"]) == ("Bearer", "qc")
+    headers = {"authorization": f"Bearer {body['access_token']}"}
+    assert httpx.get(system.base + "/api/lots/FG-DONER-X1", headers=headers, timeout=10).status_code == 200
+    assert httpx.post(system.base + "/api/lots", json={}, headers=headers, timeout=10).status_code == 403
+
+
+def test_bad_logins_are_throttled_with_retry_after(system: System) -> None:
+    statuses = []
+    for _ in range(20):
+        r = httpx.post(
+            system.base + "/api/auth/token",
+            json={"username": "ana", "password": "wrong password!"},
+            timeout=10,
+        )
+        statuses.append(r.status_code)
+    assert statuses[:4] == [401] * 4 and set(statuses[5:]) == {429}, statuses
+    assert int(r.headers["retry-after"]) > 0
+    # The right password is refused too while the account is locked: no guessing through the lock.
+    r = httpx.post(
+        system.base + "/api/auth/token", json={"username": "ana", "password": "viewer-pass-2026"}, timeout=10
+    )
+    assert r.status_code == 429
+
+
+def test_the_deciding_user_is_the_caller_not_a_field(system: System) -> None:
+    code = "RAW-BEEF-001"
+    r = httpx.post(
+        system.base + f"/api/lots/{code}/qc-decisions",
+        json={"decision": "hold", "reason": "audit check", "decided_by": "ada"},
+        headers={"authorization": f"Bearer {token('quinn')}"},
+        timeout=10,
+    )
+    assert r.status_code == 400  # decided_by is not a request field
+    r = httpx.post(
+        system.base + f"/api/lots/{code}/qc-decisions",
+        json={"decision": "hold", "reason": "audit check"},
+        headers={"authorization": f"Bearer {token('quinn')}"},
+        timeout=10,
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["decision"]["decided_by"] == "quinn"
+    release = httpx.post(
+        system.base + f"/api/lots/{code}/qc-decisions",
+        json={"decision": "release", "reason": "audit check done"},
+        headers={"authorization": f"Bearer {token('quinn')}"},
+        timeout=10,
+    )
+    assert release.status_code == 201
