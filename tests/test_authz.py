@@ -253,7 +253,14 @@ def test_bad_logins_are_throttled_with_retry_after(system: System) -> None:
 
 
 def test_the_deciding_user_is_the_caller_not_a_field(system: System) -> None:
-    code = "RAW-BEEF-001"
+    code = f"RAW-WHO-{int(time.time() * 1000)}"
+    created = httpx.post(
+        system.base + "/api/lots",
+        json={"lot_code": code, "kind": "RAW", "product": "Salt", "quantity": 5, "uom": "kg"},
+        headers={"authorization": f"Bearer {token('omar')}"},
+        timeout=10,
+    )
+    assert created.status_code == 201, created.text
     r = httpx.post(
         system.base + f"/api/lots/{code}/qc-decisions",
         json={"decision": "hold", "reason": "audit check", "decided_by": "ada"},
