@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from flowviz.core import logs, tracing
+from flowviz.core import auth, logs, tracing
 from flowviz.core.config import settings
 from flowviz.core.errors import from_rpc_error
 from gateway import observability, openapi
@@ -30,6 +30,10 @@ MAX_BODY = 1024 * 1024
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class Unauthorized(Exception):
+    """A malformed Authorization header."""
 
 
 class BadRequest(Exception):
@@ -79,11 +83,17 @@ def rpc_endpoint(route: RpcRoute) -> Handler:
             data.update((name, query[name]) for name in route.query if name in query)
             data.update((f, request.headers[h]) for h, f in route.headers.items() if h in request.headers)
             data.update(request.path_params)
+            missing = [name for name in route.required if data.get(name) is None]
+            if missing:
+                raise BadRequest("FIELD_REQUIRED", f"{', '.join(missing)} required")
             message = fill(route.request_class(), data)
             client = request.client.host if request.client else ""
             metadata: tuple[tuple[str, str], ...] = (("x-request-id", rid), ("x-client-address", client))
-            if auth := request.headers.get("authorization"):
-                metadata += (("authorization", auth),)
+            if "authorization" in request.headers:
+                # Only a well-formed bearer token goes on as metadata; anything else is a 401 here.
+                if (bearer_token := auth.bearer(request.headers.get("authorization"))) is None:
+                    raise Unauthorized
+                metadata += (("authorization", f"Bearer {bearer_token}"),)
             stub = getattr(request.app.state.upstreams, route.upstream)
             reply = await getattr(stub, route.rpc)(message, timeout=settings().rpc_timeout, metadata=metadata)
             status = route.status_of(reply) if route.status_of else route.status
@@ -93,6 +103,11 @@ def rpc_endpoint(route: RpcRoute) -> Handler:
                                       {"field": exc.field})  # fmt: skip
         except BadRequest as exc:
             response = error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason)
+        except Unauthorized:
+            response = error_response(401, "UNAUTHENTICATED", "the Authorization header is not a bearer token",
+                                      "TOKEN_INVALID")  # fmt: skip
+            response.headers["www-authenticate"] = 'Bearer realm="flowviz"'
+
         except grpc.aio.AioRpcError as exc:
             response = failure_response(from_rpc_error(exc))
         response.headers["x-request-id"] = rid
@@ -125,7 +140,11 @@ async def not_found(request: Request, exc: Exception) -> Response:
 
 
 async def method_not_allowed(request: Request, exc: Exception) -> Response:
-    return error_response(405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.url.path}")
+    response = error_response(
+        405, "METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.url.path}"
+    )
+    response.headers.update(getattr(exc, "headers", None) or {})  # Allow: the methods the path has
+    return response
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:

@@ -9,9 +9,9 @@ from typing import Any
 import orjson
 from google.protobuf.descriptor import Descriptor
 
-from flowviz.core.validation import LOT_CODE_MAX, LOT_CODE_PATTERN
+from flowviz.core.validation import field_rule
 from flowviz.lots.v1 import lots_pb2
-from gateway.protojson import field_schema, message_schema, schema_name
+from gateway.protojson import TIMESTAMP, field_schema, message_schema, schema_name
 from gateway.routes import ROUTES, RpcRoute
 
 ERROR_TEXT = {
@@ -52,7 +52,6 @@ HEALTH_SCHEMA = {
         "checked_at": {"type": "string", "format": "date-time"},
     },
 }
-LOT_CODE = {"type": "string", "pattern": LOT_CODE_PATTERN.pattern, "maxLength": LOT_CODE_MAX}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -63,18 +62,57 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+# Fields a nested input message must carry.
+NESTED_REQUIRED = {"RunLine": ("lot_code", "quantity", "uom")}
+
+
+def _field(descriptor: Descriptor, name: str, required: bool, refs: dict[str, Descriptor]) -> dict[str, Any]:
+    """The input rule of a field (flowviz.core.validation), else its plain type."""
+    field = descriptor.fields_by_name[name]
+    if field.message_type is not None and field.message_type.full_name != TIMESTAMP:
+        item = _request_schema(
+            field.message_type, refs, required=NESTED_REQUIRED.get(field.message_type.name, ())
+        )
+        return {"type": "array", "items": item, "minItems": 1, "maxItems": 100} if field.is_repeated else item
+    rule = field_rule(descriptor.name, name, required=required)
+    return dict(rule) if rule is not None else field_schema(field, refs)
+
+
+def _request_schema(
+    descriptor: Descriptor,
+    refs: dict[str, Descriptor],
+    skip: tuple[str, ...] = (),
+    required: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    props = {
+        f.name: _field(descriptor, f.name, f.name in required, refs)
+        for f in descriptor.fields
+        if f.name not in skip
+    }
+    schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
+    if required:
+        schema["required"] = list(required)
+    if descriptor.name == "RecordQcDecisionRequest":  # a reason is required unless the decision is pass
+        schema["if"] = {"properties": {"decision": {"const": "pass"}}}
+        schema["else"] = {
+            "required": ["reason"],
+            "properties": {"reason": field_rule("", "reason", required=True)},
+        }
+    return schema
+
+
 def _operation(route: RpcRoute, refs: dict[str, Descriptor]) -> dict[str, Any]:
-    fields = route.input.fields_by_name
     params: list[dict[str, Any]] = []
     for name in route.path_params:
-        schema = LOT_CODE if name == "lot_code" else {"type": "string", "minLength": 1}
-        params.append({"name": name, "in": "path", "required": True, "schema": schema})
-    for name in route.query:
         params.append(
-            {"name": name, "in": "query", "required": False, "schema": field_schema(fields[name], refs)}
+            {"name": name, "in": "path", "required": True, "schema": _field(route.input, name, True, refs)}
         )
-    for header in route.headers:
-        params.append({"name": header, "in": "header", "required": False, "schema": {"type": "string"}})
+    for name in route.query:
+        schema = _field(route.input, name, False, refs)
+        params.append({"name": name, "in": "query", "required": False, "schema": schema})
+    for header, name in route.headers.items():
+        schema = _field(route.input, name, False, refs)
+        params.append({"name": header, "in": "header", "required": False, "schema": schema})
     op: dict[str, Any] = {
         "security": [] if route.public else [{"bearerAuth": []}],
         "summary": route.summary,
@@ -84,8 +122,7 @@ def _operation(route: RpcRoute, refs: dict[str, Descriptor]) -> dict[str, Any]:
     }
     if route.body:
         skip = (*route.path_params, *route.headers.values())
-        body = message_schema(route.input, refs, skip=skip)
-        body["required"] = []  # absent fields take their defaults; the service says what it needs
+        body = _request_schema(route.input, refs, skip, route.required)
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     refs[schema_name(route.output)] = route.output
     ok = route.response_schema or _ref(schema_name(route.output))

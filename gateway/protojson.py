@@ -152,7 +152,9 @@ def fill(message: Message, data: dict[str, Any], path: str = "") -> Message:
         if field is None:
             raise JsonInputError(where, "is not a known field")
         if value is None:
-            continue
+            if field.has_presence and not _repeated(field):
+                continue  # optional field: null means not set
+            raise JsonInputError(where, "must not be null")
         if _repeated(field):
             if not isinstance(value, list):
                 raise JsonInputError(where, "must be a list")

@@ -47,6 +47,8 @@ class RpcRoute:
     errors: tuple[int, ...] = (400, 404)
     # No token needed (the login itself).
     public: bool = False
+    # Body fields that must be present (the gateway refuses the request without them).
+    required: tuple[str, ...] = ()
 
     @cached_property
     def input(self) -> Descriptor:
@@ -99,10 +101,10 @@ TRACEABILITY_SCHEMA = {
 
 ROUTES: list[RpcRoute] = [
     RpcRoute("POST", "/api/auth/token", "lots", "IssueToken",
-             "Exchange a username and password for a short-lived bearer token", "auth", body=True,
+             "Exchange a username and password for a short-lived bearer token", "auth", required=("username", "password"), body=True,
              errors=(400, 429), public=True),
     RpcRoute("GET", "/api/users", "lots", "ListUsers", "List users (admin)", "auth", query=PAGE),
-    RpcRoute("POST", "/api/users", "lots", "CreateUser", "Create a user (admin)", "auth", status=201, body=True,
+    RpcRoute("POST", "/api/users", "lots", "CreateUser", "Create a user (admin)", "auth", status=201, required=("username", "role", "password"), body=True,
              errors=(400, 409)),
     RpcRoute("PATCH", "/api/users/{username}", "lots", "UpdateUser",
              "Change a user's name, role, password or disabled flag (admin)", "auth", body=True),
@@ -111,7 +113,7 @@ ROUTES: list[RpcRoute] = [
              respond=flatten_linked, response_schema=TRACEABILITY_SCHEMA),
     RpcRoute("GET", "/api/lots", "lots", "ListLots", "List lots with their effective QC status", "lots",
              query=("kind", "status", "product", *PAGE)),
-    RpcRoute("POST", "/api/lots", "lots", "CreateLot", "Create a lot", "lots", status=201, body=True,
+    RpcRoute("POST", "/api/lots", "lots", "CreateLot", "Create a lot", "lots", status=201, required=("lot_code", "kind", "product", "quantity", "uom"), body=True,
              errors=(400, 409)),
     RpcRoute("GET", "/api/lots/{lot_code}", "lots", "GetLot", "One lot", "lots"),
     RpcRoute("GET", "/api/lots/{lot_code}/qc-status", "qc", "GetQcStatus",
@@ -120,26 +122,26 @@ ROUTES: list[RpcRoute] = [
              "The lot's QC decisions, oldest first (the audit trail)", "qc", query=PAGE),
     RpcRoute("POST", "/api/lots/{lot_code}/qc-decisions", "qc", "RecordQcDecision",
              "Record a QC decision (append-only; reason required for hold, release, reject)", "qc",
-             status=201, body=True, errors=(400, 404, 409)),
+             status=201, required=("decision",), body=True, errors=(400, 404, 409)),
     RpcRoute("GET", "/api/streams", "lots", "ListStreams", "List streams with their phases", "process", query=PAGE),
     RpcRoute("POST", "/api/streams", "lots", "CreateStream", "Create a stream (product line)", "process",
-             status=201, body=True, errors=(400, 409)),
+             status=201, required=("code", "name"), body=True, errors=(400, 409)),
     RpcRoute("GET", "/api/streams/{code}", "lots", "GetStream", "One stream with its phases", "process"),
     RpcRoute("PATCH", "/api/streams/{code}", "lots", "UpdateStream", "Rename or describe a stream", "process",
              body=True),
     RpcRoute("POST", "/api/streams/{stream_code}/phases", "lots", "CreatePhase", "Add a phase to a stream",
-             "process", status=201, body=True, errors=(400, 404, 409)),
+             "process", status=201, required=("code", "name", "seq"), body=True, errors=(400, 404, 409)),
     RpcRoute("PATCH", "/api/streams/{stream_code}/phases/{code}", "lots", "UpdatePhase",
              "Rename or reorder a phase", "process", body=True, errors=(400, 404, 409)),
     RpcRoute("GET", "/api/qc-gates", "qc", "ListQcGates", "List QC gates", "qc", query=PAGE),
     RpcRoute("POST", "/api/qc-gates", "qc", "CreateQcGate", "Attach a QC gate to a phase", "qc", status=201,
-             body=True, errors=(400, 404, 409)),
+             required=("code", "name", "stream_code", "phase_code"), body=True, errors=(400, 404, 409)),
     RpcRoute("GET", "/api/qc-gates/{code}", "qc", "GetQcGate", "One QC gate", "qc"),
     RpcRoute("PATCH", "/api/qc-gates/{code}", "qc", "UpdateQcGate", "Rename or describe a QC gate", "qc",
              body=True),
     RpcRoute("POST", "/api/production-runs", "genealogy", "RecordProductionRun",
              "Record a production run: inputs consumed, new output lots, genealogy edges (all or nothing)",
-             "production", status=201, body=True, headers={"idempotency-key": "idempotency_key"},
+             "production", status=201, required=("run_code", "inputs", "outputs"), body=True, headers={"idempotency-key": "idempotency_key"},
              status_of=lambda reply: 200 if reply.replayed else 201, errors=(400, 404, 409, 422)),
     RpcRoute("GET", "/api/production-runs/{run_code}", "genealogy", "GetProductionRun",
              "A production run with its inputs, outputs and mass balance", "production"),

@@ -3,6 +3,7 @@ end-to-end tests) every service and the gateway as real processes."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
@@ -68,12 +69,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     migrate.upgrade(s.url(TEMPLATE))
     migrate.upgrade(pg.url)
     seed.load(pg.url)
-    with psycopg.connect(pg.url) as conn:
-        for name, role in USERS.items():
-            conn.execute(
-                "INSERT INTO users (username, display_name, role, password_hash) VALUES (%s, %s, %s, %s)",
-                (name, name.title(), role, passwords.hash_password(f"{role}-pass-2026")),
-            )
+    add_users(pg.url)
     yield s
     vk.stop()
     pg.stop()
@@ -176,18 +172,35 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
-def system(servers: Servers) -> Iterator[System]:
-    """The whole system on the session's seeded database."""
-    sys_ = System(system_env(servers, servers.pg.url), servers.tmp / "logs")
+@contextlib.contextmanager
+def running_system(servers: Servers, database_url: str, suffix: str = "") -> Iterator[System]:
+    """Every service and the gateway, on free ports, over `database_url`."""
+    sys_ = System(system_env(servers, database_url), servers.tmp / "logs")
     for name in ("lots", "genealogy", "qc", "health"):
-        sys_.start(name, f"services.{name}")
-    sys_.start("gateway", "gateway")
+        sys_.start(name + suffix, f"services.{name}")
+    sys_.start("gateway" + suffix, "gateway")
     try:
         sys_.wait_healthy()
         yield sys_
     finally:
         sys_.stop()
+
+
+def add_users(database_url: str) -> None:
+    """One user per role (USERS), with password f"{role}-pass-2026"."""
+    with psycopg.connect(database_url) as conn:
+        for name, role in USERS.items():
+            conn.execute(
+                "INSERT INTO users (username, display_name, role, password_hash) VALUES (%s, %s, %s, %s)",
+                (name, name.title(), role, passwords.hash_password(f"{role}-pass-2026")),
+            )
+
+
+@pytest.fixture(scope="session")
+def system(servers: Servers) -> Iterator[System]:
+    """The whole system on the session's seeded database."""
+    with running_system(servers, servers.pg.url) as sys_:
+        yield sys_
 
 
 @pytest.fixture

@@ -67,11 +67,9 @@ def bad_tokens() -> dict[str, str]:
               "exp": now + 600, "jti": "x"}  # fmt: skip
     return {
         "none": "",
-        "expired": token("ada", ttl=60)
-        if False
-        else jwt.encode(
+        "expired": jwt.encode(
             {**claims, "iat": now - 900, "nbf": now - 900, "exp": now - 300}, SECRET, "HS256"
-        ),  # fmt: skip
+        ),
         "tampered": f"{header}.{payload}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}",
         "alg-none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
         "wrong-audience": jwt.encode({**claims, "aud": "someone-else"}, SECRET, "HS256"),

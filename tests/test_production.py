@@ -103,7 +103,7 @@ def test_correction_references_the_decision_it_supersedes(http: httpx.Client) ->
     other = f"RAW-D-{tag()}"
     lot(http, other, "RAW", 5)
     r = decide(http, other, "hold", "x", supersedes_id=hold["id"])
-    assert r.status_code == 400 and r.json()["error"]["reason"] == "SUPERSEDES_INVALID"
+    assert r.status_code == 409 and r.json()["error"]["reason"] == "SUPERSEDES_OTHER_LOT"
 
 
 def test_cannot_consume_more_than_a_lot_holds(http: httpx.Client) -> None:

@@ -120,7 +120,7 @@ def settings() -> Settings:
         pool_max=pool_max,
         drain_seconds=_float("FLOWVIZ_DRAIN_SECONDS", 10.0),
         rpc_timeout=_float("FLOWVIZ_RPC_TIMEOUT", 5.0),
-        cache_timeout=_float("FLOWVIZ_CACHE_TIMEOUT", 0.05),
+        cache_timeout=_float("FLOWVIZ_CACHE_TIMEOUT", 0.2),
         cache_ttl=_int("FLOWVIZ_CACHE_TTL", 3600, 1),
         health_interval=_float("FLOWVIZ_HEALTH_INTERVAL", 1.0),
         cors_origins=cors,

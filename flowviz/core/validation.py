@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from flowviz.core.errors import InvalidArgument
 
@@ -61,12 +62,14 @@ def quantity(value: float, field: str = "quantity", *, positive: bool = False) -
 
 
 def text(value: str, field: str, *, required: bool = True, max_len: int = TEXT_MAX) -> str:
-    value = value.strip()
-    if required and not value:
+    """Free text: no control characters, at most max_len; when required, not only spaces."""
+    if required and not any(ord(c) > 32 for c in value):
         raise InvalidArgument("FIELD_REQUIRED", f"{field} is required", field=field)
     if len(value) > max_len or any(ord(c) < 32 for c in value):
         raise InvalidArgument(
-            "FIELD_INVALID", f"{field} must be at most {max_len} printable characters", field=field
+            "FIELD_INVALID",
+            f"{field} must be at most {max_len} characters, none of them control characters",
+            field=field,
         )
     return value
 
@@ -83,3 +86,73 @@ def code(value: str, field: str = "code") -> str:
             field=field,
         )
     return value
+
+
+# --- the same rules as JSON Schema, for the OpenAPI document ---------------------------------
+
+_TEXT = r"^[^\x00-\x1f]*$"
+_TEXT_REQUIRED = r"^[^\x00-\x1f]*[^\x00-\x20][^\x00-\x1f]*$"
+
+
+def _text(max_len: int) -> tuple[dict[str, object], dict[str, object]]:
+    return (
+        {"type": "string", "pattern": _TEXT_REQUIRED, "maxLength": max_len},
+        {"type": "string", "pattern": _TEXT, "maxLength": max_len},
+    )
+
+
+def _either(pattern: str) -> tuple[dict[str, object], dict[str, object]]:
+    """(required form, optional form): an optional field may be empty, meaning "not set"."""
+    return {"type": "string", "pattern": pattern}, {"type": "string", "pattern": f"^$|{pattern}"}
+
+
+_QUANTITY = {"type": "number", "minimum": 0, "exclusiveMaximum": 1e15}
+_POSITIVE = {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e15}
+_CODE = _either(CODE_PATTERN.pattern)
+# field name -> (schema when the field is required, schema when it may be left out or empty);
+# "Message.field" overrides "field".
+FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "lot_code": ({"type": "string", "pattern": LOT_CODE_PATTERN.pattern, "maxLength": LOT_CODE_MAX},) * 2,
+    "kind": _either(KIND_PATTERN.pattern),
+    "uom": ({"type": "string", "enum": sorted(UNITS)}, {"type": "string", "enum": ["", *sorted(UNITS)]}),
+    "quantity": (_QUANTITY, _QUANTITY),
+    "RunLine.quantity": (_POSITIVE, _POSITIVE),
+    "product": _text(TEXT_MAX),
+    "name": _text(TEXT_MAX),
+    "display_name": _text(TEXT_MAX),
+    "operator": _text(TEXT_MAX),
+    "description": _text(1000),
+    "reason": _text(1000),
+    "idempotency_key": _text(200),
+    "code": _CODE,
+    "stream_code": _CODE,
+    "phase_code": _CODE,
+    "gate_code": _CODE,
+    "run_code": _CODE,
+    "page_size": ({"type": "integer", "minimum": 0, "maximum": 500},) * 2,
+    "page_token": _either(r"^[0-9]{1,18}$"),
+    "seq": (
+        {"type": "integer", "minimum": 1, "maximum": 1000},
+        {"type": "integer", "minimum": 0, "maximum": 1000},
+    ),
+    "supersedes_id": ({"type": "integer", "minimum": 0},) * 2,
+    "username": _either(r"^[a-z0-9_.-]{1,64}$"),
+    "IssueTokenRequest.username": ({"type": "string", "minLength": 1, "maxLength": 64},) * 2,
+    "IssueTokenRequest.password": ({"type": "string", "minLength": 1, "maxLength": 1024},) * 2,
+    "password": _either(r"^[^\x00-\x1f]{12,1024}$"),
+    "role": (
+        {"type": "string", "enum": ["viewer", "operator", "qc", "admin"]},
+        {"type": "string", "enum": ["", "viewer", "operator", "qc", "admin"]},
+    ),
+    "ListLotsRequest.kind": (_either(KIND_PATTERN.pattern)[1],) * 2,
+    "ListLotsRequest.status": (
+        {"type": "string", "enum": ["", "pending", "passed", "on_hold", "released", "rejected"]},
+    )
+    * 2,
+    "ListLotsRequest.product": ({"type": "string"},) * 2,
+}
+
+
+def field_rule(message: str, field: str, *, required: bool) -> dict[str, object] | None:
+    rule = FIELD_RULES.get(f"{message}.{field}") or FIELD_RULES.get(field)
+    return None if rule is None else rule[0 if required else 1]

@@ -35,6 +35,7 @@ from services.genealogy.trace import (
     back_edges,
     describe_cycles,
     fetch_walk,
+    gc_paused,
     successors,
     trace_edges,
 )
@@ -277,6 +278,11 @@ async def recall(
     )
     if walk is None:
         return None
+    with gc_paused():
+        return _recall_result(walk)
+
+
+def _recall_result(walk: Walk) -> RecallResult:
     prop, cycles = _analyse(walk, upstream=False)
     shares, paths = prop.shares, prop.paths
     lots = []
@@ -306,6 +312,11 @@ async def composition(
     )
     if walk is None:
         return None
+    with gc_paused():
+        return _composition_result(walk)
+
+
+def _composition_result(walk: Walk) -> CompositionResult:
     prop, cycles = _analyse(walk, upstream=True)
     has_parents = {e.child for e in walk.edges} | walk.outside_inputs.keys()
     root_qty = walk.root.quantity

@@ -9,7 +9,9 @@ between the kept lots come back in the same statement.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, NamedTuple, TypeAlias
@@ -214,6 +216,24 @@ class Walk:
     truncated: bool
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a result is built (synchronous code, no await).
+
+    A 10,000-lot result allocates ~100,000 objects; the collections they trigger scan every
+    live object of the process and took ~25 % of a large recall. Nothing built here forms
+    a reference cycle, so nothing is left for the collector.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def check_limits(max_depth: int, max_nodes: int) -> None:
     if not 1 <= max_depth <= HARD_MAX_DEPTH:
         raise InvalidArgument("MAX_DEPTH_INVALID", f"max_depth must be 1-{HARD_MAX_DEPTH}", field="max_depth")
@@ -239,6 +259,11 @@ async def fetch_walk(
     if with_inputs and direction == "both":
         raise ValueError("with_inputs needs a single direction")
     rows = await db.fetch(_SQL[direction, with_inputs], lot_code, max_depth, max_nodes)
+    with gc_paused():
+        return _parse(rows)
+
+
+def _parse(rows: Sequence[asyncpg.Record]) -> Walk | None:
     nodes: list[TraceNode] = []
     edges: list[Edge] = []
     outside: dict[int, list[tuple[float, str]]] = {}
@@ -385,14 +410,15 @@ async def trace(
     walk = await fetch_walk(db, lot_code, direction=direction, max_depth=max_depth, max_nodes=max_nodes)
     if walk is None:
         return None
-    codes = {i: n.lot_code for i, n in walk.nodes.items()}
-    pairs = [(e.parent, e.child) for e in walk.edges]
-    _, cycles = find_cycles(list(walk.nodes), pairs, codes, reverse=direction == "upstream")
-    return TraceResult(
-        root=walk.root,
-        direction=direction,
-        nodes=list(walk.nodes.values()),
-        edges=trace_edges(walk),
-        truncated=walk.truncated,
-        cycles=cycles,
-    )
+    with gc_paused():
+        codes = {i: n.lot_code for i, n in walk.nodes.items()}
+        pairs = [(e.parent, e.child) for e in walk.edges]
+        _, cycles = find_cycles(list(walk.nodes), pairs, codes, reverse=direction == "upstream")
+        return TraceResult(
+            root=walk.root,
+            direction=direction,
+            nodes=list(walk.nodes.values()),
+            edges=trace_edges(walk),
+            truncated=walk.truncated,
+            cycles=cycles,
+        )

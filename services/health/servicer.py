@@ -15,6 +15,7 @@ from functools import partial
 from typing import Any
 
 import grpc
+import valkey.asyncio as valkey
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -55,6 +56,13 @@ class SystemHealthServicer(system_pb2_grpc.SystemHealthServiceServicer):
 
     async def start(self) -> None:
         resources = self.r
+        # Its own client: the shared one gives up after the short read-path timeout, which a busy
+        # machine can exceed without Valkey being down.
+        limit = max(0.5, resources.settings.health_interval)
+        self._cache_client = valkey.from_url(  # type: ignore[no-untyped-call]
+            resources.settings.valkey_url, socket_timeout=limit, socket_connect_timeout=limit
+        )
+        resources.on_close.append(self._cache_client.aclose)
         for name in CHECKED_SERVICES:
             channel = open_channel(resources.settings.addrs[name])
             self._stubs[name] = health_pb2_grpc.HealthStub(channel)
@@ -80,7 +88,7 @@ class SystemHealthServicer(system_pb2_grpc.SystemHealthServiceServicer):
         return ""
 
     async def _cache(self) -> str:
-        return "" if await self.r.cache.client.ping() else "PING failed"
+        return "" if await self._cache_client.ping() else "PING failed"
 
     def _service(self, name: str) -> Callable[[], Awaitable[str]]:
         async def check() -> str:

@@ -205,10 +205,14 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                     decision=decision,
                 )
             supersedes = request.supersedes_id or None
-            if supersedes is not None and await repository.decision_lot(conn, supersedes) != row["id"]:
-                raise InvalidArgument(
-                    "SUPERSEDES_INVALID", f"decision {supersedes} is not a decision of lot {code}"
-                )
+            if supersedes is not None:
+                owner = await repository.decision_lot(conn, supersedes)
+                if owner is None:
+                    raise NotFound("DECISION_NOT_FOUND", f"decision {supersedes} does not exist")
+                if owner != row["id"]:
+                    raise Conflict(
+                        "SUPERSEDES_OTHER_LOT", f"decision {supersedes} is not a decision of lot {code}"
+                    )
             inserted = await repository.insert_decision(
                 conn,
                 lot_id=row["id"],
