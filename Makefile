@@ -39,6 +39,13 @@ migrate: proto
 seed: proto
 	$(PY) -m flowviz.seed
 
+# Load the whole system on this machine (k6 + wrk) and print a table; see bench/README.md.
+bench-quick: proto
+	$(PY) bench/run.py --mode quick
+
+bench: proto
+	$(PY) bench/run.py --mode full
+
 deploy-check: $(STAMP)
 	bash deploy/install-tools.sh
 	bash deploy/check.sh

@@ -115,6 +115,7 @@ class _Plant:
         self.mixes = 0
         self.fgs = 0
         self.edges = 0
+        self.runs = 0  # runs with at least one edge (a child with no inputs has no run)
         self.lot_rows: list[tuple[str, str, str, str, str, str]] = []
         self.edge_rows: list[tuple[str, str, str, str, str]] = []
 
@@ -188,6 +189,7 @@ class _Plant:
             rows.append((codes[n], child, _kg(grams), "kg", run))
             total += grams
         self.edges += len(taken)
+        self.runs += bool(taken)
         return total
 
     def mix(self, at: str) -> None:
@@ -292,7 +294,7 @@ def generate(lots: int, seed: int, out_dir: Path, *, progress: bool = False) -> 
     return GenerateStats(
         lots_by_kind={"RAW": sum(plant.raw_counts), "MIX": plant.mixes, "FG": plant.fgs},
         edges=plant.edges,
-        runs=plant.mixes + plant.fgs,
+        runs=plant.runs,
         seconds=time.monotonic() - started,
     )
 

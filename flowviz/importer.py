@@ -1,31 +1,34 @@
 """Bulk import of lots and their genealogy from CSV: every row validated, all or nothing.
 
-The csv module checks only each row's shape while the rows stream into temporary staging
-tables with COPY; every other rule runs afterwards as a few set-based queries over the
-staging tables, and only when nothing is wrong do INSERT ... SELECT statements move the
-rows into lots, production_runs and lot_genealogy. It all happens in one transaction, so
-a failed import leaves nothing behind.
+Each row is checked on its own (shape, codes, kind, quantity, unit, timestamp) as it
+streams from the file into a temporary staging table with COPY. The rules that span rows
+(duplicates, lots already in the database, edges to unknown lots, edges that already
+exist) then run as a few set-based queries over the staging tables, and only when nothing
+is wrong do INSERT ... SELECT statements move the rows into production_runs, lots and
+lot_genealogy. It all happens in one transaction: a failed import leaves nothing behind.
 
 Files (a header row is required, columns in this order):
-  lots.csv       lot_code,kind,product,quantity,uom,produced_at  (produced_at may be empty)
-  genealogy.csv  parent_lot_code,child_lot_code,quantity,uom,run_code  (run_code may be empty)
+  lots       lot_code,kind,product,quantity,uom,produced_at  (produced_at may be empty)
+  genealogy  parent_lot_code,child_lot_code,quantity,uom,run_code  (run_code may be empty)
 
 Error rows are 1-based data rows: the header is not counted, so data row N is on line
-N + 1 of the file when no field spans lines. Row 0 means the file as a whole (its header,
-or an encoding problem). Needs PostgreSQL 16 or later (pg_input_is_valid).
+N + 1 of the file when no field spans lines. Row 0 means the file as a whole (its header).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import io
 import os
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,13 +38,14 @@ from flowviz.core import validation
 
 LOTS_COLUMNS = ("lot_code", "kind", "product", "quantity", "uom", "produced_at")
 GENEALOGY_COLUMNS = ("parent_lot_code", "child_lot_code", "quantity", "uom", "run_code")
+FILES = ("lots", "genealogy")
 IMPORT_OPERATOR = "import"
-PROGRESS_EVERY = 100_000  # rows between progress calls while reading
+PROGRESS_EVERY = 50_000  # rows between progress calls while reading
 
 Progress = Callable[[str, int], None]
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class RowError:
     file: str  # "lots" or "genealogy"
     row: int  # 1-based data row (header not counted); 0 for the file as a whole
@@ -64,25 +68,96 @@ class ImportResult:
 
 
 class _Errors:
-    """Row errors found while reading, capped at `limit` (the count goes on)."""
+    """Errors found so far, all counted; while reading the first `limit` are kept."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.items: list[RowError] = []
         self.total = 0
 
-    def add(self, error: RowError) -> None:
+    def add(self, file: str, row: int, field: str, reason: str, *, keep: bool = False) -> None:
         self.total += 1
-        if len(self.items) < self.limit:
-            self.items.append(error)
+        if keep or len(self.items) < self.limit:
+            self.items.append(RowError(file, row, field, reason))
 
 
-class _BadInput(Exception):
-    pass
+# --- Reading and per-row checks ---------------------------------------------------------
+
+_CODE = validation.LOT_CODE_PATTERN.fullmatch
+_KIND = validation.KIND_PATTERN.fullmatch
+_UNITS = frozenset(validation.UNITS)
+_UOM_RULE = "must be one of " + ", ".join(sorted(validation.UNITS))
+# numeric(18, 3): up to 15 digits before the point, 3 after it (trailing zeros aside).
+_QUANTITY = re.compile(r"[0-9]{1,15}(?:\.[0-9]{0,3}0*)?|\.[0-9]{1,3}0*").fullmatch
+_NONZERO = re.compile(r"[1-9]").search
+_NEGATIVE = re.compile(r"-[0-9]*\.?[0-9]+").fullmatch
+_DECIMAL = re.compile(r"([0-9]*)\.?([0-9]*)").fullmatch
+# ISO 8601 as PostgreSQL and datetime.fromisoformat both read it; no offset means UTC.
+_TIMESTAMP = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[T ][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)?"
+    r"(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?"
+).fullmatch
+_CONTROL = re.compile("[\x00-\x1f\ufffd]").search
+_GARBLED = re.compile("[\x1a\ufffd]").search
+_KIND_RULE = "must be 1-16 upper-case letters, digits or _ (RAW, MIX, FG)"
+_TIMESTAMP_RULE = "must be empty or an ISO 8601 timestamp like 2026-01-15T06:00:00Z"
+
+
+def _code_reason(value: str) -> str | None:
+    if _CODE(value):
+        return None
+    if not value:
+        return "must not be empty"
+    if len(value) > validation.LOT_CODE_MAX:
+        return f"is {len(value)} characters; the maximum is {validation.LOT_CODE_MAX}"
+    return f"must be {validation.LOT_CODE_RULE}"
+
+
+def _quantity_reason(value: str, *, positive: bool) -> str | None:
+    if _QUANTITY(value):
+        return "must be greater than 0" if positive and not _NONZERO(value) else None
+    if not value:
+        return "is required"
+    if _NEGATIVE(value):
+        return "must be greater than 0" if positive else "must be 0 or more"
+    decimal = _DECIMAL(value)
+    if decimal and len(decimal.group(1)) > 15:
+        return "is too large (at most 15 digits before the decimal point)"
+    if decimal and len(decimal.group(2).rstrip("0")) > 3:
+        return "has more than 3 decimal places"
+    return f"must be a decimal number like 12.5, not {value[:40]!r}"
+
+
+def _timestamp(value: str) -> datetime | None:
+    """The timestamp, or None when it is not a valid one (callers check for "")."""
+    if not _TIMESTAMP(value):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def _report(errors: _Errors, file: str, rn: int, checks: Sequence[tuple[str, str, str | None]]) -> None:
+    """Each failed check of a row, in column order; garbled bytes are named as such."""
+    for name, value, reason in checks:
+        if reason:
+            if _GARBLED(value):
+                reason = "holds bytes that are not UTF-8 text (or a NUL byte)"
+            errors.add(file, rn, name, reason)
+
+
+def _product_reason(value: str) -> str | None:
+    if not value:
+        return "is required"
+    if len(value) > validation.TEXT_MAX or _CONTROL(value):
+        return f"must be at most {validation.TEXT_MAX} printable characters"
+    return None
 
 
 class _NulChecked(io.RawIOBase):
-    """The source file, refusing NUL bytes (PostgreSQL text cannot hold them)."""
+    """The source file with NUL bytes (which PostgreSQL text cannot hold) turned into SUB."""
 
     def __init__(self, source: BinaryIO) -> None:
         self.source = source
@@ -91,166 +166,191 @@ class _NulChecked(io.RawIOBase):
         return True
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.source.read(len(buffer))
-        if b"\x00" in data:
-            raise _BadInput("contains a NUL byte")
+        data = self.source.read(len(buffer)).replace(b"\x00", b"\x1a")
         buffer[: len(data)] = data
         return len(data)
 
 
 def _reader(source: BinaryIO) -> Iterator[list[str]]:
-    # utf-8-sig: spreadsheets often start a CSV with a byte-order mark.
-    text = io.TextIOWrapper(io.BufferedReader(_NulChecked(source), 1 << 20), encoding="utf-8-sig", newline="")
-    return csv.reader(text)
+    # Undecodable bytes become U+FFFD and NULs SUB: no field rule accepts either, so such a
+    # row is reported at its own row and field. utf-8-sig: spreadsheets start with a BOM.
+    raw = io.BufferedReader(_NulChecked(source), 1 << 20)
+    return csv.reader(io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline=""))
 
 
-def _check_header(reader: Iterator[list[str]], name: str, expected: Sequence[str]) -> RowError | None:
+def _header_error(reader: Iterator[list[str]], columns: Sequence[str]) -> str | None:
+    want = ",".join(columns)
     try:
         header = next(reader, None)
-    except (csv.Error, UnicodeDecodeError, _BadInput) as exc:
-        return RowError(name, 0, "header", f"cannot be read: {exc}")
-    want = ",".join(expected)
+    except csv.Error as exc:
+        return f"cannot be read ({exc}); expected {want}"
     if not header:
-        return RowError(name, 0, "header", f"missing: the first row must be {want}")
-    got = [h.strip().lower() for h in header]
-    for i, (g, w) in enumerate(zip(got, expected, strict=False), 1):
-        if g != w:
-            return RowError(name, 0, "header", f"column {i} is {header[i - 1]!r}, expected {w!r} ({want})")
-    if len(got) != len(expected):
-        return RowError(name, 0, "header", f"has {len(got)} columns, expected {len(expected)} ({want})")
+        return f"is missing: the first row must be {want}"
+    for i, (got, expected) in enumerate(zip(header, columns, strict=False), 1):
+        if got.strip().lower() != expected:
+            return f"column {i} is {got!r}, expected {expected!r} (the header must be {want})"
+    if len(header) != len(columns):
+        return f"has {len(header)} columns, expected {len(columns)}: {want}"
     return None
 
 
-def _records(
-    reader: Iterator[list[str]],
-    name: str,
-    width: int,
-    errors: _Errors,
-    counts: dict[str, int],
-    progress: Progress | None,
-) -> Iterator[tuple[object, ...]]:
-    """(row number, *fields) for each well-formed row; malformed rows become errors."""
+def _read(
+    reader: Iterator[list[str]], name: str, width: int, errors: _Errors, progress: Progress | None
+) -> Iterator[tuple[int, list[str]]]:
+    """(row number, fields) of each row with the right number of fields."""
     rn = 0
     try:
-        for rn, row in enumerate(reader, 1):  # noqa: B007 - rn is read after the loop
+        for rn, row in enumerate(reader, 1):
             if len(row) == width:
-                yield (rn, *row)
+                yield rn, row
             elif row:  # a blank line is skipped, not an error
-                errors.add(RowError(name, rn, "row", f"has {len(row)} fields, expected {width}"))
+                errors.add(name, rn, "row", f"has {len(row)} fields, expected {width}")
             if progress and rn % PROGRESS_EVERY == 0:
                 progress(name, rn)
-    except (csv.Error, UnicodeDecodeError, _BadInput) as exc:
-        # The rest of the file cannot be split into rows reliably: stop reading it.
-        what = "is not valid UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc)
-        errors.add(RowError(name, rn + 1, "row", f"unreadable, file not read further: {what}"))
-    counts[name] = rn
+    except csv.Error as exc:
+        # Past this point the file cannot be split into rows reliably: stop reading it.
+        errors.add(name, rn + 1, "row", f"cannot be read ({exc}); the rest of the file was not read")
     if progress:
         progress(name, rn)
 
 
+def _lot_records(
+    reader: Iterator[list[str]], errors: _Errors, progress: Progress | None
+) -> Iterator[tuple[object, ...]]:
+    """Staging records of the lots file; a code that is itself wrong is staged as NULL."""
+    for rn, (code, kind, product, quantity, uom, produced) in _read(
+        reader, "lots", len(LOTS_COLUMNS), errors, progress
+    ):
+        product = product.strip()
+        at = _timestamp(produced) if produced else None
+        if (
+            _CODE(code)
+            and _KIND(kind)
+            and _QUANTITY(quantity)
+            and uom in _UNITS
+            and (at or not produced)
+            and product
+            and len(product) <= validation.TEXT_MAX
+            and not _CONTROL(product)
+        ):
+            yield rn, code, kind, product, quantity, uom, at
+            continue
+        _report(
+            errors,
+            "lots",
+            rn,
+            (
+                ("lot_code", code, _code_reason(code)),
+                ("kind", kind, None if _KIND(kind) else _KIND_RULE),
+                ("product", product, _product_reason(product)),
+                ("quantity", quantity, _quantity_reason(quantity, positive=False)),
+                ("uom", uom, None if uom in _UNITS else _UOM_RULE),
+                ("produced_at", produced, _TIMESTAMP_RULE if produced and not at else None),
+            ),
+        )
+        yield rn, code if _CODE(code) else None, kind, product, quantity, uom, at
+
+
+def _edge_records(
+    reader: Iterator[list[str]], errors: _Errors, progress: Progress | None
+) -> Iterator[tuple[object, ...]]:
+    """Staging records of the genealogy file; a code that is itself wrong is staged as NULL."""
+    for rn, (parent, child, quantity, uom, run) in _read(
+        reader, "genealogy", len(GENEALOGY_COLUMNS), errors, progress
+    ):
+        if (
+            _CODE(parent)
+            and _CODE(child)
+            and parent != child
+            and _QUANTITY(quantity)
+            and _NONZERO(quantity)
+            and uom in _UNITS
+            and (not run or _CODE(run))
+        ):
+            yield rn, parent, child, quantity, uom, run
+            continue
+        self_edge = "is the parent itself: a lot cannot consume itself" if child == parent else None
+        _report(
+            errors,
+            "genealogy",
+            rn,
+            (
+                ("parent_lot_code", parent, _code_reason(parent)),
+                ("child_lot_code", child, _code_reason(child) or self_edge),
+                ("quantity", quantity, _quantity_reason(quantity, positive=True)),
+                ("uom", uom, None if uom in _UNITS else _UOM_RULE),
+                ("run_code", run, _code_reason(run) if run else None),
+            ),
+        )
+        yield rn, parent if _CODE(parent) else None, child if _CODE(child) else None, quantity, uom, run
+
+
+# --- Set-based checks and the inserts ---------------------------------------------------
+
+# Dropped first in case a caller's outer transaction still holds them from an earlier call.
 STAGING = """
+DROP TABLE IF EXISTS pg_temp.import_lots, pg_temp.import_edges, pg_temp.import_refs;
 CREATE TEMP TABLE import_lots (
-    rn int, lot_code text, kind text, product text, quantity text, uom text, produced_at text
+    rn int, lot_code text, kind text, product text, quantity text, uom text, produced_at timestamptz
 ) ON COMMIT DROP;
 CREATE TEMP TABLE import_edges (
     rn int, parent text, child text, quantity text, uom text, run_code text
 ) ON COMMIT DROP;
 """
+LOT_FIELDS = ("rn", "lot_code", "kind", "product", "quantity", "uom", "produced_at")
+EDGE_FIELDS = ("rn", "parent", "child", "quantity", "uom", "run_code")
 
-# Everything below is validation: each query yields (file, row, field, reason).
-# Parameters: $1 lot code pattern, $2 its rule, $3 units, $4 kind pattern.
-_CODE_CHECK = """CASE WHEN {c} = '' THEN 'must not be empty'
-    WHEN length({c}) > 64 THEN format('is %s characters; the maximum is 64', length({c}))
-    WHEN {c} !~ $1 THEN 'must be ' || $2 END"""
-_UOM_CHECK = (
-    "CASE WHEN {c} <> ALL($3::text[]) THEN 'must be one of ' || array_to_string($3::text[], ', ') END"
+# Codes the edges name that the lots file does not define, with their id when the
+# database has them: NULL id = unknown lot. Usually small, it serves the checks below.
+REFERENCED = """
+CREATE TEMP TABLE import_refs ON COMMIT DROP AS
+SELECT c.code, l.id
+FROM (SELECT parent AS code FROM import_edges UNION SELECT child FROM import_edges) c
+LEFT JOIN lots l ON l.lot_code = c.code
+WHERE c.code IS NOT NULL AND NOT EXISTS (SELECT 1 FROM import_lots n WHERE n.lot_code = c.code)
+"""
+
+# Each check yields (file, row, field, reason).
+CHECKS = (
+    """
+    WITH d AS (SELECT lot_code, min(rn) AS first FROM import_lots
+               WHERE lot_code IS NOT NULL GROUP BY lot_code HAVING count(*) > 1)
+    SELECT 'lots', s.rn, 'lot_code', format('duplicate lot code %s: first on row %s', s.lot_code, d.first)
+    FROM import_lots s JOIN d ON d.lot_code = s.lot_code WHERE s.rn <> d.first
+    """,
+    """
+    SELECT 'lots', s.rn, 'lot_code', format('lot %s already exists in the database', s.lot_code)
+    FROM import_lots s JOIN lots l ON l.lot_code = s.lot_code
+    """,
+    """
+    SELECT 'genealogy', s.rn, x.field,
+           format('unknown lot %s: neither in the lots file nor in the database', x.code)
+    FROM import_edges s
+    CROSS JOIN LATERAL (VALUES ('parent_lot_code', s.parent), ('child_lot_code', s.child)) AS x (field, code)
+    JOIN import_refs r ON r.code = x.code AND r.id IS NULL
+    """,
+    """
+    WITH d AS (SELECT parent, child, run_code, min(rn) AS first FROM import_edges
+               WHERE parent IS NOT NULL AND child IS NOT NULL
+               GROUP BY parent, child, run_code HAVING count(*) > 1)
+    SELECT 'genealogy', s.rn, 'edge',
+           format('duplicate edge %s -> %s (run %s): first on row %s',
+                  s.parent, s.child, coalesce(nullif(s.run_code, ''), 'none'), d.first)
+    FROM import_edges s JOIN d USING (parent, child, run_code) WHERE s.rn <> d.first
+    """,
+    # Only an edge between two lots already in the database can already be there.
+    """
+    SELECT 'genealogy', s.rn, 'edge',
+           format('edge %s -> %s (run %s) already exists in the database',
+                  s.parent, s.child, coalesce(nullif(s.run_code, ''), 'none'))
+    FROM import_edges s
+    JOIN import_refs p ON p.code = s.parent
+    JOIN import_refs c ON c.code = s.child
+    JOIN lot_genealogy g ON g.parent_lot_id = p.id AND g.child_lot_id = c.id
+    LEFT JOIN production_runs r ON r.run_code = s.run_code
+    WHERE (s.run_code = '' AND g.run_id IS NULL) OR g.run_id = r.id
+    """,
 )
-# Up to 15 digits before the point and 3 after it (trailing zeros aside): numeric(18, 3).
-_QUANTITY_CHECK = """CASE WHEN {c} ~ '^[0-9]{{1,15}}(\\.[0-9]{{0,3}}0*)?$' THEN
-        CASE WHEN {positive} AND {c}::numeric = 0 THEN 'must be greater than 0' END
-    WHEN {c} = '' THEN 'is required'
-    WHEN {c} ~ '^-[0-9]*\\.?[0-9]+$' THEN {negative}
-    WHEN {c} ~ '^[0-9]+\\.?[0-9]*$' AND {c} ~ '^[0-9]{{16}}' THEN 'is too large (at most 15 digits before the point)'
-    WHEN {c} ~ '^[0-9]*\\.[0-9]+$' THEN 'has more than 3 decimal places'
-    ELSE format('is not a decimal number: %s', left({c}, 40)) END"""
-_TIMESTAMP = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?$"
-
-CHECK_LOT_FIELDS = f"""
-SELECT 'lots', s.rn, e.field, e.reason
-FROM import_lots s
-CROSS JOIN LATERAL (VALUES
-    ('lot_code', {_CODE_CHECK.format(c="s.lot_code")}),
-    ('kind', CASE WHEN s.kind !~ $4 THEN 'must be 1-16 upper-case letters, digits or _ (RAW, MIX, FG)' END),
-    ('product', CASE WHEN btrim(s.product) = '' THEN 'is required'
-        WHEN length(btrim(s.product)) > {validation.TEXT_MAX} OR s.product ~ '[\\x01-\\x1f]'
-        THEN 'must be at most {validation.TEXT_MAX} printable characters' END),
-    ('quantity', {_QUANTITY_CHECK.format(c="s.quantity", positive="false", negative="'must be 0 or more'")}),
-    ('uom', {_UOM_CHECK.format(c="s.uom")}),
-    ('produced_at', CASE WHEN s.produced_at <> '' AND (s.produced_at !~ '{_TIMESTAMP}'
-        OR NOT pg_input_is_valid(s.produced_at, 'timestamptz'))
-        THEN 'must be empty or an ISO 8601 timestamp like 2026-01-15T06:00:00Z' END)
-) AS e (field, reason)
-WHERE e.reason IS NOT NULL
-"""
-
-CHECK_LOT_DUPLICATES = """
-SELECT 'lots', d.rn, 'lot_code', format('duplicate lot code %s: first on row %s', d.lot_code, d.first)
-FROM (SELECT rn, lot_code, min(rn) OVER (PARTITION BY lot_code) AS first FROM import_lots) d
-WHERE d.rn <> d.first
-"""
-
-CHECK_LOT_EXISTS = """
-SELECT 'lots', s.rn, 'lot_code', format('lot %s already exists in the database', s.lot_code)
-FROM import_lots s JOIN lots l ON l.lot_code = s.lot_code
-"""
-
-CHECK_EDGE_FIELDS = f"""
-SELECT 'genealogy', s.rn, e.field, e.reason
-FROM import_edges s
-CROSS JOIN LATERAL (VALUES
-    ('parent_lot_code', {_CODE_CHECK.format(c="s.parent")}),
-    ('child_lot_code', CASE WHEN s.child = s.parent AND s.child <> ''
-        THEN 'is the same lot as parent_lot_code (an edge cannot join a lot to itself)'
-        ELSE {_CODE_CHECK.format(c="s.child")} END),
-    ('quantity', {_QUANTITY_CHECK.format(c="s.quantity", positive="true", negative="'must be greater than 0'")}),
-    ('uom', {_UOM_CHECK.format(c="s.uom")}),
-    ('run_code', CASE WHEN s.run_code <> '' THEN {_CODE_CHECK.format(c="s.run_code")} END)
-) AS e (field, reason)
-WHERE e.reason IS NOT NULL
-"""
-
-# A well-formed code found neither among the staged lots nor in the database.
-CHECK_EDGE_UNKNOWN = """
-SELECT 'genealogy', s.rn, x.field,
-       format('unknown lot %s: neither in the lots file nor in the database', x.code)
-FROM import_edges s
-CROSS JOIN LATERAL (VALUES ('parent_lot_code', s.parent), ('child_lot_code', s.child)) AS x (field, code)
-WHERE x.code ~ $1
-  AND NOT EXISTS (SELECT 1 FROM import_lots n WHERE n.lot_code = x.code)
-  AND NOT EXISTS (SELECT 1 FROM lots l WHERE l.lot_code = x.code)
-"""
-
-CHECK_EDGE_DUPLICATES = """
-SELECT 'genealogy', d.rn, 'child_lot_code',
-       format('duplicate edge %s -> %s (run %s): first on row %s',
-              d.parent, d.child, coalesce(nullif(d.run_code, ''), 'none'), d.first)
-FROM (SELECT rn, parent, child, run_code, min(rn) OVER (PARTITION BY parent, child, run_code) AS first
-      FROM import_edges) d
-WHERE d.rn <> d.first
-"""
-
-# Only edges between two lots already in the database can already exist there.
-CHECK_EDGE_EXISTS = """
-SELECT 'genealogy', s.rn, 'child_lot_code',
-       format('edge %s -> %s (run %s) already exists in the database',
-              s.parent, s.child, coalesce(nullif(s.run_code, ''), 'none'))
-FROM import_edges s
-JOIN lots p ON p.lot_code = s.parent
-JOIN lots c ON c.lot_code = s.child
-LEFT JOIN production_runs r ON r.run_code = s.run_code
-JOIN lot_genealogy g ON g.parent_lot_id = p.id AND g.child_lot_id = c.id
-WHERE (s.run_code = '' AND g.run_id IS NULL) OR g.run_id = r.id
-"""
 
 INSERT_RUNS = f"""
 INSERT INTO production_runs (run_code, operator)
@@ -261,8 +361,7 @@ ON CONFLICT (run_code) DO NOTHING
 
 INSERT_LOTS = """
 INSERT INTO lots (lot_code, kind, product, quantity, uom, produced_at)
-SELECT lot_code, kind, btrim(product), quantity::numeric(18, 3), uom, nullif(produced_at, '')::timestamptz
-FROM import_lots ORDER BY rn
+SELECT lot_code, kind, product, quantity::numeric(18, 3), uom, produced_at FROM import_lots ORDER BY rn
 """
 
 INSERT_EDGES = """
@@ -280,30 +379,6 @@ def _count(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-async def _stage(
-    conn: asyncpg.Connection,
-    source: BinaryIO,
-    name: str,
-    table: str,
-    columns: Sequence[str],
-    errors: _Errors,
-    counts: dict[str, int],
-    progress: Progress | None,
-) -> RowError | None:
-    reader = _reader(source)
-    bad_header = _check_header(reader, name, columns)
-    if bad_header:
-        return bad_header
-    staged = (
-        ("rn", "lot_code", "kind", "product", "quantity", "uom", "produced_at")
-        if name == "lots"
-        else ("rn", "parent", "child", "quantity", "uom", "run_code")
-    )
-    records = _records(reader, name, len(columns), errors, counts, progress)
-    await conn.copy_records_to_table(table, records=records, columns=staged)
-    return None
-
-
 async def import_csv(
     conn: asyncpg.Connection,
     lots: BinaryIO | None,
@@ -314,71 +389,225 @@ async def import_csv(
 ) -> ImportResult:
     """Validate both files completely and import them in one transaction, or import nothing.
 
-    Either file may be None. Edges may name lots from the lots file or already in the
-    database. On any error the transaction is rolled back and `errors` lists up to
-    `max_errors` of them, ordered by file and row.
+    Either file may be None. Edges may name lots of the lots file or of the database; a
+    run code not in production_runs creates a run. On any error everything is rolled back
+    and `errors` holds the first `max_errors` of them in file and row order. The
+    transaction is opened here (inside a caller's transaction it becomes a savepoint).
     """
+    if max_errors < 1:
+        raise ValueError("max_errors must be at least 1")
     started = time.monotonic()
     result = ImportResult()
     errors = _Errors(max_errors)
-    counts: dict[str, int] = {}
     tx = conn.transaction()
     await tx.start()
     try:
-        # Timestamps without an offset are UTC; the staging queries want room to hash.
-        await conn.execute("SET LOCAL TimeZone = 'UTC'; SET LOCAL work_mem = '256MB'")
-        await conn.execute(STAGING)
-        header_errors = []
-        for source, name, table, columns in (
-            (lots, "lots", "import_lots", LOTS_COLUMNS),
-            (edges, "genealogy", "import_edges", GENEALOGY_COLUMNS),
-        ):
-            if source is not None:
-                bad = await _stage(conn, source, name, table, columns, errors, counts, progress)
-                if bad:
-                    header_errors.append(bad)
-        if header_errors:
-            # Without the right columns the rows mean nothing: report just the headers.
-            result.errors = header_errors
+        if await _import(conn, lots, edges, errors, result, progress):
+            await tx.commit()
+        else:
             await tx.rollback()
-            result.seconds = time.monotonic() - started
-            return result
-        await conn.execute("ANALYZE import_lots; ANALYZE import_edges")
-        found = list(errors.items)
-        total = errors.total
-        args = (validation.LOT_CODE_PATTERN.pattern, validation.LOT_CODE_RULE, sorted(validation.UNITS))
-        checks = [
-            (CHECK_LOT_FIELDS, (*args, validation.KIND_PATTERN.pattern)),
-            (CHECK_LOT_DUPLICATES, ()),
-            (CHECK_LOT_EXISTS, ()),
-            (CHECK_EDGE_FIELDS, args),
-            (CHECK_EDGE_UNKNOWN, (validation.LOT_CODE_PATTERN.pattern,)),
-            (CHECK_EDGE_DUPLICATES, ()),
-            (CHECK_EDGE_EXISTS, ()),
-        ]
-        for i, (sql, params) in enumerate(checks, 1):
-            rows = await conn.fetch(f"{sql} ORDER BY 2 LIMIT {max_errors + 1}", *params)
-            total += len(rows)
-            found.extend(RowError(*r) for r in rows)
-            if progress:
-                progress("validate", i)
-        if total:
-            found.sort(key=lambda e: (e.file != "lots", e.row, e.field))
-            result.errors = found[:max_errors]
-            result.errors_truncated = total > max_errors
-            await tx.rollback()
-            result.seconds = time.monotonic() - started
-            return result
-        result.runs_created = _count(await conn.execute(INSERT_RUNS))
-        result.lots_imported = _count(await conn.execute(INSERT_LOTS))
-        if progress:
-            progress("insert", result.lots_imported)
-        result.edges_imported = _count(await conn.execute(INSERT_EDGES))
-        if progress:
-            progress("insert", result.lots_imported + result.edges_imported)
-        await tx.commit()
+            result.lots_imported = result.edges_imported = result.runs_created = 0
+            order = {name: i for i, name in enumerate(FILES)}
+            # A stable sort: the errors of one row stay in column order.
+            result.errors = sorted(errors.items, key=lambda e: (order[e.file], e.row))[:max_errors]
+            result.errors_truncated = errors.total > max_errors
     except BaseException:
         await tx.rollback()
         raise
     result.seconds = time.monotonic() - started
     return result
+
+
+async def _import(
+    conn: asyncpg.Connection,
+    lots: BinaryIO | None,
+    edges: BinaryIO | None,
+    errors: _Errors,
+    result: ImportResult,
+    progress: Progress | None,
+) -> bool:
+    """Stage, check and insert inside the caller's transaction; False if there are errors."""
+    # The staging joins want room to hash, and a big import may outlast a statement timeout
+    # meant for requests. Both settings, and the staging tables, end with the transaction.
+    await conn.execute("SET LOCAL work_mem = '256MB'; SET LOCAL statement_timeout = 0")
+    await conn.execute(STAGING)
+    readers = {}
+    for name, source, columns in (("lots", lots, LOTS_COLUMNS), ("genealogy", edges, GENEALOGY_COLUMNS)):
+        if source is not None:
+            readers[name] = _reader(source)
+            if reason := _header_error(readers[name], columns):
+                errors.add(name, 0, "header", reason)
+    if errors.total:
+        return False  # without the right columns the rows mean nothing: report the headers alone
+    if "lots" in readers:
+        records = _lot_records(readers["lots"], errors, progress)
+        await conn.copy_records_to_table("import_lots", records=records, columns=LOT_FIELDS)
+    if "genealogy" in readers:
+        records = _edge_records(readers["genealogy"], errors, progress)
+        await conn.copy_records_to_table("import_edges", records=records, columns=EDGE_FIELDS)
+    await conn.execute("ANALYZE import_lots; ANALYZE import_edges")
+    await conn.execute(REFERENCED)
+    await conn.execute("ANALYZE import_refs")
+    for i, check in enumerate(CHECKS, 1):
+        # Each check's first limit + 1 rows in row order: enough to fill the report (sorted
+        # with the rest later, so all are kept) and to see that it overflows.
+        for row in await conn.fetch(f"{check} ORDER BY 2 LIMIT {errors.limit + 1}"):
+            errors.add(*row, keep=True)
+        if progress:
+            progress("validate", i)
+    if errors.total:
+        return False
+    result.runs_created = _count(await conn.execute(INSERT_RUNS))
+    try:
+        result.lots_imported = _count(await conn.execute(INSERT_LOTS))
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        # Checked a moment ago, so someone else wrote the same lot meanwhile.
+        errors.add("lots", 0, "lot_code", f"changed by someone else during the import: {exc}")
+        return False
+    if progress:
+        progress("insert", result.lots_imported)
+    try:
+        result.edges_imported = _count(await conn.execute(INSERT_EDGES))
+    except asyncpg.IntegrityConstraintViolationError as exc:
+        errors.add("genealogy", 0, "edge", f"changed by someone else during the import: {exc}")
+        return False
+    if progress:
+        progress("insert", result.lots_imported + result.edges_imported)
+    return True
+
+
+# --- The command line -------------------------------------------------------------------
+
+
+def _lines(path: Path) -> int:
+    """Lines in the file (a quick upper bound of its rows, for the progress bar)."""
+    count = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count
+
+
+class _Bar:
+    """Progress on stderr: one line redrawn in place on a terminal, else a line per stage."""
+
+    def __init__(self, totals: dict[str, int]) -> None:
+        self.totals = totals
+        self.started = time.monotonic()
+        self.drawn = 0.0
+        self.width = 0
+        self.stage = ""
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, stage: str, done: int) -> None:
+        now = time.monotonic()
+        if not self.tty:
+            if stage != self.stage:
+                print(f"{stage}...", file=sys.stderr, flush=True)
+            self.stage = stage
+            return
+        if now - self.drawn < 0.1 and stage in FILES:
+            return
+        self.drawn = now
+        total = self.totals.get(stage, 0)
+        if stage == "validate":
+            text = f"validating ({done}/{len(CHECKS)} checks)"
+        elif stage == "insert":
+            text = f"inserting: {done:,} rows written"
+        elif total:
+            filled = min(20, 20 * done // total)
+            text = f"reading {stage} [{'#' * filled}{'.' * (20 - filled)}] {done:,}/{total:,} rows"
+        else:
+            text = f"reading {stage}: {done:,} rows"
+        text = f"{text}  {now - self.started:.0f}s"
+        print("\r" + text.ljust(self.width), end="", file=sys.stderr, flush=True)
+        self.width = len(text)
+
+    def close(self) -> None:
+        if self.width:
+            print(file=sys.stderr)
+
+
+def _assign(paths: Sequence[Path]) -> dict[str, Path]:
+    """Which positional file is which: two are lots then genealogy; one goes by its header."""
+    if len(paths) == 2:
+        return {"lots": paths[0], "genealogy": paths[1]}
+    if len(paths) == 1:
+        with open(paths[0], "rb") as f:
+            first = f.readline().decode("utf-8-sig", errors="replace").strip().lower()
+        return {"genealogy" if first.startswith(GENEALOGY_COLUMNS[0]) else "lots": paths[0]}
+    return {}
+
+
+async def _run(sources: Mapping[str, BinaryIO], url: str, max_errors: int, bar: _Bar | None) -> ImportResult:
+    conn = await asyncpg.connect(url, server_settings={"application_name": "flowviz-import"})
+    try:
+        return await import_csv(
+            conn, sources.get("lots"), sources.get("genealogy"), progress=bar, max_errors=max_errors
+        )
+    finally:
+        await conn.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="flowviz import",
+        description="Import lots and genealogy edges from CSV files (all rows valid, or nothing is written). "
+        "Lots: lot_code,kind,product,quantity,uom,produced_at. "
+        "Genealogy: parent_lot_code,child_lot_code,quantity,uom,run_code.",
+    )
+    parser.add_argument(
+        "files", nargs="*", type=Path, help="LOTS.csv GENEALOGY.csv (one alone goes by its header)"
+    )
+    parser.add_argument("--lots", type=Path, help="the lots file")
+    parser.add_argument("--genealogy", type=Path, help="the genealogy (edges) file")
+    parser.add_argument(
+        "--database-url", default=os.environ.get("DATABASE_URL"), help="default: $DATABASE_URL"
+    )
+    parser.add_argument(
+        "--max-errors", type=int, default=1000, help="errors to report at most (default 1000)"
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if len(args.files) > 2:
+        parser.error("at most two files: LOTS.csv GENEALOGY.csv")
+    files = _assign(args.files)
+    for name in FILES:
+        given = getattr(args, name)
+        if given and name in files:
+            parser.error(f"the {name} file is given twice")
+        if given:
+            files[name] = given
+    if not files:
+        parser.error("no file given")
+    if not args.database_url:
+        parser.error("set DATABASE_URL or pass --database-url")
+    if args.max_errors < 1:
+        parser.error("--max-errors must be at least 1")
+    for path in files.values():
+        if not path.is_file():
+            parser.error(f"no such file: {path}")
+    bar = None if args.quiet else _Bar({name: max(_lines(path) - 1, 0) for name, path in files.items()})
+    with contextlib.ExitStack() as stack:
+        sources = {name: stack.enter_context(open(path, "rb")) for name, path in files.items()}
+        try:
+            result = asyncio.run(_run(sources, args.database_url, args.max_errors, bar))
+        finally:
+            if bar:
+                bar.close()
+    if not result.ok:
+        for e in result.errors:
+            print(f"{e.file} row {e.row} {e.field}: {e.reason}")
+        count = f"more than {len(result.errors)}" if result.errors_truncated else str(len(result.errors))
+        shown = f" (the first {len(result.errors)} are listed)" if result.errors_truncated else ""
+        print(f"import refused, nothing was written: {count} errors{shown}", file=sys.stderr)
+        return 1
+    print(
+        f"imported {result.lots_imported:,} lots, {result.edges_imported:,} edges and "
+        f"{result.runs_created:,} new production runs in {result.seconds:.1f}s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

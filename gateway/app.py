@@ -20,9 +20,9 @@ from starlette.routing import Route
 from flowviz.core import auth, logs, tracing
 from flowviz.core.config import settings
 from flowviz.core.errors import from_rpc_error
-from gateway import observability, openapi
+from flowviz.core.protojson import JsonInputError, fill
+from gateway import exports, observability, openapi
 from gateway.errors import error_response, failure_response
-from gateway.protojson import JsonInputError, fill
 from gateway.routes import ROUTES, RpcRoute
 from gateway.upstreams import Upstreams
 
@@ -33,7 +33,12 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Unauthorized(Exception):
-    """A malformed Authorization header."""
+    """No valid bearer token."""
+
+    def __init__(self, reason: str, message: str = "a valid bearer token is required") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class BadRequest(Exception):
@@ -65,16 +70,63 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+def _request_id(request: Request) -> str:
+    rid = request.headers.get("x-request-id", "")
+    if not _REQUEST_ID.match(rid):
+        rid = uuid.uuid4().hex
+    logs.request_id.set(rid)
+    return rid
+
+
+def _metadata(request: Request, rid: str, public: bool = False) -> tuple[tuple[str, str], ...]:
+    """gRPC metadata for the call: request id, client address, and the caller's bearer token.
+
+    The token is verified here first (cached per token), so a caller without a valid one gets
+    401 before anything about the request is looked at; each service verifies it again and
+    checks the caller's role itself."""
+    client = request.client.host if request.client else ""
+    metadata: tuple[tuple[str, str], ...] = (("x-request-id", rid), ("x-client-address", client))
+    if public:
+        return metadata
+    bearer_token = auth.bearer(request.headers.get("authorization"))
+    if bearer_token is None:
+        raise Unauthorized("TOKEN_MISSING" if "authorization" not in request.headers else "TOKEN_INVALID")
+    try:
+        request.app.state.verifier.verify(bearer_token)
+    except auth.Unauthenticated as exc:
+        raise Unauthorized(exc.reason, exc.message) from None
+    return (*metadata, ("authorization", f"Bearer {bearer_token}"))
+
+
+def _unauthorized(exc: Unauthorized) -> Response:
+    response = error_response(401, "UNAUTHENTICATED", exc.message, exc.reason)
+    response.headers["www-authenticate"] = 'Bearer realm="flowviz"'
+    return response
+
+
+def streaming_endpoint(call: exports.Call) -> Handler:
+    async def handle(request: Request) -> Response:
+        rid = _request_id(request)
+        try:
+            response = await exports.guarded(
+                call, request, request.app.state.upstreams, _metadata(request, rid)
+            )
+        except Unauthorized as exc:
+            response = _unauthorized(exc)
+        response.headers["x-request-id"] = rid
+        return response
+
+    return handle
+
+
 def rpc_endpoint(route: RpcRoute) -> Handler:
     """Build the request message from path, query, body and headers; call; render the reply."""
     path_params = route.path_params
 
     async def handle(request: Request) -> Response:
-        rid = request.headers.get("x-request-id", "")
-        if not _REQUEST_ID.match(rid):
-            rid = uuid.uuid4().hex
-        logs.request_id.set(rid)
+        rid = _request_id(request)
         try:
+            metadata = _metadata(request, rid, route.public)
             data: dict[str, Any] = await _json_body(request) if route.body else {}
             for name in path_params:
                 if name in data and data[name] != request.path_params[name]:
@@ -87,13 +139,6 @@ def rpc_endpoint(route: RpcRoute) -> Handler:
             if missing:
                 raise BadRequest("FIELD_REQUIRED", f"{', '.join(missing)} required")
             message = fill(route.request_class(), data)
-            client = request.client.host if request.client else ""
-            metadata: tuple[tuple[str, str], ...] = (("x-request-id", rid), ("x-client-address", client))
-            if "authorization" in request.headers:
-                # Only a well-formed bearer token goes on as metadata; anything else is a 401 here.
-                if (bearer_token := auth.bearer(request.headers.get("authorization"))) is None:
-                    raise Unauthorized
-                metadata += (("authorization", f"Bearer {bearer_token}"),)
             stub = getattr(request.app.state.upstreams, route.upstream)
             reply = await getattr(stub, route.rpc)(message, timeout=settings().rpc_timeout, metadata=metadata)
             status = route.status_of(reply) if route.status_of else route.status
@@ -103,10 +148,8 @@ def rpc_endpoint(route: RpcRoute) -> Handler:
                                       {"field": exc.field})  # fmt: skip
         except BadRequest as exc:
             response = error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason)
-        except Unauthorized:
-            response = error_response(401, "UNAUTHENTICATED", "the Authorization header is not a bearer token",
-                                      "TOKEN_INVALID")  # fmt: skip
-            response.headers["www-authenticate"] = 'Bearer realm="flowviz"'
+        except Unauthorized as exc:
+            response = _unauthorized(exc)
 
         except grpc.aio.AioRpcError as exc:
             response = failure_response(from_rpc_error(exc))
@@ -163,6 +206,8 @@ def _routes() -> list[Route]:
     by_path: dict[str, list[RpcRoute]] = {}
     for route in ROUTES:
         by_path.setdefault(route.path, []).append(route)
+    for method, path, call, _ in exports.STREAMING_ROUTES:
+        routes.append(Route(path, streaming_endpoint(call), methods=[method]))
     for path, group in by_path.items():
         handlers = {r.method: rpc_endpoint(r) for r in group}
 
@@ -178,6 +223,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     cfg = settings()
     logs.setup("gateway", cfg.log_format)
     app.state.upstreams = Upstreams(cfg)
+    app.state.verifier = auth.TokenVerifier(cfg.token_secret)
     yield
     await app.state.upstreams.close()
 

@@ -9,9 +9,11 @@ from typing import Any
 import orjson
 from google.protobuf.descriptor import Descriptor
 
+from flowviz.core.protojson import TIMESTAMP, field_schema, flat_schema, message_schema, schema_name
 from flowviz.core.validation import field_rule
+from flowviz.genealogy.v1 import genealogy_pb2
 from flowviz.lots.v1 import lots_pb2
-from gateway.protojson import TIMESTAMP, field_schema, message_schema, schema_name
+from gateway.exports import STREAMING_ROUTES
 from gateway.routes import ROUTES, RpcRoute
 
 ERROR_TEXT = {
@@ -125,12 +127,30 @@ def _operation(route: RpcRoute, refs: dict[str, Descriptor]) -> dict[str, Any]:
         body = _request_schema(route.input, refs, skip, route.required)
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
     refs[schema_name(route.output)] = route.output
-    ok = route.response_schema or _ref(schema_name(route.output))
+    ok = _ref(schema_name(route.output))
+    if route.flatten:  # its own schema, with the flattened fields' items in their flat form
+        name = schema_name(route.output) + "Json"
+        schema = message_schema(route.output, refs)
+        for field_name in route.flatten:
+            field = route.output.fields_by_name[field_name]
+            assert field.message_type is not None
+            flat_name = schema_name(field.message_type) + "Flat"
+            FLAT[flat_name] = flat_schema(field.message_type, refs)
+            item = _ref(flat_name)
+            schema["properties"][field_name] = (
+                {"type": "array", "items": item} if field.is_repeated else {"anyOf": [item, {"type": "null"}]}
+            )
+        FLAT[name] = schema
+        ok = _ref(name)
     statuses = {route.status, *((200, 201) if route.status_of else ())}
     op["responses"] = {str(s): _json(ok, "OK") for s in sorted(statuses)}
     for code in (*route.errors, *((401,) if route.public else (401, 403)), 503, 504):
         op["responses"][str(code)] = _json(_ref("Error"), ERROR_TEXT[code])
     return op
+
+
+# Schemas of flattened replies, filled while the operations are built.
+FLAT: dict[str, Any] = {}
 
 
 def build() -> dict[str, Any]:
@@ -151,25 +171,16 @@ def build() -> dict[str, Any]:
     }
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
-    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "Health": HEALTH_SCHEMA}
+    for method, path, _, operation in STREAMING_ROUTES:
+        paths.setdefault(path, {})[method.lower()] = {"security": [{"bearerAuth": []}], **operation}
+    refs["ImportGenealogyResponse"] = genealogy_pb2.ImportGenealogyResponse.DESCRIPTOR
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "Health": HEALTH_SCHEMA, **FLAT}
     refs["Lot"] = lots_pb2.Lot.DESCRIPTOR
     done: set[str] = set()
     while set(refs) - done:  # message schemas pull in the messages they reference
         for name in sorted(set(refs) - done):
             schemas[name] = message_schema(refs[name], refs)
             done.add(name)
-    lot = schemas["Lot"]
-    schemas["LinkedLotFlat"] = {
-        "type": "object",
-        "properties": {
-            **lot["properties"],
-            "edge_quantity": {"type": "number"},
-            "edge_uom": {"type": "string"},
-            "run_code": {"type": "string"},
-        },
-        "required": [*lot["required"], "edge_quantity", "edge_uom", "run_code"],
-        "additionalProperties": False,
-    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -204,7 +215,8 @@ def _docs_html() -> str:
         for method, op in ops.items():
             params = ", ".join(p["name"] for p in op.get("parameters", []))
             if "requestBody" in op:
-                body = op["requestBody"]["content"]["application/json"]["schema"]["properties"]
+                content = op["requestBody"]["content"]
+                body = next(iter(content.values()))["schema"]["properties"]
                 params += (", " if params else "") + "body: " + ", ".join(body)
             rows.append(
                 f"<tr><td><b>{method.upper()}</b></td><td><code>{html.escape(path)}</code></td>"

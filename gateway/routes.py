@@ -13,10 +13,10 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
+from flowviz.core.protojson import to_json
 from flowviz.genealogy.v1 import genealogy_pb2
 from flowviz.lots.v1 import lots_pb2
 from flowviz.qc.v1 import qc_pb2
-from gateway.protojson import to_json
 
 SERVICES = {
     "lots": lots_pb2.DESCRIPTOR.services_by_name["LotsService"],
@@ -39,9 +39,8 @@ class RpcRoute:
     query: tuple[str, ...] = ()
     # HTTP header -> request field.
     headers: dict[str, str] = field(default_factory=dict)
-    # Reply -> JSON body (default: the whole reply message); the OpenAPI schema must match.
-    respond: Callable[[Any], Any] | None = None
-    response_schema: dict[str, Any] | None = None
+    # Reply fields whose messages carry a `lot` that is merged into them in the JSON.
+    flatten: frozenset[str] = frozenset()
     # Reply -> HTTP status when it depends on the reply.
     status_of: Callable[[Any], int] | None = None
     errors: tuple[int, ...] = (400, 404)
@@ -67,37 +66,8 @@ class RpcRoute:
         return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
 
     def render(self, reply: Message) -> Any:
-        return self.respond(reply) if self.respond else to_json(reply)
+        return to_json(reply, self.flatten)
 
-
-def flatten_linked(m: genealogy_pb2.GetTraceabilityResponse) -> dict[str, Any]:
-    """The seed's shape: parents and children are lots that also carry their edge's quantity."""
-
-    def linked(x: genealogy_pb2.LinkedLot) -> dict[str, Any]:
-        return {
-            **to_json(x.lot),
-            "edge_quantity": x.edge_quantity,
-            "edge_uom": x.edge_uom,
-            "run_code": x.run_code,
-        }
-
-    return {
-        "lot": to_json(m.lot),
-        "parents": [linked(p) for p in m.parents],
-        "children": [linked(c) for c in m.children],
-    }
-
-
-_LOT = {"$ref": "#/components/schemas/Lot"}
-TRACEABILITY_SCHEMA = {
-    "type": "object",
-    "required": ["lot", "parents", "children"],
-    "properties": {
-        "lot": _LOT,
-        "parents": {"type": "array", "items": {"$ref": "#/components/schemas/LinkedLotFlat"}},
-        "children": {"type": "array", "items": {"$ref": "#/components/schemas/LinkedLotFlat"}},
-    },
-}
 
 ROUTES: list[RpcRoute] = [
     RpcRoute("POST", "/api/auth/token", "lots", "IssueToken",
@@ -110,7 +80,24 @@ ROUTES: list[RpcRoute] = [
              "Change a user's name, role, password or disabled flag (admin)", "auth", body=True),
     RpcRoute("GET", "/api/traceability/{lot_code}", "genealogy", "GetTraceability",
              "A lot with its direct parents and children (cached)", "traceability",
-             respond=flatten_linked, response_schema=TRACEABILITY_SCHEMA),
+             flatten=frozenset({"parents", "children"})),
+    RpcRoute("GET", "/api/traceability/{lot_code}/graph", "genealogy", "GetTraceGraph",
+             "Every lot upstream and/or downstream, each once, with the edges between them (one query)",
+             "traceability", query=("direction", "max_depth", "max_nodes"), flatten=frozenset({"nodes"})),
+    RpcRoute("GET", "/api/recall/{lot_code}", "genealogy", "GetRecallImpact",
+             "Recall impact: every downstream lot with the quantity of this lot it contains, totals per kind, "
+             "and what this lot is made of", "traceability", query=("max_depth", "max_nodes"),
+             flatten=frozenset({"root", "downstream", "upstream"})),
+    RpcRoute("GET", "/api/lots/{lot_code}/mass-balance", "genealogy", "GetLotBalance",
+             "What went in, what the lot holds, what its children took, with flags", "traceability",
+             query=("tolerance",)),
+    RpcRoute("POST", "/api/scenarios", "genealogy", "CreateScenario",
+             "Run a mock-recall drill and keep its answer as a frozen snapshot", "drills", status=201,
+             required=("name", "lot_code"), body=True),
+    RpcRoute("GET", "/api/scenarios", "genealogy", "ListScenarios", "List drills (without snapshots)", "drills",
+             query=PAGE),
+    RpcRoute("GET", "/api/scenarios/{id}", "genealogy", "GetScenario", "One drill with its frozen snapshot",
+             "drills"),
     RpcRoute("GET", "/api/lots", "lots", "ListLots", "List lots with their effective QC status", "lots",
              query=("kind", "status", "product", *PAGE)),
     RpcRoute("POST", "/api/lots", "lots", "CreateLot", "Create a lot", "lots", status=201, required=("lot_code", "kind", "product", "quantity", "uom"), body=True,

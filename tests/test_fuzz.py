@@ -24,6 +24,7 @@ from flowviz.genealogy.v1 import genealogy_pb2  # noqa: F401 - registers the des
 from flowviz.lots.v1 import lots_pb2  # noqa: F401
 from flowviz.qc.v1 import qc_pb2  # noqa: F401
 from tests.conftest import Servers, System, add_users, running_system, token
+from tests.test_authz import rpc_caller
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 EXAMPLES = 30  # per operation and phase: about 1,900 cases over the 24 operations
@@ -73,6 +74,7 @@ _SCALARS: dict[int, st.SearchStrategy[Any]] = {
     FieldDescriptor.TYPE_INT64: st.integers(-(2**63), 2**63 - 1),
     FieldDescriptor.TYPE_DOUBLE: st.floats(allow_nan=True, allow_infinity=True),
     FieldDescriptor.TYPE_BOOL: st.booleans(),
+    FieldDescriptor.TYPE_BYTES: st.one_of(st.binary(max_size=200), st.just(b"lot_code,kind,product,quantity,uom,produced_at\nA-1,RAW,x,1,kg,\n")),
 }  # fmt: skip
 
 
@@ -127,8 +129,7 @@ def test_generated_messages_never_cause_internal_errors(
     cls = GetMessageClass(method.input_type)
     metadata = (("authorization", f"Bearer {token('ada')}"),)
     with grpc.insecure_channel(fuzz_system.addr(service)) as channel:
-        call = channel.unary_unary(path, request_serializer=lambda m: m.SerializeToString(),
-                                   response_deserializer=lambda b: b)  # fmt: skip
+        call = rpc_caller(channel, path, method)
 
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(messages(method.input_type))
@@ -138,7 +139,7 @@ def test_generated_messages_never_cause_internal_errors(
             except (ValueError, TypeError, OverflowError):
                 return  # not a message protobuf can hold
             try:
-                call(request, metadata=metadata, timeout=10)
+                call(request, metadata)
             except grpc.RpcError as exc:
                 code = exc.code()  # type: ignore[attr-defined]
                 assert code not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), (path, data, exc)

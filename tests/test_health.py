@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flowviz.embedded import free_port
 from flowviz.lots.v1 import lots_pb2, lots_pb2_grpc
-from tests.conftest import Servers, System, system_env
+from tests.conftest import Servers, System, grpc_channel, system_env
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -41,7 +41,7 @@ def lone_lots(servers: Servers, seeded_db_url: str) -> Iterator[System]:
 def test_drain_flips_to_not_serving_and_lets_in_flight_calls_finish(
     lone_lots: System, seeded_db_url: str
 ) -> None:
-    channel = grpc.insecure_channel(lone_lots.addr("lots"))
+    channel = grpc_channel(lone_lots.addr("lots"), "omar")
     health = health_pb2_grpc.HealthStub(channel)
     statuses = health.Watch(
         health_pb2.HealthCheckRequest(service="flowviz.lots.v1.LotsService"), timeout=60, wait_for_ready=True

@@ -129,7 +129,9 @@ def test_list_lots_pages_without_gaps(channels: dict[str, grpc.Channel]) -> None
     product = f"paging {uuid.uuid4().hex}"
     created = [f"PG-{uuid.uuid4().hex[:8]}" for _ in range(5)]
     for code in created:
-        stub.CreateLot(lots_pb2.CreateLotRequest(lot_code=code, kind="RAW", product=product, quantity=1, uom="kg"))
+        stub.CreateLot(
+            lots_pb2.CreateLotRequest(lot_code=code, kind="RAW", product=product, quantity=1, uom="kg")
+        )
     seen: list[str] = []
     token = ""
     while True:

@@ -90,8 +90,15 @@ class Cache:
     async def ping(self) -> bool:
         return bool(await self._bounded("ping", self.client.ping, self.timeout * 4, force=True))
 
-    async def lot_answer(self, lot_code: str, field: str, load: Callable[[], Awaitable[bytes]]) -> bytes:
-        """The cached answer `field` about lot `lot_code`, else `load()` it (once per process)."""
+    async def lot_answer(
+        self,
+        lot_code: str,
+        field: str,
+        load: Callable[[], Awaitable[bytes]],
+        max_bytes: int = 4 * 1024 * 1024,
+    ) -> bytes:
+        """The cached answer `field` about lot `lot_code`, else `load()` it (once per process).
+        Answers over `max_bytes` are not stored (they would crowd out many small ones)."""
         if not self.available:
             return await load()
         if self._missed_invalidation and await self._invalidate_all() is None:
@@ -121,6 +128,8 @@ class Cache:
             raise
         finally:
             del self._inflight[flight]
+        if len(loaded) > max_bytes:
+            return loaded
         key = f"fv:{ns.decode()}:lot:{lot_code}"
         await self._bounded(
             "fill", lambda: self._fill(keys=[EPOCH_KEY], args=[epoch, key, field, loaded, self.ttl])

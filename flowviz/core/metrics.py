@@ -56,6 +56,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from flowviz.core.config import Settings
+
 log = logging.getLogger(__name__)
 
 # No *_created series: they double the exposition and nobody graphs them.
@@ -138,9 +140,10 @@ class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:
         handler = await continuation(details)
-        if handler is None:
-            return None
         method: str = details.method
+        # Health and reflection are not ours to count (and Watch writes rather than yields).
+        if handler is None or method.startswith(("/grpc.health.", "/grpc.reflection.")):
+            return handler
         m = self._methods.get(method)
         if m is None:
             m = self._methods[method] = _MethodMetrics(method)
@@ -304,7 +307,7 @@ async def serve_metrics(name: str, host: str, port: int) -> asyncio.Server | Non
     return server
 
 
-async def start(name: str, settings: Any, resources: Any) -> asyncio.Server | None:
+async def start(name: str, settings: Settings, resources: Any) -> asyncio.Server | None:
     """What `serve()` calls: track the pool and cache, open the metrics endpoint."""
     track_resources(name, resources)
     port = settings.metrics_port if settings.metrics_port is not None else settings.metrics_ports.get(name, 0)

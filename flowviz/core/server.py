@@ -33,6 +33,18 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 # Open to probes and tools whatever the service's state.
 _OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+# Codes from a call to another service that the caller should see as they are.
+_PASSED_ON = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
 # Raised by context.abort(): it must pass through untouched.
 _ABORT = grpc.aio.AbortError
 
@@ -101,6 +113,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if isinstance(exc, DomainError):
                 status = to_status(exc)
                 await context.abort(status.code, status.details, status.trailing_metadata)
+            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_ON:
+                # Another service's answer (unavailable, too slow, ...) stays what it was.
+                await context.abort(exc.code(), exc.details() or exc.code().name, exc.trailing_metadata())  # type: ignore[arg-type]
             if isinstance(exc, asyncpg.QueryCanceledError):
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the query was cancelled")
             if isinstance(exc, asyncio.CancelledError):
@@ -135,7 +150,21 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer
             )
-        return handler
+        if handler.stream_unary:
+            upload_behavior: Any = handler.stream_unary
+
+            async def upload(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                try:
+                    await guard(context)
+                    return await upload_behavior(requests, context)
+                except BaseException as exc:
+                    await fail(context, exc)
+
+            return grpc.stream_unary_rpc_method_handler(
+                upload, handler.request_deserializer, handler.response_serializer
+            )
+        # No bidirectional streams here: refuse rather than serve one unguarded.
+        raise RuntimeError(f"{method}: stream-stream methods are not supported")
 
 
 Register = Callable[[grpc.aio.Server, Resources], Sequence[str]]

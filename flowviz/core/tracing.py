@@ -14,9 +14,9 @@ OTLP/gRPC endpoint, and instruments:
 - log lines: `trace_id` and `span_id` of the current span (`flowviz.core.logs`).
 
 Without the variable `setup()` returns at once: no provider, no instrumentation, no wrappers,
-so tracing costs nothing. grpc.health.v1 calls are not traced, and unless `OTEL_TRACES_SAMPLER`
-is set, a trace starts only at a server span (an HTTP request or an RPC), so the health
-service's background probes do not flood the collector. The standard `OTEL_*` variables of
+so tracing costs nothing. grpc.health.v1 calls, `/api/health` and `/metrics` are not traced,
+and unless `OTEL_TRACES_SAMPLER` is set, a trace starts only at a server span (an HTTP
+request or an RPC), so the health service's background probes do not flood the collector. The standard `OTEL_*` variables of
 the exporter (headers, timeout, insecure, ...) and the batch processor apply as usual.
 
 Tests pass `exporter=` (e.g. an InMemorySpanExporter, exported synchronously) or `provider=`
@@ -147,7 +147,8 @@ def asgi_middleware(routes: Sequence[BaseRoute]) -> list[Middleware]:
             tracer_provider=_state.provider,
             default_span_details=span_details,
             exclude_spans=["receive", "send"],
-            excluded_urls="/metrics$",
+            # Probes and scrapes: frequent, served from memory, nothing to follow.
+            excluded_urls="/metrics$,/api/health$",
         )
     ]
 

@@ -144,6 +144,9 @@ FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"type": "string", "enum": ["viewer", "operator", "qc", "admin"]},
         {"type": "string", "enum": ["", "viewer", "operator", "qc", "admin"]},
     ),
+    "max_depth": ({"type": "integer", "minimum": 0, "maximum": 200},) * 2,
+    "max_nodes": ({"type": "integer", "minimum": 0, "maximum": 100_000},) * 2,
+    "tolerance": ({"type": "number", "minimum": 0, "maximum": 1},) * 2,
     "ListLotsRequest.kind": (_either(KIND_PATTERN.pattern)[1],) * 2,
     "ListLotsRequest.status": (
         {"type": "string", "enum": ["", "pending", "passed", "on_hold", "released", "rejected"]},

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import tempfile
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import grpc
+import orjson
 
-from flowviz.core import auth, validation
+from flowviz import importer
+from flowviz.core import audit, auth, paging, validation
 from flowviz.core.channels import open_channel
 from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from flowviz.core.identity import caller_name
 from flowviz.core.lineage import ancestors, related
 from flowviz.core.lotrow import lot_message
+from flowviz.core.metrics import TRACE_NODES
+from flowviz.core.protojson import to_json
 from flowviz.core.server import Resources
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
 from flowviz.lots.v1 import lots_pb2
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
-from services.genealogy import balance, repository, runs
+from services.genealogy import balance, convert, exports, recall, repository, runs, scenarios, trace
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_BATCH = 1000
@@ -28,7 +36,18 @@ POLICY: auth.Policy = {
     P + "GetAncestors": auth.READ_OR_SERVICE,
     P + "RecordProductionRun": auth.OPERATE,
     P + "GetProductionRun": auth.READ,
+    P + "GetTraceGraph": auth.READ,
+    P + "StreamTraceGraph": auth.READ,
+    P + "GetRecallImpact": auth.READ,
+    P + "GetLotBalance": auth.READ,
+    P + "ExportTrace": auth.READ,
+    P + "ImportGenealogy": auth.OPERATE,
+    P + "CreateScenario": auth.QUALITY,
+    P + "GetScenario": auth.READ,
+    P + "ListScenarios": auth.READ,
 }
+# Answers larger than this are computed each time rather than cached.
+MAX_CACHED_BYTES = 4 * 1024 * 1024
 
 
 class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
@@ -175,6 +194,192 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             if header[name] is not None:
                 getattr(run, name).FromDatetime(header[name])
         return run
+
+    # --- traces, recall, balance ---------------------------------------------------------------
+
+    def _limits(self, max_depth: int, max_nodes: int) -> tuple[int, int]:
+        depth = max_depth or trace.DEFAULT_MAX_DEPTH
+        nodes = max_nodes or trace.DEFAULT_MAX_NODES
+        trace.check_limits(depth, nodes)
+        return depth, nodes
+
+    async def _root(self, code: str) -> None:
+        if not await self.r.pool.fetchval("SELECT 1 FROM lots WHERE lot_code = $1", code):
+            raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
+
+    async def GetTraceGraph(
+        self, request: genealogy_pb2.GetTraceGraphRequest, context: Context
+    ) -> genealogy_pb2.GetTraceGraphResponse:
+        code = validation.lot_code(request.lot_code)
+        direction = convert.DIRECTION_OF_ENUM.get(request.direction)
+        if direction is None:
+            raise InvalidArgument("DIRECTION_INVALID", "direction must be upstream, downstream or both")
+        depth, nodes = self._limits(request.max_depth, request.max_nodes)
+
+        async def load() -> bytes:
+            result = await trace.trace(
+                self.r.pool, code, direction=direction, max_depth=depth, max_nodes=nodes
+            )
+            if result is None:
+                raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
+            response = convert.graph(result)
+            await self._fill_effective_status([response.nodes[0].lot])
+            TRACE_NODES.observe(len(response.nodes))
+            return response.SerializeToString()
+
+        blob = await self.r.cache.lot_answer(
+            code, f"graph:{direction}:{depth}:{nodes}", load, MAX_CACHED_BYTES
+        )
+        return genealogy_pb2.GetTraceGraphResponse.FromString(blob)
+
+    async def StreamTraceGraph(
+        self, request: genealogy_pb2.GetTraceGraphRequest, context: Context
+    ) -> AsyncIterator[genealogy_pb2.TraceGraphChunk]:
+        whole = await self.GetTraceGraph(request, context)
+        step = 1000
+        for start in range(0, max(len(whole.nodes), len(whole.edges)), step):
+            yield genealogy_pb2.TraceGraphChunk(
+                nodes=whole.nodes[start : start + step], edges=whole.edges[start : start + step]
+            )
+        yield genealogy_pb2.TraceGraphChunk(truncated=whole.truncated, cycles=whole.cycles)
+
+    async def GetRecallImpact(
+        self, request: genealogy_pb2.GetRecallImpactRequest, context: Context
+    ) -> genealogy_pb2.GetRecallImpactResponse:
+        code = validation.lot_code(request.lot_code)
+        depth, nodes = self._limits(request.max_depth, request.max_nodes)
+
+        async def load() -> bytes:
+            down = await recall.recall(self.r.pool, code, max_depth=depth, max_nodes=nodes)
+            up = await recall.composition(self.r.pool, code, max_depth=depth, max_nodes=nodes)
+            if down is None or up is None:
+                raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
+            response = convert.recall(down, up)
+            await self._fill_effective_status([response.root.lot])
+            TRACE_NODES.observe(len(response.downstream) + len(response.upstream) + 1)
+            return response.SerializeToString()
+
+        blob = await self.r.cache.lot_answer(code, f"recall:{depth}:{nodes}", load, MAX_CACHED_BYTES)
+        return genealogy_pb2.GetRecallImpactResponse.FromString(blob)
+
+    async def GetLotBalance(
+        self, request: genealogy_pb2.GetLotBalanceRequest, context: Context
+    ) -> genealogy_pb2.GetLotBalanceResponse:
+        code = validation.lot_code(request.lot_code)
+        tolerance = request.tolerance if request.HasField("tolerance") else balance.DEFAULT_TOLERANCE
+        found = await balance.lot_balance(self.r.pool, code, tolerance)
+        if found is None:
+            raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
+        return convert.lot_balance(found)
+
+    async def ExportTrace(
+        self, request: genealogy_pb2.ExportTraceRequest, context: Context
+    ) -> AsyncIterator[genealogy_pb2.ExportRow]:
+        code = validation.lot_code(request.lot_code)
+        direction = convert.DIRECTION_OF_ENUM.get(request.direction)
+        if direction is None:
+            raise InvalidArgument("DIRECTION_INVALID", "direction must be upstream, downstream or both")
+        await self._root(code)
+        async for chunk in exports.rows(self.r.pool, code, direction):
+            for row in chunk:
+                yield row
+
+    # --- import ------------------------------------------------------------------------------
+
+    async def ImportGenealogy(
+        self, request_iterator: AsyncIterator[genealogy_pb2.ImportChunk], context: Context
+    ) -> genealogy_pb2.ImportGenealogyResponse:
+        # Spooled: small imports stay in memory, large ones go to a temporary file.
+        with (
+            tempfile.SpooledTemporaryFile(8 * 1024 * 1024) as lots,
+            tempfile.SpooledTemporaryFile(8 * 1024 * 1024) as edges,
+        ):
+            seen = set()
+            async for chunk in request_iterator:
+                part = chunk.WhichOneof("part")
+                if part is not None:
+                    seen.add(part)
+                    (lots if part == "lots_csv" else edges).write(getattr(chunk, part))
+            if not seen:
+                raise InvalidArgument("IMPORT_EMPTY", "send lots_csv and/or genealogy_csv")
+            lots.seek(0)
+            edges.seek(0)
+            async with self.r.pool.acquire() as conn:
+                result = await importer.import_csv(
+                    conn,  # type: ignore[arg-type]
+                    lots if "lots_csv" in seen else None,  # type: ignore[arg-type]
+                    edges if "genealogy_csv" in seen else None,  # type: ignore[arg-type]
+                )
+        if result.ok:
+            await self.r.cache.invalidate_all()
+        return genealogy_pb2.ImportGenealogyResponse(
+            ok=result.ok,
+            lots_imported=result.lots_imported,
+            edges_imported=result.edges_imported,
+            runs_created=result.runs_created,
+            errors_truncated=result.errors_truncated,
+            seconds=result.seconds,
+            errors=[
+                genealogy_pb2.ImportRowError(file=e.file, row=e.row, field=e.field, reason=e.reason)
+                for e in result.errors
+            ],
+        )
+
+    # --- mock-recall drills ------------------------------------------------------------------
+
+    async def CreateScenario(
+        self, request: genealogy_pb2.CreateScenarioRequest, context: Context
+    ) -> genealogy_pb2.CreateScenarioResponse:
+        name = validation.text(request.name, "name")
+        code = validation.lot_code(request.lot_code)
+        await self._root(code)
+        started = time.perf_counter()
+        impact = await self.GetRecallImpact(
+            genealogy_pb2.GetRecallImpactRequest(lot_code=code, max_nodes=trace.HARD_MAX_NODES), context
+        )
+        lot_balance = await self.GetLotBalance(genealogy_pb2.GetLotBalanceRequest(lot_code=code), context)
+        statuses = await self.qc.BatchGetQcStatus(
+            qc_pb2.BatchGetQcStatusRequest(lot_codes=[code]),
+            timeout=self.r.settings.rpc_timeout,
+            metadata=self.r.outgoing_metadata(),
+        )
+        status = statuses.statuses[0]
+        duration_ms = (time.perf_counter() - started) * 1000
+        snapshot = orjson.dumps(
+            {
+                "lot_code": code,
+                "qc_status": to_json(status),
+                "recall": to_json(impact, frozenset({"root", "downstream", "upstream"})),
+                "mass_balance": to_json(lot_balance),
+            }
+        )
+        async with self.r.pool.acquire() as conn, conn.transaction():
+            scenario_id = await scenarios.insert(conn, name, code, caller_name(), duration_ms, snapshot)
+            await audit.record(conn, "create", "scenario", str(scenario_id), name=name, lot_code=code)
+        return genealogy_pb2.CreateScenarioResponse(scenario=await self._scenario(scenario_id))
+
+    async def _scenario(self, scenario_id: int) -> genealogy_pb2.Scenario:
+        row = await scenarios.get(self.r.pool, scenario_id)
+        if row is None:
+            raise NotFound("SCENARIO_NOT_FOUND", f"scenario {scenario_id} does not exist")
+        return scenarios.message(row)
+
+    async def GetScenario(
+        self, request: genealogy_pb2.GetScenarioRequest, context: Context
+    ) -> genealogy_pb2.GetScenarioResponse:
+        return genealogy_pb2.GetScenarioResponse(scenario=await self._scenario(request.id))
+
+    async def ListScenarios(
+        self, request: genealogy_pb2.ListScenariosRequest, context: Context
+    ) -> genealogy_pb2.ListScenariosResponse:
+        size = paging.page_size(request.page_size)
+        rows = await scenarios.page(self.r.pool, paging.decode(request.page_token), size + 1)
+        response = genealogy_pb2.ListScenariosResponse(
+            scenarios=[scenarios.message(r, with_snapshot=False) for r in rows[:size]]
+        )
+        if len(rows) > size:
+            response.next_page_token = paging.encode(rows[size - 1]["id"])
+        return response
 
 
 def register(server: grpc.aio.Server, resources: Resources) -> list[str]:

@@ -47,6 +47,7 @@ class TraceNode:
     uom: str
     status: str
     produced_at: datetime | None
+    created_at: datetime
     # Shortest number of edges from the root, always >= 0; `side` gives the direction.
     depth: int
     side: Side
@@ -151,7 +152,7 @@ WHERE {_in_kept("e.child_lot_id")}"""
         outside = """
 UNION ALL
 SELECT 'x', child_lot_id, NULL, NULL, NULL, NULL, NULL, sum(quantity)::float8, uom, NULL, NULL, NULL,
-       NULL
+       NULL, NULL
 FROM edges WHERE NOT inside GROUP BY child_lot_id, uom"""
     return f"""
 WITH RECURSIVE
@@ -162,17 +163,18 @@ uniq AS ({unique}),
 kept AS (SELECT id, depth, side FROM uniq WHERE depth <= $2 ORDER BY depth, side DESC, id LIMIT $3),
 ids AS (SELECT array_agg(id ORDER BY id) AS a FROM kept),
 edges AS ({edges})
+-- lotrow.LOT_COLUMNS with quantity as float8: decoding numeric into Decimal costs more.
 SELECT 'n' AS rel, k.id, k.depth, k.side, l.lot_code, l.kind, l.product,
        l.quantity::float8 AS quantity, l.uom, l.produced_at, q.decision,
-       NULL::bigint AS parent_id, NULL::text AS run_code
+       NULL::bigint AS parent_id, NULL::text AS run_code, l.created_at
 FROM kept k JOIN lots l ON l.id = k.id {LOT_STATUS_JOIN}
 UNION ALL
 SELECT 'e', e.child_lot_id, NULL, NULL, NULL, NULL, NULL, e.quantity::float8, e.uom, NULL, NULL,
-       e.parent_lot_id, r.run_code
+       e.parent_lot_id, r.run_code, NULL
 FROM edges e LEFT JOIN production_runs r ON r.id = e.run_id
 WHERE e.inside
 UNION ALL
-SELECT 't', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 't', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 WHERE EXISTS (SELECT 1 FROM cand WHERE depth > $2) OR (SELECT count(*) FROM uniq WHERE depth <= $2) > $3
 {outside}
 """
@@ -283,6 +285,7 @@ def _parse(rows: Sequence[asyncpg.Record]) -> Walk | None:
                     uom=row[8],
                     status=STATUS_OF_DECISION[row[10] or ""],
                     produced_at=row[9],
+                    created_at=row[13],
                     depth=row[2],
                     side=_SIDE_NAMES[row[3]],
                 )

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+import orjson
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -62,14 +63,19 @@ Plan = list[tuple[str, Callable[[Message], Any]]]
 
 @cache
 def _plan(descriptor: Descriptor) -> Plan:
-    plan: Plan = []
-    for field in descriptor.fields:
-        plan.append((field.name, _getter(field)))
-    return plan
+    """(JSON name, getter) per field; `x_json` string fields are emitted parsed, as `x`."""
+    return [(json_name(field), _getter(field)) for field in descriptor.fields]
+
+
+def json_name(field: Any) -> str:
+    name: str = field.name
+    return name.removesuffix("_json") if field.type == FieldDescriptor.TYPE_STRING else name
 
 
 def _getter(field: FieldDescriptor) -> Callable[[Message], Any]:
     name = field.name
+    if name.endswith("_json") and field.type == FieldDescriptor.TYPE_STRING:  # an embedded JSON document
+        return lambda m: orjson.loads(getattr(m, name)) if getattr(m, name) else None
     if field.message_type is not None:
         if field.message_type.full_name == TIMESTAMP:
             if _repeated(field):
@@ -90,8 +96,25 @@ def _getter(field: FieldDescriptor) -> Callable[[Message], Any]:
     return lambda m: getattr(m, name)
 
 
-def to_json(message: Message) -> dict[str, Any]:
-    return {name: get(message) for name, get in _plan(message.DESCRIPTOR)}
+def to_json(message: Message, flatten: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """JSON of `message`; fields named in `flatten` hold messages whose `lot` is merged into them
+    ({"lot": {...}, "depth": 1} -> {"lot_code": ..., "depth": 1})."""
+    if not flatten:
+        return {name: get(message) for name, get in _plan(message.DESCRIPTOR)}
+    out: dict[str, Any] = {}
+    for name, get in _plan(message.DESCRIPTOR):
+        if name not in flatten:
+            out[name] = get(message)
+        elif message.DESCRIPTOR.fields_by_name[name].is_repeated:
+            out[name] = [_flat(item) for item in getattr(message, name)]
+        else:
+            out[name] = _flat(getattr(message, name)) if message.HasField(name) else None
+    return out
+
+
+def _flat(message: Message) -> dict[str, Any]:
+    item = to_json(message)
+    return {**(item.pop("lot") or {}), **item}
 
 
 # --- JSON -> protobuf ------------------------------------------------------------------------
@@ -193,6 +216,8 @@ def schema_name(descriptor: Descriptor) -> str:
 
 
 def field_schema(field: FieldDescriptor, refs: dict[str, Descriptor]) -> dict[str, Any]:
+    if json_name(field) != field.name:
+        return {"type": ["object", "null"]}
     if field.message_type is not None:
         if field.message_type.full_name == TIMESTAMP:
             item: dict[str, Any] = {"type": "string", "format": "date-time"}
@@ -220,9 +245,18 @@ def field_schema(field: FieldDescriptor, refs: dict[str, Descriptor]) -> dict[st
     return item
 
 
+def flat_schema(descriptor: Descriptor, refs: dict[str, Descriptor]) -> dict[str, Any]:
+    """Schema of _flat(message): the fields of its `lot` merged with its own."""
+    lot = descriptor.fields_by_name["lot"].message_type
+    assert lot is not None
+    props = {f.name: field_schema(f, refs) for f in lot.fields}
+    props.update((f.name, field_schema(f, refs)) for f in descriptor.fields if f.name != "lot")
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
 def message_schema(
     descriptor: Descriptor, refs: dict[str, Descriptor], *, skip: tuple[str, ...] = ()
 ) -> dict[str, Any]:
     """Schema of a message as to_json writes it (every field present) or fill reads it."""
-    props = {f.name: field_schema(f, refs) for f in descriptor.fields if f.name not in skip}
+    props = {json_name(f): field_schema(f, refs) for f in descriptor.fields if f.name not in skip}
     return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}

@@ -1,0 +1,383 @@
+"""Routes that stream: trace exports (CSV, GS1 EPCIS 2.0 JSON-LD), a drill's CSV, and the bulk
+import (multipart upload streamed to the genealogy service). Rows go out as they arrive, so a
+100,000-row export is never held whole in the gateway."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from flowviz.core.config import settings
+from flowviz.core.errors import from_rpc_error
+from flowviz.core.protojson import JsonInputError, enum_values, fill, to_json
+from flowviz.genealogy.v1 import genealogy_pb2
+from gateway.errors import error_response, failure_response
+
+Metadata = tuple[tuple[str, str], ...]
+Call = Callable[[Request, Any, Metadata], Awaitable[Response]]
+
+CSV_COLUMNS = [
+    "traceability_lot_code",
+    "product",
+    "quantity",
+    "unit",
+    "kind",
+    "event",
+    "reference_document",
+    "event_time",
+    "location",
+    "step",
+    "input_lot_code",
+    "input_product",
+    "input_quantity",
+    "input_unit",
+    "input_kind",
+]
+EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
+LOT_URN = "urn:flowviz:lot:"  # an LGTIN-like class id: <product> is not a GTIN here
+
+
+def _csv_line(values: Iterable[Any]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(values)
+    return buffer.getvalue().encode()
+
+
+def _export_request(request: Request) -> genealogy_pb2.ExportTraceRequest:
+    data: dict[str, Any] = {"lot_code": request.path_params["lot_code"]}
+    if "direction" in request.query_params:
+        data["direction"] = request.query_params["direction"]
+    message = genealogy_pb2.ExportTraceRequest()
+    fill(message, data)
+    return message
+
+
+async def _first(stream: Any) -> tuple[Any | None, AsyncIterator[Any]]:
+    """Read the first item before answering, so a failure still gets its own HTTP status."""
+    iterator = stream.__aiter__()
+    try:
+        return await iterator.__anext__(), iterator
+    except StopAsyncIteration:
+        return None, iterator
+
+
+async def _rows(first: Any | None, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    if first is None:
+        return
+    yield first
+    async for row in rest:
+        yield row
+
+
+async def trace_csv(request: Request, upstreams: Any, metadata: Metadata) -> Response:
+    call = upstreams.genealogy.ExportTrace(
+        _export_request(request), timeout=settings().rpc_timeout * 12, metadata=metadata
+    )
+    first, rest = await _first(call)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield _csv_line(CSV_COLUMNS)
+        async for r in _rows(first, rest):
+            yield _csv_line(
+                [
+                    r.output_lot_code,
+                    r.output_product,
+                    r.output_quantity,
+                    r.output_uom,
+                    r.output_kind,
+                    "transformation" if r.run_code else "link",
+                    r.run_code,
+                    r.event_time.ToJsonString(),
+                    r.stream_code,
+                    r.phase_code,
+                    r.input_lot_code,
+                    r.input_product,
+                    r.input_quantity,
+                    r.input_uom,
+                    r.input_kind,
+                ]
+            )
+
+    name = f"trace-{request.path_params['lot_code']}.csv"
+    return StreamingResponse(
+        body(),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def _epcis_event(rows: list[Any]) -> bytes:
+    """One TransformationEvent: a production run's inputs and outputs with their quantities."""
+    head = rows[0]
+    inputs: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        item = inputs.setdefault(
+            r.input_lot_code, {"epcClass": LOT_URN + r.input_lot_code, "quantity": 0.0, "uom": r.input_uom}
+        )
+        item["quantity"] += r.input_quantity
+        outputs[r.output_lot_code] = {
+            "epcClass": LOT_URN + r.output_lot_code,
+            "quantity": r.output_quantity,
+            "uom": r.output_uom,
+        }
+    event: dict[str, Any] = {
+        "type": "TransformationEvent",
+        "eventTime": head.event_time.ToJsonString(),
+        "eventTimeZoneOffset": "+00:00",
+        "inputQuantityList": list(inputs.values()),
+        "outputQuantityList": list(outputs.values()),
+        "bizStep": "transforming" if head.run_code else "commissioning",
+    }
+    if head.run_code:
+        event["transformationID"] = f"urn:flowviz:run:{head.run_code}"
+        event["bizTransactionList"] = [
+            {"type": "prodorder", "bizTransaction": f"urn:flowviz:run:{head.run_code}"}
+        ]
+    if head.stream_code:
+        event["bizLocation"] = {"id": f"urn:flowviz:stream:{head.stream_code}"}
+    return orjson.dumps(event)
+
+
+async def trace_jsonld(request: Request, upstreams: Any, metadata: Metadata) -> Response:
+    call = upstreams.genealogy.ExportTrace(
+        _export_request(request), timeout=settings().rpc_timeout * 12, metadata=metadata
+    )
+    first, rest = await _first(call)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield (
+            b'{"@context":["' + EPCIS_CONTEXT.encode() + b'"],"type":"EPCISDocument","schemaVersion":"2.0",'
+            b'"creationDate":"' + _now().encode() + b'","epcisBody":{"eventList":['
+        )
+        # Rows come grouped by event (the service sorts by time, then run): one event per run.
+        group: list[Any] = []
+        separator = b""
+        async for r in _rows(first, rest):
+            key = r.run_code or f"{r.output_lot_code}"
+            if group and key != (group[0].run_code or group[0].output_lot_code):
+                yield separator + _epcis_event(group)
+                separator, group = b",", []
+            group.append(r)
+        if group:
+            yield separator + _epcis_event(group)
+        yield b"]}}"
+
+    return StreamingResponse(body(), media_type="application/ld+json")
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+async def scenario_csv(request: Request, upstreams: Any, metadata: Metadata) -> Response:
+    message = genealogy_pb2.GetScenarioRequest()
+    fill(message, {"id": request.path_params["id"]})
+    reply = await upstreams.genealogy.GetScenario(message, timeout=settings().rpc_timeout, metadata=metadata)
+    snapshot = to_json(reply)["scenario"]["snapshot"] or {}
+    recall = snapshot.get("recall") or {}
+    columns = [
+        "relation",
+        "lot_code",
+        "kind",
+        "product",
+        "quantity",
+        "uom",
+        "status",
+        "depth",
+        "path_count",
+        "share_of_root_in_lot",
+        "root_quantity_in_lot",
+        "share_of_lot_in_root",
+    ]
+
+    def lines() -> Iterable[bytes]:
+        yield _csv_line(columns)
+        for relation, items in (
+            ("root", [recall.get("root")]),
+            ("downstream", recall.get("downstream", [])),
+            ("upstream", recall.get("upstream", [])),
+        ):
+            for lot in items:
+                if lot:
+                    yield _csv_line(
+                        [
+                            relation,
+                            lot["lot_code"],
+                            lot["kind"],
+                            lot["product"],
+                            lot["quantity"],
+                            lot["uom"],
+                            lot["status"],
+                            lot["depth"],
+                            lot["path_count"],
+                            lot.get("root_share"),
+                            lot.get("root_quantity"),
+                            lot.get("share"),
+                        ]
+                    )
+
+    return Response(b"".join(lines()), media_type="text/csv; charset=utf-8")
+
+
+async def import_files(request: Request, upstreams: Any, metadata: Metadata) -> Response:
+    """multipart/form-data with files `lots` and/or `genealogy`, streamed on in chunks."""
+    form = await request.form(max_files=2, max_fields=2, max_part_size=1024 * 1024)
+    files = {name: form.get(name) for name in ("lots", "genealogy")}
+    files = {name: f for name, f in files.items() if f is not None and not isinstance(f, str)}
+
+    async def chunks() -> AsyncIterator[genealogy_pb2.ImportChunk]:
+        for name, upload in files.items():
+            while data := await upload.read(1024 * 1024):  # type: ignore[union-attr]
+                yield genealogy_pb2.ImportChunk(**{f"{name}_csv": data})
+
+    reply = await upstreams.genealogy.ImportGenealogy(chunks(), timeout=600, metadata=metadata)
+    return Response(
+        orjson.dumps(to_json(reply)), status_code=200 if reply.ok else 400, media_type="application/json"
+    )
+
+
+DIRECTION = {
+    "name": "direction",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "string", "enum": list(enum_values(genealogy_pb2.Direction.DESCRIPTOR))},
+}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    ref = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {str(c): {"description": "error", **ref} for c in codes}
+
+
+def _lot_param() -> dict[str, Any]:
+    from flowviz.core.validation import field_rule
+
+    return {
+        "name": "lot_code",
+        "in": "path",
+        "required": True,
+        "schema": field_rule("", "lot_code", required=True),
+    }
+
+
+# (method, path, handler, OpenAPI operation)
+STREAMING_ROUTES: list[tuple[str, str, Call, dict[str, Any]]] = [
+    (
+        "GET",
+        "/api/traceability/{lot_code}/export.csv",
+        trace_csv,
+        {
+            "summary": "The trace as a spreadsheet: one row per traceability event and input lot (FSMA 204 key data "
+            "elements), streamed",
+            "tags": ["traceability"],
+            "operationId": "ExportTraceCsv",
+            "parameters": [_lot_param(), DIRECTION],
+            "responses": {
+                "200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                **_errors(400, 401, 403, 404, 503, 504),
+            },
+        },
+    ),
+    (
+        "GET",
+        "/api/traceability/{lot_code}/export.jsonld",
+        trace_jsonld,
+        {
+            "summary": "The trace as GS1 EPCIS 2.0 JSON-LD: production runs as TransformationEvents with input and "
+            "output quantity lists, streamed",
+            "tags": ["traceability"],
+            "operationId": "ExportTraceJsonLd",
+            "parameters": [_lot_param(), DIRECTION],
+            "responses": {
+                "200": {
+                    "description": "EPCIS document",
+                    "content": {"application/ld+json": {"schema": {"type": "object"}}},
+                },
+                **_errors(400, 401, 403, 404, 503, 504),
+            },
+        },
+    ),
+    (
+        "GET",
+        "/api/scenarios/{id}/export.csv",
+        scenario_csv,
+        {
+            "summary": "A drill's frozen snapshot as a spreadsheet",
+            "tags": ["drills"],
+            "operationId": "ExportScenarioCsv",
+            "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "responses": {
+                "200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                **_errors(400, 401, 403, 404, 503, 504),
+            },
+        },
+    ),
+    (
+        "POST",
+        "/api/import",
+        import_files,
+        {
+            "summary": "Bulk import lots.csv and/or genealogy.csv (multipart files `lots`, `genealogy`): every row "
+            "validated, all imported or none, with a report of bad rows",
+            "tags": ["import"],
+            "operationId": "ImportGenealogy",
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "lots": {"type": "string", "format": "binary"},
+                                "genealogy": {"type": "string", "format": "binary"},
+                            },
+                        }
+                    }
+                },
+            },
+            "responses": {
+                "200": {
+                    "description": "Imported",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/ImportGenealogyResponse"}
+                        }
+                    },
+                },
+                "400": {
+                    "description": "Rejected rows (nothing imported) or a malformed upload",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "anyOf": [
+                                    {"$ref": "#/components/schemas/ImportGenealogyResponse"},
+                                    {"$ref": "#/components/schemas/Error"},
+                                ]
+                            }
+                        }
+                    },
+                },
+                **_errors(401, 403, 413, 503, 504),
+            },
+        },
+    ),
+]
+
+
+async def guarded(call: Call, request: Request, upstreams: Any, metadata: Metadata) -> Response:
+    try:
+        return await call(request, upstreams, metadata)
+    except JsonInputError as exc:
+        return error_response(400, "INVALID_ARGUMENT", f"{exc.field} {exc.message}", "FIELD_INVALID")
+    except grpc.aio.AioRpcError as exc:
+        return failure_response(from_rpc_error(exc))

@@ -1,0 +1,313 @@
+"""The CSV importer against a real PostgreSQL: good files land, and every kind of bad row is
+reported with its row number while nothing at all is written."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from io import BytesIO
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from flowviz import importer
+from flowviz.importer import ImportResult, RowError, import_csv
+
+LOTS_HEADER = "lot_code,kind,product,quantity,uom,produced_at\n"
+EDGES_HEADER = "parent_lot_code,child_lot_code,quantity,uom,run_code\n"
+LOTS = LOTS_HEADER + (
+    "RAW-A-1,RAW,Beef trim 80/20,100.5,kg,2026-01-01T06:00:00Z\n"
+    'RAW-B-1,RAW,"Spice, blend",10,kg,\n'
+    "MIX-1,MIX,  Doner mix  ,110.5,kg,2026-01-02 08:00\n"
+)
+EDGES = EDGES_HEADER + "RAW-A-1,MIX-1,100.5,kg,RUN-T-1\nRAW-B-1,MIX-1,10,kg,RUN-T-1\n"
+
+
+@pytest.fixture
+async def conn(seeded_db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    c = await asyncpg.connect(seeded_db_url)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+async def empty_conn(empty_db_url: str) -> AsyncIterator[asyncpg.Connection]:
+    c = await asyncpg.connect(empty_db_url)
+    yield c
+    await c.close()
+
+
+def _file(text: str | bytes | None) -> BytesIO | None:
+    if text is None:
+        return None
+    return BytesIO(text.encode() if isinstance(text, str) else text)
+
+
+async def _import(
+    conn: asyncpg.Connection, lots: str | bytes | None, edges: str | bytes | None, max_errors: int = 1000
+) -> ImportResult:
+    return await import_csv(conn, _file(lots), _file(edges), max_errors=max_errors)
+
+
+async def _counts(conn: asyncpg.Connection) -> tuple[int, int, int]:
+    row = await conn.fetchrow(
+        "SELECT (SELECT count(*) FROM lots), (SELECT count(*) FROM lot_genealogy),"
+        " (SELECT count(*) FROM production_runs)"
+    )
+    assert row is not None
+    return row[0], row[1], row[2]
+
+
+async def test_good_files_import(empty_conn: asyncpg.Connection) -> None:
+    result = await _import(empty_conn, LOTS, EDGES)
+    assert result.ok and not result.errors_truncated, result.errors
+    assert (result.lots_imported, result.edges_imported, result.runs_created) == (3, 2, 1)
+    assert await _counts(empty_conn) == (3, 2, 1)
+    edge = await empty_conn.fetchrow(
+        "SELECT e.quantity, e.uom, r.run_code, r.operator FROM lot_genealogy e"
+        " JOIN lots p ON p.id = e.parent_lot_id JOIN lots c ON c.id = e.child_lot_id"
+        " JOIN production_runs r ON r.id = e.run_id"
+        " WHERE p.lot_code = 'RAW-A-1' AND c.lot_code = 'MIX-1'"
+    )
+    assert edge is not None
+    assert tuple(edge) == (Decimal("100.500"), "kg", "RUN-T-1", "import")
+    lots = {
+        r["lot_code"]: r
+        for r in await empty_conn.fetch("SELECT lot_code, kind, product, quantity, produced_at FROM lots")
+    }
+    assert lots["RAW-B-1"]["product"] == "Spice, blend"
+    assert lots["RAW-B-1"]["produced_at"] is None
+    assert lots["MIX-1"]["product"] == "Doner mix"  # surrounding spaces trimmed
+    assert lots["MIX-1"]["quantity"] == Decimal("110.500")
+    # No offset means UTC.
+    assert lots["MIX-1"]["produced_at"] == dt.datetime(2026, 1, 2, 8, tzinfo=dt.UTC)
+    # Ids follow the file's row order.
+    ids = await empty_conn.fetch("SELECT lot_code FROM lots ORDER BY id")
+    assert [r[0] for r in ids] == ["RAW-A-1", "RAW-B-1", "MIX-1"]
+
+
+def _with_row(base: str, row: str) -> str:
+    """The base file with `row` added as data row 4."""
+    return base + row + "\n"
+
+
+BAD = [
+    # (id, lots, edges, expected error: file, row, field, part of the reason)
+    ("lots-columns", _with_row(LOTS, "MIX-2,MIX,Mix,1,kg"), None, ("lots", 4, "row", "has 5 fields, expected 6")),
+    ("lot-code", _with_row(LOTS, "MIX 2,MIX,Mix,1,kg,"), None, ("lots", 4, "lot_code", "letters, digits")),
+    ("lot-code-long", _with_row(LOTS, "M" * 65 + ",MIX,Mix,1,kg,"), None, ("lots", 4, "lot_code", "maximum is 64")),
+    ("lot-code-empty", _with_row(LOTS, ",MIX,Mix,1,kg,"), None, ("lots", 4, "lot_code", "must not be empty")),
+    ("kind", _with_row(LOTS, "MIX-2,mix,Mix,1,kg,"), None, ("lots", 4, "kind", "upper-case")),
+    ("product", _with_row(LOTS, "MIX-2,MIX, ,1,kg,"), None, ("lots", 4, "product", "is required")),
+    ("negative", _with_row(LOTS, "MIX-2,MIX,Mix,-1,kg,"), None, ("lots", 4, "quantity", "0 or more")),
+    ("not-number", _with_row(LOTS, "MIX-2,MIX,Mix,ten,kg,"), None, ("lots", 4, "quantity", "decimal number")),
+    ("decimals", _with_row(LOTS, "MIX-2,MIX,Mix,1.2345,kg,"), None, ("lots", 4, "quantity", "3 decimal places")),
+    ("quantity-empty", _with_row(LOTS, "MIX-2,MIX,Mix,,kg,"), None, ("lots", 4, "quantity", "is required")),
+    ("uom", _with_row(LOTS, "MIX-2,MIX,Mix,1,kgs,"), None, ("lots", 4, "uom", "must be one of")),
+    ("timestamp", _with_row(LOTS, "MIX-2,MIX,Mix,1,kg,yesterday"), None, ("lots", 4, "produced_at", "ISO 8601")),
+    ("date", _with_row(LOTS, "MIX-2,MIX,Mix,1,kg,2026-02-30"), None, ("lots", 4, "produced_at", "ISO 8601")),
+    ("duplicate-lot", _with_row(LOTS, "RAW-B-1,RAW,Again,1,kg,"), None,
+     ("lots", 4, "lot_code", "duplicate lot code RAW-B-1: first on row 2")),
+    ("lot-in-db", _with_row(LOTS, "RAW-BEEF-001,RAW,Beef,1,kg,"), None,
+     ("lots", 4, "lot_code", "RAW-BEEF-001 already exists in the database")),
+    ("edges-columns", LOTS, _with_row(EDGES, "RAW-A-1,MIX-1,1,kg,RUN-T-1,extra"),
+     ("genealogy", 3, "row", "has 6 fields, expected 5")),
+    ("unknown-parent", LOTS, _with_row(EDGES, "RAW-X-9,MIX-1,1,kg,RUN-T-1"),
+     ("genealogy", 3, "parent_lot_code", "unknown lot RAW-X-9")),
+    ("unknown-child", LOTS, _with_row(EDGES, "RAW-A-1,MIX-9,1,kg,"),
+     ("genealogy", 3, "child_lot_code", "unknown lot MIX-9")),
+    ("self-edge", LOTS, _with_row(EDGES, "MIX-1,MIX-1,1,kg,"), ("genealogy", 3, "child_lot_code", "itself")),
+    ("edge-zero", LOTS, _with_row(EDGES, "RAW-A-1,MIX-1,0.000,kg,"), ("genealogy", 3, "quantity", "greater than 0")),
+    ("edge-negative", LOTS, _with_row(EDGES, "RAW-A-1,MIX-1,-2,kg,"), ("genealogy", 3, "quantity", "greater than 0")),
+    ("edge-uom", LOTS, _with_row(EDGES, "RAW-A-1,MIX-1,1,kilo,"), ("genealogy", 3, "uom", "must be one of")),
+    ("edge-parent-code", LOTS, _with_row(EDGES, "RAW/A,MIX-1,1,kg,"),
+     ("genealogy", 3, "parent_lot_code", "letters, digits")),
+    ("run-code", LOTS, _with_row(EDGES, "RAW-A-1,MIX-1,1,kg,RUN 1"), ("genealogy", 3, "run_code", "letters, digits")),
+    ("duplicate-edge", LOTS, _with_row(EDGES, "RAW-B-1,MIX-1,5,kg,RUN-T-1"),
+     ("genealogy", 3, "edge", "duplicate edge RAW-B-1 -> MIX-1 (run RUN-T-1): first on row 2")),
+    ("edge-in-db", LOTS, _with_row(EDGES, "RAW-BEEF-001,MIX-BATCH-88,1,kg,RUN-MIX-88"),
+     ("genealogy", 3, "edge", "already exists in the database")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("lots", "edges", "expected"), [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+async def test_bad_row_is_reported_and_nothing_is_written(
+    conn: asyncpg.Connection, lots: str, edges: str | None, expected: tuple[str, int, str, str]
+) -> None:
+    before = await _counts(conn)
+    # Good edges ride along with a bad lots file, so a new run would be created if anything leaked.
+    result = await _import(conn, lots, edges if edges is not None else EDGES)
+    assert not result.ok
+    assert len(result.errors) == 1, result.errors
+    (error,) = result.errors
+    file, row, field, reason = expected
+    assert (error.file, error.row, error.field) == (file, row, field)
+    assert reason in error.reason
+    assert (result.lots_imported, result.edges_imported, result.runs_created) == (0, 0, 0)
+    assert await _counts(conn) == before
+
+
+async def test_edge_to_a_lot_in_the_database_is_accepted(conn: asyncpg.Connection) -> None:
+    before = await _counts(conn)
+    lots = LOTS_HEADER + "FG-NEW-1,FG,Doner cone,5,kg,2026-02-01T10:00:00+01:00\n"
+    edges = EDGES_HEADER + "MIX-BATCH-88,FG-NEW-1,5,kg,RUN-FORM-X1\nRAW-SPICE-001,FG-NEW-1,0.5,kg,\n"
+    result = await _import(conn, lots, edges)
+    assert result.ok, result.errors
+    assert (result.lots_imported, result.edges_imported, result.runs_created) == (1, 2, 0)
+    assert await _counts(conn) == (before[0] + 1, before[1] + 2, before[2])
+    runs = await conn.fetch(
+        "SELECT p.lot_code, r.run_code FROM lot_genealogy e JOIN lots p ON p.id = e.parent_lot_id"
+        " JOIN lots c ON c.id = e.child_lot_id LEFT JOIN production_runs r ON r.id = e.run_id"
+        " WHERE c.lot_code = 'FG-NEW-1' ORDER BY p.lot_code"
+    )
+    assert [tuple(r) for r in runs] == [("MIX-BATCH-88", "RUN-FORM-X1"), ("RAW-SPICE-001", None)]
+    produced = await conn.fetchval("SELECT produced_at FROM lots WHERE lot_code = 'FG-NEW-1'")
+    assert produced == dt.datetime(2026, 2, 1, 9, tzinfo=dt.UTC)
+
+
+async def test_genealogy_alone_between_lots_in_the_database(conn: asyncpg.Connection) -> None:
+    before = await _counts(conn)
+    result = await _import(conn, None, EDGES_HEADER + "RAW-BEEF-001,FG-DONER-X1,1,kg,RUN-REWORK-1\n")
+    assert result.ok, result.errors
+    assert (result.lots_imported, result.edges_imported, result.runs_created) == (0, 1, 1)
+    assert await _counts(conn) == (before[0], before[1] + 1, before[2] + 1)
+
+
+async def test_importing_the_same_files_twice(conn: asyncpg.Connection) -> None:
+    assert (await _import(conn, LOTS, EDGES)).ok
+    before = await _counts(conn)
+    again = await _import(conn, LOTS, EDGES)
+    assert not again.ok
+    assert [(e.file, e.row, e.field) for e in again.errors] == [("lots", n, "lot_code") for n in (1, 2, 3)]
+    assert all("already exists in the database" in e.reason for e in again.errors)
+    edges_again = await _import(conn, None, EDGES)
+    assert [(e.file, e.row, e.field) for e in edges_again.errors] == [
+        ("genealogy", 1, "edge"),
+        ("genealogy", 2, "edge"),
+    ]
+    assert await _counts(conn) == before
+
+
+@pytest.mark.parametrize(
+    ("lots", "edges", "expected"),
+    [
+        (
+            "lot,kind,product,quantity,uom,produced_at\n",
+            None,
+            ("lots", "column 1 is 'lot', expected 'lot_code'"),
+        ),
+        ("lot_code,kind,product,quantity,uom\nA,RAW,x,1,kg\n", None, ("lots", "has 5 columns, expected 6")),
+        ("", None, ("lots", "is missing")),
+        (LOTS, "parent,child,quantity,uom,run_code\n", ("genealogy", "column 1 is 'parent'")),
+        (LOTS, LOTS, ("genealogy", "expected 'parent_lot_code'")),
+    ],
+    ids=["renamed", "missing-column", "empty", "edges-renamed", "swapped"],
+)
+async def test_header_errors(
+    conn: asyncpg.Connection, lots: str, edges: str | None, expected: tuple[str, str]
+) -> None:
+    before = await _counts(conn)
+    result = await _import(conn, lots, edges)
+    assert [(e.file, e.row, e.field) for e in result.errors] == [(expected[0], 0, "header")]
+    assert expected[1] in result.errors[0].reason
+    assert await _counts(conn) == before
+
+
+async def test_every_error_of_a_row_in_column_order(empty_conn: asyncpg.Connection) -> None:
+    result = await _import(empty_conn, LOTS_HEADER + "bad code,raw,,-1,kgs,soon\n", None)
+    assert [e.field for e in result.errors] == [
+        "lot_code",
+        "kind",
+        "product",
+        "quantity",
+        "uom",
+        "produced_at",
+    ]
+    assert {e.row for e in result.errors} == {1}
+
+
+async def test_errors_are_capped(empty_conn: asyncpg.Connection) -> None:
+    lots = LOTS_HEADER + "".join(f"L-{i},raw,x,1,kg,\n" for i in range(10))
+    result = await _import(empty_conn, lots, None, max_errors=3)
+    assert result.errors_truncated
+    assert [e.row for e in result.errors] == [1, 2, 3]
+    full = await _import(empty_conn, lots, None, max_errors=10)
+    assert len(full.errors) == 10 and not full.errors_truncated
+
+
+async def test_errors_from_queries_and_rows_merge_in_row_order(conn: asyncpg.Connection) -> None:
+    # Row 2's duplicate is found by a query, rows 1 and 3 while reading: all three, in order.
+    lots = LOTS_HEADER + "A-1,raw,x,1,kg,\nRAW-BEEF-001,RAW,x,1,kg,\nA-3,RAW,x,1,kg,yesterday\n"
+    result = await _import(conn, lots, None, max_errors=2)
+    assert [(e.row, e.field) for e in result.errors] == [(1, "kind"), (2, "lot_code")]
+    assert result.errors_truncated
+
+
+async def test_bom_crlf_and_blank_lines_are_fine(empty_conn: asyncpg.Connection) -> None:
+    lots = "\ufeff" + LOTS.replace("\n", "\r\n") + "\r\n"
+    edges = EDGES_HEADER + "\n" + EDGES.split("\n", 1)[1]
+    result = await _import(empty_conn, lots, edges)
+    assert result.ok, result.errors
+    assert (result.lots_imported, result.edges_imported) == (3, 2)
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (b"MIX-2,MIX,M\x00x,1,kg,\n", "product"),
+        (b"MIX-2,MIX,M\xffx,1,kg,\n", "product"),
+        (b"MIX-2,MI\xe9,Mix,1,kg,\n", "kind"),
+        (b"MIX-\x002,MIX,Mix,1,kg,\n", "lot_code"),
+    ],
+    ids=["nul", "latin1-product", "latin1-kind", "nul-code"],
+)
+async def test_garbled_bytes_are_reported_where_they_are(
+    empty_conn: asyncpg.Connection, data: bytes, field: str
+) -> None:
+    result = await _import(empty_conn, LOTS.encode() + data, None)
+    assert [(e.row, e.field) for e in result.errors] == [(4, field)]
+    assert "not UTF-8 text (or a NUL byte)" in result.errors[0].reason
+    assert await _counts(empty_conn) == (0, 0, 0)
+
+
+async def test_unclosed_quote(empty_conn: asyncpg.Connection) -> None:
+    result = await _import(empty_conn, LOTS + 'MIX-2,MIX,"Mix,1,kg,\nMIX-3,MIX,Mix,1,kg,\n', None)
+    assert [(e.row, e.field) for e in result.errors] == [(4, "row")]
+    assert await _counts(empty_conn) == (0, 0, 0)
+
+
+async def test_progress_reports_each_stage(empty_conn: asyncpg.Connection) -> None:
+    seen: list[tuple[str, int]] = []
+    result = await import_csv(
+        empty_conn, _file(LOTS), _file(EDGES), progress=lambda stage, n: seen.append((stage, n))
+    )
+    assert result.ok
+    assert ("lots", 3) in seen and ("genealogy", 2) in seen
+    assert [s for s, _ in seen if s == "validate"] == ["validate"] * len(importer.CHECKS)
+    assert seen[-1] == ("insert", 5)
+
+
+def test_row_error_is_plain_data() -> None:
+    assert RowError("lots", 1, "kind", "x") == RowError("lots", 1, "kind", "x")
+
+
+def test_cli(empty_db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "lots.csv").write_text(LOTS)
+    (tmp_path / "edges.csv").write_text(EDGES)
+    (tmp_path / "bad.csv").write_text(_with_row(EDGES, "RAW-A-1,NOPE,1,kg,"))
+    url = ["--database-url", empty_db_url, "-q"]
+    assert importer.main([*url, str(tmp_path / "lots.csv"), str(tmp_path / "bad.csv")]) == 1
+    out = capsys.readouterr()
+    assert "genealogy row 3 child_lot_code: unknown lot NOPE" in out.out
+    assert "nothing was written: 1 errors" in out.err
+    assert importer.main([*url, str(tmp_path / "lots.csv")]) == 0
+    assert "imported 3 lots, 0 edges" in capsys.readouterr().out
+    # One positional file goes by its header; --lots/--genealogy name the files outright.
+    assert importer.main([*url, str(tmp_path / "edges.csv")]) == 0
+    assert "imported 0 lots, 2 edges and 1 new production runs" in capsys.readouterr().out
+    assert importer.main([*url, "--genealogy", str(tmp_path / "edges.csv")]) == 1
+    assert "already exists" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        importer.main([*url, "--lots", str(tmp_path / "lots.csv"), str(tmp_path / "lots.csv")])
