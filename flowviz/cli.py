@@ -117,11 +117,23 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    # These two parse their own arguments (flowviz generate --help, flowviz import --help).
+    if args_in and args_in[0] == "generate":
+        from flowviz import generate
+
+        return generate.main(args_in[1:])
+    if args_in and args_in[0] == "import":
+        from flowviz import importer
+
+        return importer.main(args_in[1:])
     parser = argparse.ArgumentParser(prog="flowviz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the whole system").set_defaults(fn=cmd_run)
     sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)").set_defaults(fn=cmd_migrate)
     sub.add_parser("seed", help="load the seed data (DATABASE_URL)").set_defaults(fn=cmd_seed)
+    sub.add_parser("generate", help="write a synthetic genealogy: --lots N --seed S --out DIR")
+    sub.add_parser("import", help="bulk import LOTS.csv GENEALOGY.csv (DATABASE_URL), all rows or none")
     user = sub.add_parser("user", help="manage users (DATABASE_URL)").add_subparsers(
         dest="action", required=True
     )
@@ -131,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--display-name", default="")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.set_defaults(fn=cmd_user_add)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     return int(args.fn(args))
 
 

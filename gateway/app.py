@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import uuid
@@ -68,6 +69,30 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("BODY_INVALID", "the body must be a JSON object")
     return body
+
+
+class ClientGone(Exception):
+    """The client closed the connection before the answer was ready."""
+
+
+async def _unless_disconnected(request: Request, call: Any) -> Any:
+    """Await the gRPC call, cancelling it (and so the database query behind it) if the client leaves."""
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    answer = asyncio.ensure_future(call)
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait((answer, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not answer.done():
+        call.cancel()
+        answer.cancel()
+        raise ClientGone
+    return answer.result()
 
 
 def _request_id(request: Request) -> str:
@@ -140,7 +165,8 @@ def rpc_endpoint(route: RpcRoute) -> Handler:
                 raise BadRequest("FIELD_REQUIRED", f"{', '.join(missing)} required")
             message = fill(route.request_class(), data)
             stub = getattr(request.app.state.upstreams, route.upstream)
-            reply = await getattr(stub, route.rpc)(message, timeout=settings().rpc_timeout, metadata=metadata)
+            call = getattr(stub, route.rpc)(message, timeout=settings().rpc_timeout, metadata=metadata)
+            reply = await (_unless_disconnected(request, call) if route.cancellable else call)
             status = route.status_of(reply) if route.status_of else route.status
             response = json(route.render(reply), status)
         except JsonInputError as exc:
@@ -150,7 +176,8 @@ def rpc_endpoint(route: RpcRoute) -> Handler:
             response = error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason)
         except Unauthorized as exc:
             response = _unauthorized(exc)
-
+        except ClientGone:
+            response = error_response(499, "CANCELLED", "the client closed the request", "CLIENT_CLOSED")
         except grpc.aio.AioRpcError as exc:
             response = failure_response(from_rpc_error(exc))
         response.headers["x-request-id"] = rid

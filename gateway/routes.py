@@ -48,6 +48,8 @@ class RpcRoute:
     public: bool = False
     # Body fields that must be present (the gateway refuses the request without them).
     required: tuple[str, ...] = ()
+    # Long reads: if the client leaves, the call (and its database query) is cancelled.
+    cancellable: bool = False
 
     @cached_property
     def input(self) -> Descriptor:
@@ -83,11 +85,11 @@ ROUTES: list[RpcRoute] = [
              flatten=frozenset({"parents", "children"})),
     RpcRoute("GET", "/api/traceability/{lot_code}/graph", "genealogy", "GetTraceGraph",
              "Every lot upstream and/or downstream, each once, with the edges between them (one query)",
-             "traceability", query=("direction", "max_depth", "max_nodes"), flatten=frozenset({"nodes"})),
+             "traceability", query=("direction", "max_depth", "max_nodes"), flatten=frozenset({"nodes"}), cancellable=True),
     RpcRoute("GET", "/api/recall/{lot_code}", "genealogy", "GetRecallImpact",
              "Recall impact: every downstream lot with the quantity of this lot it contains, totals per kind, "
              "and what this lot is made of", "traceability", query=("max_depth", "max_nodes"),
-             flatten=frozenset({"root", "downstream", "upstream"})),
+             flatten=frozenset({"root", "downstream", "upstream"}), cancellable=True),
     RpcRoute("GET", "/api/lots/{lot_code}/mass-balance", "genealogy", "GetLotBalance",
              "What went in, what the lot holds, what its children took, with flags", "traceability",
              query=("tolerance",)),
