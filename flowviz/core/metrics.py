@@ -8,7 +8,8 @@ gateway serves them on its own HTTP port at `/metrics` (`gateway/observability.p
 Metric names (all prefixed `flowviz_`):
 
 gRPC services (`RpcMetrics`, a server interceptor; `grpc_service` is the full service name,
-`grpc_method` the method name, `grpc_code` the status name such as `OK` or `NOT_FOUND`):
+`grpc_method` the method name, `grpc_code` the status name such as `OK` or `NOT_FOUND`;
+grpc.health.v1 and reflection calls are not counted):
     flowviz_grpc_server_handled_total{grpc_service, grpc_method, grpc_code}   counter
         RPCs completed, by status: request count = sum over grpc_code, errors = grpc_code != "OK".
     flowviz_grpc_server_handling_seconds{grpc_service, grpc_method}            histogram
@@ -45,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -130,7 +132,8 @@ def _code(context: Any, exc: BaseException | None) -> grpc.StatusCode | None:
 
 
 class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Counts and times every unary-unary and unary-stream call, by method and status code.
+    """Counts and times every unary-unary, unary-stream and stream-unary call, by method and
+    status code; grpc.health.v1 and reflection calls (probes, tools) are left out.
 
     Put it before the interceptor that turns exceptions into statuses, so it sees the final code.
     """
@@ -165,6 +168,20 @@ class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             )
         if handler.unary_stream:
             stream_behavior: Any = handler.unary_stream
+            if not inspect.isasyncgenfunction(stream_behavior):  # writes with context.write()
+
+                async def written(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+                    start = time.perf_counter()
+                    try:
+                        await stream_behavior(request, context)
+                    except BaseException as exc:
+                        m.done(_code(context, exc), time.perf_counter() - start)
+                        raise
+                    m.done(context.code(), time.perf_counter() - start)
+
+                return grpc.unary_stream_rpc_method_handler(
+                    written, handler.request_deserializer, handler.response_serializer
+                )
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 start = time.perf_counter()
@@ -178,6 +195,22 @@ class RpcMetrics(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer
+            )
+        if handler.stream_unary:
+            upload_behavior: Any = handler.stream_unary
+
+            async def upload(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                start = time.perf_counter()
+                try:
+                    response = await upload_behavior(requests, context)
+                except BaseException as exc:
+                    m.done(_code(context, exc), time.perf_counter() - start)
+                    raise
+                m.done(context.code(), time.perf_counter() - start)
+                return response
+
+            return grpc.stream_unary_rpc_method_handler(
+                upload, handler.request_deserializer, handler.response_serializer
             )
         return handler
 
