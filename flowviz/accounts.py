@@ -67,3 +67,15 @@ def token_secret(data_dir: Path) -> str:
         path.touch(mode=0o600)
         path.write_text(secrets.token_urlsafe(48))
     return path.read_text().strip()
+
+
+def main() -> None:
+    """`python -m flowviz.accounts`: the first admin, for deployments (the migrate job runs it)."""
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        raise SystemExit("DATABASE_URL is not set")
+    ensure_admin(url)
+
+
+if __name__ == "__main__":
+    main()
