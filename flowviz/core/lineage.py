@@ -22,12 +22,14 @@ down(id) AS (
     UNION
     SELECT e.child_lot_id FROM lot_genealogy e JOIN down ON e.parent_lot_id = down.id
 )
-SELECT l.lot_code FROM lots l
-WHERE l.id IN (
+-- Codes looked up one id at a time (index): the planner cannot size a recursive CTE and would
+-- otherwise hash-join the whole lots table.
+SELECT (SELECT l.lot_code FROM lots l WHERE l.id = x.id) AS lot_code
+FROM (
     SELECT id FROM seed UNION SELECT id FROM up UNION SELECT id FROM down
     -- the other parents of the lots downstream: their one-level answers show those lots
     UNION SELECT e.parent_lot_id FROM lot_genealogy e JOIN down ON e.child_lot_id = down.id WHERE $4
-)
+) x
 """
 
 # Each seed with each of its ancestors (not itself).
@@ -37,9 +39,9 @@ WITH RECURSIVE up(root, id) AS (
     UNION
     SELECT up.root, e.parent_lot_id FROM lot_genealogy e JOIN up ON e.child_lot_id = up.id
 )
-SELECT r.lot_code AS lot_code, array_remove(array_agg(a.lot_code), r.lot_code) AS ancestors
-FROM up JOIN lots r ON r.id = up.root JOIN lots a ON a.id = up.id
-GROUP BY r.lot_code
+SELECT (SELECT l.lot_code FROM lots l WHERE l.id = up.root) AS lot_code,
+       array_agg((SELECT l.lot_code FROM lots l WHERE l.id = up.id)) FILTER (WHERE up.id <> up.root) AS ancestors
+FROM up GROUP BY up.root
 """
 
 
@@ -52,4 +54,4 @@ async def related(
 
 
 async def ancestors(conn: DB, lot_codes: list[str]) -> dict[str, list[str]]:
-    return {r["lot_code"]: list(r["ancestors"]) for r in await conn.fetch(ANCESTORS, lot_codes)}
+    return {r["lot_code"]: list(r["ancestors"] or ()) for r in await conn.fetch(ANCESTORS, lot_codes)}
