@@ -11,6 +11,8 @@ from typing import Any
 
 import grpc
 import orjson
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -231,7 +233,10 @@ async def scenario_csv(request: Request, upstreams: Any, metadata: Metadata) -> 
 
 async def import_files(request: Request, upstreams: Any, metadata: Metadata) -> Response:
     """multipart/form-data with files `lots` and/or `genealogy`, streamed on in chunks."""
-    form = await request.form(max_files=2, max_fields=2, max_part_size=1024 * 1024)
+    try:
+        form = await request.form(max_files=2, max_fields=2, max_part_size=1024 * 1024)
+    except (HTTPException, MultiPartException) as exc:
+        return error_response(400, "INVALID_ARGUMENT", f"not a multipart upload: {exc}", "BODY_INVALID")
     files = {name: form.get(name) for name in ("lots", "genealogy")}
     files = {name: f for name, f in files.items() if f is not None and not isinstance(f, str)}
 

@@ -25,7 +25,7 @@ from flowviz.core import auth, logs, metrics, tracing
 from flowviz.core.cache import Cache
 from flowviz.core.config import HEALTH_SERVICE_NAMES, Settings, settings
 from flowviz.core.db import create_pool
-from flowviz.core.errors import DomainError, Unavailable, to_status
+from flowviz.core.errors import DomainError, InvalidArgument, Unavailable, to_status
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,11 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_ON:
                 # Another service's answer (unavailable, too slow, ...) stays what it was.
                 await context.abort(exc.code(), exc.details() or exc.code().name, exc.trailing_metadata())  # type: ignore[arg-type]
+            if isinstance(
+                exc, asyncpg.DataError
+            ):  # SQLSTATE 22: a value PostgreSQL cannot take (a NUL byte, ...)
+                status = to_status(InvalidArgument("VALUE_INVALID", "a value is not valid here"))
+                await context.abort(status.code, status.details, status.trailing_metadata)
             if isinstance(exc, asyncpg.QueryCanceledError):
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the query was cancelled")
             if isinstance(exc, asyncio.CancelledError):
