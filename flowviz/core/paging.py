@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
 from flowviz.core.errors import InvalidArgument
 
 DEFAULT_PAGE_SIZE = 50
@@ -34,3 +38,14 @@ def decode(token: str) -> int:
             "PAGE_TOKEN_INVALID", "page_token is not one this API issued", field="page_token"
         )
     return int(token)
+
+
+async def fetch_page(
+    requested_size: int, token: str, fetch: Callable[[int, int], Awaitable[list[asyncpg.Record]]]
+) -> tuple[list[asyncpg.Record], str]:
+    """One page: `fetch(after_id, limit)` rows past the token, and the next page's token ("" at the end).
+
+    One row more than the page is read, to know whether another page follows."""
+    size = page_size(requested_size)
+    rows = await fetch(decode(token), size + 1)
+    return rows[:size], encode(rows[size - 1]["id"]) if len(rows) > size else ""

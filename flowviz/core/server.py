@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from flowviz.core import auth, logs, metrics, tracing
 from flowviz.core.cache import Cache
+from flowviz.core.channels import open_channel
 from flowviz.core.config import HEALTH_SERVICE_NAMES, Settings, settings
 from flowviz.core.db import create_pool
 from flowviz.core.errors import DomainError, InvalidArgument, Unavailable, to_status
@@ -64,6 +65,12 @@ class Resources:
     on_close: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Bearer token this service presents to the others (set once auth is configured).
     service_token: Callable[[], str] | None = None
+
+    def channel(self, upstream: str) -> grpc.aio.Channel:
+        """A channel to another service, closed at shutdown. Call it inside the running loop."""
+        opened = open_channel(self.settings.addrs[upstream])
+        self.on_close.append(lambda: opened.close(None))
+        return opened
 
     def outgoing_metadata(self) -> tuple[tuple[str, str], ...]:
         """Metadata for a call to another service: the request id, and our own identity."""

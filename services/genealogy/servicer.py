@@ -13,7 +13,6 @@ import orjson
 
 from flowviz import importer
 from flowviz.core import audit, auth, paging, validation
-from flowviz.core.channels import open_channel
 from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lineage import ancestors, related
@@ -56,9 +55,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         self.qc: qc_pb2_grpc.QcServiceAsyncStub
 
     async def start(self) -> None:
-        channel = open_channel(self.r.settings.addrs["qc"])
-        self.qc = qc_pb2_grpc.QcServiceStub(channel)
-        self.r.on_close.append(lambda: channel.close(None))
+        self.qc = qc_pb2_grpc.QcServiceStub(self.r.channel("qc"))
 
     async def GetTraceability(
         self, request: genealogy_pb2.GetTraceabilityRequest, context: Context
@@ -372,14 +369,14 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
     async def ListScenarios(
         self, request: genealogy_pb2.ListScenariosRequest, context: Context
     ) -> genealogy_pb2.ListScenariosResponse:
-        size = paging.page_size(request.page_size)
-        rows = await scenarios.page(self.r.pool, paging.decode(request.page_token), size + 1)
-        response = genealogy_pb2.ListScenariosResponse(
-            scenarios=[scenarios.message(r, with_snapshot=False) for r in rows[:size]]
+        rows, token = await paging.fetch_page(
+            request.page_size,
+            request.page_token,
+            lambda after, limit: scenarios.page(self.r.pool, after, limit),
         )
-        if len(rows) > size:
-            response.next_page_token = paging.encode(rows[size - 1]["id"])
-        return response
+        return genealogy_pb2.ListScenariosResponse(
+            scenarios=[scenarios.message(r, with_snapshot=False) for r in rows], next_page_token=token
+        )
 
 
 def register(server: grpc.aio.Server, resources: Resources) -> list[str]:

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from functools import partial
 from typing import Any
 
 import grpc
@@ -19,7 +18,6 @@ import valkey.asyncio as valkey
 from google.protobuf import timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from flowviz.core.channels import open_channel
 from flowviz.core.config import HEALTH_SERVICE_NAMES
 from flowviz.core.server import Resources
 from flowviz.health.v1 import health_pb2 as system_pb2
@@ -64,9 +62,7 @@ class SystemHealthServicer(system_pb2_grpc.SystemHealthServiceServicer):
         )
         resources.on_close.append(self._cache_client.aclose)
         for name in CHECKED_SERVICES:
-            channel = open_channel(resources.settings.addrs[name])
-            self._stubs[name] = health_pb2_grpc.HealthStub(channel)
-            resources.on_close.append(partial(channel.close, None))
+            self._stubs[name] = health_pb2_grpc.HealthStub(resources.channel(name))
         await self.probe_once()
         task = asyncio.create_task(self._loop())
 

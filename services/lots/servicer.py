@@ -9,7 +9,6 @@ import asyncpg
 import grpc
 
 from flowviz.core import audit, auth, paging, validation
-from flowviz.core.channels import open_channel
 from flowviz.core.errors import AlreadyExists, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lotrow import STATUS_OF_DECISION, lot_message
@@ -48,9 +47,7 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         self.users = Users(resources)
 
     async def start(self) -> None:
-        channel = open_channel(self.r.settings.addrs["qc"])
-        self.qc = qc_pb2_grpc.QcServiceStub(channel)
-        self.r.on_close.append(lambda: channel.close(None))
+        self.qc = qc_pb2_grpc.QcServiceStub(self.r.channel("qc"))
 
     async def _with_effective_status(self, lots: list[lots_pb2.Lot]) -> list[lots_pb2.Lot]:
         """Fill effective_status (holds inherited from ancestors) from the qc service."""
@@ -76,25 +73,25 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
     async def ListLots(
         self, request: lots_pb2.ListLotsRequest, context: Context
     ) -> lots_pb2.ListLotsResponse:
-        size = paging.page_size(request.page_size)
-        after = paging.decode(request.page_token)
         if request.kind:
             validation.kind(request.kind)
         if request.status and request.status not in DECISION_OF_STATUS:
             raise InvalidArgument("STATUS_INVALID", f"status must be one of {', '.join(DECISION_OF_STATUS)}")
-        rows = await repository.list_lots(
-            self.r.pool,
-            after_id=after,
-            kind=request.kind,
-            product=request.product,
-            decision=DECISION_OF_STATUS[request.status] if request.status else "",
-            limit=size + 1,
+        decision = DECISION_OF_STATUS[request.status] if request.status else ""
+        rows, token = await paging.fetch_page(
+            request.page_size,
+            request.page_token,
+            lambda after, limit: repository.list_lots(
+                self.r.pool,
+                after_id=after,
+                kind=request.kind,
+                product=request.product,
+                decision=decision,
+                limit=limit,
+            ),
         )
-        lots = await self._with_effective_status([lot_message(r) for r in rows[:size]])
-        response = lots_pb2.ListLotsResponse(lots=lots)
-        if len(rows) > size:
-            response.next_page_token = paging.encode(rows[size - 1]["id"])
-        return response
+        lots = await self._with_effective_status([lot_message(r) for r in rows])
+        return lots_pb2.ListLotsResponse(lots=lots, next_page_token=token)
 
     async def CreateLot(
         self, request: lots_pb2.CreateLotRequest, context: Context
@@ -164,12 +161,12 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
     async def ListStreams(
         self, request: lots_pb2.ListStreamsRequest, context: Context
     ) -> lots_pb2.ListStreamsResponse:
-        size = paging.page_size(request.page_size)
-        rows = await repository.list_streams(self.r.pool, paging.decode(request.page_token), size + 1)
-        response = lots_pb2.ListStreamsResponse(streams=await self._streams(rows[:size]))
-        if len(rows) > size:
-            response.next_page_token = paging.encode(rows[size - 1]["id"])
-        return response
+        rows, token = await paging.fetch_page(
+            request.page_size,
+            request.page_token,
+            lambda after, limit: repository.list_streams(self.r.pool, after, limit),
+        )
+        return lots_pb2.ListStreamsResponse(streams=await self._streams(rows), next_page_token=token)
 
     async def UpdateStream(
         self, request: lots_pb2.UpdateStreamRequest, context: Context

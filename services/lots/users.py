@@ -111,12 +111,12 @@ class Users:
     async def list_users(
         self, request: lots_pb2.ListUsersRequest, context: Context
     ) -> lots_pb2.ListUsersResponse:
-        size = paging.page_size(request.page_size)
-        rows = await repository.list_users(self.r.pool, paging.decode(request.page_token), size + 1)
-        response = lots_pb2.ListUsersResponse(users=[user_message(r) for r in rows[:size]])
-        if len(rows) > size:
-            response.next_page_token = paging.encode(rows[size - 1]["id"])
-        return response
+        rows, token = await paging.fetch_page(
+            request.page_size,
+            request.page_token,
+            lambda after, limit: repository.list_users(self.r.pool, after, limit),
+        )
+        return lots_pb2.ListUsersResponse(users=[user_message(r) for r in rows], next_page_token=token)
 
     async def update_user(
         self, request: lots_pb2.UpdateUserRequest, context: Context

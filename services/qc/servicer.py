@@ -12,7 +12,6 @@ import asyncpg
 import grpc
 
 from flowviz.core import auth, paging, validation
-from flowviz.core.channels import open_channel
 from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lineage import related
@@ -86,9 +85,7 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
         self.genealogy: genealogy_pb2_grpc.GenealogyServiceAsyncStub
 
     async def start(self) -> None:
-        channel = open_channel(self.r.settings.addrs["genealogy"])
-        self.genealogy = genealogy_pb2_grpc.GenealogyServiceStub(channel)
-        self.r.on_close.append(lambda: channel.close(None))
+        self.genealogy = genealogy_pb2_grpc.GenealogyServiceStub(self.r.channel("genealogy"))
 
     async def _statuses(self, lot_codes: list[str]) -> list[qc_pb2.LotQcStatus]:
         """Own and effective status of each known lot, in request order."""
@@ -164,14 +161,14 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
         self, request: qc_pb2.ListQcDecisionsRequest, context: Context
     ) -> qc_pb2.ListQcDecisionsResponse:
         lot_id = await self._lot_id(request.lot_code)
-        size = paging.page_size(request.page_size)
-        rows = await repository.list_decisions(
-            self.r.pool, lot_id, paging.decode(request.page_token), size + 1
+        rows, token = await paging.fetch_page(
+            request.page_size,
+            request.page_token,
+            lambda after, limit: repository.list_decisions(self.r.pool, lot_id, after, limit),
         )
-        response = qc_pb2.ListQcDecisionsResponse(decisions=[decision_message(r) for r in rows[:size]])
-        if len(rows) > size:
-            response.next_page_token = paging.encode(rows[size - 1]["id"])
-        return response
+        return qc_pb2.ListQcDecisionsResponse(
+            decisions=[decision_message(r) for r in rows], next_page_token=token
+        )
 
     async def RecordQcDecision(
         self, request: qc_pb2.RecordQcDecisionRequest, context: Context
@@ -259,12 +256,12 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
     async def ListQcGates(
         self, request: qc_pb2.ListQcGatesRequest, context: Context
     ) -> qc_pb2.ListQcGatesResponse:
-        size = paging.page_size(request.page_size)
-        rows = await repository.list_gates(self.r.pool, paging.decode(request.page_token), size + 1)
-        response = qc_pb2.ListQcGatesResponse(gates=[gate_message(r) for r in rows[:size]])
-        if len(rows) > size:
-            response.next_page_token = paging.encode(rows[size - 1]["id"])
-        return response
+        rows, token = await paging.fetch_page(
+            request.page_size,
+            request.page_token,
+            lambda after, limit: repository.list_gates(self.r.pool, after, limit),
+        )
+        return qc_pb2.ListQcGatesResponse(gates=[gate_message(r) for r in rows], next_page_token=token)
 
     async def UpdateQcGate(
         self, request: qc_pb2.UpdateQcGateRequest, context: Context
