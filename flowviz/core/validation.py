@@ -152,7 +152,7 @@ FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"type": "string", "enum": ["", "pending", "passed", "on_hold", "released", "rejected"]},
     )
     * 2,
-    "ListLotsRequest.product": ({"type": "string"},) * 2,
+    "ListLotsRequest.product": ({"type": "string", "pattern": "^[^\\x00]*$"},) * 2,
 }
 
 

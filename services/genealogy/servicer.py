@@ -86,17 +86,29 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         await self._fill_effective_status(lots)
         return response
 
-    async def _fill_effective_status(self, lots: list[lots_pb2.Lot]) -> None:
-        """Holds inherited from ancestors, from the qc service (the owner of QC decisions)."""
-        codes = list(dict.fromkeys(lot.lot_code for lot in lots))
-        effective: dict[str, str] = {}
+    async def _qc_statuses(self, lot_codes: list[str]) -> list[qc_pb2.LotQcStatus]:
+        """Own and effective QC status from the qc service (the owner of decisions). We pass the
+        lots' ancestors along, which we know, so qc need not ask us back."""
+        codes = list(dict.fromkeys(lot_codes))
+        statuses: list[qc_pb2.LotQcStatus] = []
         for start in range(0, len(codes), MAX_BATCH):
+            batch = codes[start : start + MAX_BATCH]
+            known = await ancestors(self.r.pool, batch)
             reply = await self.qc.BatchGetQcStatus(
-                qc_pb2.BatchGetQcStatusRequest(lot_codes=codes[start : start + MAX_BATCH]),
+                qc_pb2.BatchGetQcStatusRequest(
+                    lot_codes=batch,
+                    lineage=[qc_pb2.LotLineage(lot_code=c, ancestor_codes=a) for c, a in known.items()],
+                ),
                 timeout=self.r.settings.rpc_timeout,
                 metadata=self.r.outgoing_metadata(),
             )
-            effective.update((s.lot_code, s.effective_status) for s in reply.statuses)
+            statuses.extend(reply.statuses)
+        return statuses
+
+    async def _fill_effective_status(self, lots: list[lots_pb2.Lot]) -> None:
+        effective = {
+            s.lot_code: s.effective_status for s in await self._qc_statuses([lot.lot_code for lot in lots])
+        }
         for lot in lots:
             lot.effective_status = effective.get(lot.lot_code, lot.status)
 
@@ -134,12 +146,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
 
     async def _check_releasable(self, lot_codes: list[str]) -> None:
         """An input on hold or rejected (itself or through an ancestor) cannot be consumed."""
-        reply = await self.qc.BatchGetQcStatus(
-            qc_pb2.BatchGetQcStatusRequest(lot_codes=lot_codes),
-            timeout=self.r.settings.rpc_timeout,
-            metadata=self.r.outgoing_metadata(),
-        )
-        for status in reply.statuses:
+        for status in await self._qc_statuses(lot_codes):
             if status.blocked:
                 block = status.blocking[0]
                 via = "" if block.lot_code == status.lot_code else f" through {block.lot_code}"
@@ -335,12 +342,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             genealogy_pb2.GetRecallImpactRequest(lot_code=code, max_nodes=trace.HARD_MAX_NODES), context
         )
         lot_balance = await self.GetLotBalance(genealogy_pb2.GetLotBalanceRequest(lot_code=code), context)
-        statuses = await self.qc.BatchGetQcStatus(
-            qc_pb2.BatchGetQcStatusRequest(lot_codes=[code]),
-            timeout=self.r.settings.rpc_timeout,
-            metadata=self.r.outgoing_metadata(),
-        )
-        status = statuses.statuses[0]
+        status = (await self._qc_statuses([code]))[0]
         duration_ms = (time.perf_counter() - started) * 1000
         snapshot = orjson.dumps(
             {

@@ -75,6 +75,8 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
     ) -> lots_pb2.ListLotsResponse:
         if request.kind:
             validation.kind(request.kind)
+        if "\x00" in request.product:  # PostgreSQL text cannot hold NUL
+            raise InvalidArgument("FIELD_INVALID", "product must not contain NUL characters", field="product")
         if request.status and request.status not in DECISION_OF_STATUS:
             raise InvalidArgument("STATUS_INVALID", f"status must be one of {', '.join(DECISION_OF_STATUS)}")
         decision = DECISION_OF_STATUS[request.status] if request.status else ""

@@ -87,14 +87,20 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
     async def start(self) -> None:
         self.genealogy = genealogy_pb2_grpc.GenealogyServiceStub(self.r.channel("genealogy"))
 
-    async def _statuses(self, lot_codes: list[str]) -> list[qc_pb2.LotQcStatus]:
+    async def _statuses(
+        self, lot_codes: list[str], known: list[qc_pb2.LotLineage] | None = None
+    ) -> list[qc_pb2.LotQcStatus]:
         """Own and effective status of each known lot, in request order."""
-        reply = await self.genealogy.GetAncestors(
-            genealogy_pb2.GetAncestorsRequest(lot_codes=lot_codes),
-            timeout=self.r.settings.rpc_timeout,
-            metadata=self.r.outgoing_metadata(),
-        )
-        lineage = {item.lot_code: [item.lot_code, *item.ancestor_codes] for item in reply.lots}
+        if known is None:
+            reply = await self.genealogy.GetAncestors(
+                genealogy_pb2.GetAncestorsRequest(lot_codes=lot_codes),
+                timeout=self.r.settings.rpc_timeout,
+                metadata=self.r.outgoing_metadata(),
+            )
+            known = [
+                qc_pb2.LotLineage(lot_code=i.lot_code, ancestor_codes=i.ancestor_codes) for i in reply.lots
+            ]
+        lineage = {item.lot_code: [item.lot_code, *item.ancestor_codes] for item in known}
         everyone = sorted({code for codes in lineage.values() for code in codes})
         blocks = {
             row["lot_code"]: qc_pb2.Block(
@@ -148,7 +154,13 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
         if len(request.lot_codes) > MAX_BATCH:
             raise InvalidArgument("BATCH_TOO_LARGE", f"at most {MAX_BATCH} lot codes per call")
         codes = [validation.lot_code(c, "lot_codes") for c in request.lot_codes]
-        return qc_pb2.BatchGetQcStatusResponse(statuses=await self._statuses(codes))
+        known: list[qc_pb2.LotLineage] | None = None
+        if request.lineage:
+            caller = auth.current_identity.get()
+            if caller is None or caller.subject != "service:genealogy":
+                raise InvalidArgument("LINEAGE_NOT_ALLOWED", "lineage is given only by the genealogy service")
+            known = list(request.lineage)
+        return qc_pb2.BatchGetQcStatusResponse(statuses=await self._statuses(codes, known))
 
     async def _lot_id(self, lot_code: str) -> int:
         code = validation.lot_code(lot_code)
