@@ -5,6 +5,8 @@ the genealogy, pagination."""
 from __future__ import annotations
 
 import concurrent.futures
+import signal
+import time
 import uuid
 from typing import Any
 
@@ -12,7 +14,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import System, bearer
+from tests.conftest import Servers, System, bearer
 
 
 def tag() -> str:
@@ -288,3 +290,54 @@ def test_pagination_over_a_thousand_lots(system: System, http: httpx.Client) -> 
             break
     assert len(seen) == 1000 and len(set(seen)) == 1000
     assert http.get("/api/lots", params={"page_size": 1000000}).status_code == 400
+
+
+def test_a_run_is_all_or_nothing_when_the_service_is_killed_mid_call(
+    servers: Servers, seeded_db_url: str
+) -> None:
+    """Kill genealogy (SIGKILL) while a run's transaction is open: nothing of the run remains."""
+    from tests.conftest import add_users, running_system
+
+    add_users(seeded_db_url)
+    with (
+        running_system(servers, seeded_db_url, suffix="-kill") as sys_,
+        psycopg.connect(seeded_db_url, autocommit=True) as db,
+    ):
+        # Edge inserts wait here, after the run and its output lot are written, until we kill the service.
+        db.execute("""CREATE FUNCTION stall() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_sleep(30); RETURN NEW; END $$""")
+        db.execute(
+            "CREATE TRIGGER stall BEFORE INSERT ON lot_genealogy FOR EACH ROW EXECUTE FUNCTION stall()"
+        )
+        client = httpx.Client(base_url=sys_.base, headers=bearer("omar"), timeout=60)
+        lot(client, "RAW-KILL-1", "RAW", 10)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(
+                run, client, "RUN-KILL-1", [("RAW-KILL-1", 1, "kg")], [("MIX-KILL-1", "MIX", 1)]
+            )
+            deadline = time.monotonic() + 20
+            while not db.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'flowviz-genealogy' AND query LIKE '%lot_genealogy%' "
+                "AND wait_event = 'PgSleep'"
+            ).fetchone():
+                assert time.monotonic() < deadline, "the run never reached its edges"
+                time.sleep(0.05)
+            genealogy = next(p for name, p in sys_.procs.items() if name.startswith("genealogy"))
+            genealogy.send_signal(signal.SIGKILL)
+            genealogy.wait(10)
+            assert pending.result().status_code >= 500  # the gateway says the upstream is gone
+        # PostgreSQL ends the dead connection's transaction: wait for it, then look.
+        deadline = time.monotonic() + 40
+        while db.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'flowviz-genealogy' AND state <> 'idle'"
+        ).fetchone():
+            db.execute("SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE wait_event = 'PgSleep'")
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        db.execute("DROP TRIGGER stall ON lot_genealogy")
+        db.execute("DROP FUNCTION stall()")
+        assert db.execute(
+            "SELECT count(*) FROM production_runs WHERE run_code = 'RUN-KILL-1'"
+        ).fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM lots WHERE lot_code = 'MIX-KILL-1'").fetchone() == (0,)
+        client.close()
