@@ -87,10 +87,11 @@ def settings() -> Settings:
     env = os.environ
     database_url = env.get("DATABASE_URL", "")
     valkey_url = env.get("VALKEY_URL", "")
-    if not database_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("DATABASE_URL must be set to a postgresql:// URL (make run sets it for you)")
-    if not valkey_url.startswith(("valkey://", "redis://", "unix://")):
-        raise ConfigError("VALKEY_URL must be set to a valkey:// URL (make run sets it for you)")
+    # Empty is allowed here (the gateway needs neither); serve() requires both for a service.
+    if database_url and not database_url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("DATABASE_URL must be a postgresql:// URL")
+    if valkey_url and not valkey_url.startswith(("valkey://", "redis://", "unix://")):
+        raise ConfigError("VALKEY_URL must be a valkey:// URL")
     ports = {
         name: _int(f"FLOWVIZ_{name.upper()}_PORT", port, 1, 65535) for name, port in DEFAULT_PORTS.items()
     }

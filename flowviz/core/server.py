@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from flowviz.core import auth, logs, metrics, tracing
 from flowviz.core.cache import Cache
 from flowviz.core.channels import open_channel
-from flowviz.core.config import HEALTH_SERVICE_NAMES, Settings, settings
+from flowviz.core.config import HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
 from flowviz.core.db import create_pool
 from flowviz.core.errors import DomainError, InvalidArgument, Unavailable, to_status
 
@@ -194,6 +194,8 @@ async def serve(
     """Run service `name` until SIGTERM/SIGINT. `register` adds servicers and returns their full
     names; `policy` maps each method to the roles allowed to call it, `public` needs no token."""
     cfg = settings()
+    if not (cfg.database_url and cfg.valkey_url):
+        raise ConfigError("DATABASE_URL and VALKEY_URL must be set (make run sets them for you)")
     logs.setup(name, cfg.log_format)
     tracing.setup(name)  # no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set; before any server/channel
     resources = Resources(settings=cfg, name=name)
