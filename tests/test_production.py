@@ -141,6 +141,22 @@ def test_run_code_and_output_lot_must_be_new(http: httpx.Client) -> None:
     assert clash.status_code == 409 and clash.json()["error"]["reason"] == "LOT_EXISTS"
 
 
+def test_the_recorded_run_is_what_a_read_returns(http: httpx.Client) -> None:
+    """The answer to a POST is built from what was written (no read-back): it must equal a GET,
+    with several inputs, outputs, units and rounding of the proportional edge shares."""
+    t = tag()
+    lot(http, f"RAW-A-{t}", "RAW", 100)
+    lot(http, f"RAW-B-{t}", "RAW", 5000, uom="g")
+    outputs = [(f"MIX-{t}-2", "MIX", 7), (f"MIX-{t}-3", "MIX", 5.0005), (f"MIX-{t}-1", "FG", 1)]
+    r = run(http, f"RUN-{t}", [(f"RAW-A-{t}", 10.001, "kg"), (f"RAW-B-{t}", 3333, "g")], outputs)
+    assert r.status_code == 201, r.text
+    posted = r.json()["run"]
+    read = http.get(f"/api/production-runs/RUN-{t}").json()["run"]
+    assert posted == read
+    assert [o["lot_code"] for o in posted["outputs"]] == sorted(c for c, _, _ in outputs)
+    assert posted["stream_code"] == "DONER" and posted["operator"] == "Ayse" and posted["created_at"]
+
+
 def test_idempotent_replay_records_once(system: System, http: httpx.Client) -> None:
     t = tag()
     lot(http, f"RAW-{t}", "RAW", 100)

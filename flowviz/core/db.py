@@ -13,6 +13,14 @@ from asyncpg.pool import PoolConnectionProxy
 log = logging.getLogger(__name__)
 
 
+async def _session_unchanged(conn: asyncpg.Connection) -> None:
+    """Release without the default reset query (a round trip after every pooled query).
+
+    asyncpg still rolls back a transaction left open before calling this. Our code keeps no
+    session state: settings and advisory locks are transaction-scoped (SET LOCAL,
+    pg_advisory_xact_lock), and it holds no cursors or LISTENs across a release."""
+
+
 async def create_pool(
     dsn: str, *, name: str, min_size: int, max_size: int, wait: float = 30.0
 ) -> asyncpg.Pool:
@@ -27,6 +35,7 @@ async def create_pool(
                 server_settings={"application_name": f"flowviz-{name}"},
                 # Behind PgBouncer in transaction mode set FLOWVIZ_STATEMENT_CACHE=0.
                 statement_cache_size=1024,
+                reset=_session_unchanged,
             )
             assert pool is not None
             return pool

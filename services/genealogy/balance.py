@@ -161,12 +161,23 @@ async def run_balance(db: DB, run_code: str, tolerance: float = DEFAULT_TOLERANC
     rows = await db.fetch(_RUN_SQL, run_code)
     if not any(r["rel"] == "r" for r in rows):
         return None
-    inputs = sorted(
-        (RunLine(r["lot_code"], r["kind"], r["quantity"], r["uom"]) for r in rows if r["rel"] == "i"),
-        key=lambda line: (line.lot_code, line.uom),
-    )
-    out_rows = sorted((r for r in rows if r["rel"] == "o"), key=lambda r: str(r["lot_code"]))
+    inputs = [RunLine(r["lot_code"], r["kind"], r["quantity"], r["uom"]) for r in rows if r["rel"] == "i"]
+    out_rows = [r for r in rows if r["rel"] == "o"]
     outputs = [RunLine(r["lot_code"], r["kind"], r["quantity"], r["uom"]) for r in out_rows]
+    return summarize_run(run_code, inputs, outputs, any(r["shared"] for r in out_rows), tolerance)
+
+
+def summarize_run(
+    run_code: str,
+    inputs: list[RunLine],
+    outputs: list[RunLine],
+    shared_output: bool,
+    tolerance: float = DEFAULT_TOLERANCE,
+) -> RunBalance:
+    """The balance of a run from its lines (inputs: edge quantities summed per lot and unit;
+    outputs: the lots' own quantities); `shared_output` when an output has another run's inputs."""
+    inputs = sorted(inputs, key=lambda line: (line.lot_code, line.uom))
+    outputs = sorted(outputs, key=lambda line: line.lot_code)
     flags: list[str] = []
     unit = common_unit(line.uom for line in [*inputs, *outputs])
     total_in = total_out = diff = None
@@ -178,7 +189,7 @@ async def run_balance(db: DB, run_code: str, tolerance: float = DEFAULT_TOLERANC
         diff = total_in - total_out
         if inputs and _exceeds(total_out, total_in, tolerance):
             flags.append(YIELD_GAIN)
-    if any(r["shared"] for r in out_rows):
+    if shared_output:
         flags.append(OUTPUT_MULTI_RUN)
     return RunBalance(
         run_code=run_code,

@@ -9,8 +9,10 @@ order so concurrent runs cannot over-consume one lot between the check and the i
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -20,6 +22,8 @@ from flowviz.core.errors import AlreadyExists, Conflict, DomainError, InvalidArg
 from flowviz.core.identity import caller_name
 from flowviz.core.validation import MASS_UNITS
 from flowviz.genealogy.v1 import genealogy_pb2
+from services.genealogy import balance
+from services.genealogy.balance import RunLine
 
 MAX_LINES = 100
 # Slack on "consumed beyond what it holds" for decimal rounding (3 decimals in the schema).
@@ -35,8 +39,8 @@ class IdempotencyMismatch(DomainError):
 @dataclass(frozen=True)
 class Recorded:
     run_code: str
-    replayed: bool
-    related_lots: list[str]
+    # The run as written (None for a replay: the caller reads the earlier run back).
+    run: genealogy_pb2.ProductionRun | None
 
 
 def request_hash(request: genealogy_pb2.RecordProductionRunRequest) -> str:
@@ -115,18 +119,18 @@ def _ts(message: genealogy_pb2.RecordProductionRunRequest, name: str) -> datetim
     return getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None  # type: ignore[arg-type]
 
 
-async def record(pool: asyncpg.Pool, request: genealogy_pb2.RecordProductionRunRequest) -> Recorded:
-    """Validate and write the run in one transaction (raises DomainError on any refusal)."""
-    digest = request_hash(request)
+async def record(
+    pool: asyncpg.Pool, request: genealogy_pb2.RecordProductionRunRequest, digest: str
+) -> Recorded:
+    """Write the run in one transaction (raises DomainError on any refusal) and return it as
+    written, so that answering needs no second read."""
     key = request.idempotency_key or None
-    if key and (earlier := await replay(pool, key, digest)):
-        return Recorded(earlier, True, [])
     inputs = {line.lot_code: line for line in request.inputs}
     async with pool.acquire() as conn, conn.transaction():
         stream_id, phase_id = await _process_step(conn, request.stream_code, request.phase_code)
         lots = await conn.fetch(
-            "SELECT id, lot_code, quantity::float8 AS quantity, uom FROM lots WHERE lot_code = ANY($1::text[]) "
-            "ORDER BY id FOR UPDATE",
+            "SELECT id, lot_code, kind, quantity::float8 AS quantity, uom FROM lots "
+            "WHERE lot_code = ANY($1::text[]) ORDER BY id FOR UPDATE",
             list(inputs),
         )
         missing = sorted(set(inputs) - {r["lot_code"] for r in lots})
@@ -134,12 +138,13 @@ async def record(pool: asyncpg.Pool, request: genealogy_pb2.RecordProductionRunR
             raise NotFound(
                 "LOT_NOT_FOUND", f"input lot {', '.join(missing)} does not exist", lot_code=missing[0]
             )
-        run_id = await conn.fetchval(
+        header = await conn.fetchrow(
             """INSERT INTO production_runs
                    (run_code, stream_id, phase_id, operator, started_at, ended_at, idempotency_key, request_hash,
                     recorded_by)
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-               ON CONFLICT (idempotency_key) DO NOTHING RETURNING id""",
+               ON CONFLICT (idempotency_key) DO NOTHING
+               RETURNING id, operator, started_at, ended_at, created_at, recorded_by""",
             request.run_code,
             stream_id,
             phase_id,
@@ -150,28 +155,21 @@ async def record(pool: asyncpg.Pool, request: genealogy_pb2.RecordProductionRunR
             digest,
             caller_name(),
         )
-        if run_id is None:  # a concurrent request with this key committed first
+        if header is None:  # a concurrent request with this key committed first
             assert key is not None
             earlier = await replay(conn, key, digest)
             assert earlier is not None
-            return Recorded(earlier, True, [])
+            return Recorded(earlier, None)
         await _check_consumption(conn, lots, inputs)
-        taken = await conn.fetch(
-            "SELECT lot_code FROM lots WHERE lot_code = ANY($1::text[])",
-            [o.lot_code for o in request.outputs],
-        )
-        if taken:
-            codes = ", ".join(r["lot_code"] for r in taken)
-            raise AlreadyExists(
-                "LOT_EXISTS", f"output lot {codes} already exists", lot_code=taken[0]["lot_code"]
-            )
+        wanted = [o.lot_code for o in request.outputs]
         outputs = await conn.fetch(
             """INSERT INTO lots (lot_code, kind, product, quantity, uom, stream_id, produced_at, created_by)
                SELECT o.code, o.kind, o.product, o.quantity, o.uom, $6, COALESCE($7, now()), $8
                FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::text[])
                     AS o (code, kind, product, quantity, uom)
-               RETURNING id, lot_code, quantity::float8 AS quantity""",
-            [o.lot_code for o in request.outputs],
+               ON CONFLICT (lot_code) DO NOTHING
+               RETURNING id, lot_code, kind, quantity::float8 AS quantity, uom""",
+            wanted,
             [o.kind for o in request.outputs],
             [o.product.strip() for o in request.outputs],
             [o.quantity for o in request.outputs],
@@ -180,7 +178,13 @@ async def record(pool: asyncpg.Pool, request: genealogy_pb2.RecordProductionRunR
             _ts(request, "ended_at"),
             caller_name(),
         )
-        await _insert_edges(conn, run_id, lots, inputs, request, outputs)
+        if len(outputs) < len(wanted):  # the transaction rolls back the ones that were new
+            made = {r["lot_code"] for r in outputs}
+            taken = [code for code in wanted if code not in made]
+            raise AlreadyExists(
+                "LOT_EXISTS", f"output lot {', '.join(taken)} already exists", lot_code=taken[0]
+            )
+        consumed = await _insert_edges(conn, header["id"], lots, inputs, request, outputs)
         await audit.record(
             conn,
             "record",
@@ -189,7 +193,20 @@ async def record(pool: asyncpg.Pool, request: genealogy_pb2.RecordProductionRunR
             inputs=[[i.lot_code, i.quantity, i.uom] for i in request.inputs],
             outputs=[[o.lot_code, o.quantity, o.uom] for o in request.outputs],
         )
-    return Recorded(request.run_code, False, list(inputs))
+    kind_of = {r["lot_code"]: r["kind"] for r in lots}
+    found = balance.summarize_run(
+        request.run_code,
+        [RunLine(r["lot_code"], kind_of[r["lot_code"]], r["quantity"], r["uom"]) for r in consumed],
+        [RunLine(r["lot_code"], r["kind"], r["quantity"], r["uom"]) for r in outputs],
+        shared_output=False,  # the outputs are new lots: no other run feeds them yet
+    )
+    header_fields = {
+        "run_code": request.run_code,
+        "stream_code": request.stream_code,
+        "phase_code": request.phase_code,
+        **{k: header[k] for k in ("operator", "started_at", "ended_at", "created_at", "recorded_by")},
+    }
+    return Recorded(request.run_code, message(header_fields, found))
 
 
 async def _process_step(conn: Conn, stream: str, phase: str) -> tuple[int | None, int | None]:
@@ -253,8 +270,9 @@ async def _insert_edges(
     inputs: dict[str, genealogy_pb2.RunLine],
     request: genealogy_pb2.RecordProductionRunRequest,
     outputs: list[asyncpg.Record],
-) -> None:
-    """Each input feeds each output in proportion to the output's share of the run's output."""
+) -> list[dict[str, Any]]:
+    """Each input feeds each output in proportion to the output's share of the run's output.
+    Returns what each input gave (lot_code, uom, quantity), as the run's balance reads it."""
     quantity_of = {o.lot_code: o.quantity for o in request.outputs}
     total_out = sum(quantity_of.values())
     parents, children, quantities, uoms = [], [], [], []
@@ -265,15 +283,22 @@ async def _insert_edges(
             children.append(out["id"])
             quantities.append(round(line.quantity * quantity_of[out["lot_code"]] / total_out, 3) or 0.001)
             uoms.append(line.uom)
-    await conn.execute(
-        """INSERT INTO lot_genealogy (parent_lot_id, child_lot_id, quantity, uom, run_id)
-           SELECT p, c, q, u, $5 FROM unnest($1::bigint[], $2::bigint[], $3::numeric[], $4::text[]) AS e (p, c, q, u)""",
+    code_of = {lot["id"]: lot["lot_code"] for lot in lots}
+    rows = await conn.fetch(
+        """WITH e AS (
+               INSERT INTO lot_genealogy (parent_lot_id, child_lot_id, quantity, uom, run_id)
+               SELECT p, c, q, u, $5 FROM unnest($1::bigint[], $2::bigint[], $3::numeric[], $4::text[]) AS e (p, c, q, u)
+               RETURNING parent_lot_id, quantity, uom)
+           SELECT parent_lot_id, uom, sum(quantity)::float8 AS quantity FROM e GROUP BY 1, 2""",
         parents,
         children,
         quantities,
         uoms,
         run_id,
     )
+    return [
+        {"lot_code": code_of[r["parent_lot_id"]], "uom": r["uom"], "quantity": r["quantity"]} for r in rows
+    ]
 
 
 RUN_HEADER = """
@@ -282,3 +307,36 @@ SELECT r.run_code, COALESCE(s.code, '') AS stream_code, COALESCE(p.code, '') AS 
 FROM production_runs r LEFT JOIN streams s ON s.id = r.stream_id LEFT JOIN phases p ON p.id = r.phase_id
 WHERE r.run_code = $1
 """
+
+
+def message(
+    header: Mapping[str, Any] | asyncpg.Record, found: balance.RunBalance
+) -> genealogy_pb2.ProductionRun:
+    """The ProductionRun message from its header fields (as RUN_HEADER names them) and balance."""
+    run = genealogy_pb2.ProductionRun(
+        run_code=header["run_code"],
+        stream_code=header["stream_code"],
+        phase_code=header["phase_code"],
+        operator=header["operator"],
+        recorded_by=header["recorded_by"],
+        inputs=[
+            genealogy_pb2.RunLine(lot_code=i.lot_code, quantity=i.quantity, uom=i.uom, kind=i.kind)
+            for i in found.inputs
+        ],
+        outputs=[
+            genealogy_pb2.RunLine(lot_code=o.lot_code, quantity=o.quantity, uom=o.uom, kind=o.kind)
+            for o in found.outputs
+        ],
+        balance=genealogy_pb2.RunBalance(
+            unit=found.unit,
+            total_input=found.total_input,
+            total_output=found.total_output,
+            input_vs_output_diff=found.input_vs_output_diff,
+            tolerance=found.tolerance,
+            flags=found.flags,
+        ),
+    )
+    for name in ("started_at", "ended_at", "created_at"):
+        if header[name] is not None:
+            getattr(run, name).FromDatetime(header[name])
+    return run

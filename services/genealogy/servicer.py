@@ -15,7 +15,7 @@ from flowviz import importer
 from flowviz.core import audit, auth, paging, validation
 from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
-from flowviz.core.lineage import ancestors, related
+from flowviz.core.lineage import ancestors
 from flowviz.core.lotrow import lot_message
 from flowviz.core.metrics import TRACE_NODES
 from flowviz.core.protojson import to_json
@@ -86,14 +86,19 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         await self._fill_effective_status(lots)
         return response
 
-    async def _qc_statuses(self, lot_codes: list[str]) -> list[qc_pb2.LotQcStatus]:
+    async def _qc_statuses(
+        self, lot_codes: list[str], lineage: dict[str, list[str]] | None = None
+    ) -> list[qc_pb2.LotQcStatus]:
         """Own and effective QC status from the qc service (the owner of decisions). We pass the
-        lots' ancestors along, which we know, so qc need not ask us back."""
+        lots' ancestors along (`lineage`, else looked up), so qc need not ask us back."""
         codes = list(dict.fromkeys(lot_codes))
         statuses: list[qc_pb2.LotQcStatus] = []
         for start in range(0, len(codes), MAX_BATCH):
             batch = codes[start : start + MAX_BATCH]
-            known = await ancestors(self.r.pool, batch)
+            if lineage is None:
+                known = await ancestors(self.r.pool, batch)
+            else:
+                known = {c: lineage[c] for c in batch if c in lineage}
             reply = await self.qc.BatchGetQcStatus(
                 qc_pb2.BatchGetQcStatusRequest(
                     lot_codes=batch,
@@ -129,24 +134,32 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         self, request: genealogy_pb2.RecordProductionRunRequest, context: Context
     ) -> genealogy_pb2.RecordProductionRunResponse:
         runs.validate(request)
-        await self._check_releasable([line.lot_code for line in request.inputs])
+        digest = runs.request_hash(request)
+        key = request.idempotency_key
+        # A replay answers what was recorded, whatever the inputs' QC status is now.
+        if key and (earlier := await runs.replay(self.r.pool, key, digest)):
+            return genealogy_pb2.RecordProductionRunResponse(run=await self._run(earlier), replayed=True)
+        codes = [line.lot_code for line in request.inputs]
+        # An input's ancestors cannot change under a run (runs only add new lots below), so the
+        # lineage fetched for the QC check also names every lot whose cached answers the run changes.
+        lineage = await ancestors(self.r.pool, codes)
+        await self._check_releasable(codes, lineage)
         try:
-            recorded = await runs.record(self.r.pool, request)
+            recorded = await runs.record(self.r.pool, request, digest)
         except asyncpg.UniqueViolationError as exc:
             if "run_code" in str(exc.constraint_name):
                 raise AlreadyExists("RUN_EXISTS", f"run {request.run_code} already exists") from None
             raise AlreadyExists("LOT_EXISTS", "an output lot already exists") from None
-        if not recorded.replayed:
-            # New edges change every answer about the inputs and their ancestors.
-            await self.r.cache.invalidate(
-                await related(self.r.pool, recorded.related_lots, up=True, down=False)
+        if recorded.run is None:  # a concurrent request with the same key won
+            return genealogy_pb2.RecordProductionRunResponse(
+                run=await self._run(recorded.run_code), replayed=True
             )
-        run = await self._run(recorded.run_code)
-        return genealogy_pb2.RecordProductionRunResponse(run=run, replayed=recorded.replayed)
+        await self.r.cache.invalidate([*codes, *(a for found in lineage.values() for a in found)])
+        return genealogy_pb2.RecordProductionRunResponse(run=recorded.run, replayed=False)
 
-    async def _check_releasable(self, lot_codes: list[str]) -> None:
+    async def _check_releasable(self, lot_codes: list[str], lineage: dict[str, list[str]]) -> None:
         """An input on hold or rejected (itself or through an ancestor) cannot be consumed."""
-        for status in await self._qc_statuses(lot_codes):
+        for status in await self._qc_statuses(lot_codes, lineage):
             if status.blocked:
                 block = status.blocking[0]
                 via = "" if block.lot_code == status.lot_code else f" through {block.lot_code}"
@@ -171,33 +184,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         found = await balance.run_balance(self.r.pool, run_code)
         if header is None or found is None:
             raise NotFound("RUN_NOT_FOUND", f"production run {run_code} does not exist", run_code=run_code)
-        run = genealogy_pb2.ProductionRun(
-            run_code=run_code,
-            stream_code=header["stream_code"],
-            phase_code=header["phase_code"],
-            operator=header["operator"],
-            recorded_by=header["recorded_by"],
-            inputs=[
-                genealogy_pb2.RunLine(lot_code=i.lot_code, quantity=i.quantity, uom=i.uom, kind=i.kind)
-                for i in found.inputs
-            ],
-            outputs=[
-                genealogy_pb2.RunLine(lot_code=o.lot_code, quantity=o.quantity, uom=o.uom, kind=o.kind)
-                for o in found.outputs
-            ],
-            balance=genealogy_pb2.RunBalance(
-                unit=found.unit,
-                total_input=found.total_input,
-                total_output=found.total_output,
-                input_vs_output_diff=found.input_vs_output_diff,
-                tolerance=found.tolerance,
-                flags=found.flags,
-            ),
-        )
-        for name in ("started_at", "ended_at", "created_at"):
-            if header[name] is not None:
-                getattr(run, name).FromDatetime(header[name])
-        return run
+        return runs.message(header, found)
 
     # --- traces, recall, balance ---------------------------------------------------------------
 
