@@ -32,10 +32,11 @@ FROM (
 ) x
 """
 
-# Each seed with each of its ancestors (not itself).
-ANCESTORS = """
-WITH RECURSIVE up(root, id) AS (
-    SELECT id, id FROM lots WHERE lot_code = ANY($1::text[])
+# Each seed with each of its ancestors (not itself); {seed} selects the seeds' ids.
+_ANCESTORS_OF = """
+WITH RECURSIVE seed(id) AS ({seed}),
+up(root, id) AS (
+    SELECT id, id FROM seed
     UNION
     SELECT up.root, e.parent_lot_id FROM lot_genealogy e JOIN up ON e.child_lot_id = up.id
 )
@@ -43,6 +44,14 @@ SELECT (SELECT l.lot_code FROM lots l WHERE l.id = up.root) AS lot_code,
        array_agg((SELECT l.lot_code FROM lots l WHERE l.id = up.id)) FILTER (WHERE up.id <> up.root) AS ancestors
 FROM up GROUP BY up.root
 """
+ANCESTORS = _ANCESTORS_OF.format(seed="SELECT id FROM lots WHERE lot_code = ANY($1::text[])")
+# The same for a lot and its direct parents and children, from the lot's code alone.
+NEIGHBOURHOOD_ANCESTORS = _ANCESTORS_OF.format(
+    seed="""
+    SELECT id FROM lots WHERE lot_code = $1
+    UNION SELECT e.parent_lot_id FROM lots l JOIN lot_genealogy e ON e.child_lot_id = l.id WHERE l.lot_code = $1
+    UNION SELECT e.child_lot_id FROM lots l JOIN lot_genealogy e ON e.parent_lot_id = l.id WHERE l.lot_code = $1"""
+)
 
 
 async def related(
@@ -55,3 +64,11 @@ async def related(
 
 async def ancestors(conn: DB, lot_codes: list[str]) -> dict[str, list[str]]:
     return {r["lot_code"]: list(r["ancestors"] or ()) for r in await conn.fetch(ANCESTORS, lot_codes)}
+
+
+async def neighbourhood_ancestors(conn: DB, lot_code: str) -> dict[str, list[str]]:
+    """`ancestors()` of the lot and of its direct parents and children, without knowing them first
+    (so it can run beside the query that reads them)."""
+    return {
+        r["lot_code"]: list(r["ancestors"] or ()) for r in await conn.fetch(NEIGHBOURHOOD_ANCESTORS, lot_code)
+    }

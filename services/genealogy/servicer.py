@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ from flowviz import importer
 from flowviz.core import audit, auth, paging, validation
 from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
-from flowviz.core.lineage import ancestors
+from flowviz.core.lineage import ancestors, neighbourhood_ancestors
 from flowviz.core.lotrow import lot_message
 from flowviz.core.metrics import TRACE_NODES
 from flowviz.core.protojson import to_json
@@ -70,7 +71,13 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         return genealogy_pb2.GetTraceabilityResponse.FromString(blob)
 
     async def _neighbours(self, code: str) -> genealogy_pb2.GetTraceabilityResponse:
-        rows = await repository.neighbours(self.r.pool, code)
+        # Side by side: the lot with its parents and children (one query), and the QC status of
+        # all of them, for which we first find their ancestors (qc needs them for inherited holds).
+        async def statuses() -> dict[str, str]:
+            lineage = await neighbourhood_ancestors(self.r.pool, code)
+            return {s.lot_code: s.effective_status for s in await self._qc_statuses(list(lineage), lineage)}
+
+        rows, effective = await asyncio.gather(repository.neighbours(self.r.pool, code), statuses())
         if not rows or rows[0]["rel"] != "self":
             raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
         response = genealogy_pb2.GetTraceabilityResponse(lot=lot_message(rows[0]))
@@ -83,7 +90,10 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             )
             (response.parents if row["rel"] == "parent" else response.children).append(linked)
         lots = [response.lot, *(p.lot for p in response.parents), *(c.lot for c in response.children)]
-        await self._fill_effective_status(lots)
+        for lot in lots:
+            lot.effective_status = effective.get(lot.lot_code, "")
+        # A lot a concurrent write added between the two queries is asked about on its own.
+        await self._fill_effective_status([lot for lot in lots if not lot.effective_status])
         return response
 
     async def _qc_statuses(
@@ -111,9 +121,10 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         return statuses
 
     async def _fill_effective_status(self, lots: list[lots_pb2.Lot]) -> None:
-        effective = {
-            s.lot_code: s.effective_status for s in await self._qc_statuses([lot.lot_code for lot in lots])
-        }
+        if not lots:
+            return
+        codes = [lot.lot_code for lot in lots]
+        effective = {s.lot_code: s.effective_status for s in await self._qc_statuses(codes)}
         for lot in lots:
             lot.effective_status = effective.get(lot.lot_code, lot.status)
 
