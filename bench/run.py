@@ -65,6 +65,7 @@ BASE_PORTS = {
     "floor_grpc": 15060,
 }
 FLOWVIZ = ("gateway", "lots", "genealogy", "qc", "health")  # the flowviz processes (RSS goal)
+TOGETHER = "flowviz_total"  # their RSS summed per sample
 SHORT = {
     "gateway": "gw",
     "lots": "lots",
@@ -79,6 +80,7 @@ SHORT = {
     "loadgen": "load",
     "harness": "bench",
     "other": "other",
+    "flowviz_total": "flowviz",
 }
 
 
@@ -235,6 +237,10 @@ async def _import(url: str, lots: BinaryIO, edges: BinaryIO) -> dict[str, Any]:
         imported = time.monotonic()
         for table in ("lots", "lot_genealogy", "production_runs"):
             await conn.execute(f"VACUUM (ANALYZE) {table}")  # index-only scans need the visibility map
+        # Write the import's dirty pages out now: otherwise the checkpoint and the kernel's
+        # writeback of them land in a later scenario and stall its commits (fsync waits behind them).
+        await conn.execute("CHECKPOINT")
+        os.sync()
         return {
             "lots_imported": result.lots_imported,
             "edges_imported": result.edges_imported,
@@ -251,7 +257,7 @@ async def _import(url: str, lots: BinaryIO, edges: BinaryIO) -> dict[str, Any]:
 
 
 def import_data(url: str, folder: Path) -> dict[str, Any]:
-    log("importing with flowviz.importer.import_csv (COPY), then VACUUM ANALYZE")
+    log("importing with flowviz.importer.import_csv (COPY), then VACUUM ANALYZE and CHECKPOINT")
     with open(folder / "lots.csv", "rb") as lots, open(folder / "genealogy.csv", "rb") as edges:
         return asyncio.run(asyncio.wait_for(_import(url, lots, edges), 1800))
 
@@ -342,6 +348,7 @@ class Sampler:
                 self.cpu[p.pid] = (comp, t.user + t.system)
                 self.seen.setdefault(p.pid, p)
                 rss[comp] = rss.get(comp, 0) + m
+            rss[TOGETHER] = sum(rss.get(c, 0) for c in FLOWVIZ)  # at the same instant
             for comp, value in rss.items():
                 self.peak[comp] = max(self.peak.get(comp, 0), value)
                 self.window[comp] = max(self.window.get(comp, 0), value)
@@ -1274,14 +1281,15 @@ def evaluate_goals(by: dict[str, Result], peak: dict[str, int]) -> list[dict[str
         )
 
     goal("mixed soak", "0 errors, P99 <= 50 ms, memory flat", "soak_mixed", soak)
+    together = peak.get(TOGETHER, 0) / MB
     worst = max(((peak.get(c, 0) / MB, c) for c in FLOWVIZ), default=(0.0, "?"))
     goals.append(
         {
             "goal": "flowviz processes RSS under load",
-            "target": "each <= 400 MB",
+            "target": "together <= 400 MB",
             "scenario": "all",
-            "figure": f"max {worst[0]:.0f} MB ({worst[1]})",
-            "verdict": "PASS" if worst[0] <= 400 and worst[0] > 0 else "MISS",
+            "figure": f"peak {together:.0f} MB together (largest: {worst[1]} {worst[0]:.0f} MB)",
+            "verdict": "PASS" if 0 < together <= 400 else "MISS",
         }
     )
     return goals

@@ -71,7 +71,6 @@ class Cache:
         self._down_until = 0.0
         self._inflight: dict[tuple[str, str], asyncio.Future[bytes]] = {}
         self._missed_invalidation = False
-        self._fills: set[asyncio.Task[Any]] = set()
         self.hits = self.misses = self.errors = 0
 
     @property
@@ -145,14 +144,9 @@ class Cache:
         if len(loaded) > max_bytes:
             return loaded
         key = f"fv:{ns.decode()}:lot:{lot_code}"
-        # Stored after answering (the epoch check makes a late fill as safe as an early one).
-        task = asyncio.create_task(
-            self._bounded(
-                "fill", lambda: self._fill(keys=[EPOCH_KEY], args=[epoch, key, field, loaded, self.ttl])
-            )
+        await self._bounded(
+            "fill", lambda: self._fill(keys=[EPOCH_KEY], args=[epoch, key, field, loaded, self.ttl])
         )
-        self._fills.add(task)
-        task.add_done_callback(self._fills.discard)
         return loaded
 
     async def invalidate(self, lot_codes: Iterable[str]) -> None:
@@ -190,6 +184,4 @@ class Cache:
         return done
 
     async def close(self) -> None:
-        if self._fills:
-            await asyncio.gather(*self._fills)
         await self.client.aclose()
