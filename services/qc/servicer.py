@@ -6,6 +6,7 @@ come from the genealogy service (gRPC), so a hold counts the instant it is recor
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -102,6 +103,11 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
             ]
         lineage = {item.lot_code: [item.lot_code, *item.ancestor_codes] for item in known}
         everyone = sorted({code for codes in lineage.values() for code in codes})
+        # Two independent reads, side by side on two connections.
+        blocking_rows, own = await asyncio.gather(
+            repository.blocking(self.r.pool, everyone),
+            repository.latest(self.r.pool, [c for c in lot_codes if c in lineage]),
+        )
         blocks = {
             row["lot_code"]: qc_pb2.Block(
                 lot_code=row["lot_code"],
@@ -109,9 +115,8 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 decision_id=row["id"],
                 reason=row["reason"],
             )
-            for row in await repository.blocking(self.r.pool, everyone)
+            for row in blocking_rows
         }
-        own = await repository.latest(self.r.pool, [c for c in lot_codes if c in lineage])
         statuses = []
         for code in lot_codes:
             if code not in lineage:
