@@ -14,22 +14,15 @@ LEFT JOIN LATERAL (
 WHERE l.lot_code = $1
 """
 
-# The latest decision of each of many lots that is blocking (hold or reject).
-BLOCKING = """
+# The latest decision of each lot in $1 that is blocking (hold or reject), and of each lot in
+# $2 whatever it is (a subset of $1: their own status); one row per lot, decision NULL if none.
+LATEST_DECISIONS = """
 SELECT l.lot_code, d.id, d.decision, d.reason
 FROM lots l
-JOIN LATERAL (
-    SELECT d.id, d.decision, d.reason FROM qc_decisions d WHERE d.lot_id = l.id ORDER BY d.id DESC LIMIT 1
-) d ON d.decision IN ('hold', 'reject')
-WHERE l.lot_code = ANY($1::text[])
-"""
-
-LATEST = """
-SELECT l.lot_code, q.decision FROM lots l
 LEFT JOIN LATERAL (
-    SELECT d.decision FROM qc_decisions d WHERE d.lot_id = l.id ORDER BY d.id DESC LIMIT 1
-) q ON true
-WHERE l.lot_code = ANY($1::text[])
+    SELECT d.id, d.decision, d.reason FROM qc_decisions d WHERE d.lot_id = l.id ORDER BY d.id DESC LIMIT 1
+) d ON true
+WHERE l.lot_code = ANY($1::text[]) AND (d.decision IN ('hold', 'reject') OR l.lot_code = ANY($2::text[]))
 """
 
 DECISION_COLUMNS = """
@@ -68,12 +61,11 @@ async def lot(conn: DB, lot_code: str) -> asyncpg.Record | None:
     return await conn.fetchrow(LOT, lot_code)
 
 
-async def blocking(pool: asyncpg.Pool, lot_codes: list[str]) -> list[asyncpg.Record]:
-    return await pool.fetch(BLOCKING, lot_codes)
-
-
-async def latest(pool: asyncpg.Pool, lot_codes: list[str]) -> dict[str, str]:
-    return {r["lot_code"]: r["decision"] or "" for r in await pool.fetch(LATEST, lot_codes)}
+async def latest_decisions(
+    pool: asyncpg.Pool, lineage_codes: list[str], lot_codes: list[str]
+) -> list[asyncpg.Record]:
+    """Blocking latest decisions among `lineage_codes`, and the latest of each of `lot_codes`."""
+    return await pool.fetch(LATEST_DECISIONS, lineage_codes, lot_codes)
 
 
 async def list_decisions(pool: asyncpg.Pool, lot_id: int, after_id: int, limit: int) -> list[asyncpg.Record]:

@@ -6,7 +6,6 @@ come from the genealogy service (gRPC), so a hold counts the instant it is recor
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import asyncpg
@@ -103,11 +102,8 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
             ]
         lineage = {item.lot_code: [item.lot_code, *item.ancestor_codes] for item in known}
         everyone = sorted({code for codes in lineage.values() for code in codes})
-        # Two independent reads, side by side on two connections.
-        blocking_rows, own = await asyncio.gather(
-            repository.blocking(self.r.pool, everyone),
-            repository.latest(self.r.pool, [c for c in lot_codes if c in lineage]),
-        )
+        asked = [c for c in lot_codes if c in lineage]
+        rows = await repository.latest_decisions(self.r.pool, everyone, asked)
         blocks = {
             row["lot_code"]: qc_pb2.Block(
                 lot_code=row["lot_code"],
@@ -115,8 +111,10 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 decision_id=row["id"],
                 reason=row["reason"],
             )
-            for row in blocking_rows
+            for row in rows
+            if row["decision"] in BLOCKING_STATUS
         }
+        own = {row["lot_code"]: row["decision"] or "" for row in rows}
         statuses = []
         for code in lot_codes:
             if code not in lineage:
