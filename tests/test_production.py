@@ -233,6 +233,21 @@ def test_a_trace_reflects_a_new_run_at_once(http: httpx.Client) -> None:
     assert [c["lot_code"] for c in children] == [f"MIX-{t}"]
 
 
+def test_ancestors_answers_reflect_a_new_run_at_once(http: httpx.Client) -> None:
+    """A run drops the cached answers of its inputs' ancestors too (from the lineage its QC check
+    read): a grandparent's graph and recall, cached before, show the new grandchild."""
+    t = tag()
+    lot(http, f"RAW-{t}", "RAW", 10)
+    assert run(http, f"RUN-A-{t}", [(f"RAW-{t}", 4, "kg")], [(f"MIX-{t}", "MIX", 4)]).status_code == 201
+    graph = f"/api/traceability/RAW-{t}/graph?direction=downstream"
+    recall = f"/api/recall/RAW-{t}"
+    for path in (graph, recall, graph, recall):  # the second time from the cache
+        assert http.get(path).status_code == 200
+    assert run(http, f"RUN-B-{t}", [(f"MIX-{t}", 1, "kg")], [(f"FG-{t}", "FG", 1)]).status_code == 201
+    assert f"FG-{t}" in {n["lot_code"] for n in http.get(graph).json()["nodes"]}
+    assert f"FG-{t}" in {n["lot_code"] for n in http.get(recall).json()["downstream"]}
+
+
 def test_a_trace_reflects_a_hold_at_once(http: httpx.Client) -> None:
     t = tag()
     lot(http, f"RAW-{t}", "RAW", 10)
