@@ -176,6 +176,19 @@ def test_idempotent_replay_records_once(system: System, http: httpx.Client) -> N
     assert other.status_code == 422 and other.json()["error"]["reason"] == "IDEMPOTENCY_KEY_REUSED"
 
 
+def test_a_replay_answers_the_recorded_run_after_its_input_went_on_hold(http: httpx.Client) -> None:
+    """The QC check refuses new runs on a held input, but a retry of a recorded run still gets it."""
+    t = tag()
+    lot(http, f"RAW-{t}", "RAW", 10)
+    first = run(http, f"RUN-{t}", [(f"RAW-{t}", 2, "kg")], [(f"MIX-{t}", "MIX", 2)], key=f"key-{t}")
+    assert first.status_code == 201, first.text
+    assert decide(http, f"RAW-{t}", "hold", "check").status_code == 201
+    again = run(http, f"RUN-{t}", [(f"RAW-{t}", 2, "kg")], [(f"MIX-{t}", "MIX", 2)], key=f"key-{t}")
+    assert again.status_code == 200 and again.json() == {**first.json(), "replayed": True}, again.text
+    other = run(http, f"RUN2-{t}", [(f"RAW-{t}", 2, "kg")], [(f"MIX2-{t}", "MIX", 2)], key=f"key2-{t}")
+    assert other.status_code == 409 and other.json()["error"]["reason"] == "LOT_BLOCKED", other.text
+
+
 def test_a_fault_between_the_writes_leaves_nothing(system: System, http: httpx.Client) -> None:
     """A trigger makes the edge insert fail after the run and its output lots were written."""
     t = tag()

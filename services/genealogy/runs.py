@@ -104,26 +104,67 @@ async def replay(conn: DB, key: str, digest: str) -> str | None:
     row = await conn.fetchrow(
         "SELECT run_code, request_hash FROM production_runs WHERE idempotency_key = $1", key
     )
-    if row is None:
-        return None
-    if row["request_hash"] != digest:
-        raise IdempotencyMismatch(
-            "IDEMPOTENCY_KEY_REUSED",
-            f"idempotency key {key!r} was used for a different request (run {row['run_code']})",
-            run_code=row["run_code"],
-        )
-    return str(row["run_code"])
+    return None if row is None else _same_request(key, row, digest)
 
 
 def _ts(message: genealogy_pb2.RecordProductionRunRequest, name: str) -> datetime | None:
     return getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None  # type: ignore[arg-type]
 
 
+# After the inputs are locked: what each input has given so far, and the run recorded earlier under
+# this idempotency key (a concurrent retry may have committed while we waited for the locks). One
+# row at least; the run columns are NULL when there is none, the edge columns when nothing is used.
+_USED_AND_EARLIER = """
+SELECT r.run_code, r.request_hash, u.parent_lot_id, u.uom, u.quantity
+FROM (VALUES (1)) AS one
+LEFT JOIN production_runs r ON r.idempotency_key = $2
+LEFT JOIN (SELECT parent_lot_id, uom, sum(quantity)::float8 AS quantity FROM lot_genealogy
+           WHERE parent_lot_id = ANY($1::bigint[]) GROUP BY 1, 2) u ON true
+"""
+
+# The run header, its output lots, their genealogy edges and the audit row in one statement (one
+# round trip, not four). Everything hangs on the header: if a concurrent request with the same
+# idempotency key committed first, its insert does nothing and neither does the rest. Output lots
+# that already exist are skipped (the caller sees fewer outputs and rolls back).
+_WRITE = f"""
+WITH h AS (
+    INSERT INTO production_runs
+        (run_code, stream_id, phase_id, operator, started_at, ended_at, idempotency_key, request_hash, recorded_by)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id, operator, started_at, ended_at, created_at, recorded_by
+), o AS (
+    INSERT INTO lots (lot_code, kind, product, quantity, uom, stream_id, produced_at, created_by)
+    SELECT o.code, o.kind, o.product, o.quantity, o.uom, $2, COALESCE($6, now()), $9
+    FROM unnest($10::text[], $11::text[], $12::text[], $13::numeric[], $14::text[])
+         AS o (code, kind, product, quantity, uom)
+    WHERE EXISTS (SELECT FROM h)
+    ON CONFLICT (lot_code) DO NOTHING
+    RETURNING id, lot_code, kind, quantity::float8 AS quantity, uom
+), e AS (
+    INSERT INTO lot_genealogy (parent_lot_id, child_lot_id, quantity, uom, run_id)
+    SELECT e.parent, o.id, e.quantity, e.uom, h.id
+    FROM unnest($15::bigint[], $16::text[], $17::numeric[], $18::text[]) AS e (parent, child, quantity, uom)
+    JOIN o ON o.lot_code = e.child CROSS JOIN h
+    RETURNING parent_lot_id, quantity, uom
+), a AS (
+    INSERT INTO audit_log ({audit.COLUMNS})
+    SELECT $19, $20, $21, $22, $23, $24::jsonb WHERE EXISTS (SELECT FROM h)
+)
+SELECT h.*,
+       (SELECT array_agg((o.id, o.lot_code, o.kind, o.quantity, o.uom)) FROM o) AS outputs,
+       (SELECT array_agg((g.parent_lot_id, g.uom, g.quantity))
+        FROM (SELECT parent_lot_id, uom, sum(quantity)::float8 AS quantity FROM e GROUP BY 1, 2) g) AS consumed
+FROM h
+"""
+
+
 async def record(
     pool: asyncpg.Pool, request: genealogy_pb2.RecordProductionRunRequest, digest: str
 ) -> Recorded:
     """Write the run in one transaction (raises DomainError on any refusal) and return it as
-    written, so that answering needs no second read."""
+    written, so that answering needs no second read. A retry of a recorded run returns
+    Recorded(run_code, None); 422 if its body differs."""
     key = request.idempotency_key or None
     inputs = {line.lot_code: line for line in request.inputs}
     async with pool.acquire() as conn, conn.transaction():
@@ -138,13 +179,12 @@ async def record(
             raise NotFound(
                 "LOT_NOT_FOUND", f"input lot {', '.join(missing)} does not exist", lot_code=missing[0]
             )
-        header = await conn.fetchrow(
-            """INSERT INTO production_runs
-                   (run_code, stream_id, phase_id, operator, started_at, ended_at, idempotency_key, request_hash,
-                    recorded_by)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-               ON CONFLICT (idempotency_key) DO NOTHING
-               RETURNING id, operator, started_at, ended_at, created_at, recorded_by""",
+        found = await conn.fetch(_USED_AND_EARLIER, [r["id"] for r in lots], key)
+        if found[0]["run_code"] is not None:
+            return Recorded(_same_request(key or "", found[0], digest), None)
+        _check_consumption(lots, inputs, [u for u in found if u["parent_lot_id"] is not None])
+        written = await conn.fetchrow(
+            _WRITE,
             request.run_code,
             stream_id,
             phase_id,
@@ -154,59 +194,84 @@ async def record(
             key,
             digest,
             caller_name(),
+            *_outputs(request),
+            *_edges(lots, inputs, request),
+            *audit.row(
+                "record",
+                "production_run",
+                request.run_code,
+                inputs=[[i.lot_code, i.quantity, i.uom] for i in request.inputs],
+                outputs=[[o.lot_code, o.quantity, o.uom] for o in request.outputs],
+            ),
         )
-        if header is None:  # a concurrent request with this key committed first
+        if written is None:  # a concurrent request with this key committed first
             assert key is not None
             earlier = await replay(conn, key, digest)
             assert earlier is not None
             return Recorded(earlier, None)
-        await _check_consumption(conn, lots, inputs)
-        wanted = [o.lot_code for o in request.outputs]
-        outputs = await conn.fetch(
-            """INSERT INTO lots (lot_code, kind, product, quantity, uom, stream_id, produced_at, created_by)
-               SELECT o.code, o.kind, o.product, o.quantity, o.uom, $6, COALESCE($7, now()), $8
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::text[])
-                    AS o (code, kind, product, quantity, uom)
-               ON CONFLICT (lot_code) DO NOTHING
-               RETURNING id, lot_code, kind, quantity::float8 AS quantity, uom""",
-            wanted,
-            [o.kind for o in request.outputs],
-            [o.product.strip() for o in request.outputs],
-            [o.quantity for o in request.outputs],
-            [o.uom for o in request.outputs],
-            stream_id,
-            _ts(request, "ended_at"),
-            caller_name(),
-        )
-        if len(outputs) < len(wanted):  # the transaction rolls back the ones that were new
-            made = {r["lot_code"] for r in outputs}
-            taken = [code for code in wanted if code not in made]
+        outputs = written["outputs"] or []
+        if len(outputs) < len(request.outputs):  # raising rolls back the ones that were new
+            made = {o[1] for o in outputs}
+            taken = [o.lot_code for o in request.outputs if o.lot_code not in made]
             raise AlreadyExists(
                 "LOT_EXISTS", f"output lot {', '.join(taken)} already exists", lot_code=taken[0]
             )
-        consumed = await _insert_edges(conn, header["id"], lots, inputs, request, outputs)
-        await audit.record(
-            conn,
-            "record",
-            "production_run",
-            request.run_code,
-            inputs=[[i.lot_code, i.quantity, i.uom] for i in request.inputs],
-            outputs=[[o.lot_code, o.quantity, o.uom] for o in request.outputs],
-        )
-    kind_of = {r["lot_code"]: r["kind"] for r in lots}
-    found = balance.summarize_run(
+    code_of = {r["id"]: (r["lot_code"], r["kind"]) for r in lots}
+    found_balance = balance.summarize_run(
         request.run_code,
-        [RunLine(r["lot_code"], kind_of[r["lot_code"]], r["quantity"], r["uom"]) for r in consumed],
-        [RunLine(r["lot_code"], r["kind"], r["quantity"], r["uom"]) for r in outputs],
+        [RunLine(*code_of[parent], quantity, uom) for parent, uom, quantity in written["consumed"]],
+        [RunLine(code, kind, quantity, uom) for _, code, kind, quantity, uom in outputs],
         shared_output=False,  # the outputs are new lots: no other run feeds them yet
     )
     header_fields = {
         "run_code": request.run_code,
         "stream_code": request.stream_code,
         "phase_code": request.phase_code,
-        **{k: header[k] for k in ("operator", "started_at", "ended_at", "created_at", "recorded_by")},
+        **{k: written[k] for k in ("operator", "started_at", "ended_at", "created_at", "recorded_by")},
     }
-    return Recorded(request.run_code, message(header_fields, found))
+    return Recorded(request.run_code, message(header_fields, found_balance))
+
+
+def _outputs(request: genealogy_pb2.RecordProductionRunRequest) -> tuple[list[Any], ...]:
+    """The output lots as the columns _WRITE unnests ($10-$14)."""
+    out = request.outputs
+    return (
+        [o.lot_code for o in out],
+        [o.kind for o in out],
+        [o.product.strip() for o in out],
+        [o.quantity for o in out],
+        [o.uom for o in out],
+    )
+
+
+def _edges(
+    lots: list[asyncpg.Record],
+    inputs: Mapping[str, genealogy_pb2.RunLine],
+    request: genealogy_pb2.RecordProductionRunRequest,
+) -> tuple[list[Any], ...]:
+    """Each input feeds each output in proportion to the output's share of the run's output,
+    as the columns _WRITE unnests ($15-$18: parent id, child lot code, quantity, uom)."""
+    total_out = sum(o.quantity for o in request.outputs)
+    parents, children, quantities, uoms = [], [], [], []
+    for lot in lots:
+        line = inputs[lot["lot_code"]]
+        for out in request.outputs:
+            parents.append(lot["id"])
+            children.append(out.lot_code)
+            quantities.append(round(line.quantity * out.quantity / total_out, 3) or 0.001)
+            uoms.append(line.uom)
+    return parents, children, quantities, uoms
+
+
+def _same_request(key: str, earlier: Mapping[str, Any] | asyncpg.Record, digest: str) -> str:
+    """The run code recorded under `key`; 422 when it was recorded for a different body."""
+    if earlier["request_hash"] != digest:
+        raise IdempotencyMismatch(
+            "IDEMPOTENCY_KEY_REUSED",
+            f"idempotency key {key!r} was used for a different request (run {earlier['run_code']})",
+            run_code=earlier["run_code"],
+        )
+    return str(earlier["run_code"])
 
 
 async def _process_step(conn: Conn, stream: str, phase: str) -> tuple[int | None, int | None]:
@@ -227,15 +292,11 @@ async def _process_step(conn: Conn, stream: str, phase: str) -> tuple[int | None
     return row["id"], row["phase_id"]
 
 
-async def _check_consumption(
-    conn: Conn, lots: list[asyncpg.Record], inputs: dict[str, genealogy_pb2.RunLine]
+def _check_consumption(
+    lots: list[asyncpg.Record], inputs: dict[str, genealogy_pb2.RunLine], used: list[asyncpg.Record]
 ) -> None:
-    """Units must convert, and no input may give more than it still holds."""
-    used = await conn.fetch(
-        "SELECT parent_lot_id, uom, sum(quantity)::float8 AS quantity FROM lot_genealogy "
-        "WHERE parent_lot_id = ANY($1::bigint[]) GROUP BY 1, 2",
-        [r["id"] for r in lots],
-    )
+    """Units must convert, and no input may give more than it still holds (`used`: what each
+    input has given so far, by unit, read after the inputs were locked)."""
     for lot in lots:
         line = inputs[lot["lot_code"]]
         wanted = to_unit(line.quantity, line.uom, lot["uom"])
@@ -261,44 +322,6 @@ async def _check_consumption(
                 requested=f"{wanted:g}",
                 uom=lot["uom"],
             )
-
-
-async def _insert_edges(
-    conn: Conn,
-    run_id: int,
-    lots: list[asyncpg.Record],
-    inputs: dict[str, genealogy_pb2.RunLine],
-    request: genealogy_pb2.RecordProductionRunRequest,
-    outputs: list[asyncpg.Record],
-) -> list[dict[str, Any]]:
-    """Each input feeds each output in proportion to the output's share of the run's output.
-    Returns what each input gave (lot_code, uom, quantity), as the run's balance reads it."""
-    quantity_of = {o.lot_code: o.quantity for o in request.outputs}
-    total_out = sum(quantity_of.values())
-    parents, children, quantities, uoms = [], [], [], []
-    for lot in lots:
-        line = inputs[lot["lot_code"]]
-        for out in outputs:
-            parents.append(lot["id"])
-            children.append(out["id"])
-            quantities.append(round(line.quantity * quantity_of[out["lot_code"]] / total_out, 3) or 0.001)
-            uoms.append(line.uom)
-    code_of = {lot["id"]: lot["lot_code"] for lot in lots}
-    rows = await conn.fetch(
-        """WITH e AS (
-               INSERT INTO lot_genealogy (parent_lot_id, child_lot_id, quantity, uom, run_id)
-               SELECT p, c, q, u, $5 FROM unnest($1::bigint[], $2::bigint[], $3::numeric[], $4::text[]) AS e (p, c, q, u)
-               RETURNING parent_lot_id, quantity, uom)
-           SELECT parent_lot_id, uom, sum(quantity)::float8 AS quantity FROM e GROUP BY 1, 2""",
-        parents,
-        children,
-        quantities,
-        uoms,
-        run_id,
-    )
-    return [
-        {"lot_code": code_of[r["parent_lot_id"]], "uom": r["uom"], "quantity": r["quantity"]} for r in rows
-    ]
 
 
 RUN_HEADER = """

@@ -147,21 +147,25 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         runs.validate(request)
         digest = runs.request_hash(request)
         key = request.idempotency_key
-        # A replay answers what was recorded, whatever the inputs' QC status is now.
-        if key and (earlier := await runs.replay(self.r.pool, key, digest)):
-            return genealogy_pb2.RecordProductionRunResponse(run=await self._run(earlier), replayed=True)
         codes = [line.lot_code for line in request.inputs]
         # An input's ancestors cannot change under a run (runs only add new lots below), so the
         # lineage fetched for the QC check also names every lot whose cached answers the run changes.
         lineage = await ancestors(self.r.pool, codes)
-        await self._check_releasable(codes, lineage)
+        try:
+            await self._check_releasable(codes, lineage)
+        except Exception:
+            # A replay answers what was recorded, whatever the inputs' QC status (or qc) is now.
+            # Looked up only here: runs.record finds replays itself, under the inputs' locks.
+            if key and (earlier := await runs.replay(self.r.pool, key, digest)):
+                return genealogy_pb2.RecordProductionRunResponse(run=await self._run(earlier), replayed=True)
+            raise
         try:
             recorded = await runs.record(self.r.pool, request, digest)
         except asyncpg.UniqueViolationError as exc:
             if "run_code" in str(exc.constraint_name):
                 raise AlreadyExists("RUN_EXISTS", f"run {request.run_code} already exists") from None
             raise AlreadyExists("LOT_EXISTS", "an output lot already exists") from None
-        if recorded.run is None:  # a concurrent request with the same key won
+        if recorded.run is None:  # recorded earlier under this key
             return genealogy_pb2.RecordProductionRunResponse(
                 run=await self._run(recorded.run_code), replayed=True
             )
