@@ -13,7 +13,8 @@ with one UNLINK. Read-your-writes across processes:
 
 Every operation is bounded by a short timeout; after a failure the cache is skipped for a
 moment (a small circuit breaker) so a dead Valkey costs nothing per request. Misses on the
-same entry inside one process share one load (single-flight).
+same entry at the same epoch inside one process share one load (single-flight); a miss after
+an invalidation never joins a load that started before it.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ class Cache:
         self.ttl = ttl
         self.retry_after = retry_after
         self._down_until = 0.0
-        self._inflight: dict[tuple[str, str], asyncio.Future[bytes]] = {}
+        self._inflight: dict[tuple[str, str, bytes], asyncio.Future[bytes]] = {}
         self._missed_invalidation = False
         self.hits = self.misses = self.errors = 0
 
@@ -126,7 +127,8 @@ class Cache:
             self.hits += 1
             return bytes(value)
         self.misses += 1
-        flight = (lot_code, field)
+        # Keyed by epoch too: a load that began before a write may have read the old rows.
+        flight = (lot_code, field, bytes(epoch))
         pending = self._inflight.get(flight)
         if pending is not None:
             return await asyncio.shield(pending)
