@@ -51,7 +51,7 @@ async def test_concurrent_misses_share_one_load(cache_url: str) -> None:
     load.release.set()
     assert await asyncio.gather(first, second) == [b"answer", b"answer"]
     assert load.calls == 1
-    await cache.client.aclose()
+    await cache.close()
 
 
 @pytest.mark.parametrize("writer_process", ["same", "other"])
@@ -73,7 +73,28 @@ async def test_a_miss_after_a_write_does_not_join_a_load_from_before_it(
     before.release.set()
     assert await first == b"before the write"  # its caller asked before the write
     # and what it loaded was not stored over the newer answer
+    await reader.settled()
+    assert reader.hits == 0
     assert await reader.lot_answer("LOT-B", "trace", Load(b"unused")) == b"after the write"
-    await reader.client.aclose()
+    assert reader.hits == 1
+    await reader.close()
     if writer is not reader:
-        await writer.client.aclose()
+        await writer.close()
+
+
+async def test_an_answer_is_served_while_it_is_being_stored(cache_url: str) -> None:
+    """The load's caller is answered before the value reaches Valkey; a repeat request in that
+    moment gets the same answer without a second load, and afterwards Valkey has it."""
+    cache = Cache(cache_url, timeout=1, ttl=60)
+    load = Load(b"answer")
+    load.release.set()
+    assert await cache.lot_answer("LOT-C", "trace", load) == b"answer"
+    assert await cache.lot_answer("LOT-C", "trace", load) == b"answer"
+    await cache.settled()
+    assert await cache.lot_answer("LOT-C", "trace", load) == b"answer"
+    assert (load.calls, cache.misses, cache.hits) == (1, 1, 2)
+    other = Cache(cache_url, timeout=1, ttl=60)  # another process sees it stored
+    assert await other.lot_answer("LOT-C", "trace", Load(b"unused")) == b"answer"
+    assert other.hits == 1
+    await cache.close()
+    await other.close()

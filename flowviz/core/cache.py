@@ -71,6 +71,7 @@ class Cache:
         self.retry_after = retry_after
         self._down_until = 0.0
         self._inflight: dict[tuple[str, str, bytes], asyncio.Future[bytes]] = {}
+        self._storing: set[asyncio.Task[None]] = set()  # strong references until they finish
         self._missed_invalidation = False
         self.hits = self.misses = self.errors = 0
 
@@ -126,30 +127,44 @@ class Cache:
         if value:
             self.hits += 1
             return bytes(value)
-        self.misses += 1
         # Keyed by epoch too: a load that began before a write may have read the old rows.
         flight = (lot_code, field, bytes(epoch))
         pending = self._inflight.get(flight)
         if pending is not None:
+            if pending.done():  # loaded here a moment ago and being stored: served from memory
+                self.hits += 1
+                return pending.result()
+            self.misses += 1
             return await asyncio.shield(pending)
+        self.misses += 1
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._inflight[flight] = future
         try:
             loaded = await load()
-            future.set_result(loaded)
         except BaseException as exc:
+            del self._inflight[flight]
             future.set_exception(exc)
             future.exception()  # waiters re-raise it; nobody else must
             raise
+        future.set_result(loaded)
+        if len(loaded) > max_bytes:
+            del self._inflight[flight]
+            return loaded
+        # Stored after answering, not before: the answer leaves one round trip sooner. Until it
+        # is stored, the flight stays, so a repeat request meanwhile gets it from here.
+        store = asyncio.create_task(self._store(flight, f"fv:{ns.decode()}:lot:{lot_code}", loaded))
+        self._storing.add(store)
+        store.add_done_callback(self._storing.discard)
+        return loaded
+
+    async def _store(self, flight: tuple[str, str, bytes], key: str, loaded: bytes) -> None:
+        _, field, epoch = flight
+        try:
+            await self._bounded(
+                "fill", lambda: self._fill(keys=[EPOCH_KEY], args=[epoch, key, field, loaded, self.ttl])
+            )
         finally:
             del self._inflight[flight]
-        if len(loaded) > max_bytes:
-            return loaded
-        key = f"fv:{ns.decode()}:lot:{lot_code}"
-        await self._bounded(
-            "fill", lambda: self._fill(keys=[EPOCH_KEY], args=[epoch, key, field, loaded, self.ttl])
-        )
-        return loaded
 
     async def invalidate(self, lot_codes: Iterable[str]) -> None:
         """After a committed write: drop every cached answer rooted at these lots.
@@ -185,5 +200,10 @@ class Cache:
             self._missed_invalidation = False
         return done
 
+    async def settled(self) -> None:
+        """Wait until the answers being stored after a load are stored (or given up)."""
+        await asyncio.gather(*self._storing)
+
     async def close(self) -> None:
+        await self.settled()
         await self.client.aclose()
