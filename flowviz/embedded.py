@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -39,8 +40,33 @@ class EmbeddedError(RuntimeError):
     pass
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free port on 127.0.0.1 for a server to bind soon, below the ephemeral range: a port
+    the kernel hands out for outgoing connections could be taken by one before the server
+    binds it (seen as a rare "address already in use" in the tests). Never the same twice."""
+    low = max(_ephemeral_low(), 2048)
+    for _ in range(200):
+        port = random.randrange(1024 + (low - 1024) // 2, low)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    with socket.socket() as s:  # the range is crowded: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
