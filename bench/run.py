@@ -514,10 +514,11 @@ class System:
                 text = f.read().decode(errors="replace")
         except OSError:
             return {}
+        # The services' own JSON lines (the supervisor passes them through to a file as they are).
         notes = {
             "log_lines": text.count("\n"),
-            "warnings": text.count(" WARNING "),
-            "errors": text.count(" ERROR "),
+            "warnings": text.count('"level":"warning"'),
+            "errors": text.count('"level":"error"') + text.count('"level":"critical"'),
             "cache_unavailable": text.count("cache unavailable"),
             "restarts": text.count("restarting in"),
         }

@@ -1,5 +1,10 @@
-"""A small supervisor for `make run`: starts every process, shows their logs readably,
-restarts a crashed service loudly (and gives up if it keeps crashing), stops all in order."""
+"""A small supervisor for `make run`: starts every process, shows their logs readably on a
+terminal, restarts a crashed service loudly (and gives up if it keeps crashing), stops all in
+order.
+
+On a terminal each JSON log line is rewritten as `name | time level msg key=value`. Otherwise
+(output to a file or a pipe) the children write their JSON lines straight to our output, with
+no copy through this process: one line is one write, and each line names its process."""
 
 from __future__ import annotations
 
@@ -29,7 +34,7 @@ class Child:
 def readable(name: str, line: str) -> str:
     """A JSON log line as `time name level msg key=value`; other lines as they are."""
     color = COLORS.get(name, 37)
-    prefix = f"\x1b[{color}m{name:>9}\x1b[0m |" if sys.stdout.isatty() else f"{name:>9} |"
+    prefix = f"\x1b[{color}m{name:>9}\x1b[0m |"
     try:
         doc = orjson.loads(line)
     except orjson.JSONDecodeError:
@@ -48,8 +53,11 @@ def readable(name: str, line: str) -> str:
 
 
 class Supervisor:
-    def __init__(self, children: Sequence[Child], env: dict[str, str], drain_seconds: float) -> None:
+    def __init__(
+        self, children: Sequence[Child], env: dict[str, str], drain_seconds: float, readable: bool
+    ) -> None:
         self.children = list(children)
+        self.readable = readable
         self.env = env
         self.drain_seconds = drain_seconds
         self.stopping = False
@@ -64,12 +72,12 @@ class Supervisor:
         child.proc = await asyncio.create_subprocess_exec(
             *child.argv,
             env=self.env,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE if self.readable else None,  # None: our own stdout
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
         )
-        assert child.proc.stdout is not None
-        self._tasks.add(asyncio.create_task(self._pump(child, child.proc.stdout)))
+        if child.proc.stdout is not None:
+            self._tasks.add(asyncio.create_task(self._pump(child, child.proc.stdout)))
 
     async def _watch(self, child: Child) -> None:
         while True:
@@ -133,4 +141,5 @@ def run_children(env: dict[str, str], drain_seconds: float) -> int:
     import uvloop
 
     merged = {**os.environ, **env}
-    return uvloop.run(Supervisor(service_children(), merged, drain_seconds).run())
+    supervisor = Supervisor(service_children(), merged, drain_seconds, readable=sys.stdout.isatty())
+    return uvloop.run(supervisor.run())
