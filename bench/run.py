@@ -1106,6 +1106,16 @@ class Bench:
                 }
             )
         res.extra["slices"] = slices
+        res.extra["by_kind"] = {
+            kind: {
+                "requests": values.get("count", 0),
+                "p50_ms": values.get("p(50)"),
+                "p99_ms": values.get("p(99)"),
+                "max_ms": values.get("max"),
+            }
+            for kind in ("read", "write")
+            if (values := metrics.get(f"lat{{kind:{kind}}}", {}).get("values"))
+        }
         # RSS at start vs end: the mean of the samples in the soak's first and last tenth.
         span = t1 - t0
         first = [s for t, s in self.sampler.series if t0 <= t <= t0 + span / 10]
@@ -1391,6 +1401,12 @@ def print_report(
                 f"{s['from_s']}s: P99 {fmt_ms(s['p99_ms'])} err {s['errors']}" for s in r.extra["slices"]
             ]
             print(f"{r.name} by slice: " + "; ".join(parts))
+        if r.extra.get("by_kind"):
+            parts = [
+                f"{kind}s {k['requests']:,}: P50 {fmt_ms(k['p50_ms'])} P99 {fmt_ms(k['p99_ms'])} max {fmt_ms(k['max_ms'])}"
+                for kind, k in r.extra["by_kind"].items()
+            ]
+            print(f"{r.name} by kind: " + "; ".join(parts))
         if r.extra.get("rss"):
             parts = [
                 f"{SHORT.get(k, k)} {v['start_mb']:.0f}->{v['end_mb']:.0f}" for k, v in r.extra["rss"].items()

@@ -17,10 +17,12 @@ for (let i = 0; i < slices; i++) {
   options.thresholds[`lat{slice:${i}}`] = ['max>=0'];
   options.thresholds[`errors{slice:${i}}`] = ['count>=0'];
 }
+// And per kind, to tell the reads' tail from the writes' (a write waits for its commit's fsync).
+for (const kind of ['read', 'write']) options.thresholds[`lat{kind:${kind}}`] = ['max>=0'];
 
-function record(res, expected) {
+function record(res, expected, kind) {
   const slice = String(Math.min(slices - 1, Math.floor((Date.now() - exec.scenario.startTime) / sliceMs)));
-  latency.add(res.timings.duration, { slice });
+  latency.add(res.timings.duration, { slice, kind });
   if (res.status === expected) {
     ok.add(1, { slice });
     return true;
@@ -69,7 +71,7 @@ function read() {
   else if (r < 0.9 && graph) path = `/api/traceability/${encodeURIComponent(pick())}/graph?direction=both`;
   else if (r < 0.9) path = `/api/lots/${encodeURIComponent(pick())}`;
   else path = '/api/health';
-  record(http.get(base + path, { headers: auth, tags: { kind: 'read' } }), 200);
+  record(http.get(base + path, { headers: auth, tags: { kind: 'read' } }), 200, 'read');
 }
 
 function write() {
@@ -85,7 +87,7 @@ function write() {
     headers: { ...json.headers, 'Idempotency-Key': code },
     tags: { kind: 'write' },
   });
-  if (record(res, 201)) created.add(1);
+  if (record(res, 201, 'write')) created.add(1);
 }
 
 export default function () {
