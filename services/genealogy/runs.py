@@ -179,10 +179,10 @@ async def record(
             raise NotFound(
                 "LOT_NOT_FOUND", f"input lot {', '.join(missing)} does not exist", lot_code=missing[0]
             )
-        found = await conn.fetch(_USED_AND_EARLIER, [r["id"] for r in lots], key)
-        if found[0]["run_code"] is not None:
-            return Recorded(_same_request(key or "", found[0], digest), None)
-        _check_consumption(lots, inputs, [u for u in found if u["parent_lot_id"] is not None])
+        rows = await conn.fetch(_USED_AND_EARLIER, [r["id"] for r in lots], key)
+        if key and rows[0]["run_code"] is not None:
+            return Recorded(_same_request(key, rows[0], digest), None)
+        _check_consumption(lots, inputs, [u for u in rows if u["parent_lot_id"] is not None])
         written = await conn.fetchrow(
             _WRITE,
             request.run_code,
@@ -217,7 +217,7 @@ async def record(
                 "LOT_EXISTS", f"output lot {', '.join(taken)} already exists", lot_code=taken[0]
             )
     code_of = {r["id"]: (r["lot_code"], r["kind"]) for r in lots}
-    found_balance = balance.summarize_run(
+    found = balance.summarize_run(
         request.run_code,
         [RunLine(*code_of[parent], quantity, uom) for parent, uom, quantity in written["consumed"]],
         [RunLine(code, kind, quantity, uom) for _, code, kind, quantity, uom in outputs],
@@ -229,7 +229,7 @@ async def record(
         "phase_code": request.phase_code,
         **{k: written[k] for k in ("operator", "started_at", "ended_at", "created_at", "recorded_by")},
     }
-    return Recorded(request.run_code, message(header_fields, found_balance))
+    return Recorded(request.run_code, message(header_fields, found))
 
 
 def _outputs(request: genealogy_pb2.RecordProductionRunRequest) -> tuple[list[Any], ...]:
