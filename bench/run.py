@@ -1369,7 +1369,7 @@ def print_report(
     print(
         " floor's at the same fixed rate otherwise; CPU: gw gateway, gen genealogy, pg PostgreSQL, vk Valkey,"
     )
-    print(" sup the flowviz.cli supervisor (log pump), load k6/wrk, other = the rest of the machine)")
+    print(" sup the flowviz.cli supervisor, load k6/wrk, other = the rest of the machine)")
     for r in results:
         notes = []
         if r.extra.get("error_statuses"):
