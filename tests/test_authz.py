@@ -62,6 +62,11 @@ HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/traceability/{lot_code}/export.jsonld"): READ,
     ("GET", "/api/scenarios/{id}/export.csv"): READ,
     ("POST", "/api/import"): OPERATE,
+    ("POST", "/api/production-runs/{run_code}/void"): OPERATE,
+    ("PATCH", "/api/lots/{lot_code}"): OPERATE,
+    ("GET", "/api/lots/{lot_code}/corrections"): READ,
+    ("POST", "/api/edges/{edge_id}/void"): OPERATE,
+    ("GET", "/api/edges/{edge_id}"): READ,
 }
 NAME_OF_ROLE = {role: name for name, role in USERS.items()}
 SECRET = TOKEN_SECRET.encode()
@@ -91,7 +96,7 @@ def bad_tokens() -> dict[str, str]:
 
 def fill_path(path: str) -> str:
     return (path.replace("{lot_code}", "FG-DONER-X1").replace("{username}", "ana").replace("{stream_code}/phases/{code}", "DONER/phases/FORMING").replace("qc-gates/{code}", "qc-gates/QG-RECEIVING").replace("{code}", "DONER")
-            .replace("{stream_code}", "DONER").replace("{run_code}", "RUN-MIX-88").replace("{id}", "1"))  # fmt: skip
+            .replace("{stream_code}", "DONER").replace("{run_code}", "RUN-MIX-88").replace("{id}", "1").replace("{edge_id}", "999999999"))  # fmt: skip
 
 
 def test_every_route_is_in_the_matrix() -> None:
@@ -144,6 +149,10 @@ def valid_body(method: str, path: str) -> dict[str, Any] | None:
             ],
         },
         ("POST", "/api/scenarios"): {"name": "matrix drill", "lot_code": "RAW-SPICE-001"},
+        # Refused after authorization (its output is consumed; a negative quantity; no such edge).
+        ("POST", "/api/production-runs/{run_code}/void"): {"reason": "matrix"},
+        ("PATCH", "/api/lots/{lot_code}"): {"quantity": -1, "reason": "matrix"},
+        ("POST", "/api/edges/{edge_id}/void"): {"reason": "matrix"},
     }.get((method, path), {} if method in ("POST", "PATCH") else None)
 
 
@@ -217,6 +226,11 @@ RPC_EXPECTED: dict[str, set[str]] = {
     "/flowviz.genealogy.v1.GenealogyService/CreateScenario": QUALITY,
     "/flowviz.genealogy.v1.GenealogyService/GetScenario": READ,
     "/flowviz.genealogy.v1.GenealogyService/ListScenarios": READ,
+    "/flowviz.genealogy.v1.GenealogyService/VoidProductionRun": OPERATE,
+    "/flowviz.genealogy.v1.GenealogyService/VoidEdge": OPERATE,
+    "/flowviz.genealogy.v1.GenealogyService/GetEdge": READ,
+    "/flowviz.genealogy.v1.GenealogyService/CorrectLot": OPERATE,
+    "/flowviz.genealogy.v1.GenealogyService/ListLotCorrections": READ,
     "/flowviz.qc.v1.QcService/GetQcStatus": READ,
     "/flowviz.qc.v1.QcService/BatchGetQcStatus": READ | {"service"},
     "/flowviz.qc.v1.QcService/ListQcDecisions": READ,

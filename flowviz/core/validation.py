@@ -152,7 +152,13 @@ FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"type": "string", "enum": ["", "pending", "passed", "on_hold", "released", "rejected"]},
     )
     * 2,
-    "ListLotsRequest.product": ({"type": "string", "pattern": "^[^\\x00]*$"},) * 2,
+    "ListLotsRequest.product": _text(TEXT_MAX),
+    "ListLotsRequest.effective_status": (
+        {"type": "string", "enum": ["", "pending", "passed", "on_hold", "released", "rejected"]},
+    )
+    * 2,
+    "lot_code_prefix": _either(r"^[A-Za-z0-9._:-]{1,64}$"),
+    "edge_id": ({"type": "integer", "minimum": 1},) * 2,
 }
 
 

@@ -139,7 +139,10 @@ async def lot_balance(db: DB, lot_code: str, tolerance: float = DEFAULT_TOLERANC
 _RUN_SQL = """
 WITH r AS (SELECT id, run_code FROM production_runs WHERE run_code = $1),
 e AS (SELECT g.parent_lot_id, g.child_lot_id, g.quantity, g.uom
-      FROM r JOIN lot_genealogy g ON g.run_id = r.id)
+      FROM r JOIN lot_genealogy g ON g.run_id = r.id
+      UNION ALL  -- a voided run's edges, as they were (a run's edges are voided all together)
+      SELECT v.parent_lot_id, v.child_lot_id, v.quantity, v.uom
+      FROM r JOIN voided_edges v ON v.run_id = r.id)
 SELECT 'r' AS rel, r.run_code AS lot_code, NULL AS kind, NULL::float8 AS quantity, NULL AS uom,
        false AS shared
 FROM r

@@ -43,7 +43,12 @@ def node(n: TraceNode) -> genealogy_pb2.TraceNode:
 
 def edge(e: TraceEdge) -> genealogy_pb2.TraceEdge:
     return genealogy_pb2.TraceEdge(
-        parent=e.parent_code, child=e.child_code, quantity=e.quantity, uom=e.uom, run_code=e.run_code
+        parent=e.parent_code,
+        child=e.child_code,
+        quantity=e.quantity,
+        uom=e.uom,
+        run_code=e.run_code,
+        edge_id=e.edge_id,
     )
 
 

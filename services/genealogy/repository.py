@@ -6,6 +6,8 @@ import asyncpg
 
 from flowviz.core.lotrow import LOT_COLUMNS, LOT_STATUS_JOIN
 
+LOT = f"SELECT {LOT_COLUMNS} FROM lots l {LOT_STATUS_JOIN} WHERE l.lot_code = $1"
+
 # The lot and both its neighbour levels in one round trip; `rel` says which is which.
 NEIGHBOURS = f"""
 WITH root AS (SELECT id FROM lots WHERE lot_code = $1)

@@ -111,6 +111,14 @@ def _ts(message: genealogy_pb2.RecordProductionRunRequest, name: str) -> datetim
     return getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None  # type: ignore[arg-type]
 
 
+# The inputs, locked in id order; voided_run names the voided run that produced one, if any.
+_INPUTS = """
+SELECT l.id, l.lot_code, l.kind, l.quantity::float8 AS quantity, l.uom,
+       (SELECT r.run_code FROM voided_edges v JOIN production_runs r ON r.id = v.run_id
+        WHERE v.child_lot_id = l.id AND v.run_void_id IS NOT NULL LIMIT 1) AS voided_run
+FROM lots l WHERE l.lot_code = ANY($1::text[]) ORDER BY l.id FOR UPDATE OF l
+"""
+
 # After the inputs are locked: what each input has given so far, and the run recorded earlier under
 # this idempotency key (a concurrent retry may have committed while we waited for the locks). One
 # row at least; the run columns are NULL when there is none, the edge columns when nothing is used.
@@ -169,15 +177,21 @@ async def record(
     inputs = {line.lot_code: line for line in request.inputs}
     async with pool.acquire() as conn, conn.transaction():
         stream_id, phase_id = await _process_step(conn, request.stream_code, request.phase_code)
-        lots = await conn.fetch(
-            "SELECT id, lot_code, kind, quantity::float8 AS quantity, uom FROM lots "
-            "WHERE lot_code = ANY($1::text[]) ORDER BY id FOR UPDATE",
-            list(inputs),
-        )
+        lots = await conn.fetch(_INPUTS, list(inputs))
         missing = sorted(set(inputs) - {r["lot_code"] for r in lots})
         if missing:
             raise NotFound(
                 "LOT_NOT_FOUND", f"input lot {', '.join(missing)} does not exist", lot_code=missing[0]
+            )
+        voided = [r["lot_code"] for r in lots if r["voided_run"] is not None]
+        if voided:
+            run_of = {r["lot_code"]: r["voided_run"] for r in lots}
+            raise Conflict(
+                "LOT_VOIDED",
+                f"input {voided[0]} was produced by run {run_of[voided[0]]}, which is voided; "
+                "it cannot be consumed",
+                lot_code=voided[0],
+                run_code=run_of[voided[0]],
             )
         rows = await conn.fetch(_USED_AND_EARLIER, [r["id"] for r in lots], key)
         if key and rows[0]["run_code"] is not None:
@@ -326,8 +340,9 @@ def _check_consumption(
 
 RUN_HEADER = """
 SELECT r.run_code, COALESCE(s.code, '') AS stream_code, COALESCE(p.code, '') AS phase_code, r.operator,
-       r.started_at, r.ended_at, r.created_at, r.recorded_by
+       r.started_at, r.ended_at, r.created_at, r.recorded_by, v.voided_by, v.voided_at, v.reason AS void_reason
 FROM production_runs r LEFT JOIN streams s ON s.id = r.stream_id LEFT JOIN phases p ON p.id = r.phase_id
+LEFT JOIN run_voids v ON v.run_id = r.id
 WHERE r.run_code = $1
 """
 
@@ -362,4 +377,8 @@ def message(
     for name in ("started_at", "ended_at", "created_at"):
         if header[name] is not None:
             getattr(run, name).FromDatetime(header[name])
+    if header.get("voided_by") is not None:
+        run.voided.voided_by = header["voided_by"]
+        run.voided.voided_at.FromDatetime(header["voided_at"])
+        run.voided.reason = header["void_reason"]
     return run

@@ -24,7 +24,17 @@ from flowviz.core.server import Resources
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
 from flowviz.lots.v1 import lots_pb2
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
-from services.genealogy import balance, convert, exports, recall, repository, runs, scenarios, trace
+from services.genealogy import (
+    balance,
+    convert,
+    corrections,
+    exports,
+    recall,
+    repository,
+    runs,
+    scenarios,
+    trace,
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_BATCH = 1000
@@ -45,6 +55,12 @@ POLICY: auth.Policy = {
     P + "CreateScenario": auth.QUALITY,
     P + "GetScenario": auth.READ,
     P + "ListScenarios": auth.READ,
+    # Whoever may record a run, an import or a lot may correct it (with a reason, on the record).
+    P + "VoidProductionRun": auth.OPERATE,
+    P + "VoidEdge": auth.OPERATE,
+    P + "GetEdge": auth.READ,
+    P + "CorrectLot": auth.OPERATE,
+    P + "ListLotCorrections": auth.READ,
 }
 # Answers larger than this are computed each time rather than cached.
 MAX_CACHED_BYTES = 4 * 1024 * 1024
@@ -87,6 +103,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
                 edge_quantity=float(row["edge_quantity"]),
                 edge_uom=row["edge_uom"],
                 run_code=row["run_code"] or "",
+                edge_id=row["edge_id"],
             )
             (response.parents if row["rel"] == "parent" else response.children).append(linked)
         lots = [response.lot, *(p.lot for p in response.parents), *(c.lot for c in response.children)]
@@ -381,6 +398,71 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         return genealogy_pb2.ListScenariosResponse(
             scenarios=[scenarios.message(r, with_snapshot=False) for r in rows], next_page_token=token
         )
+
+    # --- corrections (services/genealogy/corrections.py) -------------------------------------
+
+    async def VoidProductionRun(
+        self, request: genealogy_pb2.VoidProductionRunRequest, context: Context
+    ) -> genealogy_pb2.VoidProductionRunResponse:
+        code = validation.code(request.run_code, "run_code")
+        affected = await corrections.void_run(self.r.pool, code, corrections.reason(request.reason))
+        await self.r.cache.invalidate(affected)
+        return genealogy_pb2.VoidProductionRunResponse(run=await self._run(code))
+
+    async def VoidEdge(
+        self, request: genealogy_pb2.VoidEdgeRequest, context: Context
+    ) -> genealogy_pb2.VoidEdgeResponse:
+        edge_id = _edge_id(request.edge_id)
+        affected = await corrections.void_edge(self.r.pool, edge_id, corrections.reason(request.reason))
+        await self.r.cache.invalidate(affected)
+        row = await corrections.get_edge(self.r.pool, edge_id)
+        return genealogy_pb2.VoidEdgeResponse(edge=corrections.edge_message(row))
+
+    async def GetEdge(
+        self, request: genealogy_pb2.GetEdgeRequest, context: Context
+    ) -> genealogy_pb2.GetEdgeResponse:
+        row = await corrections.get_edge(self.r.pool, _edge_id(request.edge_id))
+        return genealogy_pb2.GetEdgeResponse(edge=corrections.edge_message(row))
+
+    async def CorrectLot(
+        self, request: genealogy_pb2.CorrectLotRequest, context: Context
+    ) -> genealogy_pb2.CorrectLotResponse:
+        code = validation.lot_code(request.lot_code)
+        change = corrections.lot_change(request)
+        correction, affected = await corrections.correct_lot(
+            self.r.pool, code, change, corrections.reason(request.reason)
+        )
+        await self.r.cache.invalidate(affected)
+        row = await self.r.pool.fetchrow(repository.LOT, code)
+        assert row is not None
+        lot = lot_message(row)
+        await self._fill_effective_status([lot])
+        return genealogy_pb2.CorrectLotResponse(lot=lot, correction=correction)
+
+    async def ListLotCorrections(
+        self, request: genealogy_pb2.ListLotCorrectionsRequest, context: Context
+    ) -> genealogy_pb2.ListLotCorrectionsResponse:
+        code = validation.lot_code(request.lot_code)
+        await self._root(code)
+        rows, token = await paging.fetch_page(
+            request.page_size,
+            request.page_token,
+            lambda after, limit: self.r.pool.fetch(
+                corrections.CORRECTIONS + " WHERE l.lot_code = $1 AND k.id > $2 ORDER BY k.id LIMIT $3",
+                code,
+                after,
+                limit,
+            ),
+        )
+        return genealogy_pb2.ListLotCorrectionsResponse(
+            corrections=[corrections.correction_message(r) for r in rows], next_page_token=token
+        )
+
+
+def _edge_id(value: int) -> int:
+    if value <= 0:
+        raise InvalidArgument("EDGE_ID_INVALID", "edge_id must be a positive integer", field="edge_id")
+    return value
 
 
 def register(server: grpc.aio.Server, resources: Resources) -> list[str]:

@@ -62,6 +62,7 @@ class TraceEdge:
     quantity: float
     uom: str
     run_code: str  # "" for an edge recorded without a run
+    edge_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,18 +134,18 @@ def _build_sql(direction: Direction, *, with_inputs: bool) -> str:
         # Every input of every kept lot: the shares need each lot's total input, including
         # what came from lots outside the result (other ingredients, lots past a limit).
         edges = f"""
-SELECT e.parent_lot_id, e.child_lot_id, e.quantity, e.uom, e.run_id,
+SELECT e.parent_lot_id, e.child_lot_id, e.quantity, e.uom, e.run_id, e.id AS edge_id,
        {_in_kept("e.parent_lot_id")} AS inside
 FROM kept k JOIN lot_genealogy e ON e.child_lot_id = k.id CROSS JOIN ids"""
     elif direction == "upstream":
         # Every edge between two kept lots, found from the end whose index is selective.
         edges = f"""
-SELECT e.parent_lot_id, e.child_lot_id, e.quantity, e.uom, e.run_id, true AS inside
+SELECT e.parent_lot_id, e.child_lot_id, e.quantity, e.uom, e.run_id, e.id AS edge_id, true AS inside
 FROM kept k JOIN lot_genealogy e ON e.child_lot_id = k.id CROSS JOIN ids
 WHERE {_in_kept("e.parent_lot_id")}"""
     else:
         edges = f"""
-SELECT e.parent_lot_id, e.child_lot_id, e.quantity, e.uom, e.run_id, true AS inside
+SELECT e.parent_lot_id, e.child_lot_id, e.quantity, e.uom, e.run_id, e.id AS edge_id, true AS inside
 FROM kept k JOIN lot_genealogy e ON e.parent_lot_id = k.id CROSS JOIN ids
 WHERE {_in_kept("e.child_lot_id")}"""
     outside = ""
@@ -152,7 +153,7 @@ WHERE {_in_kept("e.child_lot_id")}"""
         outside = """
 UNION ALL
 SELECT 'x', child_lot_id, NULL, NULL, NULL, NULL, NULL, sum(quantity)::float8, uom, NULL, NULL, NULL,
-       NULL, NULL
+       NULL, NULL, NULL
 FROM edges WHERE NOT inside GROUP BY child_lot_id, uom"""
     return f"""
 WITH RECURSIVE
@@ -166,15 +167,15 @@ edges AS ({edges})
 -- lotrow.LOT_COLUMNS with quantity as float8: decoding numeric into Decimal costs more.
 SELECT 'n' AS rel, k.id, k.depth, k.side, l.lot_code, l.kind, l.product,
        l.quantity::float8 AS quantity, l.uom, l.produced_at, q.decision,
-       NULL::bigint AS parent_id, NULL::text AS run_code, l.created_at
+       NULL::bigint AS parent_id, NULL::text AS run_code, l.created_at, NULL::bigint AS edge_id
 FROM kept k JOIN lots l ON l.id = k.id {LOT_STATUS_JOIN}
 UNION ALL
 SELECT 'e', e.child_lot_id, NULL, NULL, NULL, NULL, NULL, e.quantity::float8, e.uom, NULL, NULL,
-       e.parent_lot_id, r.run_code, NULL
+       e.parent_lot_id, r.run_code, NULL, e.edge_id
 FROM edges e LEFT JOIN production_runs r ON r.id = e.run_id
 WHERE e.inside
 UNION ALL
-SELECT 't', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 't', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
 WHERE EXISTS (SELECT 1 FROM cand WHERE depth > $2) OR (SELECT count(*) FROM uniq WHERE depth <= $2) > $3
 {outside}
 """
@@ -204,6 +205,7 @@ class Edge(NamedTuple):
     quantity: float
     uom: str
     run_code: str = ""
+    edge_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,7 +275,7 @@ def _parse(rows: Sequence[asyncpg.Record]) -> Walk | None:
     for row in rows:
         rel = row[0]
         if rel == "e":
-            edges.append(Edge(row[11], row[1], row[7], row[8], row[12] or ""))
+            edges.append(Edge(row[11], row[1], row[7], row[8], row[12] or "", row[14]))
         elif rel == "n":
             nodes.append(
                 TraceNode(
@@ -309,8 +311,10 @@ def _parse(rows: Sequence[asyncpg.Record]) -> Walk | None:
 def trace_edges(walk: Walk) -> list[TraceEdge]:
     """The walk's edges by lot code, sorted."""
     codes = {i: n.lot_code for i, n in walk.nodes.items()}
-    rows = sorted((codes[e.parent], codes[e.child], e.run_code, e.quantity, e.uom) for e in walk.edges)
-    return [TraceEdge(p, c, q, u, r) for p, c, r, q, u in rows]
+    rows = sorted(
+        (codes[e.parent], codes[e.child], e.run_code, e.quantity, e.uom, e.edge_id) for e in walk.edges
+    )
+    return [TraceEdge(p, c, q, u, r, i) for p, c, r, q, u, i in rows]
 
 
 # --- cycles -----------------------------------------------------------------------------

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from flowviz.core.db import DB
-from flowviz.core.lotrow import LOT_COLUMNS, LOT_STATUS_JOIN
+from flowviz.core.lotrow import LOT_COLUMNS, LOT_STATUS_JOIN, STATUS_OF_DECISION
+
+DECISION_OF_STATUS = {status: decision for decision, status in STATUS_OF_DECISION.items()}
 
 GET_LOT = f"SELECT {LOT_COLUMNS} FROM lots l {LOT_STATUS_JOIN} WHERE l.lot_code = $1"
-
-LIST_LOTS = f"""
-SELECT l.id, {LOT_COLUMNS} FROM lots l {LOT_STATUS_JOIN}
-WHERE l.id > $1 AND ($2 = '' OR l.kind = $2) AND ($3 = '' OR l.product = $3)
-  AND ($5 = '' OR COALESCE(q.decision, '') = $5)
-ORDER BY l.id LIMIT $4
-"""
 
 INSERT_LOT = """
 INSERT INTO lots (lot_code, kind, product, quantity, uom, produced_at, created_by)
@@ -29,10 +26,86 @@ async def get_lot(pool: DB, lot_code: str) -> asyncpg.Record | None:
     return await pool.fetchrow(GET_LOT, lot_code)
 
 
-async def list_lots(
-    pool: DB, *, after_id: int, kind: str, product: str, decision: str, limit: int
-) -> list[asyncpg.Record]:
-    return await pool.fetch(LIST_LOTS, after_id, kind, product, limit, decision)
+@dataclass(frozen=True)
+class LotFilter:
+    """ListLots filters, validated; empty or None means any."""
+
+    lot_code_prefix: str = ""
+    product: str = ""  # a substring, any case
+    kind: str = ""
+    decision: str | None = None  # own status as the latest decision ("" = none: pending)
+    effective: str = ""  # effective status
+    produced_after: datetime | None = None
+    produced_before: datetime | None = None
+
+
+# The latest decision of a lot is $decision (one index probe per candidate decision row).
+_LATEST_IS = """l.id IN (SELECT d.lot_id FROM qc_decisions d WHERE d.decision = {p}
+    AND NOT EXISTS (SELECT 1 FROM qc_decisions n WHERE n.lot_id = d.lot_id AND n.id > d.id))"""
+# Each lot blocked by its own or an ancestor's latest hold or reject, and whether a reject is
+# among the blocks (qc's rule: rejected wins over on_hold). UNION: each (lot, rejected) once.
+_BLOCKED = """blocked(id, rejected) AS (
+    SELECT d.lot_id, d.decision = 'reject' FROM qc_decisions d WHERE d.decision IN ('hold', 'reject')
+        AND NOT EXISTS (SELECT 1 FROM qc_decisions n WHERE n.lot_id = d.lot_id AND n.id > d.id)
+    UNION
+    SELECT e.child_lot_id, b.rejected FROM blocked b JOIN lot_genealogy e ON e.parent_lot_id = b.id
+)"""
+
+
+def list_lots_query(f: LotFilter, after_id: int, limit: int) -> tuple[str, list[Any]]:
+    """The ListLots statement with only the filters in use (each combination its own prepared
+    statement, so the planner picks the index that fits: no `$1 = '' OR ...` that defeats them)."""
+    args: list[Any] = [after_id, limit]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    where = ["l.id > $1"]
+    if f.lot_code_prefix:  # [prefix, prefix + "~") in byte order: "~" sorts after every code character
+        where.append(
+            f'l.lot_code COLLATE "C" >= {arg(f.lot_code_prefix)} '
+            f'AND l.lot_code COLLATE "C" < {arg(f.lot_code_prefix + "~")}'
+        )
+    if f.product:
+        escaped = f.product.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        where.append(f"l.product ILIKE {arg(f'%{escaped}%')}")
+    if f.kind:
+        where.append(f"l.kind = {arg(f.kind)}")
+    if f.decision == "":
+        where.append("NOT EXISTS (SELECT 1 FROM qc_decisions d WHERE d.lot_id = l.id)")
+    elif f.decision:
+        where.append(_LATEST_IS.format(p=arg(f.decision)))
+    if f.produced_after is not None:
+        where.append(f"l.produced_at >= {arg(f.produced_after)}")
+    if f.produced_before is not None:
+        where.append(f"l.produced_at < {arg(f.produced_before)}")
+    blocked = ""
+    if f.effective:
+        blocked = f"WITH RECURSIVE {_BLOCKED} "
+        if f.effective == "rejected":
+            where.append("l.id IN (SELECT id FROM blocked WHERE rejected)")
+        elif f.effective == "on_hold":
+            where.append(
+                "l.id IN (SELECT id FROM blocked) AND l.id NOT IN (SELECT id FROM blocked WHERE rejected)"
+            )
+        else:  # not blocked: the own status decides
+            where.append("l.id NOT IN (SELECT id FROM blocked)")
+            decision = DECISION_OF_STATUS[f.effective]
+            if not decision:
+                where.append("NOT EXISTS (SELECT 1 FROM qc_decisions d WHERE d.lot_id = l.id)")
+            else:
+                where.append(_LATEST_IS.format(p=arg(decision)))
+    sql = (
+        f"{blocked}SELECT l.id, {LOT_COLUMNS} FROM lots l {LOT_STATUS_JOIN} "
+        f"WHERE {' AND '.join(where)} ORDER BY l.id LIMIT $2"
+    )
+    return sql, args
+
+
+async def list_lots(pool: DB, f: LotFilter, *, after_id: int, limit: int) -> list[asyncpg.Record]:
+    sql, args = list_lots_query(f, after_id, limit)
+    return await pool.fetch(sql, *args)
 
 
 async def insert_lot(

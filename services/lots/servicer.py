@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC
 from typing import Any
 
@@ -11,15 +12,15 @@ import grpc
 from flowviz.core import audit, auth, paging, validation
 from flowviz.core.errors import AlreadyExists, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
-from flowviz.core.lotrow import STATUS_OF_DECISION, lot_message
+from flowviz.core.lotrow import lot_message
 from flowviz.core.server import Resources
 from flowviz.lots.v1 import lots_pb2, lots_pb2_grpc
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
 from services.lots import repository
+from services.lots.repository import DECISION_OF_STATUS
 from services.lots.users import Users
 
 Context = grpc.aio.ServicerContext[Any, Any]
-DECISION_OF_STATUS = {status: decision for decision, status in STATUS_OF_DECISION.items()}
 
 
 P = "/flowviz.lots.v1.LotsService/"
@@ -73,24 +74,11 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
     async def ListLots(
         self, request: lots_pb2.ListLotsRequest, context: Context
     ) -> lots_pb2.ListLotsResponse:
-        if request.kind:
-            validation.kind(request.kind)
-        if "\x00" in request.product:  # PostgreSQL text cannot hold NUL
-            raise InvalidArgument("FIELD_INVALID", "product must not contain NUL characters", field="product")
-        if request.status and request.status not in DECISION_OF_STATUS:
-            raise InvalidArgument("STATUS_INVALID", f"status must be one of {', '.join(DECISION_OF_STATUS)}")
-        decision = DECISION_OF_STATUS[request.status] if request.status else ""
+        found = _lot_filter(request)
         rows, token = await paging.fetch_page(
             request.page_size,
             request.page_token,
-            lambda after, limit: repository.list_lots(
-                self.r.pool,
-                after_id=after,
-                kind=request.kind,
-                product=request.product,
-                decision=decision,
-                limit=limit,
-            ),
+            lambda after, limit: repository.list_lots(self.r.pool, found, after_id=after, limit=limit),
         )
         lots = await self._with_effective_status([lot_message(r) for r in rows])
         return lots_pb2.ListLotsResponse(lots=lots, next_page_token=token)
@@ -255,6 +243,46 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         self, request: lots_pb2.UpdateUserRequest, context: Context
     ) -> lots_pb2.UpdateUserResponse:
         return await self.users.update_user(request, context)
+
+
+_PREFIX = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def _status(value: str, field: str) -> str:
+    if value not in DECISION_OF_STATUS:
+        raise InvalidArgument(
+            "STATUS_INVALID", f"{field} must be one of {', '.join(DECISION_OF_STATUS)}", field=field
+        )
+    return value
+
+
+def _lot_filter(request: lots_pb2.ListLotsRequest) -> repository.LotFilter:
+    """The request's filters, each checked (a 400 names the field)."""
+    if request.lot_code_prefix and not _PREFIX.match(request.lot_code_prefix):
+        raise InvalidArgument(
+            "LOT_CODE_PREFIX_INVALID",
+            "lot_code_prefix must be 1-64 letters, digits and . _ - :",
+            field="lot_code_prefix",
+        )
+    if request.product:
+        validation.text(request.product, "product")
+    if request.kind:
+        validation.kind(request.kind)
+    after = request.produced_after.ToDatetime(tzinfo=UTC) if request.HasField("produced_after") else None
+    before = request.produced_before.ToDatetime(tzinfo=UTC) if request.HasField("produced_before") else None
+    if after is not None and before is not None and before <= after:
+        raise InvalidArgument(
+            "TIMES_INVALID", "produced_before must be later than produced_after", field="produced_before"
+        )
+    return repository.LotFilter(
+        lot_code_prefix=request.lot_code_prefix,
+        product=request.product.strip(),
+        kind=request.kind,
+        decision=DECISION_OF_STATUS[_status(request.status, "status")] if request.status else None,
+        effective=_status(request.effective_status, "effective_status") if request.effective_status else "",
+        produced_after=after,
+        produced_before=before,
+    )
 
 
 def register(server: grpc.aio.Server, resources: Resources) -> list[str]:
