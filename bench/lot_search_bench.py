@@ -47,7 +47,9 @@ async def load(url: str, plant: Path) -> None:
             with open(plant / "lots.csv", "rb") as lots, open(plant / "genealogy.csv", "rb") as edges:  # noqa: ASYNC230
                 result = await import_csv(conn, lots, edges)
             assert result.ok, result.errors[:5]
-            log(f"imported {result.lots_imported} lots, {result.edges_imported} edges in {time.perf_counter() - started:.0f}s")
+            log(
+                f"imported {result.lots_imported} lots, {result.edges_imported} edges in {time.perf_counter() - started:.0f}s"
+            )
     finally:
         await conn.close()
 
@@ -81,7 +83,9 @@ async def measure(url: str, calls: int, seed: int) -> list[tuple[str, float, flo
     conn = await asyncpg.connect(url)
     try:
         await block_some(conn, rng)
-        codes = [r[0] for r in await conn.fetch("SELECT lot_code FROM lots TABLESAMPLE SYSTEM (1) LIMIT 5000")]
+        codes = [
+            r[0] for r in await conn.fetch("SELECT lot_code FROM lots TABLESAMPLE SYSTEM (1) LIMIT 5000")
+        ]
         products = [r[0] for r in await conn.fetch("SELECT DISTINCT product FROM lots")]
         words = sorted({w for p in products for w in p.replace("-", " ").split() if len(w) >= 4})
         first, last = await conn.fetchrow("SELECT min(produced_at), max(produced_at) FROM lots")
@@ -106,23 +110,39 @@ async def measure(url: str, calls: int, seed: int) -> list[tuple[str, float, flo
             "effective_status=on_hold": lambda: LotFilter(effective="on_hold"),
             "effective_status=rejected": lambda: LotFilter(effective="rejected"),
             "effective_status=pending": lambda: LotFilter(effective="pending"),
-            "produced in one day": lambda: (lambda d: LotFilter(produced_after=d, produced_before=d + timedelta(days=1)))(day()),  # noqa: E501
+            "produced in one day": lambda: (
+                lambda d: LotFilter(produced_after=d, produced_before=d + timedelta(days=1))
+            )(day()),
             "produced after (open range)": lambda: LotFilter(produced_after=day()),
             "kind + product + produced in a week": lambda: (
                 lambda d: LotFilter(
-                    kind="FG", product=rng.choice(words).lower(), produced_after=d, produced_before=d + timedelta(days=7)
+                    kind="FG",
+                    product=rng.choice(words).lower(),
+                    produced_after=d,
+                    produced_before=d + timedelta(days=7),
                 )
             )(day()),
         }
         top = await conn.fetchval("SELECT max(id) FROM lots")
         results = []
+
+        def deep(f: LotFilter) -> int | tuple[int, int]:
+            """A page deep into the result: past a random id of the upper half, or half a day
+            into a produced_at range (those lists are in (produced_at, id) order)."""
+            if f.produced_after is None:
+                return rng.randrange(top // 2, top)
+            return (f.produced_after + timedelta(hours=12) - datetime(1, 1, 1, tzinfo=UTC)) // timedelta(
+                microseconds=1
+            ), 0
+
         for name, make in cases.items():
-            for page, after in (("first page", lambda: 0), ("deep page", lambda: rng.randrange(top // 2, top))):
+            for page in ("first page", "deep page"):
                 times, rows = [], 0
                 for _ in range(calls):
-                    f, start_after = make(), after()
+                    f = make()
+                    start_after = deep(f) if page == "deep page" else None
                     t0 = time.perf_counter()
-                    found = await list_lots(conn, f, after_id=start_after, limit=PAGE + 1)
+                    found = await list_lots(conn, f, after=start_after, limit=PAGE + 1)
                     times.append((time.perf_counter() - t0) * 1000)
                     rows += len(found)
                 times.sort()
@@ -135,9 +155,13 @@ async def measure(url: str, calls: int, seed: int) -> list[tuple[str, float, flo
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--database-url")
-    parser.add_argument("--plant", type=Path, help="folder with lots.csv and genealogy.csv (flowviz generate)")
+    parser.add_argument(
+        "--plant", type=Path, help="folder with lots.csv and genealogy.csv (flowviz generate)"
+    )
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="data folder for the embedded PostgreSQL (kept for reruns)")
@@ -152,7 +176,9 @@ def main() -> int:
         pg.init(fast=True)
         pg.start(fast=True)  # no fsync: the import is faster, the reads are what is measured
         url = pg.url
-        subprocess.run([sys.executable, "-m", "flowviz.migrate"], check=True, env={**os.environ, "DATABASE_URL": url})
+        subprocess.run(
+            [sys.executable, "-m", "flowviz.migrate"], check=True, env={**os.environ, "DATABASE_URL": url}
+        )
         asyncio.run(load(url, args.plant))
     try:
         results = asyncio.run(measure(url, args.calls, args.seed))

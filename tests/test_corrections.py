@@ -99,6 +99,8 @@ def test_a_voided_run_restores_its_inputs_and_leaves_traces_recalls_and_exports(
     assert refused.status_code == 409
     assert refused.json()["error"]["reason"] == "LOT_VOIDED"
     assert run_code in refused.json()["error"]["message"]
+    fixed = http.patch(f"/api/lots/{mix}", json={"quantity": 1, "reason": "x"})
+    assert fixed.status_code == 409 and fixed.json()["error"]["reason"] == "LOT_VOIDED"
 
 
 def test_a_run_whose_output_was_consumed_cannot_be_voided(http: httpx.Client) -> None:

@@ -80,6 +80,23 @@ def test_produced_between_and_kind(http: httpx.Client, plant: str) -> None:
     assert codes(http, lot_code_prefix=f"S{t}", kind="MIX") == []
 
 
+def test_a_produced_between_list_pages_oldest_first(http: httpx.Client, plant: str) -> None:
+    t = plant
+    make(http, f"S{t}-RAW-0", "RAW", f"Salt {t}", "2026-02-28T08:00:00Z")  # recorded last, produced first
+    seen: list[str] = []
+    token = ""
+    while True:
+        params = {"lot_code_prefix": f"S{t}", "produced_after": "2026-01-01T00:00:00Z", "page_size": 1}
+        body = http.get("/api/lots", params={**params, **({"page_token": token} if token else {})}).json()
+        seen += [lot["lot_code"] for lot in body["lots"]]
+        token = body["next_page_token"]
+        if not token:
+            break
+    assert seen == [f"S{t}-RAW-0", f"S{t}-RAW-1", f"S{t}-RAW-2", f"S{t}-RAW_3"]
+    bad = http.get("/api/lots", params={"produced_after": "2026-01-01T00:00:00Z", "page_token": "12"})
+    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "page_token"
+
+
 def test_pages_through_a_filter(http: httpx.Client, plant: str) -> None:
     seen: list[str] = []
     token = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 
@@ -40,12 +41,35 @@ def decode(token: str) -> int:
     return int(token)
 
 
+def encode_pair(first: int, last_id: int) -> str:
+    """A token for lists in (first, id) order, e.g. (a timestamp in microseconds, id)."""
+    return f"{first}.{last_id}"
+
+
+def decode_pair(token: str) -> tuple[int, int] | None:
+    """(first, id) after which the page starts; None for the first page."""
+    if not token:
+        return None
+    first, _, last_id = token.partition(".")
+    if not all(p.isascii() and p.isdigit() and len(p) <= 18 for p in (first, last_id)):
+        raise InvalidArgument(
+            "PAGE_TOKEN_INVALID", "page_token is not one this API issued", field="page_token"
+        )
+    return int(first), int(last_id)
+
+
 async def fetch_page(
-    requested_size: int, token: str, fetch: Callable[[int, int], Awaitable[list[asyncpg.Record]]]
+    requested_size: int,
+    token: str,
+    fetch: Callable[[Any, int], Awaitable[list[asyncpg.Record]]],
+    *,
+    decode_token: Callable[[str], Any] = decode,
+    encode_row: Callable[[asyncpg.Record], str] = lambda row: encode(row["id"]),
 ) -> tuple[list[asyncpg.Record], str]:
-    """One page: `fetch(after_id, limit)` rows past the token, and the next page's token ("" at the end).
+    """One page: `fetch(after, limit)` rows past the token (`after`: the token decoded, by default
+    the last id), and the next page's token ("" at the end).
 
     One row more than the page is read, to know whether another page follows."""
     size = page_size(requested_size)
-    rows = await fetch(decode(token), size + 1)
-    return rows[:size], encode(rows[size - 1]["id"]) if len(rows) > size else ""
+    rows = await fetch(decode_token(token), size + 1)
+    return rows[:size], encode_row(rows[size - 1]) if len(rows) > size else ""

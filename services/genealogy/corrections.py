@@ -240,10 +240,11 @@ def lot_change(request: genealogy_pb2.CorrectLotRequest) -> LotChange:
 
 
 _LOT_FOR_UPDATE = """
-SELECT id, lot_code, product, quantity::float8 AS quantity, uom,
-       EXISTS (SELECT 1 FROM voided_edges v WHERE v.child_lot_id = lots.id AND v.run_void_id IS NOT NULL)
-           AS voided
-FROM lots WHERE lot_code = $1 FOR UPDATE
+SELECT id, lot_code, product, quantity::float8 AS quantity, uom FROM lots WHERE lot_code = $1 FOR UPDATE
+"""
+# Asked after the lock (a new snapshot), so a void that committed while we waited is seen.
+_PRODUCED_BY_VOIDED_RUN = """
+SELECT EXISTS (SELECT 1 FROM voided_edges WHERE child_lot_id = $1 AND run_void_id IS NOT NULL)
 """
 
 _CORRECT = """
@@ -280,7 +281,7 @@ async def correct_lot(
         lot = await conn.fetchrow(_LOT_FOR_UPDATE, lot_code)
         if lot is None:
             raise NotFound("LOT_NOT_FOUND", f"lot {lot_code} does not exist", lot_code=lot_code)
-        if lot["voided"]:
+        if await conn.fetchval(_PRODUCED_BY_VOIDED_RUN, lot["id"]):
             raise Conflict(
                 "LOT_VOIDED", f"lot {lot_code} is an output of a voided run; it cannot be corrected",
                 lot_code=lot_code,

@@ -111,23 +111,22 @@ def _ts(message: genealogy_pb2.RecordProductionRunRequest, name: str) -> datetim
     return getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None  # type: ignore[arg-type]
 
 
-# The inputs, locked in id order; voided_run names the voided run that produced one, if any.
-_INPUTS = """
-SELECT l.id, l.lot_code, l.kind, l.quantity::float8 AS quantity, l.uom,
-       (SELECT r.run_code FROM voided_edges v JOIN production_runs r ON r.id = v.run_id
-        WHERE v.child_lot_id = l.id AND v.run_void_id IS NOT NULL LIMIT 1) AS voided_run
-FROM lots l WHERE l.lot_code = ANY($1::text[]) ORDER BY l.id FOR UPDATE OF l
-"""
-
-# After the inputs are locked: what each input has given so far, and the run recorded earlier under
-# this idempotency key (a concurrent retry may have committed while we waited for the locks). One
-# row at least; the run columns are NULL when there is none, the edge columns when nothing is used.
+# After the inputs are locked: what each input has given so far, the run recorded earlier under
+# this idempotency key (a concurrent retry may have committed while we waited for the locks), and
+# an input that a voided run produced (voided_lot_id, by voided_run), if any: read after the locks,
+# so a void that committed while we waited is seen. One row at least; the run columns are NULL
+# when there is none, the edge columns when nothing is used, the voided columns when none is.
 _USED_AND_EARLIER = """
-SELECT r.run_code, r.request_hash, u.parent_lot_id, u.uom, u.quantity
+SELECT r.run_code, r.request_hash, u.parent_lot_id, u.uom, u.quantity, vo.voided_lot_id, vo.voided_run
 FROM (VALUES (1)) AS one
 LEFT JOIN production_runs r ON r.idempotency_key = $2
 LEFT JOIN (SELECT parent_lot_id, uom, sum(quantity)::float8 AS quantity FROM lot_genealogy
            WHERE parent_lot_id = ANY($1::bigint[]) GROUP BY 1, 2) u ON true
+LEFT JOIN LATERAL (
+    SELECT v.child_lot_id AS voided_lot_id, p.run_code AS voided_run
+    FROM voided_edges v JOIN production_runs p ON p.id = v.run_id
+    WHERE v.child_lot_id = ANY($1::bigint[]) AND v.run_void_id IS NOT NULL LIMIT 1
+) vo ON true
 """
 
 # The run header, its output lots, their genealogy edges and the audit row in one statement (one
@@ -177,25 +176,28 @@ async def record(
     inputs = {line.lot_code: line for line in request.inputs}
     async with pool.acquire() as conn, conn.transaction():
         stream_id, phase_id = await _process_step(conn, request.stream_code, request.phase_code)
-        lots = await conn.fetch(_INPUTS, list(inputs))
+        lots = await conn.fetch(
+            "SELECT id, lot_code, kind, quantity::float8 AS quantity, uom FROM lots "
+            "WHERE lot_code = ANY($1::text[]) ORDER BY id FOR UPDATE",
+            list(inputs),
+        )
         missing = sorted(set(inputs) - {r["lot_code"] for r in lots})
         if missing:
             raise NotFound(
                 "LOT_NOT_FOUND", f"input lot {', '.join(missing)} does not exist", lot_code=missing[0]
             )
-        voided = [r["lot_code"] for r in lots if r["voided_run"] is not None]
-        if voided:
-            run_of = {r["lot_code"]: r["voided_run"] for r in lots}
-            raise Conflict(
-                "LOT_VOIDED",
-                f"input {voided[0]} was produced by run {run_of[voided[0]]}, which is voided; "
-                "it cannot be consumed",
-                lot_code=voided[0],
-                run_code=run_of[voided[0]],
-            )
         rows = await conn.fetch(_USED_AND_EARLIER, [r["id"] for r in lots], key)
         if key and rows[0]["run_code"] is not None:
             return Recorded(_same_request(key, rows[0], digest), None)
+        if rows[0]["voided_lot_id"] is not None:
+            voided = next(r["lot_code"] for r in lots if r["id"] == rows[0]["voided_lot_id"])
+            raise Conflict(
+                "LOT_VOIDED",
+                f"input {voided} was produced by run {rows[0]['voided_run']}, which is voided; "
+                "it cannot be consumed",
+                lot_code=voided,
+                run_code=rows[0]["voided_run"],
+            )
         _check_consumption(lots, inputs, [u for u in rows if u["parent_lot_id"] is not None])
         written = await conn.fetchrow(
             _WRITE,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -52,16 +52,37 @@ _BLOCKED = """blocked(id, rejected) AS (
 )"""
 
 
-def list_lots_query(f: LotFilter, after_id: int, limit: int) -> tuple[str, list[Any]]:
+_EPOCH = datetime(1, 1, 1, tzinfo=UTC)
+
+
+def produced_key(row: asyncpg.Record) -> tuple[int, int]:
+    """(produced_at in microseconds since year 1, id): the page key of a produced-between list."""
+    return (row["produced_at"] - _EPOCH) // timedelta(microseconds=1), row["id"]
+
+
+def list_lots_query(f: LotFilter, after: int | tuple[int, int] | None, limit: int) -> tuple[str, list[Any]]:
     """The ListLots statement with only the filters in use (each combination its own prepared
-    statement, so the planner picks the index that fits: no `$1 = '' OR ...` that defeats them)."""
-    args: list[Any] = [after_id, limit]
+    statement, so the planner picks the index that fits: no `$1 = '' OR ...` that defeats them).
+
+    Lots come in id order, past `after` (an id). With a produced_at range they come in
+    (produced_at, id) order instead, past `after` (a produced_key): lot ids follow production
+    time, so an id-ordered scan would read every lot produced before the range first, where
+    lots_produced_at_idx reads the range in order and the LIMIT stops it."""
+    by_produced = f.produced_after is not None or f.produced_before is not None
+    args: list[Any] = [limit]
 
     def arg(value: Any) -> str:
         args.append(value)
         return f"${len(args)}"
 
-    where = ["l.id > $1"]
+    where = []
+    if not by_produced:
+        where.append(f"l.id > {arg(after or 0)}")
+    elif isinstance(after, tuple):
+        micros, after_id = after
+        where.append(
+            f"(l.produced_at, l.id) > ({arg(_EPOCH + timedelta(microseconds=micros))}, {arg(after_id)})"
+        )
     if f.lot_code_prefix:  # [prefix, prefix + "~") in byte order: "~" sorts after every code character
         where.append(
             f'l.lot_code COLLATE "C" >= {arg(f.lot_code_prefix)} '
@@ -88,7 +109,9 @@ def list_lots_query(f: LotFilter, after_id: int, limit: int) -> tuple[str, list[
         if f.effective == "rejected":
             where.append("l.id = ANY (ARRAY (SELECT id FROM blocked WHERE rejected))")
         elif f.effective == "on_hold":
-            where.append("l.id = ANY (ARRAY (SELECT id FROM blocked GROUP BY id HAVING NOT bool_or(rejected)))")
+            where.append(
+                "l.id = ANY (ARRAY (SELECT id FROM blocked GROUP BY id HAVING NOT bool_or(rejected)))"
+            )
         else:  # not blocked: the own status decides
             where.append("l.id NOT IN (SELECT id FROM blocked)")
             decision = DECISION_OF_STATUS[f.effective]
@@ -96,15 +119,18 @@ def list_lots_query(f: LotFilter, after_id: int, limit: int) -> tuple[str, list[
                 where.append("NOT EXISTS (SELECT 1 FROM qc_decisions d WHERE d.lot_id = l.id)")
             else:
                 where.append(_LATEST_IS.format(p=arg(decision)))
+    order = "l.produced_at, l.id" if by_produced else "l.id"
     sql = (
         f"{blocked}SELECT l.id, {LOT_COLUMNS} FROM lots l {LOT_STATUS_JOIN} "
-        f"WHERE {' AND '.join(where)} ORDER BY l.id LIMIT $2"
+        f"WHERE {' AND '.join(where) or 'true'} ORDER BY {order} LIMIT $1"
     )
     return sql, args
 
 
-async def list_lots(pool: DB, f: LotFilter, *, after_id: int, limit: int) -> list[asyncpg.Record]:
-    sql, args = list_lots_query(f, after_id, limit)
+async def list_lots(
+    pool: DB, f: LotFilter, *, after: int | tuple[int, int] | None, limit: int
+) -> list[asyncpg.Record]:
+    sql, args = list_lots_query(f, after, limit)
     return await pool.fetch(sql, *args)
 
 

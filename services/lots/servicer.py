@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from datetime import UTC
 from typing import Any
 
@@ -75,11 +76,20 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         self, request: lots_pb2.ListLotsRequest, context: Context
     ) -> lots_pb2.ListLotsResponse:
         found = _lot_filter(request)
-        rows, token = await paging.fetch_page(
-            request.page_size,
-            request.page_token,
-            lambda after, limit: repository.list_lots(self.r.pool, found, after_id=after, limit=limit),
-        )
+
+        def fetch(after: Any, limit: int) -> Awaitable[list[asyncpg.Record]]:
+            return repository.list_lots(self.r.pool, found, after=after, limit=limit)
+
+        if found.produced_after is None and found.produced_before is None:
+            rows, token = await paging.fetch_page(request.page_size, request.page_token, fetch)
+        else:  # in (produced_at, id) order (see repository.list_lots_query)
+            rows, token = await paging.fetch_page(
+                request.page_size,
+                request.page_token,
+                fetch,
+                decode_token=paging.decode_pair,
+                encode_row=lambda row: paging.encode_pair(*repository.produced_key(row)),
+            )
         lots = await self._with_effective_status([lot_message(r) for r in rows])
         return lots_pb2.ListLotsResponse(lots=lots, next_page_token=token)
 
