@@ -245,6 +245,7 @@ SELECT id, lot_code, product, quantity::float8 AS quantity, uom FROM lots WHERE 
 # Asked after the lock (a new snapshot), so a void that committed while we waited is seen.
 _PRODUCED_BY_VOIDED_RUN = """
 SELECT EXISTS (SELECT 1 FROM voided_edges WHERE child_lot_id = $1 AND run_void_id IS NOT NULL)
+   AND NOT EXISTS (SELECT 1 FROM lot_genealogy WHERE child_lot_id = $1)
 """
 
 _CORRECT = """
@@ -283,7 +284,7 @@ async def correct_lot(
             raise NotFound("LOT_NOT_FOUND", f"lot {lot_code} does not exist", lot_code=lot_code)
         if await conn.fetchval(_PRODUCED_BY_VOIDED_RUN, lot["id"]):
             raise Conflict(
-                "LOT_VOIDED", f"lot {lot_code} is an output of a voided run; it cannot be corrected",
+                "LOT_VOIDED", f"lot {lot_code} was produced by a voided run; it cannot be corrected",
                 lot_code=lot_code,
             )  # fmt: skip
         quantity = lot["quantity"] if change.quantity is None else change.quantity

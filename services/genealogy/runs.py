@@ -113,7 +113,8 @@ def _ts(message: genealogy_pb2.RecordProductionRunRequest, name: str) -> datetim
 
 # After the inputs are locked: what each input has given so far, the run recorded earlier under
 # this idempotency key (a concurrent retry may have committed while we waited for the locks), and
-# an input that a voided run produced (voided_lot_id, by voided_run), if any: read after the locks,
+# an input that only a voided run produced (voided_lot_id, by voided_run; one with live inputs
+# from another run stays usable), if any: read after the locks,
 # so a void that committed while we waited is seen. One row at least; the run columns are NULL
 # when there is none, the edge columns when nothing is used, the voided columns when none is.
 _USED_AND_EARLIER = """
@@ -125,7 +126,9 @@ LEFT JOIN (SELECT parent_lot_id, uom, sum(quantity)::float8 AS quantity FROM lot
 LEFT JOIN LATERAL (
     SELECT v.child_lot_id AS voided_lot_id, p.run_code AS voided_run
     FROM voided_edges v JOIN production_runs p ON p.id = v.run_id
-    WHERE v.child_lot_id = ANY($1::bigint[]) AND v.run_void_id IS NOT NULL LIMIT 1
+    WHERE v.child_lot_id = ANY($1::bigint[]) AND v.run_void_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM lot_genealogy g WHERE g.child_lot_id = v.child_lot_id)
+    LIMIT 1
 ) vo ON true
 """
 
