@@ -234,8 +234,9 @@ def test_correct_a_lot_with_its_trail(system: System, http: httpx.Client, operat
     assert http.get(f"/api/lots/{raw}").json()["lot"]["quantity"] == 80 * 1000
 
     assert operator.patch(f"/api/lots/{raw}", json={"quantity": 5}).status_code == 400  # no reason
-    empty = operator.patch(f"/api/lots/{raw}", json={"reason": "nothing"})
-    assert empty.status_code == 400 and empty.json()["error"]["reason"] == "CORRECTION_EMPTY"
+    for same in ({}, {"quantity": 80000, "uom": "g"}):
+        empty = operator.patch(f"/api/lots/{raw}", json={**same, "reason": "nothing"})
+        assert empty.status_code == 409 and empty.json()["error"]["reason"] == "NOTHING_TO_CORRECT"
     for username in ("ana", "quinn"):
         with as_role(system, username) as client:
             assert client.patch(f"/api/lots/{raw}", json={"quantity": 90, "reason": "x"}).status_code == 403

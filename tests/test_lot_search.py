@@ -93,8 +93,8 @@ def test_a_produced_between_list_pages_oldest_first(http: httpx.Client, plant: s
         if not token:
             break
     assert seen == [f"S{t}-RAW-0", f"S{t}-RAW-1", f"S{t}-RAW-2", f"S{t}-RAW_3"]
-    bad = http.get("/api/lots", params={"produced_after": "2026-01-01T00:00:00Z", "page_token": "12"})
-    assert bad.status_code == 400 and bad.json()["error"]["details"]["field"] == "page_token"
+    empty = {"produced_after": "2026-03-02T00:00:00Z", "produced_before": "2026-03-02T00:00:00Z"}
+    assert codes(http, lot_code_prefix=f"S{t}", **empty) == []
 
 
 def test_pages_through_a_filter(http: httpx.Client, plant: str) -> None:
@@ -151,10 +151,7 @@ def test_status_and_effective_status_after_a_hold_on_an_ancestor(http: httpx.Cli
         ({"effective_status": "blocked"}, "effective_status"),
         ({"status": "held"}, "status"),
         ({"produced_after": "yesterday"}, "produced_after"),
-        (
-            {"produced_after": "2026-03-02T00:00:00Z", "produced_before": "2026-03-01T00:00:00Z"},
-            "produced_before",
-        ),
+        ({"page_token": "1.x"}, "page_token"),
     ],
 )
 def test_bad_filters_are_a_400_naming_the_field(

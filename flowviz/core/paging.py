@@ -47,15 +47,15 @@ def encode_pair(first: int, last_id: int) -> str:
 
 
 def decode_pair(token: str) -> tuple[int, int] | None:
-    """(first, id) after which the page starts; None for the first page."""
+    """(first, id) after which the page starts ("first" alone: (first, 0)); None for the first page."""
     if not token:
         return None
-    first, _, last_id = token.partition(".")
-    if not all(p.isascii() and p.isdigit() and len(p) <= 18 for p in (first, last_id)):
+    first, dot, last_id = token.partition(".")
+    if not all(p.isascii() and p.isdigit() and len(p) <= 18 for p in (first, *((last_id,) if dot else ()))):
         raise InvalidArgument(
             "PAGE_TOKEN_INVALID", "page_token is not one this API issued", field="page_token"
         )
-    return int(first), int(last_id)
+    return int(first), int(last_id or 0)
 
 
 async def fetch_page(

@@ -130,7 +130,8 @@ FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "gate_code": _CODE,
     "run_code": _CODE,
     "page_size": ({"type": "integer", "minimum": 0, "maximum": 500},) * 2,
-    "page_token": _either(r"^[0-9]{1,18}(\.[0-9]{1,18})?$"),
+    "page_token": _either(r"^[0-9]{1,18}$"),
+    "ListLotsRequest.page_token": _either(r"^[0-9]{1,18}(\.[0-9]{1,18})?$"),
     "seq": (
         {"type": "integer", "minimum": 1, "maximum": 1000},
         {"type": "integer", "minimum": 0, "maximum": 1000},

@@ -19,7 +19,7 @@ import asyncpg
 
 from flowviz.core import audit, validation
 from flowviz.core.db import DB, Conn
-from flowviz.core.errors import Conflict, InvalidArgument, NotFound
+from flowviz.core.errors import Conflict, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lineage import related
 from flowviz.genealogy.v1 import genealogy_pb2
@@ -232,10 +232,6 @@ def lot_change(request: genealogy_pb2.CorrectLotRequest) -> LotChange:
     quantity = validation.quantity(request.quantity) if request.HasField("quantity") else None
     uom = validation.uom(request.uom) if request.uom else ""
     product = validation.text(request.product, "product").strip() if request.product else ""
-    if quantity is None and not uom and not product:
-        raise InvalidArgument(
-            "CORRECTION_EMPTY", "give at least one of quantity, uom or product to correct", field="quantity"
-        )
     return LotChange(quantity, uom, product)
 
 
@@ -291,10 +287,12 @@ async def correct_lot(
         uom = change.uom or lot["uom"]
         product = change.product or lot["product"]
         if (quantity, uom, product) == (lot["quantity"], lot["uom"], lot["product"]):
-            raise InvalidArgument(
-                "CORRECTION_EMPTY",
-                f"lot {lot_code} already has quantity {quantity:g} {uom} and product {product!r}",
-                field="quantity",
+            # 409, not 400: whether a correction changes anything depends on the lot as it is.
+            raise Conflict(
+                "NOTHING_TO_CORRECT",
+                f"lot {lot_code} already has quantity {quantity:g} {uom} and product {product!r}; "
+                "give a quantity, uom or product that differs",
+                lot_code=lot_code,
             )
         consumers = await conn.fetch(_CONSUMERS, [lot["id"]])
         used = await conn.fetch(

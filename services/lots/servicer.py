@@ -80,9 +80,13 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         def fetch(after: Any, limit: int) -> Awaitable[list[asyncpg.Record]]:
             return repository.list_lots(self.r.pool, found, after=after, limit=limit)
 
+        # A token is a position: an id, or (produced_at, id) for a produced range, which lists in
+        # that order (see repository.list_lots_query). Either form is read in either mode.
         if found.produced_after is None and found.produced_before is None:
-            rows, token = await paging.fetch_page(request.page_size, request.page_token, fetch)
-        else:  # in (produced_at, id) order (see repository.list_lots_query)
+            rows, token = await paging.fetch_page(
+                request.page_size, request.page_token, fetch, decode_token=_after_id
+            )
+        else:
             rows, token = await paging.fetch_page(
                 request.page_size,
                 request.page_token,
@@ -266,6 +270,12 @@ def _status(value: str, field: str) -> str:
     return value
 
 
+def _after_id(token: str) -> int:
+    """The id of a page token in either form ("id" or "produced.id")."""
+    pair = paging.decode_pair(token)
+    return 0 if pair is None else pair[1] if "." in token else pair[0]
+
+
 def _lot_filter(request: lots_pb2.ListLotsRequest) -> repository.LotFilter:
     """The request's filters, each checked (a 400 names the field)."""
     if request.lot_code_prefix and not _PREFIX.match(request.lot_code_prefix):
@@ -280,10 +290,6 @@ def _lot_filter(request: lots_pb2.ListLotsRequest) -> repository.LotFilter:
         validation.kind(request.kind)
     after = request.produced_after.ToDatetime(tzinfo=UTC) if request.HasField("produced_after") else None
     before = request.produced_before.ToDatetime(tzinfo=UTC) if request.HasField("produced_before") else None
-    if after is not None and before is not None and before <= after:
-        raise InvalidArgument(
-            "TIMES_INVALID", "produced_before must be later than produced_after", field="produced_before"
-        )
     return repository.LotFilter(
         lot_code_prefix=request.lot_code_prefix,
         product=request.product.strip(),
