@@ -5,8 +5,10 @@ each with its trail, its audit row and its role check."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import io
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -146,6 +148,81 @@ def test_a_void_needs_a_reason_and_a_role_that_may(system: System, http: httpx.C
             assert r.status_code == 403, r.text
     assert http.post("/api/production-runs/RUN-NO-SUCH-RUN/void", json={"reason": "x"}).status_code == 404
     assert http.get(f"/api/production-runs/RUN-VR-{t}").json()["run"]["voided"] is None
+
+
+def test_a_void_waits_for_a_run_in_flight_on_its_output_and_then_refuses(
+    system: System, http: httpx.Client
+) -> None:
+    t = tag()
+    raw, mix, child = f"RAW-VW-{t}", f"MIX-VW-{t}", f"MIX-VW2-{t}"
+    lot(http, raw, "RAW", 10)
+    lot(http, child, "MIX", 1)
+    assert run(http, f"RUN-VW-{t}", [(raw, 10, "kg")], [(mix, "MIX", 10)]).status_code == 201
+    url = system.env["DATABASE_URL"]
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flowviz-genealogy' "
+        "AND wait_event_type = 'Lock' AND state = 'active'"
+    )
+    # Another writer holds the output's row lock, as a run consuming it does until it commits.
+    with psycopg.connect(url) as writer, psycopg.connect(url, autocommit=True) as watcher:
+        writer.execute("SELECT 1 FROM lots WHERE lot_code = %s FOR UPDATE", (mix,))
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(http.post, f"/api/production-runs/RUN-VW-{t}/void", json={"reason": "race"})
+            deadline = time.monotonic() + 4
+            while watcher.execute(waiting).fetchone() != (1,):  # the void waits for the lock
+                assert time.monotonic() < deadline and not pending.done(), (
+                    "the void did not wait for the lock"
+                )
+                time.sleep(0.01)
+            writer.execute(
+                "INSERT INTO lot_genealogy (parent_lot_id, child_lot_id, quantity, uom) "
+                "SELECT p.id, c.id, 1, 'kg' FROM lots p, lots c WHERE p.lot_code = %s AND c.lot_code = %s",
+                (mix, child),
+            )
+            writer.commit()
+            r = pending.result(10)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["reason"] == "RUN_OUTPUT_CONSUMED"
+    assert child in r.json()["error"]["message"]
+    assert downstream(http, raw) == [mix, child]
+
+
+def test_a_run_waiting_on_a_void_of_its_input_sees_the_void(system: System, http: httpx.Client) -> None:
+    t = tag()
+    raw, mix = f"RAW-VX-{t}", f"MIX-VX-{t}"
+    lot(http, raw, "RAW", 10)
+    assert run(http, f"RUN-VX-{t}", [(raw, 10, "kg")], [(mix, "MIX", 10)]).status_code == 201
+    url = system.env["DATABASE_URL"]
+    waiting = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'flowviz-genealogy' "
+        "AND wait_event_type = 'Lock' AND state = 'active'"
+    )
+    # A void in flight (what corrections.void_run writes, under the output's row lock).
+    with psycopg.connect(url) as voider, psycopg.connect(url, autocommit=True) as watcher:
+        voider.execute("SELECT 1 FROM lots WHERE lot_code = %s FOR UPDATE", (mix,))
+        row = voider.execute(
+            "INSERT INTO run_voids (run_id, voided_by, reason) SELECT id, 'omar', 'race' FROM production_runs "
+            "WHERE run_code = %s RETURNING id, run_id",
+            (f"RUN-VX-{t}",),
+        ).fetchone()
+        assert row is not None
+        voider.execute(
+            "WITH d AS (DELETE FROM lot_genealogy WHERE run_id = %s RETURNING *) "
+            "INSERT INTO voided_edges (id, parent_lot_id, child_lot_id, quantity, uom, run_id, created_at, "
+            "run_void_id, voided_by, reason) "
+            "SELECT id, parent_lot_id, child_lot_id, quantity, uom, run_id, created_at, %s, 'omar', 'race' FROM d",
+            (row[1], row[0]),
+        )
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(run, http, f"RUN-VX2-{t}", [(mix, 1, "kg")], [(f"MIX-VX2-{t}", "MIX", 1)])
+            deadline = time.monotonic() + 4
+            while watcher.execute(waiting).fetchone() != (1,):  # the run waits for its input's lock
+                assert time.monotonic() < deadline and not pending.done(), "the run did not wait for the lock"
+                time.sleep(0.01)
+            voider.commit()
+            r = pending.result(10)
+    assert r.status_code == 409, r.text
+    assert r.json()["error"]["reason"] == "LOT_VOIDED"
 
 
 def _import_edge(http: httpx.Client, parent: str, child: str, quantity: float) -> None:
