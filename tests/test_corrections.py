@@ -101,6 +101,12 @@ def test_a_voided_run_restores_its_inputs_and_leaves_traces_recalls_and_exports(
     assert refused.status_code == 409
     assert refused.json()["error"]["reason"] == "LOT_VOIDED"
     assert run_code in refused.json()["error"]["message"]
+    assert http.get(f"/api/lots/{mix}").json()["lot"]["voided_run"] == run_code
+    assert [
+        lot["voided_run"]
+        for lot in http.get("/api/lots", params={"lot_code_prefix": f"MIX-V-{t}"}).json()["lots"]
+    ] == [run_code]
+    assert http.get(f"/api/lots/{beef}").json()["lot"]["voided_run"] == ""
     fixed = http.patch(f"/api/lots/{mix}", json={"quantity": 1, "reason": "x"})
     assert fixed.status_code == 409 and fixed.json()["error"]["reason"] == "LOT_VOIDED"
 

@@ -13,7 +13,12 @@ from flowviz.core.lotrow import LOT_COLUMNS, LOT_STATUS_JOIN, STATUS_OF_DECISION
 
 DECISION_OF_STATUS = {status: decision for decision, status in STATUS_OF_DECISION.items()}
 
-GET_LOT = f"SELECT {LOT_COLUMNS} FROM lots l {LOT_STATUS_JOIN} WHERE l.lot_code = $1"
+# The voided run that produced the lot, when it has no live inputs left (Lot.voided_run).
+VOIDED_RUN = """(SELECT r.run_code FROM voided_edges v JOIN production_runs r ON r.id = v.run_id
+    WHERE v.child_lot_id = l.id AND v.run_void_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM lot_genealogy g WHERE g.child_lot_id = l.id) LIMIT 1) AS voided_run"""
+
+GET_LOT = f"SELECT {LOT_COLUMNS}, {VOIDED_RUN} FROM lots l {LOT_STATUS_JOIN} WHERE l.lot_code = $1"
 
 INSERT_LOT = """
 INSERT INTO lots (lot_code, kind, product, quantity, uom, produced_at, created_by)
@@ -121,7 +126,7 @@ def list_lots_query(f: LotFilter, after: int | tuple[int, int] | None, limit: in
                 where.append(_LATEST_IS.format(p=arg(decision)))
     order = "l.produced_at, l.id" if by_produced else "l.id"
     sql = (
-        f"{blocked}SELECT l.id, {LOT_COLUMNS} FROM lots l {LOT_STATUS_JOIN} "
+        f"{blocked}SELECT l.id, {LOT_COLUMNS}, {VOIDED_RUN} FROM lots l {LOT_STATUS_JOIN} "
         f"WHERE {' AND '.join(where) or 'true'} ORDER BY {order} LIMIT $1"
     )
     return sql, args

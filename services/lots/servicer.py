@@ -69,7 +69,7 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         row = await repository.get_lot(self.r.pool, code)
         if row is None:
             raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
-        [lot] = await self._with_effective_status([lot_message(row)])
+        [lot] = await self._with_effective_status([_lot(row)])
         return lots_pb2.GetLotResponse(lot=lot)
 
     async def ListLots(
@@ -94,7 +94,7 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
                 decode_token=paging.decode_pair,
                 encode_row=lambda row: paging.encode_pair(*repository.produced_key(row)),
             )
-        lots = await self._with_effective_status([lot_message(r) for r in rows])
+        lots = await self._with_effective_status([_lot(r) for r in rows])
         return lots_pb2.ListLotsResponse(lots=lots, next_page_token=token)
 
     async def CreateLot(
@@ -268,6 +268,12 @@ def _status(value: str, field: str) -> str:
             "STATUS_INVALID", f"{field} must be one of {', '.join(DECISION_OF_STATUS)}", field=field
         )
     return value
+
+
+def _lot(row: asyncpg.Record) -> lots_pb2.Lot:
+    lot = lot_message(row)
+    lot.voided_run = row["voided_run"] or ""
+    return lot
 
 
 def _after_id(token: str) -> int:
