@@ -114,9 +114,9 @@ def _ts(message: genealogy_pb2.RecordProductionRunRequest, name: str) -> datetim
 # After the inputs are locked: what each input has given so far, the run recorded earlier under
 # this idempotency key (a concurrent retry may have committed while we waited for the locks), and
 # an input that only a voided run produced (voided_lot_id, by voided_run; one with live inputs
-# from another run stays usable), if any: read after the locks,
-# so a void that committed while we waited is seen. One row at least; the run columns are NULL
-# when there is none, the edge columns when nothing is used, the voided columns when none is.
+# from another run stays usable), read after the locks so that a void that committed while we
+# waited is seen. One row at least; the run columns are NULL when there is none, the edge
+# columns when nothing is used, the voided columns when no input is voided.
 _USED_AND_EARLIER = """
 SELECT r.run_code, r.request_hash, u.parent_lot_id, u.uom, u.quantity, vo.voided_lot_id, vo.voided_run
 FROM (VALUES (1)) AS one

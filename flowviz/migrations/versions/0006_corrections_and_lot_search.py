@@ -65,6 +65,14 @@ CREATE TRIGGER voided_edges_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON v
 CREATE TRIGGER lot_corrections_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON lot_corrections
     FOR EACH STATEMENT EXECUTE FUNCTION flowviz_refuse_change();
 
+-- Traces now name each edge (TraceEdge.edge_id): the covering indexes carry the id too, so
+-- walks stay index-only.
+CREATE INDEX lot_genealogy_parent_cover_idx ON lot_genealogy (parent_lot_id)
+    INCLUDE (child_lot_id, quantity, uom, run_id, id);
+CREATE INDEX lot_genealogy_child_cover_idx ON lot_genealogy (child_lot_id)
+    INCLUDE (parent_lot_id, quantity, uom, run_id, id);
+DROP INDEX lot_genealogy_parent_idx, lot_genealogy_child_idx;
+
 -- Lot search (ListLots): a code prefix is a range in byte order, a product substring
 -- (ILIKE '%...%') a trigram match, produced_at a range; kind has lots_kind_idx already.
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
@@ -76,6 +84,9 @@ CREATE INDEX qc_decisions_decision_idx ON qc_decisions (decision, lot_id, id);
 """
 
 DOWNGRADE = """
+CREATE INDEX lot_genealogy_parent_idx ON lot_genealogy (parent_lot_id) INCLUDE (child_lot_id, quantity, uom, run_id);
+CREATE INDEX lot_genealogy_child_idx ON lot_genealogy (child_lot_id) INCLUDE (parent_lot_id, quantity, uom, run_id);
+DROP INDEX lot_genealogy_parent_cover_idx, lot_genealogy_child_cover_idx;
 DROP INDEX qc_decisions_decision_idx, lots_produced_at_idx, lots_product_trgm_idx, lots_lot_code_prefix_idx;
 DROP TABLE lot_corrections, voided_edges, run_voids;
 """
