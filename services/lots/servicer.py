@@ -78,7 +78,9 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         if "\x00" in request.product:  # PostgreSQL text cannot hold NUL
             raise InvalidArgument("FIELD_INVALID", "product must not contain NUL characters", field="product")
         if request.status and request.status not in DECISION_OF_STATUS:
-            raise InvalidArgument("STATUS_INVALID", f"status must be one of {', '.join(DECISION_OF_STATUS)}")
+            raise InvalidArgument(
+                "STATUS_INVALID", f"status must be one of {', '.join(DECISION_OF_STATUS)}", field="status"
+            )
         decision = DECISION_OF_STATUS[request.status] if request.status else ""
         rows, token = await paging.fetch_page(
             request.page_size,
@@ -195,7 +197,9 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         code = validation.code(request.code)
         name = validation.text(request.name, "name")
         if not 1 <= request.seq <= 1000:
-            raise InvalidArgument("SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)")
+            raise InvalidArgument(
+                "SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)", field="seq"
+            )
         try:
             async with self.r.pool.acquire() as conn, conn.transaction():
                 await repository.insert_phase(conn, stream_id, code, name, request.seq)
@@ -217,7 +221,9 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         code = validation.code(request.code)
         name = validation.text(request.name, "name", required=False)
         if request.seq and not 1 <= request.seq <= 1000:
-            raise InvalidArgument("SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)")
+            raise InvalidArgument(
+                "SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)", field="seq"
+            )
         try:
             async with self.r.pool.acquire() as conn, conn.transaction():
                 if not await repository.update_phase(conn, stream_id, code, name, request.seq):
