@@ -3,6 +3,7 @@ self-contained HTML page for people (no CDN)."""
 
 from __future__ import annotations
 
+import copy
 import html
 from typing import Any
 
@@ -183,31 +184,26 @@ IMPORT_ROWS = (
 
 
 def _import_format(operation: dict[str, Any]) -> dict[str, Any]:
-    """The import's files as the documented CSV formats (the importer's own column lists)."""
+    """The import's files as the documented CSV formats (the importer's own column lists); the
+    rest of the operation (other form fields, parameters) as its route declares it."""
     from flowviz import importer
 
-    schema = {
-        "type": "object",
-        "properties": {
-            "lots": _csv_file(
-                importer.LOTS_COLUMNS, "produced_at may be empty (ISO 8601, UTC if no offset)."
-            ),
-            "genealogy": _csv_file(importer.GENEALOGY_COLUMNS, "run_code may be empty (one run per child)."),
-        },
+    content = copy.deepcopy(operation["requestBody"]["content"])
+    form = content["multipart/form-data"]
+    schema = form["schema"]
+    schema["properties"] |= {
+        "lots": _csv_file(importer.LOTS_COLUMNS, "produced_at may be empty (ISO 8601, UTC if no offset)."),
+        "genealogy": _csv_file(importer.GENEALOGY_COLUMNS, "run_code may be empty (one run per child)."),
+    }
+    schema |= {
         "additionalProperties": False,
         "anyOf": [{"required": ["lots"]}, {"required": ["genealogy"]}],
         "description": IMPORT_ROWS,
     }
-    body = {
-        "required": True,
-        "content": {
-            "multipart/form-data": {
-                "schema": schema,
-                "encoding": {"lots": {"contentType": "text/csv"}, "genealogy": {"contentType": "text/csv"}},
-            }
-        },
+    form["encoding"] = form.get("encoding", {}) | {
+        name: {"contentType": "text/csv"} for name in ("lots", "genealogy")
     }
-    return {**operation, "requestBody": body}
+    return {**operation, "requestBody": {**operation["requestBody"], "content": content}}
 
 
 # Schemas of flattened replies, filled while the operations are built.

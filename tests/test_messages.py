@@ -153,6 +153,9 @@ def test_a_correction_that_may_not_supersede_lists_what_it_may(http: httpx.Clien
     error = r.json()["error"]
     assert error["reason"] == "SUPERSEDES_OTHER_LOT" and error["details"]["field"] == "supersedes_id"
     assert error["details"]["allowed"] == str(mine) and str(mine) in error["message"]
+    # A gate that does not exist is the body's fault, not the lot's: 409 naming it, never 404.
+    r = _decide(http, codes[0], "release", gate_code="NO-SUCH-GATE")
+    assert r.status_code == 409 and r.json()["error"]["details"]["field"] == "gate_code", r.text
     r = _decide(http, codes[0], "release", supersedes_id=2**62)
     assert r.status_code == 409 and r.json()["error"]["reason"] == "SUPERSEDES_UNKNOWN", r.text
     assert r.json()["error"]["details"]["allowed"] == str(mine)
@@ -213,3 +216,18 @@ def test_every_scalar_input_of_every_route_has_its_rule_in_the_document() -> Non
 
     missing = sorted({name for route in ROUTES for name in undescribed(route.input)})
     assert not missing, f"add their rules to flowviz.core.validation.FIELD_RULES: {missing}"
+
+
+def test_the_import_files_are_documented_as_the_importers_csv_formats() -> None:
+    from flowviz import importer
+    from gateway.openapi import DOCUMENT
+
+    form = DOCUMENT["paths"]["/api/import"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    for name, columns in (("lots", importer.LOTS_COLUMNS), ("genealogy", importer.GENEALOGY_COLUMNS)):
+        file = form["schema"]["properties"][name]
+        header = ",".join(columns)
+        assert re.search(file["pattern"], f"{header}\nA-1,RAW,x,1,kg,\n") and not re.search(
+            file["pattern"], "x,y\n"
+        )
+        assert header in file["description"] and form["encoding"][name]["contentType"] == "text/csv"
+    assert form["schema"]["additionalProperties"] is False

@@ -219,7 +219,7 @@ IN_WORDS: dict[str, str] = {
     "RecordProductionRunRequest": "Each lot appears once among inputs and outputs (400 DUPLICATE_INPUT, "
     "DUPLICATE_LOT); ended_at is not before started_at (400 TIMES_INVALID). The data decides the rest: inputs "
     "exist (404), convert to their lot's unit and hold enough (409), are not on hold (409 LOT_BLOCKED); "
-    "outputs and the run code are new (409).",
+    "outputs and the run code are new (409). An Idempotency-Key reused with another body: 422.",
     "CreateUserRequest": PASSWORD_WORDS,
     "UpdateUserRequest": "At least one active administrator always remains: disabling or demoting the last "
     "one is refused (409 LAST_ADMIN)." + OWN_PASSWORD_WORDS,

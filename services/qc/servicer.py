@@ -210,7 +210,12 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
         if request.gate_code:
             gate = await repository.gate_id(self.r.pool, request.gate_code)
             if gate is None:
-                raise NotFound("GATE_NOT_FOUND", f"QC gate {request.gate_code} does not exist")
+                # 409, not 404: the lot in the path exists; the body names a gate that does not.
+                raise Conflict(
+                    "GATE_NOT_FOUND",
+                    f"gate_code: QC gate {request.gate_code} does not exist",
+                    field="gate_code",
+                )
         async with self.r.pool.acquire() as conn, conn.transaction():
             row = await repository.lot(conn, code)
             if row is None:
