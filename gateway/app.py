@@ -43,11 +43,31 @@ class Unauthorized(Exception):
 
 
 class BadRequest(Exception):
-    def __init__(self, reason: str, message: str, status: int = 400) -> None:
+    def __init__(self, reason: str, message: str, status: int = 400, field: str = "") -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.status = status
+        self.details = {"field": field} if field else None
+
+
+def check_query(request: Request, accepted: frozenset[str]) -> None:
+    """Refuse a query parameter the route does not take: a typo must not look like an answer."""
+    if not request.scope.get("query_string"):
+        return
+    for name in request.query_params:
+        if name not in accepted:
+            takes = f"it takes {', '.join(sorted(accepted))}" if accepted else "it takes none"
+            raise BadRequest(
+                "QUERY_PARAMETER_UNKNOWN",
+                f"unknown query parameter {name!r} on {request.method} {request.url.path}; {takes}",
+                field=name,
+            )
+
+
+def _query_of(operation: dict[str, Any]) -> frozenset[str]:
+    """The query parameters an OpenAPI operation declares."""
+    return frozenset(p["name"] for p in operation.get("parameters", ()) if p["in"] == "query")
 
 
 def json(body: Any, status: int = 200) -> Response:
@@ -65,9 +85,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise BadRequest("BODY_INVALID", "the body must be a JSON object") from None
+        raise BadRequest("BODY_INVALID", "the body must be a JSON object", field="body") from None
     if not isinstance(body, dict):
-        raise BadRequest("BODY_INVALID", "the body must be a JSON object")
+        raise BadRequest("BODY_INVALID", "the body must be a JSON object", field="body")
     return body
 
 
@@ -129,15 +149,17 @@ def _unauthorized(exc: Unauthorized) -> Response:
     return response
 
 
-def streaming_endpoint(call: exports.Call) -> Handler:
+def streaming_endpoint(call: exports.Call, accepted: frozenset[str]) -> Handler:
     async def handle(request: Request) -> Response:
         rid = _request_id(request)
         try:
-            response = await exports.guarded(
-                call, request, request.app.state.upstreams, _metadata(request, rid)
-            )
+            metadata = _metadata(request, rid)
+            check_query(request, accepted)
+            response = await exports.guarded(call, request, request.app.state.upstreams, metadata)
         except Unauthorized as exc:
             response = _unauthorized(exc)
+        except BadRequest as exc:
+            response = error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason, exc.details)
         response.headers["x-request-id"] = rid
         return response
 
@@ -147,22 +169,26 @@ def streaming_endpoint(call: exports.Call) -> Handler:
 def rpc_endpoint(route: RpcRoute) -> Handler:
     """Build the request message from path, query, body and headers; call; render the reply."""
     path_params = route.path_params
+    accepted = frozenset(route.query)
 
     async def handle(request: Request) -> Response:
         rid = _request_id(request)
         try:
             metadata = _metadata(request, rid, route.public)
+            check_query(request, accepted)
             data: dict[str, Any] = await _json_body(request) if route.body else {}
             for name in path_params:
                 if name in data and data[name] != request.path_params[name]:
-                    raise BadRequest("FIELD_CONFLICT", f"{name} in the body differs from the path")
+                    raise BadRequest(
+                        "FIELD_CONFLICT", f"{name} in the body differs from the path", field=name
+                    )
             query = request.query_params
             data.update((name, query[name]) for name in route.query if name in query)
             data.update((f, request.headers[h]) for h, f in route.headers.items() if h in request.headers)
             data.update(request.path_params)
             missing = [name for name in route.required if data.get(name) is None]
             if missing:
-                raise BadRequest("FIELD_REQUIRED", f"{', '.join(missing)} required")
+                raise BadRequest("FIELD_REQUIRED", f"{', '.join(missing)} required", field=missing[0])
             message = fill(route.request_class(), data)
             stub = getattr(request.app.state.upstreams, route.upstream)
             call = getattr(stub, route.rpc)(message, timeout=settings().rpc_timeout, metadata=metadata)
@@ -173,7 +199,7 @@ def rpc_endpoint(route: RpcRoute) -> Handler:
             response = error_response(400, "INVALID_ARGUMENT", f"{exc.field} {exc.message}", "FIELD_INVALID",
                                       {"field": exc.field})  # fmt: skip
         except BadRequest as exc:
-            response = error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason)
+            response = error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason, exc.details)
         except Unauthorized as exc:
             response = _unauthorized(exc)
         except ClientGone:
@@ -186,13 +212,28 @@ def rpc_endpoint(route: RpcRoute) -> Handler:
     return handle
 
 
+def no_query(handler: Handler) -> Handler:
+    """A route that takes no query parameters (health, the documents)."""
+
+    async def handle(request: Request) -> Response:
+        try:
+            check_query(request, frozenset())
+        except BadRequest as exc:
+            return error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason, exc.details)
+        return await handler(request)
+
+    return handle
+
+
 async def health(request: Request) -> Response:
     view = request.app.state.upstreams.current_health()
     return Response(view.body, status_code=200 if view.healthy else 503, media_type="application/json")
 
 
 async def empty_lot_code(request: Request) -> Response:
-    return error_response(400, "INVALID_ARGUMENT", "lot_code must not be empty", "LOT_CODE_EMPTY")
+    return error_response(
+        400, "INVALID_ARGUMENT", "lot_code must not be empty", "LOT_CODE_EMPTY", {"field": "lot_code"}
+    )
 
 
 async def openapi_json(request: Request) -> Response:
@@ -223,18 +264,18 @@ async def internal_error(request: Request, exc: Exception) -> Response:
 
 def _routes() -> list[Route]:
     routes = [
-        Route("/api/health", health),
+        Route("/api/health", no_query(health)),
         Route("/api/traceability/", empty_lot_code),
-        Route("/api/openapi.json", openapi_json),
-        Route("/api/docs", docs),
+        Route("/api/openapi.json", no_query(openapi_json)),
+        Route("/api/docs", no_query(docs)),
         Route("/metrics", observability.metrics_endpoint),
     ]
     # Starlette matches in order: group methods of one path into one Route.
     by_path: dict[str, list[RpcRoute]] = {}
     for route in ROUTES:
         by_path.setdefault(route.path, []).append(route)
-    for method, path, call, _ in exports.STREAMING_ROUTES:
-        routes.append(Route(path, streaming_endpoint(call), methods=[method]))
+    for method, path, call, operation in exports.STREAMING_ROUTES:
+        routes.append(Route(path, streaming_endpoint(call, _query_of(operation)), methods=[method]))
     for path, group in by_path.items():
         handlers = {r.method: rpc_endpoint(r) for r in group}
 

@@ -3,12 +3,14 @@ self-contained HTML page for people (no CDN)."""
 
 from __future__ import annotations
 
+import copy
 import html
 from typing import Any
 
 import orjson
 from google.protobuf.descriptor import Descriptor
 
+from flowviz.core import validation
 from flowviz.core.protojson import TIMESTAMP, field_schema, flat_schema, message_schema, schema_name
 from flowviz.core.validation import field_rule
 from flowviz.genealogy.v1 import genealogy_pb2
@@ -64,18 +66,18 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-# Fields a nested input message must carry.
-NESTED_REQUIRED = {"RunLine": ("lot_code", "quantity", "uom")}
-
-
 def _field(descriptor: Descriptor, name: str, required: bool, refs: dict[str, Descriptor]) -> dict[str, Any]:
     """The input rule of a field (flowviz.core.validation), else its plain type."""
     field = descriptor.fields_by_name[name]
     if field.message_type is not None and field.message_type.full_name != TIMESTAMP:
+        key = f"{descriptor.name}.{name}"
         item = _request_schema(
-            field.message_type, refs, required=NESTED_REQUIRED.get(field.message_type.name, ())
-        )
-        return {"type": "array", "items": item, "minItems": 1, "maxItems": 100} if field.is_repeated else item
+            field.message_type, refs, required=validation.NESTED_REQUIRED.get(key, ()),
+            ignored=validation.NESTED_IGNORED.get(key, ()),
+        )  # fmt: skip
+        if field.is_repeated:
+            return {"type": "array", "items": item, "minItems": 1, "maxItems": validation.MAX_ITEMS}
+        return item
     rule = field_rule(descriptor.name, name, required=required)
     return dict(rule) if rule is not None else field_schema(field, refs)
 
@@ -85,21 +87,22 @@ def _request_schema(
     refs: dict[str, Descriptor],
     skip: tuple[str, ...] = (),
     required: tuple[str, ...] = (),
+    ignored: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     props = {
-        f.name: _field(descriptor, f.name, f.name in required, refs)
+        f.name: {"type": "string", "description": "not read here"}
+        if f.name in ignored
+        else _field(descriptor, f.name, f.name in required, refs)
         for f in descriptor.fields
         if f.name not in skip
     }
     schema: dict[str, Any] = {"type": "object", "properties": props, "additionalProperties": False}
     if required:
         schema["required"] = list(required)
-    if descriptor.name == "RecordQcDecisionRequest":  # a reason is required unless the decision is pass
-        schema["if"] = {"properties": {"decision": {"const": "pass"}}}
-        schema["else"] = {
-            "required": ["reason"],
-            "properties": {"reason": field_rule("", "reason", required=True)},
-        }
+    if conditions := validation.CONDITIONS.get(descriptor.name):
+        schema["allOf"] = conditions
+    if words := validation.IN_WORDS.get(descriptor.name):
+        schema["description"] = words
     return schema
 
 
@@ -149,6 +152,60 @@ def _operation(route: RpcRoute, refs: dict[str, Descriptor]) -> dict[str, Any]:
     return op
 
 
+def _with_field_rules(operation: dict[str, Any]) -> dict[str, Any]:
+    """A streaming route's parameters with the input rules of the fields they name."""
+    params = [
+        {**p, "schema": dict(rule)} if (rule := field_rule("", p["name"], required=p["required"])) else p
+        for p in operation.get("parameters", ())
+    ]
+    return {**operation, "parameters": params}
+
+
+def _csv_file(columns: tuple[str, ...], rules: str) -> dict[str, Any]:
+    header = ",".join(columns)
+    return {
+        "type": "string",
+        "format": "binary",
+        "contentMediaType": "text/csv",
+        "minLength": len(header),
+        # The header row, then one row per line (pattern: the file begins with its header).
+        "pattern": f"^{header}(\\r?\\n|$)",
+        "description": f"UTF-8 CSV, first row `{header}`; {rules}",
+    }
+
+
+IMPORT_ROWS = (
+    "Each row is checked on its own (the columns' rules are those of the JSON routes: "
+    "lot codes, kind, product, a decimal quantity with at most 3 decimals, a unit of "
+    f"{', '.join(sorted(validation.UNITS))}) and against the other rows and the data (a lot once, not "
+    "already there; edges between lots that exist or come in the file). Any bad row: 400 with the "
+    "report (file, row, field, reason) and nothing imported."
+)
+
+
+def _import_format(operation: dict[str, Any]) -> dict[str, Any]:
+    """The import's files as the documented CSV formats (the importer's own column lists); the
+    rest of the operation (other form fields, parameters) as its route declares it."""
+    from flowviz import importer
+
+    content = copy.deepcopy(operation["requestBody"]["content"])
+    form = content["multipart/form-data"]
+    schema = form["schema"]
+    schema["properties"] |= {
+        "lots": _csv_file(importer.LOTS_COLUMNS, "produced_at may be empty (ISO 8601, UTC if no offset)."),
+        "genealogy": _csv_file(importer.GENEALOGY_COLUMNS, "run_code may be empty (one run per child)."),
+    }
+    schema |= {
+        "additionalProperties": False,
+        "anyOf": [{"required": ["lots"]}, {"required": ["genealogy"]}],
+        "description": IMPORT_ROWS,
+    }
+    form["encoding"] = form.get("encoding", {}) | {
+        name: {"contentType": "text/csv"} for name in ("lots", "genealogy")
+    }
+    return {**operation, "requestBody": {**operation["requestBody"], "content": content}}
+
+
 # Schemas of flattened replies, filled while the operations are built.
 FLAT: dict[str, Any] = {}
 
@@ -172,6 +229,9 @@ def build() -> dict[str, Any]:
     for route in ROUTES:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
     for method, path, _, operation in STREAMING_ROUTES:
+        operation = _with_field_rules(operation)
+        if operation["operationId"] == "ImportGenealogy":
+            operation = _import_format(operation)
         paths.setdefault(path, {})[method.lower()] = {"security": [{"bearerAuth": []}], **operation}
     refs["ImportGenealogyResponse"] = genealogy_pb2.ImportGenealogyResponse.DESCRIPTOR
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "Health": HEALTH_SCHEMA, **FLAT}

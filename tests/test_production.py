@@ -122,7 +122,7 @@ def test_cannot_consume_more_than_a_lot_holds(http: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     ("inputs", "status", "reason"),
-    [([("NO-SUCH-LOT", 1, "kg")], 404, "LOT_NOT_FOUND"), ([("RAW-BEEF-001", 1, "ea")], 400, "UOM_MISMATCH"),
+    [([("NO-SUCH-LOT", 1, "kg")], 404, "LOT_NOT_FOUND"), ([("RAW-BEEF-001", 1, "ea")], 409, "UOM_MISMATCH"),
      ([("RAW-BEEF-001", -1, "kg")], 400, "QUANTITY_INVALID"), ([], 400, "RUN_INCOMPLETE")],
 )  # fmt: skip
 def test_bad_runs_are_refused(http: httpx.Client, inputs: list[Any], status: int, reason: str) -> None:

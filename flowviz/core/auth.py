@@ -395,7 +395,14 @@ def require(identity: Identity | None, *allowed_roles: str) -> Identity:
     role = identity.role
     if role == ADMIN or role in allowed_roles:
         return identity
-    raise PermissionDenied(ROLE_FORBIDDEN, f"the role {role!r} may not do this", role=role)
+    needed = list(dict.fromkeys(r for r in (*allowed_roles, ADMIN) if r != role))
+    names = f"the role {needed[0]}" if len(needed) == 1 else f"one of the roles {', '.join(needed)}"
+    raise PermissionDenied(
+        ROLE_FORBIDDEN,
+        f"the role {role!r} may not do this; it needs {names}",
+        role=role,
+        needed_roles=",".join(needed),
+    )
 
 
 def check(policy: Policy, method: str, identity: Identity | None) -> Identity:

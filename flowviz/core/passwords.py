@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import re
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
@@ -111,30 +112,45 @@ def _normalize(password: str) -> str:
     return unicodedata.normalize("NFKC", password)
 
 
-def check_password_policy(password: str, *, username: str | None = None) -> None:
-    """Raise InvalidArgument(PASSWORD_WEAK) unless `password` is acceptable as a new password."""
+# Control characters (Unicode category Cc) as one character class: the policy and the OpenAPI
+# pattern (flowviz.core.validation) are built from it.
+CONTROL_CLASS: Final = "\\x00-\\x1f\\x7f-\\x9f"
+# Lone surrogates too, which JSON cannot carry here (the gateway's parser refuses them) and
+# schema validators' regex engines cannot name.
+_CONTROL: Final = re.compile(f"[{CONTROL_CLASS}\\ud800-\\udfff]")
+# Rules a JSON Schema cannot state (the document says them in words); `rule` in the error's details.
+RULE_DISTINCT: Final = "distinct"
+RULE_COMMON: Final = "common"
+RULE_USERNAME: Final = "contains_username"
 
-    def weak(message: str) -> InvalidArgument:
-        return InvalidArgument(REASON_WEAK, message, min_length=MIN_LENGTH, max_length=MAX_LENGTH)
+
+def check_password_policy(password: str, *, username: str | None = None) -> None:
+    """Raise InvalidArgument(PASSWORD_WEAK) unless `password` is acceptable as a new password.
+
+    Length, control characters and distinct characters are judged on the password as typed
+    (so the published schema's lengths and pattern state them exactly); the block list and
+    the username are compared on its NFKC, case-folded form."""
+
+    def weak(message: str, rule: str) -> InvalidArgument:
+        return InvalidArgument(
+            REASON_WEAK, message, field="password", rule=rule, min_length=MIN_LENGTH, max_length=MAX_LENGTH
+        )
 
     if not isinstance(password, str):
-        raise weak("password must be a string")
-    if len(password) > MAX_LENGTH:  # before normalising: bounds the work on hostile input
-        raise weak(f"password must be at most {MAX_LENGTH} characters")
-    pw = _normalize(password)
-    if len(pw) < MIN_LENGTH:
-        raise weak(f"password must be at least {MIN_LENGTH} characters")
-    if len(pw) > MAX_LENGTH:
-        raise weak(f"password must be at most {MAX_LENGTH} characters")
-    if any(unicodedata.category(c) in ("Cc", "Cs") for c in pw):
-        raise weak("password must not contain control characters")
-    if len(set(pw)) < MIN_DISTINCT_CHARS:
-        raise weak(f"password must contain at least {MIN_DISTINCT_CHARS} different characters")
-    folded = pw.casefold()
+        raise weak("password must be a string", "type")
+    if len(password) > MAX_LENGTH:
+        raise weak(f"password must be at most {MAX_LENGTH} characters", "length")
+    if len(password) < MIN_LENGTH:
+        raise weak(f"password must be at least {MIN_LENGTH} characters", "length")
+    if _CONTROL.search(password):
+        raise weak("password must not contain control characters", "control")
+    if len(set(password)) < MIN_DISTINCT_CHARS:
+        raise weak(f"password must contain at least {MIN_DISTINCT_CHARS} different characters", RULE_DISTINCT)
+    folded = _normalize(password).casefold()
     if folded in _BLOCKLIST:
-        raise weak("password is too common")
+        raise weak("password is too common", RULE_COMMON)
     if username and len(username) >= 3 and _normalize(username).casefold() in folded:
-        raise weak("password must not contain the username")
+        raise weak("password must not contain the username", RULE_USERNAME)
 
 
 def hash_password(

@@ -231,7 +231,8 @@ def field_schema(field: FieldDescriptor, refs: dict[str, Descriptor]) -> dict[st
     elif field.type == FieldDescriptor.TYPE_BOOL:
         item = {"type": "boolean"}
     elif field.type in _INTS:
-        item = {"type": "integer"}
+        bits = 32 if field.type in (FieldDescriptor.TYPE_INT32, FieldDescriptor.TYPE_SINT32) else 64
+        item = {"type": "integer", "minimum": -(2 ** (bits - 1)), "maximum": 2 ** (bits - 1) - 1}
     else:
         item = {"type": "number"}
     if _repeated(field):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from flowviz.core import passwords
 from flowviz.core.errors import InvalidArgument
 
 LOT_CODE_MAX = 64
@@ -34,10 +35,12 @@ UNITS = {*MASS_UNITS, "l", "ml", "ea"}
 TEXT_MAX = 200
 
 
-def kind(value: str) -> str:
+def kind(value: str, field: str = "kind") -> str:
     if not KIND_PATTERN.match(value):
         raise InvalidArgument(
-            "KIND_INVALID", "kind must be 1-16 upper-case letters, digits or _ (RAW, MIX, FG)"
+            "KIND_INVALID",
+            f"{field} must be 1-16 upper-case letters, digits or _ (RAW, MIX, FG)",
+            field=field,
         )
     return value
 
@@ -106,9 +109,32 @@ def _either(pattern: str) -> tuple[dict[str, object], dict[str, object]]:
     return {"type": "string", "pattern": pattern}, {"type": "string", "pattern": f"^$|{pattern}"}
 
 
+INT64_MAX = 2**63 - 1
 _QUANTITY = {"type": "number", "minimum": 0, "exclusiveMaximum": 1e15}
 _POSITIVE = {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1e15}
 _CODE = _either(CODE_PATTERN.pattern)
+# The password policy (flowviz.core.passwords): its length and no control characters. (At least
+# MIN_DISTINCT_CHARS different characters needs back-references, which generators of JSON Schema
+# cannot use: it is said in words.)
+_PASSWORD = f"^[^{passwords.CONTROL_CLASS}]{{{passwords.MIN_LENGTH},{passwords.MAX_LENGTH}}}$"
+PASSWORD_WORDS = (
+    f"{passwords.MIN_LENGTH}-{passwords.MAX_LENGTH} characters as typed, no control characters (the pattern). "
+    "Also refused with PASSWORD_WEAK, as no schema here can say it (details.rule): fewer than "
+    f"{passwords.MIN_DISTINCT_CHARS} different characters (`{passwords.RULE_DISTINCT}`), a common password "
+    f"(`{passwords.RULE_COMMON}`), one that contains the username (`{passwords.RULE_USERNAME}`)."
+)
+OWN_PASSWORD_WORDS = (
+    " Changing your own password needs `current_password` (400 CURRENT_PASSWORD_REQUIRED or "
+    "CURRENT_PASSWORD_WRONG otherwise)."
+)
+
+
+def _password(words: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    required, optional = _either(_PASSWORD)
+    required |= {"minLength": passwords.MIN_LENGTH, "maxLength": passwords.MAX_LENGTH, "description": words}
+    return required, optional | {"maxLength": passwords.MAX_LENGTH, "description": words}
+
+
 # field name -> (schema when the field is required, schema when it may be left out or empty);
 # "Message.field" overrides "field".
 FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -136,11 +162,17 @@ FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"type": "integer", "minimum": 1, "maximum": 1000},
         {"type": "integer", "minimum": 0, "maximum": 1000},
     ),
-    "supersedes_id": ({"type": "integer", "minimum": 0},) * 2,
+    "supersedes_id": ({"type": "integer", "minimum": 0, "maximum": INT64_MAX},) * 2,
+    "id": ({"type": "integer", "minimum": 1, "maximum": INT64_MAX},) * 2,
     "username": _either(r"^[a-z0-9_.-]{1,64}$"),
     "IssueTokenRequest.username": ({"type": "string", "minLength": 1, "maxLength": 64},) * 2,
     "IssueTokenRequest.password": ({"type": "string", "minLength": 1, "maxLength": 1024},) * 2,
-    "password": _either(r"^[^\x00-\x1f]{12,1024}$"),
+    "password": _password(PASSWORD_WORDS),
+    "UpdateUserRequest.password": _password(PASSWORD_WORDS + OWN_PASSWORD_WORDS),
+    "current_password": (
+        {"type": "string", "maxLength": passwords.MAX_LENGTH, "description": OWN_PASSWORD_WORDS},
+    )
+    * 2,
     "role": (
         {"type": "string", "enum": ["viewer", "operator", "qc", "admin"]},
         {"type": "string", "enum": ["", "viewer", "operator", "qc", "admin"]},
@@ -160,6 +192,44 @@ FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     * 2,
     "lot_code_prefix": _either(r"^[A-Za-z0-9._:-]{1,64}$"),
     "edge_id": ({"type": "integer", "minimum": 1},) * 2,
+}
+
+
+# Fields each item of a list of messages must carry, by "Message.field" of the list.
+NESTED_REQUIRED: dict[str, tuple[str, ...]] = {
+    "RecordProductionRunRequest.inputs": ("lot_code", "quantity", "uom"),
+    "RecordProductionRunRequest.outputs": ("lot_code", "kind", "product", "quantity", "uom"),
+}
+# Fields of such items the service does not read there (any string is accepted and ignored).
+NESTED_IGNORED: dict[str, tuple[str, ...]] = {"RecordProductionRunRequest.inputs": ("kind", "product")}
+MAX_ITEMS = 100
+# Rules across fields of one request, as JSON Schema (allOf), by request message.
+CONDITIONS: dict[str, list[dict[str, Any]]] = {
+    # A reason is required unless the decision is pass.
+    "RecordQcDecisionRequest": [
+        {
+            "if": {"properties": {"decision": {"const": "pass"}}},
+            "else": {"required": ["reason"], "properties": {"reason": FIELD_RULES["reason"][0]}},
+        }
+    ],
+    # A phase belongs to a stream: phase_code needs stream_code (STREAM_REQUIRED).
+    "RecordProductionRunRequest": [
+        {
+            "if": {"required": ["phase_code"], "properties": {"phase_code": {"minLength": 1}}},
+            "then": {"required": ["stream_code"], "properties": {"stream_code": {"minLength": 1}}},
+        }
+    ],
+}
+# Rules no JSON Schema here can state, in words, by request message (the document's description
+# of the request body; tests/schemathesis_hooks.py names the same reasons).
+IN_WORDS: dict[str, str] = {
+    "RecordProductionRunRequest": "Each lot appears once among inputs and outputs (400 DUPLICATE_INPUT, "
+    "DUPLICATE_LOT); ended_at is not before started_at (400 TIMES_INVALID). The data decides the rest: inputs "
+    "exist (404), convert to their lot's unit and hold enough (409), are not on hold (409 LOT_BLOCKED); "
+    "outputs and the run code are new (409). An Idempotency-Key reused with another body: 422.",
+    "CreateUserRequest": PASSWORD_WORDS,
+    "UpdateUserRequest": "At least one active administrator always remains: disabling or demoting the last "
+    "one is refused (409 LAST_ADMIN)." + OWN_PASSWORD_WORDS,
 }
 
 

@@ -25,7 +25,7 @@ from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy import balance
 from services.genealogy.balance import RunLine
 
-MAX_LINES = 100
+MAX_LINES = validation.MAX_ITEMS
 # Slack on "consumed beyond what it holds" for decimal rounding (3 decimals in the schema).
 EPSILON = 0.0005
 
@@ -55,12 +55,16 @@ def validate(request: genealogy_pb2.RecordProductionRunRequest) -> None:
     validation.text(request.operator, "operator", required=False)
     if request.idempotency_key:
         validation.text(request.idempotency_key, "idempotency_key", max_len=200)
-    if not request.inputs or not request.outputs:
-        raise InvalidArgument("RUN_INCOMPLETE", "a run needs at least one input and one output")
-    if len(request.inputs) > MAX_LINES or len(request.outputs) > MAX_LINES:
-        raise InvalidArgument(
-            "RUN_TOO_LARGE", f"a run has at most {MAX_LINES} inputs and {MAX_LINES} outputs"
-        )
+    for name in ("inputs", "outputs"):
+        lines = getattr(request, name)
+        if not lines:
+            raise InvalidArgument(
+                "RUN_INCOMPLETE",
+                f"{name} is empty: a run needs at least one input and one output",
+                field=name,
+            )
+        if len(lines) > MAX_LINES:
+            raise InvalidArgument("RUN_TOO_LARGE", f"{name}: a run has at most {MAX_LINES}", field=name)
     seen: set[str] = set()
     for i, line in enumerate(request.inputs):
         field = f"inputs[{i}]"
@@ -68,26 +72,30 @@ def validate(request: genealogy_pb2.RecordProductionRunRequest) -> None:
         validation.quantity(line.quantity, f"{field}.quantity", positive=True)
         validation.uom(line.uom, f"{field}.uom")
         if line.lot_code in seen:
-            raise InvalidArgument("DUPLICATE_INPUT", f"{line.lot_code} is listed twice as an input")
+            raise InvalidArgument(
+                "DUPLICATE_INPUT", f"{field}.lot_code: {line.lot_code} is listed twice as an input",
+                field=f"{field}.lot_code",
+            )  # fmt: skip
         seen.add(line.lot_code)
     for i, line in enumerate(request.outputs):
         field = f"outputs[{i}]"
         validation.lot_code(line.lot_code, f"{field}.lot_code")
-        validation.kind(line.kind)
+        validation.kind(line.kind, f"{field}.kind")
         validation.text(line.product, f"{field}.product")
         validation.quantity(line.quantity, f"{field}.quantity", positive=True)
         validation.uom(line.uom, f"{field}.uom")
         if line.lot_code in seen:
             raise InvalidArgument(
-                "DUPLICATE_LOT", f"{line.lot_code} is listed twice (or as input and output)"
-            )
+                "DUPLICATE_LOT", f"{field}.lot_code: {line.lot_code} is listed twice (or as input and output)",
+                field=f"{field}.lot_code",
+            )  # fmt: skip
         seen.add(line.lot_code)
     if (
         request.HasField("started_at")
         and request.HasField("ended_at")
         and request.ended_at.ToDatetime() < (request.started_at.ToDatetime())
     ):
-        raise InvalidArgument("TIMES_INVALID", "ended_at is before started_at")
+        raise InvalidArgument("TIMES_INVALID", "ended_at is before started_at", field="ended_at")
 
 
 def to_unit(quantity: float, uom: str, unit: str) -> float | None:
@@ -296,7 +304,7 @@ def _same_request(key: str, earlier: Mapping[str, Any] | asyncpg.Record, digest:
 async def _process_step(conn: Conn, stream: str, phase: str) -> tuple[int | None, int | None]:
     if not stream:
         if phase:
-            raise InvalidArgument("STREAM_REQUIRED", "phase_code needs a stream_code")
+            raise InvalidArgument("STREAM_REQUIRED", "phase_code needs a stream_code", field="stream_code")
         return None, None
     row = await conn.fetchrow(
         "SELECT s.id, p.id AS phase_id FROM streams s LEFT JOIN phases p ON p.stream_id = s.id AND p.code = $2 "
@@ -320,9 +328,11 @@ def _check_consumption(
         line = inputs[lot["lot_code"]]
         wanted = to_unit(line.quantity, line.uom, lot["uom"])
         if wanted is None:
-            raise InvalidArgument(
+            field = f"inputs[{list(inputs).index(lot['lot_code'])}].uom"
+            raise Conflict(  # the request is well formed; the lot's own unit refuses it
                 "UOM_MISMATCH",
-                f"{lot['lot_code']} is counted in {lot['uom']}; {line.uom} does not convert",
+                f"{field}: {lot['lot_code']} is counted in {lot['uom']}; {line.uom} does not convert",
+                field=field,
                 lot_code=lot["lot_code"],
             )
         consumed = sum(

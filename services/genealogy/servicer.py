@@ -149,7 +149,9 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         self, request: genealogy_pb2.GetAncestorsRequest, context: Context
     ) -> genealogy_pb2.GetAncestorsResponse:
         if len(request.lot_codes) > MAX_BATCH:
-            raise InvalidArgument("BATCH_TOO_LARGE", f"at most {MAX_BATCH} lot codes per call")
+            raise InvalidArgument(
+                "BATCH_TOO_LARGE", f"lot_codes: at most {MAX_BATCH} per call", field="lot_codes"
+            )
         codes = [validation.lot_code(c, "lot_codes") for c in request.lot_codes]
         found = await ancestors(self.r.pool, codes)
         return genealogy_pb2.GetAncestorsResponse(
@@ -236,7 +238,9 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         code = validation.lot_code(request.lot_code)
         direction = convert.DIRECTION_OF_ENUM.get(request.direction)
         if direction is None:
-            raise InvalidArgument("DIRECTION_INVALID", "direction must be upstream, downstream or both")
+            raise InvalidArgument(
+                "DIRECTION_INVALID", "direction must be upstream, downstream or both", field="direction"
+            )
         depth, nodes = self._limits(request.max_depth, request.max_nodes)
 
         async def load() -> bytes:
@@ -301,7 +305,9 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         code = validation.lot_code(request.lot_code)
         direction = convert.DIRECTION_OF_ENUM.get(request.direction)
         if direction is None:
-            raise InvalidArgument("DIRECTION_INVALID", "direction must be upstream, downstream or both")
+            raise InvalidArgument(
+                "DIRECTION_INVALID", "direction must be upstream, downstream or both", field="direction"
+            )
         await self._root(code)
         async for chunk in exports.rows(self.r.pool, code, direction):
             for row in chunk:
@@ -324,7 +330,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
                     seen.add(part)
                     (lots if part == "lots_csv" else edges).write(getattr(chunk, part))
             if not seen:
-                raise InvalidArgument("IMPORT_EMPTY", "send lots_csv and/or genealogy_csv")
+                raise InvalidArgument("IMPORT_EMPTY", "send lots_csv and/or genealogy_csv", field="lots_csv")
             lots.seek(0)
             edges.seek(0)
             async with self.r.pool.acquire() as conn:

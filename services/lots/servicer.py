@@ -197,7 +197,9 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         code = validation.code(request.code)
         name = validation.text(request.name, "name")
         if not 1 <= request.seq <= 1000:
-            raise InvalidArgument("SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)")
+            raise InvalidArgument(
+                "SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)", field="seq"
+            )
         try:
             async with self.r.pool.acquire() as conn, conn.transaction():
                 await repository.insert_phase(conn, stream_id, code, name, request.seq)
@@ -219,7 +221,9 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         code = validation.code(request.code)
         name = validation.text(request.name, "name", required=False)
         if request.seq and not 1 <= request.seq <= 1000:
-            raise InvalidArgument("SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)")
+            raise InvalidArgument(
+                "SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)", field="seq"
+            )
         try:
             async with self.r.pool.acquire() as conn, conn.transaction():
                 if not await repository.update_phase(conn, stream_id, code, name, request.seq):

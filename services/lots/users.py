@@ -9,7 +9,8 @@ import asyncpg
 import grpc
 
 from flowviz.core import audit, auth, paging, passwords, validation
-from flowviz.core.errors import AlreadyExists, InvalidArgument, NotFound
+from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from flowviz.core.identity import caller_name
 from flowviz.core.ratelimit import LoginLimiter, TooManyAttempts, address_key, username_key
 from flowviz.core.server import Resources
 from flowviz.lots.v1 import lots_pb2
@@ -17,6 +18,8 @@ from services.lots import repository
 
 Context = grpc.aio.ServicerContext[Any, Any]
 USERNAME = re.compile(r"^[a-z0-9_.-]{1,64}$")
+# The database refuses to disable, demote or delete the last active admin (migration 0007).
+LAST_ADMIN_SQLSTATE = "FV001"
 
 
 def username(value: str) -> str:
@@ -54,7 +57,8 @@ class Users:
         # The gateway passes the client's address; a direct caller is keyed by its own peer.
         client = dict(context.invocation_metadata() or ()).get("x-client-address") or context.peer()
         if not request.username or not request.password:
-            raise InvalidArgument("FIELD_REQUIRED", "username and password are required")
+            missing = "username" if not request.username else "password"
+            raise InvalidArgument("FIELD_REQUIRED", f"{missing} is required", field=missing)
         limits = (
             (self.user_limiter, username_key(request.username)),
             (self.address_limiter, address_key(str(client))),
@@ -122,24 +126,60 @@ class Users:
         self, request: lots_pb2.UpdateUserRequest, context: Context
     ) -> lots_pb2.UpdateUserResponse:
         name = username(request.username)
-        password_hash = (
-            await passwords.hash_password_async(request.password, username=name) if request.password else ""
-        )
+        new_role = role(request.role) if request.role else ""
+        display = validation.text(request.display_name, "display_name", required=False)
         disabled = request.disabled if request.HasField("disabled") else None
-        async with self.r.pool.acquire() as conn, conn.transaction():
-            found = await repository.update_user(
-                conn, name, validation.text(request.display_name, "display_name", required=False),
-                role(request.role) if request.role else "", password_hash, disabled,
+        if len(request.current_password) > passwords.MAX_LENGTH:
+            raise InvalidArgument(
+                "FIELD_INVALID", f"current_password is at most {passwords.MAX_LENGTH} characters",
+                field="current_password",
             )  # fmt: skip
-            if not found:
-                raise NotFound("USER_NOT_FOUND", f"user {name} does not exist")
-            await audit.record(
-                conn,
-                "update",
-                "user",
-                name,
-                role=request.role,
-                disabled=disabled,
-                password_changed=bool(password_hash),
-            )
+        password_hash = ""
+        if request.password:
+            if name == caller_name():  # a stolen token alone must not take over the account
+                await self._check_current_password(name, request.current_password)
+            password_hash = await passwords.hash_password_async(request.password, username=name)
+        try:
+            async with self.r.pool.acquire() as conn, conn.transaction():
+                if not await repository.update_user(conn, name, display, new_role, password_hash, disabled):
+                    raise NotFound("USER_NOT_FOUND", f"user {name} does not exist")
+                await audit.record(
+                    conn,
+                    "update",
+                    "user",
+                    name,
+                    role=new_role,
+                    disabled=disabled,
+                    password_changed=bool(password_hash),
+                )
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != LAST_ADMIN_SQLSTATE:
+                raise
+            change = "disabled" if disabled else f"made {new_role}"
+            raise Conflict(
+                "LAST_ADMIN",
+                f"{name} is the last active administrator and cannot be {change}; make another user admin first",
+                field="disabled" if disabled else "role",
+                username=name,
+            ) from None
         return lots_pb2.UpdateUserResponse(user=await self._user(name))
+
+    async def _check_current_password(self, name: str, current: str) -> None:
+        """Raise unless `current` is the user's password (throttled like a login)."""
+        if not current:
+            raise InvalidArgument(
+                "CURRENT_PASSWORD_REQUIRED",
+                "current_password is required to change your own password",
+                field="current_password",
+            )
+        key = username_key(name)
+        if (wait := self.user_limiter.check(key)) is not None:
+            raise TooManyAttempts.after(wait)
+        row = await repository.user_credentials(self.r.pool, name)
+        if not await passwords.verify_password_async(row["password_hash"] if row else None, current):
+            if (wait := self.user_limiter.failure(key)) is not None:
+                raise TooManyAttempts.after(wait)
+            raise InvalidArgument(
+                "CURRENT_PASSWORD_WRONG", "current_password is not your password", field="current_password"
+            )
+        self.user_limiter.success(key)

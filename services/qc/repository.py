@@ -77,6 +77,16 @@ async def decision_lot(conn: Conn, decision_id: int) -> int | None:
     return int(value) if value is not None else None
 
 
+async def decision_ids(conn: Conn, lot_id: int, limit: int = 20) -> list[int]:
+    """The latest `limit` decision ids of a lot, oldest first."""
+    rows = await conn.fetch(
+        "SELECT id FROM (SELECT id FROM qc_decisions WHERE lot_id = $1 ORDER BY id DESC LIMIT $2) d ORDER BY id",
+        lot_id,
+        limit,
+    )
+    return [int(r["id"]) for r in rows]
+
+
 async def insert_decision(
     conn: Conn,
     *,

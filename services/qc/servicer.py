@@ -39,6 +39,13 @@ ALLOWED = {
     "rejected": set(),
 }
 BLOCKING_STATUS = {"hold": "on_hold", "reject": "rejected"}
+
+
+def allowed_decisions(status: str) -> list[str]:
+    """The decisions allowed from `status`, in the order pass, hold, release, reject."""
+    return [d for d in DECISION_OF_ENUM.values() if d in ALLOWED[status]]
+
+
 MAX_BATCH = 1000
 
 
@@ -155,13 +162,17 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
         self, request: qc_pb2.BatchGetQcStatusRequest, context: Context
     ) -> qc_pb2.BatchGetQcStatusResponse:
         if len(request.lot_codes) > MAX_BATCH:
-            raise InvalidArgument("BATCH_TOO_LARGE", f"at most {MAX_BATCH} lot codes per call")
+            raise InvalidArgument(
+                "BATCH_TOO_LARGE", f"lot_codes: at most {MAX_BATCH} per call", field="lot_codes"
+            )
         codes = [validation.lot_code(c, "lot_codes") for c in request.lot_codes]
         known: list[qc_pb2.LotLineage] | None = None
         if request.lineage:
             caller = auth.current_identity.get()
             if caller is None or caller.subject != "service:genealogy":
-                raise InvalidArgument("LINEAGE_NOT_ALLOWED", "lineage is given only by the genealogy service")
+                raise InvalidArgument(
+                    "LINEAGE_NOT_ALLOWED", "lineage is given only by the genealogy service", field="lineage"
+                )
             known = list(request.lineage)
         return qc_pb2.BatchGetQcStatusResponse(statuses=await self._statuses(codes, known))
 
@@ -191,13 +202,20 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
         code = validation.lot_code(request.lot_code)
         decision = DECISION_OF_ENUM.get(request.decision)
         if decision is None:
-            raise InvalidArgument("DECISION_INVALID", "decision must be pass, hold, release or reject")
+            raise InvalidArgument(
+                "DECISION_INVALID", "decision must be pass, hold, release or reject", field="decision"
+            )
         reason = validation.text(request.reason, "reason", required=decision != "pass", max_len=1000)
         gate: int | None = None
         if request.gate_code:
             gate = await repository.gate_id(self.r.pool, request.gate_code)
             if gate is None:
-                raise NotFound("GATE_NOT_FOUND", f"QC gate {request.gate_code} does not exist")
+                # 409, not 404: the lot in the path exists; the body names a gate that does not.
+                raise Conflict(
+                    "GATE_NOT_FOUND",
+                    f"gate_code: QC gate {request.gate_code} does not exist",
+                    field="gate_code",
+                )
         async with self.r.pool.acquire() as conn, conn.transaction():
             row = await repository.lot(conn, code)
             if row is None:
@@ -208,22 +226,30 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
             assert row is not None
             current = STATUS_OF_DECISION[row["decision"] or ""]
             if decision not in ALLOWED[current]:
+                allowed = allowed_decisions(current)
                 raise Conflict(
                     "TRANSITION_NOT_ALLOWED",
-                    f"lot {code} is {current}: {decision} is not allowed"
-                    + (" (rejected is final)" if current == "rejected" else ""),
+                    f"lot {code} is {current}: {decision} is not allowed; "
+                    + (f"allowed: {', '.join(allowed)}" if allowed else "none is (rejected is final)"),
+                    field="decision",
                     lot_code=code,
                     status=current,
                     decision=decision,
+                    allowed=",".join(allowed),
                 )
             supersedes = request.supersedes_id or None
             if supersedes is not None:
                 owner = await repository.decision_lot(conn, supersedes)
-                if owner is None:
-                    raise NotFound("DECISION_NOT_FOUND", f"decision {supersedes} does not exist")
                 if owner != row["id"]:
+                    # What it may supersede instead: this lot's own decisions.
+                    ids = [str(i) for i in await repository.decision_ids(conn, row["id"])]
+                    choices = f"lot {code}'s decisions: {', '.join(ids)}" if ids else f"lot {code} has none"
+                    where = "does not exist" if owner is None else f"is not a decision of lot {code}"
                     raise Conflict(
-                        "SUPERSEDES_OTHER_LOT", f"decision {supersedes} is not a decision of lot {code}"
+                        "SUPERSEDES_UNKNOWN" if owner is None else "SUPERSEDES_OTHER_LOT",
+                        f"supersedes_id: decision {supersedes} {where}; {choices}",
+                        field="supersedes_id",
+                        allowed=",".join(ids),
                     )
             inserted = await repository.insert_decision(
                 conn,
