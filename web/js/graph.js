@@ -1,0 +1,193 @@
+// The genealogy graph: positions from our own layered layout (in a Web Worker), drawn by
+// cytoscape.js with its layout off ("preset"). Large graphs get a lighter style (no labels
+// when zoomed out, straight edges) and are added in chunks so no main-thread task runs long.
+import cytoscape from "/web/vendor/cytoscape/dist/cytoscape.esm.min.mjs";
+import { fmtQty } from "./dom.js";
+
+const LARGE = 1500;
+const CHUNK = 2500;
+let worker = null;
+let jobs = 0;
+
+function layoutOffThread(n, src, dst, options) {
+  worker ??= new Worker("/web/js/layout-worker.js", { type: "module" });
+  const id = ++jobs;
+  return new Promise((resolve) => {
+    const onMessage = (event) => {
+      if (event.data.id !== id) return;
+      worker.removeEventListener("message", onMessage);
+      resolve(event.data);
+    };
+    worker.addEventListener("message", onMessage);
+    worker.postMessage({ id, n, src, dst, options }, [src.buffer, dst.buffer]);
+  });
+}
+
+const nextTask = () => new Promise((r) => setTimeout(r, 0));
+const nextFrame = () => new Promise((r) => requestAnimationFrame(() => r()));
+
+function style(large) {
+  const node = {
+    label: "data(label)",
+    "text-wrap": "wrap",
+    "text-valign": "center",
+    "font-size": 11,
+    "text-max-width": 200,
+    shape: "round-rectangle",
+    width: 190,
+    height: 34,
+    "background-color": "#e5e7eb",
+    "border-width": 2,
+    "border-color": "#6b7280",
+  };
+  if (large) node["min-zoomed-font-size"] = 9;
+  return [
+    { selector: "node", style: node },
+    { selector: "node.passed", style: { "background-color": "#bbf7d0", "border-color": "#15803d" } },
+    { selector: "node.on_hold", style: { "background-color": "#fcd34d", "border-color": "#b45309" } },
+    { selector: "node.rejected", style: { "background-color": "#fca5a5", "border-color": "#b91c1c" } },
+    { selector: "node.inherited", style: { "background-color": "#fef3c7", "border-style": "dashed", "border-color": "#b45309" } },
+    { selector: "node.blocker", style: { "border-width": 6, "border-style": "double", "border-color": "#7f1d1d" } },
+    { selector: "node.root", style: { "font-weight": "bold", "border-width": 4 } },
+    { selector: "node:selected", style: { "overlay-color": "#1d4ed8", "overlay-opacity": 0.18, "overlay-padding": 6 } },
+    {
+      selector: "edge",
+      style: large
+        ? { "curve-style": "haystack", width: 1, "line-color": "#9ca3af", "haystack-radius": 0 }
+        : {
+            "curve-style": "bezier",
+            width: 1.5,
+            "line-color": "#9ca3af",
+            "target-arrow-shape": "triangle",
+            "target-arrow-color": "#9ca3af",
+            label: "data(label)",
+            "font-size": 9,
+            color: "#374151",
+            "text-background-color": "#fff",
+            "text-background-opacity": 0.85,
+            "text-background-padding": 1,
+            "text-rotation": "autorotate",
+          },
+    },
+    { selector: ".faded", style: { opacity: 0.15 } },
+    { selector: "edge.path", style: { "line-color": "#1d4ed8", "target-arrow-color": "#1d4ed8", width: 2.5 } },
+    { selector: "node.path", style: { "border-color": "#1d4ed8" } },
+  ];
+}
+
+function nodeClasses(n, root) {
+  const c = [n.inherited ? "inherited" : n.effective];
+  if (n.blocker) c.push("blocker");
+  if (n.lot_code === root) c.push("root");
+  return c.join(" ");
+}
+
+function nodeLabel(n, hidden) {
+  const more = hidden ? `  +${hidden}` : "";
+  const held = n.inherited && n.blockedBy.length ? `\nheld: ${n.blockedBy[0]}` : "";
+  return `${n.lot_code}${more}\n${n.product}${held}`;
+}
+
+export class GraphView {
+  constructor(container, { onSelect }) {
+    this.container = container;
+    this.onSelect = onSelect;
+    this.cy = null;
+  }
+
+  // Lays out and draws the model; resolves once the graph is drawn and answers to input.
+  async draw(model, selected) {
+    const t0 = performance.now();
+    const nodes = model.list();
+    const index = new Map(nodes.map((n, i) => [n.lot_code, i]));
+    const edges = [...model.edges.values()];
+    const src = new Int32Array(edges.length);
+    const dst = new Int32Array(edges.length);
+    edges.forEach((e, i) => {
+      src[i] = index.get(e.parent);
+      dst[i] = index.get(e.child);
+    });
+    const large = nodes.length > LARGE;
+    // Small graphs leave room between layers for the edge labels (quantity, unit, run).
+    const pos = await layoutOffThread(nodes.length, src, dst, { dx: large ? 260 : 400 });
+    performance.mark("flowviz:layout-done", { detail: { ms: pos.ms, nodes: nodes.length } });
+    this.destroy();
+    const cy = cytoscape({
+      container: this.container,
+      style: style(large),
+      layout: { name: "preset" },
+      minZoom: 0.02,
+      maxZoom: 3,
+      wheelSensitivity: 0.4,
+      boxSelectionEnabled: false,
+      textureOnViewport: large,
+      hideEdgesOnViewport: large,
+      pixelRatio: large ? 1 : "auto",
+    });
+    this.cy = cy;
+    const els = [];
+    nodes.forEach((n, i) => {
+      els.push({
+        group: "nodes",
+        data: { id: n.lot_code, label: nodeLabel(n, model.hidden.get(n.lot_code)) },
+        position: { x: pos.x[i], y: pos.y[i] },
+        classes: nodeClasses(n, model.root),
+      });
+    });
+    edges.forEach((e, i) => {
+      const run = e.run_code ? ` · ${e.run_code}` : "";
+      els.push({ group: "edges", data: { id: `e${i}`, source: e.parent, target: e.child, label: `${fmtQty(e.quantity)} ${e.uom}${run}` } });
+    });
+    // Nodes first, then edges, in chunks: one long cy.add would block the page.
+    for (let k = 0; k < els.length; k += CHUNK) {
+      cy.batch(() => cy.add(els.slice(k, k + CHUNK)));
+      if (els.length > CHUNK) await nextTask();
+    }
+    cy.fit(undefined, 30);
+    if (nodes.length <= 60 && cy.zoom() > 1.1) cy.zoom({ level: 1.1, position: cy.getElementById(model.root).position() });
+    if (nodes.length <= 60) cy.center();
+    await nextFrame();
+    performance.mark("flowviz:first-frame", { detail: { nodes: nodes.length, edges: edges.length, since: t0 } });
+    cy.on("tap", "node", (e) => this.onSelect(e.target.id()));
+    cy.on("tap", (e) => e.target === cy && this.onSelect(""));
+    if (selected) this.highlight(selected);
+    await nextFrame();
+    this.container.dataset.drawn = String(nodes.length);
+    performance.mark("flowviz:interactive", { detail: { nodes: nodes.length } });
+  }
+
+  // Every ancestor and descendant of the lot stays lit; the rest dims.
+  highlight(code) {
+    const cy = this.cy;
+    if (!cy) return;
+    cy.batch(() => {
+      cy.elements().removeClass("faded path").unselect();
+      const node = cy.getElementById(code);
+      if (!code || node.empty()) return;
+      const lineage = node.predecessors().union(node.successors()).union(node);
+      cy.elements().not(lineage).addClass("faded");
+      lineage.addClass("path");
+      node.select();
+    });
+  }
+
+  relabel(model) {
+    if (!this.cy) return;
+    this.cy.batch(() => {
+      for (const n of model.list()) {
+        const node = this.cy.getElementById(n.lot_code);
+        if (node.nonempty()) node.data("label", nodeLabel(n, model.hidden.get(n.lot_code)));
+      }
+    });
+  }
+
+  png() {
+    return this.cy.png({ output: "blob", full: true, scale: 2, bg: "#ffffff", maxWidth: 16000, maxHeight: 16000 });
+  }
+
+  destroy() {
+    if (this.cy) this.cy.destroy();
+    this.cy = null;
+    delete this.container.dataset.drawn;
+  }
+}
