@@ -153,6 +153,7 @@ export class GraphView {
     if (selected) this.highlight(selected);
     await nextFrame();
     this.container.dataset.drawn = String(nodes.length);
+    this.container.dataset.root = model.root;
     performance.mark("flowviz:interactive", { detail: { nodes: nodes.length } });
   }
 
@@ -189,5 +190,6 @@ export class GraphView {
     if (this.cy) this.cy.destroy();
     this.cy = null;
     delete this.container.dataset.drawn;
+    delete this.container.dataset.root;
   }
 }

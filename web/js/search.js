@@ -6,6 +6,7 @@ import { api, ApiError, enc } from "./api.js";
 import { el, clear, statusText } from "./dom.js";
 
 const unsupported = new Set();
+const LOT_CODE = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/;
 
 async function listLots(params) {
   for (const name of Object.keys(params)) if (unsupported.has(name) || params[name] === "") delete params[name];
@@ -30,7 +31,7 @@ export async function findLots(text, { kind = "", effective = "" } = {}) {
   const [byCode, byProduct, exact] = await Promise.all([
     listLots({ lot_code_prefix: q, ...filters }),
     listLots({ product: q, ...filters }),
-    api(`/api/lots/${enc(q)}`).then((r) => [r.lot], () => []),
+    LOT_CODE.test(q) ? api(`/api/lots/${enc(q)}`).then((r) => [r.lot], () => []) : [],
   ]);
   const seen = new Map();
   for (const lot of [...exact, ...byCode, ...byProduct]) {
