@@ -31,11 +31,11 @@ function style(large) {
     label: "data(label)",
     "text-wrap": "wrap",
     "text-valign": "center",
-    "font-size": 11,
-    "text-max-width": 200,
+    "font-size": 12,
+    "text-max-width": 206,
     shape: "round-rectangle",
-    width: 190,
-    height: 34,
+    width: 210,
+    height: 46,
     "background-color": "#e5e7eb",
     "border-width": 2,
     "border-color": "#6b7280",
@@ -71,7 +71,6 @@ function style(large) {
     },
     { selector: ".faded", style: { opacity: 0.15 } },
     { selector: "edge.path", style: { "line-color": "#1d4ed8", "target-arrow-color": "#1d4ed8", width: 2.5 } },
-    { selector: "node.path", style: { "border-color": "#1d4ed8" } },
   ];
 }
 

@@ -27,11 +27,14 @@ export async function renderLotPanel(container, code, { onOpen, onChanged }) {
   parts.push(el("h3", { text: "QC status" }));
   if (qc.ok) {
     const s = qc.ok;
-    const held = s.blocking && s.blocking.length;
+    const others = (s.blocking || []).filter((b) => b.lot_code !== code);
+    const own = (s.blocking || []).find((b) => b.lot_code === code);
+    const held = others.length;
     parts.push(facts([["own", statusText(s.status)], ["effective", el("span", { class: `status ${s.effective_status !== s.status && held ? "inherited" : s.effective_status}`, text: statusText(s.effective_status) })]]));
+    if (own) parts.push(el("p", { class: "own-block" }, `${statusText(own.status)} itself`, own.reason ? `: ${own.reason}` : ""));
     if (held) {
       parts.push(el("p", { text: "Held because of:" }));
-      parts.push(el("ul", { class: "blocking" }, s.blocking.map((b) =>
+      parts.push(el("ul", { class: "blocking" }, others.map((b) =>
         el("li", {}, el("button", { type: "button", class: "link", text: b.lot_code, onclick: () => onOpen(b.lot_code) }),
           ` ${statusText(b.status)}${b.reason ? ": " : ""}`, b.reason || ""))));
     }
