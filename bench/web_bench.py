@@ -103,6 +103,7 @@ def main() -> int:
     )
     parser.add_argument("--port-offset", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--lots", nargs=3, metavar="CODE", help="the ~100, ~1,000 and ~10,000 lots (skips the search)")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -120,7 +121,9 @@ def main() -> int:
         if not marker.exists():
             marker.write_text(json.dumps(bench.import_data(system.database_url, folder)))
         token = system.token()
-        picked = pick_lots(system.base, token, system.database_url)
+        picked = pick_lots(system.base, token, system.database_url) if not args.lots else {
+            t: (c, 0) for t, c in zip(TARGETS, args.lots, strict=True)
+        }
         bench.log(f"lots picked: {picked}")
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)

@@ -157,6 +157,26 @@ def test_hold_from_the_recall_workbench_holds_the_finished_good(app: App, web_sy
     app.shot("explorer-held")
 
 
+def test_drills_and_exports_from_the_workbench(app: App) -> None:
+    page = app.open("/?lot=RAW-SPICE-001&tab=recall", user="quinn")
+    panel = page.locator("#panel-recall")
+    panel.locator("button", has_text="Run a drill from RAW-SPICE-001").click()
+    panel.locator("text=Drill done in").wait_for()
+    drills = panel.locator("li", has_text="Drill RAW-SPICE-001")
+    drills.first.wait_for()
+    drills.first.locator("button", has_text="snapshot").click()
+    snapshot = panel.locator("pre.snapshot").first
+    snapshot.wait_for()
+    assert "FG-DONER-X1" in snapshot.text_content()
+    with page.expect_download() as fsma:
+        panel.locator("button", has_text="FSMA 204 CSV").click()
+    assert fsma.value.suggested_filename == "RAW-SPICE-001.csv"
+    assert "FG-DONER-X1" in Path(fsma.value.path()).read_text(encoding="utf-8")
+    with page.expect_download() as epcis:
+        panel.locator("button", has_text="EPCIS JSON-LD").click()
+    assert "TransformationEvent" in Path(epcis.value.path()).read_text(encoding="utf-8")
+
+
 def test_record_a_run_through_the_form(app: App, web_system: System) -> None:
     page = app.open("/?lot=RAW-BEEF-001&tab=run", user="omar")
     form = page.locator("#panel-run form")
@@ -245,6 +265,42 @@ def test_a_cycle_in_bad_data_is_shown_once(app: App, web_system: System) -> None
     assert "cycle" in page.locator("#banner").text_content()
 
 
+def test_a_large_trace_shows_a_summary_then_draws_all(app: App, web_system: System) -> None:
+    """2,500 lots from one raw lot: a summary first, "draw all" on the canvas renderer."""
+    n = 2500
+    lots = "lot_code,kind,product,quantity,uom,produced_at\nRAW-BIG-0,RAW,Bulk salt,5000,kg,2026-01-01T00:00:00Z\n"
+    lots += "".join(f"MIX-BIG-{i:04},MIX,Salted mix {i},2,kg,2026-01-02T00:00:00Z\n" for i in range(n))
+    edges = "parent_lot_code,child_lot_code,quantity,uom,run_code\n"
+    edges += "".join(f"RAW-BIG-0,MIX-BIG-{i:04},1,kg,RUN-BIG-{i:04}\n" for i in range(n))
+    r = httpx.post(web_system.base + "/api/import", headers=bearer("ada"), timeout=60,
+                   files={"lots": ("lots.csv", lots), "genealogy": ("genealogy.csv", edges)})  # fmt: skip
+    assert r.status_code in (200, 201), r.text
+    page = app.open("/?lot=RAW-BIG-0&dir=downstream")
+    draw_all = page.locator("#draw-all")
+    draw_all.wait_for()
+    assert draw_all.text_content() == "Draw all 2,501 lots"
+    assert page.locator("#summary").text_content().count("MIX: 2,500") == 1
+    assert page.locator("#showing").text_content() == "showing 0 of 2,501 lots"
+    draw_all.click()
+    page.wait_for_selector('#graph[data-drawn="2501"]', state="attached")
+    assert "all=1" in page.url and page.locator("#showing").text_content() == "showing 2,501 of 2,501 lots"
+    # A click on a lot's box selects it, as in the small graphs.
+    x, y = (
+        page.evaluate("""() => { const g = flowviz.graph.canvas, i = g.index.get('MIX-BIG-0007'), r = g.canvas.getBoundingClientRect();
+                           g.view = { scale: 0.5, tx: r.width / 2 - g.x[i] * 0.5, ty: r.height / 2 - g.y[i] * 0.5 }; g.schedule();
+                           return [r.left + r.width / 2, r.top + r.height / 2]; }""")
+    )
+    page.mouse.click(x, y)
+    page.wait_for_url(re.compile(r"sel=MIX-BIG-0007"))
+    page.locator("#panel-lot h2", has_text="MIX-BIG-0007").wait_for()
+    lit = page.evaluate("() => Array.from(flowviz.graph.canvas.lit).reduce((a, b) => a + b, 0)")
+    assert lit == 2  # the lot and its one parent
+    app.shot("explorer-2500")
+    with page.expect_download() as png:
+        page.locator("#export-png").click()
+    assert Path(png.value.path()).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_an_expired_session_asks_to_sign_in_and_returns_to_the_view(app: App) -> None:
     page = app.open("/?lot=FG-DONER-X1&dir=upstream")
     app.drawn()
@@ -274,13 +330,6 @@ def test_the_page_fits_the_window(app: App, width: int, height: int) -> None:
         assert side["x"] >= box["x"] + box["width"] - 1
     assert page.locator("#panel-lot button[data-decision=hold]").is_visible()
     app.shot(f"explorer-{width}")
-
-
-def test_health_badge(app: App) -> None:
-    page = app.open("/")
-    badge = page.locator("#health")
-    badge.locator("text=all systems up").wait_for()
-    assert "up" in (badge.get_attribute("class") or "")
 
 
 def test_api_docs_try_it_out_with_the_apps_token(app: App) -> None:
@@ -316,3 +365,14 @@ def test_the_layout_is_layered_and_survives_cycles(app: App) -> None:
         }"""
     )
     assert result["finite"] and result["back"] == 1 and result["forward"] == result["edges"] - 1
+
+
+def test_the_health_badge_names_what_is_down(app: App, web_system: System) -> None:
+    """Last in the module: it stops the system's qc service."""
+    page = app.open("/")
+    page.locator("#health", has_text="all systems up").wait_for()
+    qc = web_system.procs["qc-web"]
+    qc.terminate()
+    qc.wait(30)
+    page.locator("#health", has_text="down: qc").wait_for(timeout=30_000)
+    assert "down" in (page.locator("#health").get_attribute("class") or "")

@@ -77,8 +77,12 @@ async function raw(path, { method = "GET", body, headers = {}, signal } = {}) {
   }
   const r = await fetch(path, init);
   if (r.status === 401) {
-    session.clear();
-    await onSignInNeeded("Your session has expired: sign in again to go on where you were.");
+    // Calls in flight together share one sign-in; one that fails after it used the old token.
+    const now = session.get();
+    if (!now || now.token === s.token) {
+      session.clear();
+      await onSignInNeeded("Your session has expired: sign in again to go on where you were.");
+    }
     return raw(path, { method, body, headers, signal });
   }
   return r;

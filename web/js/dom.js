@@ -30,10 +30,11 @@ export function clear(node, ...children) {
 
 export const $ = (selector, root = document) => root.querySelector(selector);
 
+const QTY = new Intl.NumberFormat("en", { maximumFractionDigits: 3 }); // one formatter: toLocaleString builds one a call
 export function fmtQty(value) {
   if (value === undefined || value === null || value === "") return "";
   const n = Number(value);
-  return Number.isFinite(n) ? n.toLocaleString("en", { maximumFractionDigits: 3 }) : String(value);
+  return Number.isFinite(n) ? QTY.format(n) : String(value);
 }
 
 export function fmtTime(value) {

@@ -1,12 +1,15 @@
 // The genealogy graph: positions from our own layered layout (in a Web Worker), drawn by
-// cytoscape.js with its layout off ("preset"). Large graphs get a lighter style (no labels
-// when zoomed out, straight edges) and are added in chunks so no main-thread task runs long.
-import cytoscape from "/web/vendor/cytoscape/dist/cytoscape.esm.min.mjs";
+// cytoscape.js with its layout off ("preset") up to CANVAS_FROM lots, and above that by our
+// own canvas renderer (canvas-graph.js): cytoscape's per-element styling and label measuring
+// would hold the main thread for seconds at thousands of lots.
 import { fmtQty } from "./dom.js";
+import { CanvasGraph } from "./canvas-graph.js";
 
-const LARGE = 1500;
-const CHUNK = 2500;
+const SMALL = 150;
+const CANVAS_FROM = 300;
 let worker = null;
+let cytoscapeModule = null; // loaded on first use: a large graph never needs it
+const loadCytoscape = () => (cytoscapeModule ??= import("/web/vendor/cytoscape/dist/cytoscape.esm.min.mjs").then((m) => m.default));
 let jobs = 0;
 
 function layoutOffThread(n, src, dst, options) {
@@ -23,16 +26,19 @@ function layoutOffThread(n, src, dst, options) {
   });
 }
 
-const nextTask = () => new Promise((r) => setTimeout(r, 0));
 const nextFrame = () => new Promise((r) => requestAnimationFrame(() => r()));
 
-function style(large) {
+// Three levels of detail: small graphs get curved edges with their labels; medium ones straight
+// unlabelled edges (the table and the lot panel carry the numbers); large ones the cheapest edges.
+// Labels too small to read at the current zoom are not drawn at all.
+function style(n) {
   const node = {
     label: "data(label)",
-    "text-wrap": "wrap",
+    "text-wrap": n <= SMALL ? "wrap" : "none",
     "text-valign": "center",
     "font-size": 12,
     "text-max-width": 206,
+    "min-zoomed-font-size": 7,
     shape: "round-rectangle",
     width: 210,
     height: 46,
@@ -40,7 +46,26 @@ function style(large) {
     "border-width": 2,
     "border-color": "#6b7280",
   };
-  if (large) node["min-zoomed-font-size"] = 9;
+  const edge =
+    n <= SMALL
+      ? {
+          "curve-style": "bezier",
+          width: 1.5,
+          "line-color": "#9ca3af",
+          "target-arrow-shape": "triangle",
+          "target-arrow-color": "#9ca3af",
+          label: "data(label)",
+          "font-size": 9,
+          "min-zoomed-font-size": 7,
+          color: "#374151",
+          "text-background-color": "#fff",
+          "text-background-opacity": 0.85,
+          "text-background-padding": 1,
+          "text-rotation": "autorotate",
+        }
+      : n <= LARGE
+        ? { "curve-style": "straight", width: 1, "line-color": "#9ca3af", "target-arrow-shape": "triangle", "target-arrow-color": "#9ca3af", "arrow-scale": 0.6 }
+        : { "curve-style": "haystack", width: 1, "line-color": "#9ca3af", "haystack-radius": 0 };
   return [
     { selector: "node", style: node },
     { selector: "node.passed", style: { "background-color": "#bbf7d0", "border-color": "#15803d" } },
@@ -50,25 +75,7 @@ function style(large) {
     { selector: "node.blocker", style: { "border-width": 6, "border-style": "double", "border-color": "#7f1d1d" } },
     { selector: "node.root", style: { "font-weight": "bold", "border-width": 4 } },
     { selector: "node:selected", style: { "overlay-color": "#1d4ed8", "overlay-opacity": 0.18, "overlay-padding": 6 } },
-    {
-      selector: "edge",
-      style: large
-        ? { "curve-style": "haystack", width: 1, "line-color": "#9ca3af", "haystack-radius": 0 }
-        : {
-            "curve-style": "bezier",
-            width: 1.5,
-            "line-color": "#9ca3af",
-            "target-arrow-shape": "triangle",
-            "target-arrow-color": "#9ca3af",
-            label: "data(label)",
-            "font-size": 9,
-            color: "#374151",
-            "text-background-color": "#fff",
-            "text-background-opacity": 0.85,
-            "text-background-padding": 1,
-            "text-rotation": "autorotate",
-          },
-    },
+    { selector: "edge", style: edge },
     { selector: ".faded", style: { opacity: 0.15 } },
     { selector: "edge.path", style: { "line-color": "#1d4ed8", "target-arrow-color": "#1d4ed8", width: 2.5 } },
   ];
@@ -81,16 +88,18 @@ function nodeClasses(n, root) {
   return c.join(" ");
 }
 
-function nodeLabel(n, hidden) {
+function nodeLabel(n, hidden, short) {
   const more = hidden ? `  +${hidden}` : "";
+  if (short) return `${n.lot_code}${more}`; // one line: cheaper to measure, the table has the rest
   const held = n.inherited && n.blockedBy.length ? `\nheld: ${n.blockedBy[0]}` : "";
   return `${n.lot_code}${more}\n${n.product}${held}`;
 }
 
 export class GraphView {
-  constructor(container, { onSelect }) {
+  constructor(container, { onSelect, onRecentre }) {
     this.container = container;
     this.onSelect = onSelect;
+    this.onRecentre = onRecentre;
     this.cy = null;
   }
 
@@ -106,42 +115,50 @@ export class GraphView {
       src[i] = index.get(e.parent);
       dst[i] = index.get(e.child);
     });
-    const large = nodes.length > LARGE;
     // Small graphs leave room between layers for the edge labels (quantity, unit, run).
-    const pos = await layoutOffThread(nodes.length, src, dst, { dx: large ? 260 : 400 });
+    const [pos, cytoscape] = await Promise.all([
+      layoutOffThread(nodes.length, src, dst, { dx: nodes.length <= SMALL ? 400 : 280 }),
+      nodes.length < CANVAS_FROM ? loadCytoscape() : null,
+    ]);
     performance.mark("flowviz:layout-done", { detail: { ms: pos.ms, nodes: nodes.length } });
     this.destroy();
+    if (nodes.length >= CANVAS_FROM) {
+      this.canvas = new CanvasGraph(this.container, { onSelect: this.onSelect, onRecentre: this.onRecentre });
+      this.canvas.setData(model, nodes, edges, pos);
+      if (selected) this.canvas.highlight(selected);
+      else this.canvas.schedule();
+      await nextFrame();
+      performance.mark("flowviz:first-frame", { detail: { nodes: nodes.length, edges: edges.length, since: t0 } });
+      await nextFrame();
+      this.done(model, nodes.length);
+      return;
+    }
     const cy = cytoscape({
       container: this.container,
-      style: style(large),
+      style: style(nodes.length),
       layout: { name: "preset" },
       minZoom: 0.02,
       maxZoom: 3,
       wheelSensitivity: 0.4,
       boxSelectionEnabled: false,
-      textureOnViewport: large,
-      hideEdgesOnViewport: large,
-      pixelRatio: large ? 1 : "auto",
+      pixelRatio: nodes.length > SMALL ? 1 : "auto",
     });
     this.cy = cy;
     const els = [];
     nodes.forEach((n, i) => {
       els.push({
         group: "nodes",
-        data: { id: n.lot_code, label: nodeLabel(n, model.hidden.get(n.lot_code)) },
+        data: { id: n.lot_code, label: nodeLabel(n, model.hidden.get(n.lot_code), nodes.length > SMALL) },
         position: { x: pos.x[i], y: pos.y[i] },
         classes: nodeClasses(n, model.root),
       });
     });
+    const labelled = nodes.length <= SMALL;
     edges.forEach((e, i) => {
-      const run = e.run_code ? ` · ${e.run_code}` : "";
-      els.push({ group: "edges", data: { id: `e${i}`, source: e.parent, target: e.child, label: `${fmtQty(e.quantity)} ${e.uom}${run}` } });
+      const label = labelled ? `${fmtQty(e.quantity)} ${e.uom}${e.run_code ? ` · ${e.run_code}` : ""}` : "";
+      els.push({ group: "edges", data: { id: `e${i}`, source: e.parent, target: e.child, label } });
     });
-    // Nodes first, then edges, in chunks: one long cy.add would block the page.
-    for (let k = 0; k < els.length; k += CHUNK) {
-      cy.batch(() => cy.add(els.slice(k, k + CHUNK)));
-      if (els.length > CHUNK) await nextTask();
-    }
+    cy.batch(() => cy.add(els));
     cy.fit(undefined, 30);
     if (nodes.length <= 60 && cy.zoom() > 1.1) cy.zoom({ level: 1.1, position: cy.getElementById(model.root).position() });
     if (nodes.length <= 60) cy.center();
@@ -149,15 +166,25 @@ export class GraphView {
     performance.mark("flowviz:first-frame", { detail: { nodes: nodes.length, edges: edges.length, since: t0 } });
     cy.on("tap", "node", (e) => this.onSelect(e.target.id()));
     cy.on("tap", (e) => e.target === cy && this.onSelect(""));
+    cy.on("dbltap", "node", (e) => this.onRecentre(e.target.id()));
     if (selected) this.highlight(selected);
     await nextFrame();
-    this.container.dataset.drawn = String(nodes.length);
+    this.done(model, nodes.length);
+  }
+
+  done(model, count) {
+    this.container.dataset.drawn = String(count);
     this.container.dataset.root = model.root;
-    performance.mark("flowviz:interactive", { detail: { nodes: nodes.length } });
+    performance.mark("flowviz:interactive", { detail: { nodes: count } });
+  }
+
+  get drawn() {
+    return !!(this.cy || this.canvas);
   }
 
   // Every ancestor and descendant of the lot stays lit; the rest dims.
   highlight(code) {
+    if (this.canvas) return this.canvas.highlight(code);
     const cy = this.cy;
     if (!cy) return;
     cy.batch(() => {
@@ -172,22 +199,26 @@ export class GraphView {
   }
 
   relabel(model) {
+    if (this.canvas) return this.canvas.schedule();
     if (!this.cy) return;
     this.cy.batch(() => {
       for (const n of model.list()) {
         const node = this.cy.getElementById(n.lot_code);
-        if (node.nonempty()) node.data("label", nodeLabel(n, model.hidden.get(n.lot_code)));
+        if (node.nonempty()) node.data("label", nodeLabel(n, model.hidden.get(n.lot_code), model.nodes.size > SMALL));
       }
     });
   }
 
-  png() {
+  async png() {
+    if (this.canvas) return this.canvas.png();
     return this.cy.png({ output: "blob", full: true, scale: 2, bg: "#ffffff", maxWidth: 16000, maxHeight: 16000 });
   }
 
   destroy() {
     if (this.cy) this.cy.destroy();
+    if (this.canvas) this.canvas.destroy();
     this.cy = null;
+    this.canvas = null;
     delete this.container.dataset.drawn;
     delete this.container.dataset.root;
   }

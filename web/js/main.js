@@ -15,7 +15,7 @@ const DRAW_LIMIT = 2000; // above this many lots, a summary first and "draw all"
 const EXPAND_PROBES = 40; // lots whose hidden neighbours are counted after a draw
 
 const state = { view: readUrl(), model: null, tableShown: false, loadId: 0 };
-const graph = new GraphView($("#graph"), { onSelect: (code) => select(code) });
+const graph = new GraphView($("#graph"), { onSelect: (code) => select(code), onRecentre: (code) => open(code) });
 const table = new LotTable($("#table-wrap"), { onSelect: (code) => select(code) });
 
 function readUrl() {
@@ -281,7 +281,7 @@ function wire() {
   };
   $("#view-graph").addEventListener("click", () => setView(false));
   $("#view-table").addEventListener("click", () => setView(true));
-  $("#export-png").addEventListener("click", () => graph.cy && download(graph.png(), `${state.view.lot}-genealogy.png`));
+  $("#export-png").addEventListener("click", async () => graph.drawn && download(await graph.png(), `${state.view.lot}-genealogy.png`));
   $("#export-csv").addEventListener("click", () => state.model && download(new Blob([state.model.csv()], { type: "text/csv" }), `${state.view.lot}-lots.csv`));
   for (const t of ["lot", "recall", "run"]) $(`#tab-${t}`).addEventListener("click", () => {
     state.view.tab = t;

@@ -70,7 +70,8 @@ export async function renderRecall(container, code, { onOpen, onChanged, onShow 
   const drillMsg = el("p", { role: "status" });
   parts.push(el("p", {}, el("button", { type: "button", disabled: !allowed, title: allowed ? "" : CAN.drill.why, text: `Run a drill from ${code}`,
     onclick: async (e) => {
-      e.currentTarget.disabled = true;
+      const button = e.currentTarget;
+      button.disabled = true;
       try {
         const s = await api("/api/scenarios", { method: "POST", body: { name: `Drill ${code} ${new Date().toISOString().slice(0, 16)}`, lot_code: code } });
         drillMsg.className = "ok";
@@ -80,7 +81,7 @@ export async function renderRecall(container, code, { onOpen, onChanged, onShow 
         drillMsg.className = "error";
         drillMsg.textContent = err.message;
       } finally {
-        e.currentTarget.disabled = !allowed;
+        button.disabled = !allowed;
       }
     } })), allowed ? null : el("p", { class: "why", text: `Disabled: ${CAN.drill.why}.` }), drillMsg, drills);
   const listDrills = async () => {
@@ -88,10 +89,11 @@ export async function renderRecall(container, code, { onOpen, onChanged, onShow 
     const mine = list.filter((s) => s.root_lot_code === code);
     clear(drills, mine.length ? el("ul", {}, mine.map((s) => el("li", {}, `${s.name}: ${fmtTime(s.created_at)}, ${fmtQty(s.duration_ms)} ms `,
       el("button", { type: "button", class: "link", text: "snapshot", onclick: async (ev) => {
+        const button = ev.currentTarget;
         const full = await api(`/api/scenarios/${enc(s.id)}`);
         const sc = full.scenario || full;
         const snap = sc.snapshot ?? sc.snapshot_json;
-        ev.currentTarget.replaceWith(el("pre", { class: "snapshot", text: typeof snap === "string" ? snap : JSON.stringify(snap, null, 2) }));
+        button.replaceWith(el("pre", { class: "snapshot", text: typeof snap === "string" ? snap : JSON.stringify(snap, null, 2) }));
       } })))) : el("p", { class: "muted", text: "No drills from this lot yet." }));
   };
   clear(container, ...parts);
