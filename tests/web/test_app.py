@@ -218,6 +218,20 @@ def test_record_a_run_through_the_form(app: App, web_system: System) -> None:
     app.shot("run-recorded")
 
 
+def test_a_lot_with_neighbours_not_shown_expands_on_click(app: App) -> None:
+    """After the run above, RAW-BEEF-001 has a child the upstream trace of FG-DONER-X1 leaves out."""
+    page = app.open("/?lot=FG-DONER-X1&dir=upstream")
+    assert set(app.drawn("FG-DONER-X1")) == LINEAGE
+    page.locator("#showing", has_text="showing 4 of 5 lots").wait_for()
+    label = page.evaluate("() => flowviz.graph.cy.getElementById('RAW-BEEF-001').data('label')")
+    assert label.startswith("RAW-BEEF-001  +1")
+    page.evaluate("() => { flowviz.graph.cy.getElementById('RAW-BEEF-001').emit('tap'); }")
+    page.wait_for_selector('#graph[data-drawn="5"]', state="attached")
+    assert set(app.drawn()) == {*LINEAGE, "MIX-WEB-1"}
+    page.locator("#showing", has_text="showing 5 of 5 lots").wait_for()
+    assert "path" in app.node_classes("MIX-WEB-1")  # the selection's lineage includes what was added
+
+
 def test_a_viewer_sees_the_actions_disabled_with_the_reason(app: App) -> None:
     page = app.open("/?lot=FG-DONER-X1", user="ana")
     hold = page.locator("#panel-lot button[data-decision=hold]")
@@ -307,7 +321,7 @@ def test_an_expired_session_asks_to_sign_in_and_returns_to_the_view(app: App) ->
     # The server no longer accepts the token (as when it expires).
     page.evaluate("""() => { const k = 'flowviz.token.session'; const s = JSON.parse(sessionStorage.getItem(k));
                      s.token = 'expired'; sessionStorage.setItem(k, JSON.stringify(s)); }""")
-    page.evaluate("() => flowviz.graph.cy.getElementById('RAW-SPICE-001').emit('tap')")
+    page.evaluate("() => { flowviz.graph.cy.getElementById('RAW-SPICE-001').emit('tap'); }")
     page.locator("#sign-in").wait_for()
     assert "expired" in page.locator("#sign-in-why").text_content()
     app.sign_in("ada")

@@ -4,6 +4,8 @@
 // re-centre. cytoscape.js spends seconds styling and measuring thousands of elements on this
 // machine; this draws 10,000 lots in a few tens of milliseconds.
 
+import { fmtQty } from "./dom.js";
+
 const W = 210;
 const H = 46;
 const COLOURS = {
@@ -38,6 +40,8 @@ export class CanvasGraph {
     this.x = pos.x;
     this.y = pos.y;
     this.index = new Map(nodes.map((node, i) => [node.lot_code, i]));
+    this.edges = edges;
+    this.edgeLabels = null; // built on first zoom-in
     this.src = new Int32Array(edges.length);
     this.dst = new Int32Array(edges.length);
     edges.forEach((e, i) => {
@@ -150,6 +154,22 @@ export class CanvasGraph {
     const root = this.index.get(this.model.root);
     if (root !== undefined) mark(root, "#111827", 4);
     if (this.selected >= 0) mark(this.selected, "#1d4ed8", 5);
+    if (scale >= 0.5) {
+      // Quantity, unit and run on the edges whose middle is on screen.
+      this.edgeLabels ??= this.edges.map((e) => `${fmtQty(e.quantity)} ${e.uom}${e.run_code ? ` · ${e.run_code}` : ""}`);
+      ctx.font = "10px system-ui, sans-serif";
+      ctx.textAlign = "center";
+      ctx.textBaseline = "bottom";
+      ctx.fillStyle = "#374151";
+      for (let e = 0; e < src.length; e++) {
+        const mx = (x[src[e]] + x[dst[e]]) / 2;
+        const my = (y[src[e]] + y[dst[e]]) / 2;
+        if (mx < wx0 || mx > wx1 || my < wy0 || my > wy1) continue;
+        ctx.globalAlpha = lit && !(lit[src[e]] && lit[dst[e]]) ? 0.3 : 1;
+        ctx.fillText(this.edgeLabels[e], mx, my - 2);
+      }
+      ctx.globalAlpha = 1;
+    }
     if (scale >= 0.3) {
       ctx.fillStyle = "#111827";
       ctx.font = "600 13px system-ui, sans-serif";

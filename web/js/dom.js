@@ -61,3 +61,7 @@ export const STATUS_TEXT = {
   released: "released",
 };
 export const statusText = (s) => STATUS_TEXT[s] || s || "unknown";
+
+// Ends the current task so the browser can handle input and paint before the next step.
+export const yieldTask = () =>
+  globalThis.scheduler && scheduler.yield ? scheduler.yield() : new Promise((r) => setTimeout(r, 0));

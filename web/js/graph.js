@@ -1,12 +1,12 @@
 // The genealogy graph: positions from our own layered layout (in a Web Worker), drawn by
-// cytoscape.js with its layout off ("preset") up to CANVAS_FROM lots, and above that by our
+// cytoscape.js with its layout off ("preset") below CANVAS_FROM lots, and from there on by our
 // own canvas renderer (canvas-graph.js): cytoscape's per-element styling and label measuring
-// would hold the main thread for seconds at thousands of lots.
-import { fmtQty } from "./dom.js";
+// holds the main thread for a quarter of a second at 100 lots here, and seconds at thousands.
+import { fmtQty, yieldTask } from "./dom.js";
 import { CanvasGraph } from "./canvas-graph.js";
 
-const SMALL = 150;
-const CANVAS_FROM = 300;
+const SMALL = 150; // up to here, layers leave room for edge labels
+const CANVAS_FROM = 60;
 let worker = null;
 let cytoscapeModule = null; // loaded on first use: a large graph never needs it
 const loadCytoscape = () => (cytoscapeModule ??= import("/web/vendor/cytoscape/dist/cytoscape.esm.min.mjs").then((m) => m.default));
@@ -28,13 +28,11 @@ function layoutOffThread(n, src, dst, options) {
 
 const nextFrame = () => new Promise((r) => requestAnimationFrame(() => r()));
 
-// Three levels of detail: small graphs get curved edges with their labels; medium ones straight
-// unlabelled edges (the table and the lot panel carry the numbers); large ones the cheapest edges.
-// Labels too small to read at the current zoom are not drawn at all.
-function style(n) {
+// cytoscape draws the small graphs only: curved edges with their labels, wrapped node labels.
+function style() {
   const node = {
     label: "data(label)",
-    "text-wrap": n <= SMALL ? "wrap" : "none",
+    "text-wrap": "wrap",
     "text-valign": "center",
     "font-size": 12,
     "text-max-width": 206,
@@ -46,26 +44,21 @@ function style(n) {
     "border-width": 2,
     "border-color": "#6b7280",
   };
-  const edge =
-    n <= SMALL
-      ? {
-          "curve-style": "bezier",
-          width: 1.5,
-          "line-color": "#9ca3af",
-          "target-arrow-shape": "triangle",
-          "target-arrow-color": "#9ca3af",
-          label: "data(label)",
-          "font-size": 9,
-          "min-zoomed-font-size": 7,
-          color: "#374151",
-          "text-background-color": "#fff",
-          "text-background-opacity": 0.85,
-          "text-background-padding": 1,
-          "text-rotation": "autorotate",
-        }
-      : n <= LARGE
-        ? { "curve-style": "straight", width: 1, "line-color": "#9ca3af", "target-arrow-shape": "triangle", "target-arrow-color": "#9ca3af", "arrow-scale": 0.6 }
-        : { "curve-style": "haystack", width: 1, "line-color": "#9ca3af", "haystack-radius": 0 };
+  const edge = {
+    "curve-style": "bezier",
+    width: 1.5,
+    "line-color": "#9ca3af",
+    "target-arrow-shape": "triangle",
+    "target-arrow-color": "#9ca3af",
+    label: "data(label)",
+    "font-size": 9,
+    "min-zoomed-font-size": 7,
+    color: "#374151",
+    "text-background-color": "#fff",
+    "text-background-opacity": 0.85,
+    "text-background-padding": 1,
+    "text-rotation": "autorotate",
+  };
   return [
     { selector: "node", style: node },
     { selector: "node.passed", style: { "background-color": "#bbf7d0", "border-color": "#15803d" } },
@@ -88,9 +81,8 @@ function nodeClasses(n, root) {
   return c.join(" ");
 }
 
-function nodeLabel(n, hidden, short) {
+function nodeLabel(n, hidden) {
   const more = hidden ? `  +${hidden}` : "";
-  if (short) return `${n.lot_code}${more}`; // one line: cheaper to measure, the table has the rest
   const held = n.inherited && n.blockedBy.length ? `\nheld: ${n.blockedBy[0]}` : "";
   return `${n.lot_code}${more}\n${n.product}${held}`;
 }
@@ -106,6 +98,7 @@ export class GraphView {
   // Lays out and draws the model; resolves once the graph is drawn and answers to input.
   async draw(model, selected) {
     const t0 = performance.now();
+    if (model.nodes.size > 2000) await yieldTask();
     const nodes = model.list();
     const index = new Map(nodes.map((n, i) => [n.lot_code, i]));
     const edges = [...model.edges.values()];
@@ -123,6 +116,7 @@ export class GraphView {
     performance.mark("flowviz:layout-done", { detail: { ms: pos.ms, nodes: nodes.length } });
     this.destroy();
     if (nodes.length >= CANVAS_FROM) {
+      if (nodes.length > 2000) await yieldTask();
       this.canvas = new CanvasGraph(this.container, { onSelect: this.onSelect, onRecentre: this.onRecentre });
       this.canvas.setData(model, nodes, edges, pos);
       if (selected) this.canvas.highlight(selected);
@@ -135,27 +129,25 @@ export class GraphView {
     }
     const cy = cytoscape({
       container: this.container,
-      style: style(nodes.length),
+      style: style(),
       layout: { name: "preset" },
       minZoom: 0.02,
       maxZoom: 3,
       wheelSensitivity: 0.4,
       boxSelectionEnabled: false,
-      pixelRatio: nodes.length > SMALL ? 1 : "auto",
     });
     this.cy = cy;
     const els = [];
     nodes.forEach((n, i) => {
       els.push({
         group: "nodes",
-        data: { id: n.lot_code, label: nodeLabel(n, model.hidden.get(n.lot_code), nodes.length > SMALL) },
+        data: { id: n.lot_code, label: nodeLabel(n, model.hidden.get(n.lot_code)) },
         position: { x: pos.x[i], y: pos.y[i] },
         classes: nodeClasses(n, model.root),
       });
     });
-    const labelled = nodes.length <= SMALL;
     edges.forEach((e, i) => {
-      const label = labelled ? `${fmtQty(e.quantity)} ${e.uom}${e.run_code ? ` · ${e.run_code}` : ""}` : "";
+      const label = `${fmtQty(e.quantity)} ${e.uom}${e.run_code ? ` · ${e.run_code}` : ""}`;
       els.push({ group: "edges", data: { id: `e${i}`, source: e.parent, target: e.child, label } });
     });
     cy.batch(() => cy.add(els));
@@ -204,7 +196,7 @@ export class GraphView {
     this.cy.batch(() => {
       for (const n of model.list()) {
         const node = this.cy.getElementById(n.lot_code);
-        if (node.nonempty()) node.data("label", nodeLabel(n, model.hidden.get(n.lot_code), model.nodes.size > SMALL));
+        if (node.nonempty()) node.data("label", nodeLabel(n, model.hidden.get(n.lot_code)));
       }
     });
   }

@@ -1,7 +1,7 @@
 // The flowviz web app. The view (lot, direction, depth, selection, tab) lives in the URL's query
 // string, so a link shows a colleague the same thing; Back and Forward move between views.
 import { api, enc, session, setSignInHandler, signIn } from "./api.js";
-import { $, el, clear, download, fmtQty } from "./dom.js";
+import { $, el, clear, download, fmtQty, yieldTask } from "./dom.js";
 import { GraphView } from "./graph.js";
 import { Model } from "./model.js";
 import { LotTable } from "./table.js";
@@ -117,6 +117,7 @@ async function load() {
   }
   if (id !== state.loadId) return;
   performance.mark("flowviz:answer", { detail: { nodes: answer.nodes.length } });
+  await yieldTask(); // parsing a 10,000-lot answer is one task, building the model the next
   const model = new Model(answer);
   state.model = model;
   const notes = [];

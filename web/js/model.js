@@ -18,12 +18,13 @@ export class Model {
     this.add(answer.nodes || [], answer.edges || []);
   }
 
+  // Lots and edges not seen yet (an answer's own are unique; expansions may repeat them).
   add(nodes, edges) {
-    for (const n of nodes) if (!this.nodes.has(n.lot_code)) this.nodes.set(n.lot_code, { ...n });
+    for (const n of nodes) if (!this.nodes.has(n.lot_code)) this.nodes.set(n.lot_code, n);
     for (const e of edges) {
       if (!this.nodes.has(e.parent) || !this.nodes.has(e.child)) continue;
       const key = `${e.parent}>${e.child}>${e.run_code || ""}`;
-      if (!this.edges.has(key)) this.edges.set(key, { ...e, key });
+      if (!this.edges.has(key)) this.edges.set(key, e);
     }
     this.derive();
   }

@@ -31,7 +31,7 @@ export async function renderLotPanel(container, code, { onOpen, onChanged }) {
     const own = (s.blocking || []).find((b) => b.lot_code === code);
     const held = others.length;
     parts.push(facts([["own", statusText(s.status)], ["effective", el("span", { class: `status ${s.effective_status !== s.status && held ? "inherited" : s.effective_status}`, text: statusText(s.effective_status) })]]));
-    if (own) parts.push(el("p", { class: "own-block" }, `${statusText(own.status)} itself`, own.reason ? `: ${own.reason}` : ""));
+    if (own) parts.push(el("p", { class: "own-block" }, `${statusText(own.status).replace(/^./, (c) => c.toUpperCase())} itself`, own.reason ? `: ${own.reason}` : ""));
     if (held) {
       parts.push(el("p", { text: "Held because of:" }));
       parts.push(el("ul", { class: "blocking" }, others.map((b) =>
