@@ -37,14 +37,19 @@ PASSWORDS = {
 _numbers = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def chromium_path() -> str:
+def _missing_browser() -> str:
     if shutil.which(CHROMIUM) is None:
-        message = f"{CHROMIUM} not found: install Debian's browser with `apt-get install -y chromium`"
+        return f"{CHROMIUM} not found: install Debian's browser with `apt-get install -y chromium`"
+    return ""
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture starts (the database is session-wide): no browser, no browser test."""
+    message = _missing_browser()
+    if message and "browser" in getattr(item, "fixturenames", ()):
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +68,9 @@ def web_system(servers: Servers) -> Iterator[System]:
 
 
 @pytest.fixture(scope="module")
-def browser(chromium_path: str) -> Iterator[Browser]:
+def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path, args=ARGS)
+        b = p.chromium.launch(executable_path=shutil.which(CHROMIUM), args=ARGS)
         yield b
         b.close()
 
