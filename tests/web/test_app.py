@@ -107,6 +107,13 @@ def test_explorer_shows_the_lineage_in_graph_and_table(app: App) -> None:
     app.shot("explorer")
 
 
+def test_a_cut_answer_says_so(app: App) -> None:
+    page = app.open("/?lot=FG-DONER-X1&dir=upstream&nodes=2")
+    assert len(app.drawn("FG-DONER-X1")) == 2
+    assert "cut at the API's limit" in page.locator("#banner").text_content()
+    assert page.locator("#showing").text_content().endswith("(answer cut)")
+
+
 def test_png_and_csv_exports(app: App) -> None:
     page = app.open("/?lot=FG-DONER-X1")
     app.drawn()
