@@ -1,5 +1,5 @@
 // The health badge: /api/health every few seconds, naming what is down.
-import { el, clear } from "./dom.js";
+import { clear } from "./dom.js";
 
 export function watchHealth(badge, every = 10_000) {
   const check = async () => {
@@ -19,4 +19,3 @@ export function watchHealth(badge, every = 10_000) {
   check();
   return setInterval(check, every);
 }
-export { el };

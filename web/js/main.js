@@ -1,7 +1,7 @@
 // The flowviz web app. The view (lot, direction, depth, selection, tab) lives in the URL's query
 // string, so a link shows a colleague the same thing; Back and Forward move between views.
 import { api, enc, session, setSignInHandler, signIn } from "./api.js";
-import { $, el, clear, download, fmtQty, yieldTask } from "./dom.js";
+import { $, el, clear, download, yieldTask } from "./dom.js";
 import { GraphView } from "./graph.js";
 import { Model } from "./model.js";
 import { LotTable } from "./table.js";
@@ -309,4 +309,3 @@ async function boot() {
 }
 boot();
 window.flowviz = { graph, state }; // for the browser tests and the benchmark
-export { fmtQty };

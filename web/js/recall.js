@@ -60,7 +60,7 @@ export async function renderRecall(container, code, { onOpen, onChanged, onShow 
   drawTable();
 
   parts.push(el("h3", { text: "Exports" }));
-  const exportButton = (ext, type) => el("button", { type: "button", text: ext === "csv" ? "FSMA 204 CSV" : "EPCIS JSON-LD",
+  const exportButton = (ext) => el("button", { type: "button", text: ext === "csv" ? "FSMA 204 CSV" : "EPCIS JSON-LD",
     onclick: async () => download(await apiBlob(`/api/traceability/${enc(code)}/export.${ext}`), `${code}.${ext}`) });
   parts.push(el("p", { class: "row" }, exportButton("csv"), " ", exportButton("jsonld")));
 
