@@ -4,7 +4,7 @@ STAMP   := .venv/.installed
 PROTOS  := $(wildcard protos/flowviz/*/v1/*.proto)
 GEN     := $(PROTOS:protos/%.proto=%_pb2.py)
 
-.PHONY: run test lint proto migrate seed bench bench-quick clean deploy-check
+.PHONY: run test lint proto migrate seed bench bench-quick clean deploy-check vendor bench-web
 
 $(PY):
 	python3 -m venv .venv
@@ -45,6 +45,20 @@ bench-quick: proto
 
 bench: proto
 	$(PY) bench/run.py --mode full
+
+# The web app's third-party JavaScript, at the exact versions of web/vendor/package-lock.json
+# (npm ci, install scripts off), copied with each package's licence into web/vendor/.
+VENDOR_FILES := cytoscape/dist/cytoscape.esm.min.mjs cytoscape/LICENSE \
+	swagger-ui-dist/swagger-ui-bundle.js swagger-ui-dist/swagger-ui.css swagger-ui-dist/LICENSE swagger-ui-dist/NOTICE
+vendor:
+	@tmp=$$(mktemp -d) && cp web/vendor/package.json web/vendor/package-lock.json $$tmp/ && \
+	  (cd $$tmp && npm ci --ignore-scripts --no-audit --no-fund --silent) && \
+	  for f in $(VENDOR_FILES); do mkdir -p web/vendor/$$(dirname $$f) && cp $$tmp/node_modules/$$f web/vendor/$$f; done && \
+	  rm -rf $$tmp && echo "web/vendor refreshed from package-lock.json"
+
+# Browser timings of the explorer on the 1M generated genealogy (see bench/README.md).
+bench-web: proto
+	$(PY) bench/web_bench.py
 
 deploy-check: $(STAMP)
 	bash deploy/install-tools.sh

@@ -15,14 +15,14 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
-from starlette.routing import Route
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from flowviz.core import auth, logs, tracing
 from flowviz.core.config import settings
 from flowviz.core.errors import from_rpc_error
 from flowviz.core.protojson import JsonInputError, fill
-from gateway import exports, observability, openapi
+from gateway import exports, observability, openapi, web
 from gateway.errors import error_response, failure_response
 from gateway.routes import ROUTES, RpcRoute
 from gateway.upstreams import Upstreams
@@ -240,10 +240,6 @@ async def openapi_json(request: Request) -> Response:
     return Response(openapi.DOCUMENT_JSON, media_type="application/json")
 
 
-async def docs(request: Request) -> Response:
-    return HTMLResponse(openapi.DOCS_HTML)
-
-
 async def not_found(request: Request, exc: Exception) -> Response:
     return error_response(
         404, "NOT_FOUND", f"no route for {request.method} {request.url.path}", "ROUTE_NOT_FOUND"
@@ -262,13 +258,13 @@ async def internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "INTERNAL", "internal error; the request id identifies it in the logs")
 
 
-def _routes() -> list[Route]:
-    routes = [
+def _routes() -> list[BaseRoute]:
+    routes: list[BaseRoute] = [
         Route("/api/health", no_query(health)),
         Route("/api/traceability/", empty_lot_code),
         Route("/api/openapi.json", no_query(openapi_json)),
-        Route("/api/docs", no_query(docs)),
         Route("/metrics", observability.metrics_endpoint),
+        *web.routes(),
     ]
     # Starlette matches in order: group methods of one path into one Route.
     by_path: dict[str, list[RpcRoute]] = {}

@@ -4,7 +4,6 @@ self-contained HTML page for people (no CDN)."""
 from __future__ import annotations
 
 import copy
-import html
 from typing import Any
 
 import orjson
@@ -267,32 +266,3 @@ def build() -> dict[str, Any]:
 
 DOCUMENT = build()
 DOCUMENT_JSON = orjson.dumps(DOCUMENT)
-
-
-def _docs_html() -> str:
-    rows = []
-    for path, ops in DOCUMENT["paths"].items():
-        for method, op in ops.items():
-            params = ", ".join(p["name"] for p in op.get("parameters", []))
-            if "requestBody" in op:
-                content = op["requestBody"]["content"]
-                body = next(iter(content.values()))["schema"]["properties"]
-                params += (", " if params else "") + "body: " + ", ".join(body)
-            rows.append(
-                f"<tr><td><b>{method.upper()}</b></td><td><code>{html.escape(path)}</code></td>"
-                f"<td>{html.escape(op['summary'])}</td><td>{html.escape(params)}</td>"
-                f"<td>{', '.join(op['responses'])}</td></tr>"
-            )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>flowviz API</title>"
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em .8em;border-bottom:1px solid #ddd;"
-        "text-align:left;vertical-align:top}</style></head><body><h1>flowviz API</h1>"
-        "<p>Machine-readable document: <a href='/api/openapi.json'>/api/openapi.json</a>. Errors are JSON "
-        '<code>{"error": {"code", "reason", "message"}}</code>.</p>'
-        "<table><tr><th>method</th><th>path</th><th>what</th><th>parameters</th><th>responses</th></tr>"
-        + "".join(rows)
-        + "</table></body></html>"
-    )
-
-
-DOCS_HTML = _docs_html()

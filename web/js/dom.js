@@ -1,0 +1,67 @@
+// DOM helpers. Every value from the API goes in as text (textContent, attributes through
+// setAttribute on a fixed list of names): never as HTML.
+
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  append(node, children);
+  return node;
+}
+
+export function append(node, children) {
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export function clear(node, ...children) {
+  node.replaceChildren();
+  return append(node, children);
+}
+
+export const $ = (selector, root = document) => root.querySelector(selector);
+
+const QTY = new Intl.NumberFormat("en", { maximumFractionDigits: 3 }); // one formatter: toLocaleString builds one a call
+export function fmtQty(value) {
+  if (value === undefined || value === null || value === "") return "";
+  const n = Number(value);
+  return Number.isFinite(n) ? QTY.format(n) : String(value);
+}
+
+export function fmtTime(value) {
+  if (!value) return "";
+  const d = new Date(value);
+  return Number.isNaN(d.getTime()) ? String(value) : d.toISOString().replace("T", " ").slice(0, 16) + " UTC";
+}
+
+// Save a Blob as a file without a server round trip.
+export function download(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const a = el("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+export const STATUS_TEXT = {
+  passed: "passed",
+  pending: "pending",
+  on_hold: "on hold",
+  rejected: "rejected",
+  released: "released",
+};
+export const statusText = (s) => STATUS_TEXT[s] || s || "unknown";
+
+// Ends the current task so the browser can handle input and paint before the next step.
+export const yieldTask = () =>
+  globalThis.scheduler && scheduler.yield ? scheduler.yield() : new Promise((r) => setTimeout(r, 0));

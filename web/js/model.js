@@ -1,0 +1,96 @@
+// The explorer's model: the lots of a trace answer (plus those expanded since), the edges, and
+// who is held because of whom. `effective_status` and `blocking` come from the API where it
+// gives them; where it does not (older servers fill them only for the root), they are derived
+// from the graph itself: a lot is held when it, or an ancestor shown, is on hold or rejected.
+
+const BLOCKED = new Set(["on_hold", "rejected"]);
+export const isBlocked = (s) => BLOCKED.has(s);
+
+export class Model {
+  constructor(answer) {
+    this.root = answer.root;
+    this.direction = answer.direction;
+    this.truncated = !!answer.truncated;
+    this.cycles = answer.cycles || [];
+    this.nodes = new Map();
+    this.edges = new Map();
+    this.hidden = new Map(); // lot -> neighbours not shown yet
+    this.add(answer.nodes || [], answer.edges || []);
+  }
+
+  // Lots and edges not seen yet (an answer's own are unique; expansions may repeat them).
+  add(nodes, edges) {
+    for (const n of nodes) if (!this.nodes.has(n.lot_code)) this.nodes.set(n.lot_code, n);
+    for (const e of edges) {
+      if (!this.nodes.has(e.parent) || !this.nodes.has(e.child)) continue;
+      const key = `${e.parent}>${e.child}>${e.run_code || ""}`;
+      if (!this.edges.has(key)) this.edges.set(key, e);
+    }
+    this.derive();
+  }
+
+  // Effective status, "held because of" and the blocking lots, in one topological pass.
+  derive() {
+    const codes = [...this.nodes.keys()];
+    const index = new Map(codes.map((c, i) => [c, i]));
+    const parents = codes.map(() => []);
+    const children = codes.map(() => []);
+    for (const e of this.edges.values()) {
+      const p = index.get(e.parent);
+      const c = index.get(e.child);
+      parents[c].push(p);
+      children[p].push(c);
+    }
+    const indeg = parents.map((p) => p.length);
+    const queue = [];
+    indeg.forEach((d, i) => d === 0 && queue.push(i));
+    const done = new Uint8Array(codes.length);
+    const blockers = codes.map(() => null);
+    let head = 0;
+    let scan = 0;
+    while (head < codes.length) {
+      if (head === queue.length) {
+        while (done[scan] || queue.includes(scan)) scan++; // a cycle in bad data: break it here
+        queue.push(scan);
+      }
+      const i = queue[head++];
+      done[i] = 1;
+      const node = this.nodes.get(codes[i]);
+      let mine = isBlocked(node.status) ? [node.lot_code] : [];
+      for (const p of parents[i]) if (done[p] && blockers[p]) mine = mine.concat(blockers[p]);
+      blockers[i] = mine.length ? [...new Set(mine)].slice(0, 5) : null;
+      for (const c of children[i]) if (--indeg[c] === 0) queue.push(c);
+    }
+    for (const n of this.nodes.values()) n.blocker = false;
+    codes.forEach((code, i) => {
+      const n = this.nodes.get(code);
+      const fromApi = Array.isArray(n.blocking) ? n.blocking.map((b) => b.lot_code) : null;
+      const found = blockers[i] || [];
+      n.blockedBy = (fromApi || found).filter((c) => c !== code);
+      if (n.effective_status) n.effective = n.effective_status;
+      else if (found.length) {
+        const first = this.nodes.get(found[0]);
+        n.effective = isBlocked(n.status) ? n.status : first.status;
+      } else n.effective = n.status;
+      n.inherited = isBlocked(n.effective) && !isBlocked(n.status);
+      for (const b of n.blockedBy) if (this.nodes.has(b)) this.nodes.get(b).blocker = true;
+    });
+  }
+
+  list() {
+    return [...this.nodes.values()];
+  }
+
+  csv() {
+    const cols = ["lot_code", "kind", "product", "quantity", "uom", "status", "effective", "held_because_of", "side", "depth"];
+    const q = (v) => {
+      const s = String(v ?? "");
+      return /[",\n\r]/.test(s) || /^[=+\-@]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+    };
+    const lines = [cols.join(",")];
+    for (const n of this.list()) {
+      lines.push([n.lot_code, n.kind, n.product, n.quantity, n.uom, n.status, n.effective, n.blockedBy.join(" "), n.side, n.depth].map(q).join(","));
+    }
+    return lines.join("\r\n") + "\r\n";
+  }
+}

@@ -1,0 +1,71 @@
+// The lot panel: the lot's data, own and effective QC status with the blocking lots, its QC
+// history, its mass balance, the run that made it, and the QC buttons.
+import { api, enc } from "./api.js";
+import { el, clear, fmtQty, fmtTime, statusText } from "./dom.js";
+import { qcActions } from "./actions.js";
+
+const facts = (pairs) => el("dl", { class: "facts" }, pairs.filter(([, v]) => v !== undefined && v !== null && v !== "").flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
+
+export async function renderLotPanel(container, code, { onOpen, onChanged }) {
+  clear(container, el("p", { class: "muted", text: `Loading ${code}…` }));
+  const settle = (p) => p.then((v) => ({ ok: v }), (e) => ({ err: e }));
+  const [lot, qc, decisions, balance, trace] = await Promise.all([
+    settle(api(`/api/lots/${enc(code)}`)),
+    settle(api(`/api/lots/${enc(code)}/qc-status`)),
+    settle(api(`/api/lots/${enc(code)}/qc-decisions?page_size=100`)),
+    settle(api(`/api/lots/${enc(code)}/mass-balance`)),
+    settle(api(`/api/traceability/${enc(code)}`)),
+  ]);
+  if (lot.err) {
+    clear(container, el("p", { class: "error", text: `${code}: ${lot.err.message}` }));
+    return;
+  }
+  const l = lot.ok.lot;
+  const parts = [el("h2", { text: l.lot_code })];
+  parts.push(facts([["kind", l.kind], ["product", l.product], ["quantity", `${fmtQty(l.quantity)} ${l.uom}`], ["produced", fmtTime(l.produced_at)]]));
+
+  parts.push(el("h3", { text: "QC status" }));
+  if (qc.ok) {
+    const s = qc.ok;
+    const others = (s.blocking || []).filter((b) => b.lot_code !== code);
+    const own = (s.blocking || []).find((b) => b.lot_code === code);
+    const held = others.length;
+    parts.push(facts([["own", statusText(s.status)], ["effective", el("span", { class: `status ${s.effective_status !== s.status && held ? "inherited" : s.effective_status}`, text: statusText(s.effective_status) })]]));
+    if (own) parts.push(el("p", { class: "own-block" }, `${statusText(own.status).replace(/^./, (c) => c.toUpperCase())} itself`, own.reason ? `: ${own.reason}` : ""));
+    if (held) {
+      parts.push(el("p", { text: "Held because of:" }));
+      parts.push(el("ul", { class: "blocking" }, others.map((b) =>
+        el("li", {}, el("button", { type: "button", class: "link", text: b.lot_code, onclick: () => onOpen(b.lot_code) }),
+          ` ${statusText(b.status)}${b.reason ? ": " : ""}`, b.reason || ""))));
+    }
+  } else parts.push(el("p", { class: "error", text: qc.err.message }));
+  parts.push(qcActions(code, { onDone: onChanged }));
+
+  parts.push(el("h3", { text: "QC history" }));
+  const ds = decisions.ok ? decisions.ok.decisions : [];
+  parts.push(ds.length
+    ? el("table", {}, el("tbody", {}, ds.map((d) => el("tr", {}, el("td", { text: fmtTime(d.decided_at) }), el("td", { text: String(d.decision).toLowerCase() }), el("td", { text: d.decided_by }), el("td", { text: d.reason })))))
+    : el("p", { class: "muted", text: decisions.err ? decisions.err.message : "No decisions yet." }));
+
+  parts.push(el("h3", { text: "Mass balance" }));
+  if (balance.ok) {
+    const b = balance.ok;
+    parts.push(facts([["inputs", `${fmtQty(b.inputs)} ${b.unit}`], ["consumed by children", `${fmtQty(b.consumed_by_children)} ${b.unit}`], ["remaining", `${fmtQty(b.remaining)} ${b.unit}`], ["flags", (b.flags || []).join(", ") || "none"]]));
+  } else parts.push(el("p", { class: "error", text: balance.err.message }));
+
+  parts.push(el("h3", { text: "Made by" }));
+  const runs = trace.ok ? [...new Set((trace.ok.parents || []).map((p) => p.run_code).filter(Boolean))] : [];
+  if (!runs.length) parts.push(el("p", { class: "muted", text: "No production run (a received or raw lot)." }));
+  for (const runCode of runs) {
+    const run = await api(`/api/production-runs/${enc(runCode)}`).then((r) => r.run, () => null);
+    if (!run) {
+      parts.push(el("p", { text: runCode }));
+      continue;
+    }
+    parts.push(facts([["run", run.run_code], ["recorded by", run.recorded_by], ["at", fmtTime(run.created_at)],
+      ["inputs", (run.inputs || []).map((i) => `${i.lot_code} ${fmtQty(i.quantity)} ${i.uom}`).join("; ")],
+      ["outputs", (run.outputs || []).map((o) => `${o.lot_code} ${fmtQty(o.quantity)} ${o.uom}`).join("; ")]]));
+  }
+  parts.push(el("p", {}, el("button", { type: "button", text: "Re-centre the graph on this lot", onclick: () => onOpen(code) })));
+  clear(container, ...parts);
+}
