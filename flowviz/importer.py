@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import csv
 import io
+import os
 import re
 import sys
 import time
@@ -884,6 +885,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if len(args.files) > 2:
         parser.error("at most two files: LOTS.csv GENEALOGY.csv")
+    for path in [*args.files, args.lots, args.genealogy]:
+        if path is not None and not os.access(path, os.R_OK):
+            parser.error(f"no such file: {path}" if not path.exists() else f"cannot read {path}")
+        if path is not None and not path.is_file():
+            parser.error(f"not a file: {path}")
     files = _assign(args.files)
     for name in FILES:
         given = getattr(args, name)
@@ -895,9 +901,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("no file given")
     if args.max_errors < 1:
         parser.error("--max-errors must be at least 1")
-    for path in files.values():
-        if not path.is_file():
-            parser.error(f"no such file: {path}")
     url = local.database_url(args.database_url)
     cache_url = local.valkey_url()
     if not cache_url:
