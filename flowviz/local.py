@@ -85,15 +85,21 @@ def redact(url: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
 
+# What the drivers raise for a wrong URL, an unreachable server, a wrong password, a missing database.
+_UNREACHABLE = (OSError, ValueError, psycopg.OperationalError, psycopg.ProgrammingError, asyncpg.PostgresError,
+                asyncpg.InterfaceError)  # fmt: skip
+
+
 @contextlib.contextmanager
 def reaching(url: str) -> Iterator[None]:
-    """Around connecting to `url`: what the drivers raise for a wrong URL, an unreachable server,
-    a wrong password or a missing database, as a UserError naming the URL and what to set."""
+    """Around connecting to `url`: a driver's connection error (also as SQLAlchemy's `orig`, as
+    alembic raises it) becomes a UserError naming the URL and what to set."""
     try:
         yield
-    except (OSError, ValueError, psycopg.OperationalError, psycopg.ProgrammingError, asyncpg.PostgresError,
-            asyncpg.InterfaceError) as exc:  # fmt: skip
-        cause = exc.orig if hasattr(exc, "orig") and exc.orig is not None else exc  # sqlalchemy wraps
+    except Exception as exc:
+        cause = getattr(exc, "orig", None) or exc
+        if not isinstance(cause, _UNREACHABLE):
+            raise
         reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
         raise UserError(
             f"cannot use the database at {redact(url)}: {reason}. Check DATABASE_URL, or start `make run` "
