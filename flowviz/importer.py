@@ -381,12 +381,13 @@ EDGE_FIELDS = ("rn", "parent", "child", "quantity", "uom", "run_code")
 # the checks below.
 REFERENCED = """
 CREATE TEMP TABLE import_refs ON COMMIT DROP AS
-SELECT c.code, bool_or(c.parent) AS parent, min(l.id) AS id
-FROM (SELECT parent AS code, true AS parent FROM import_edges
-      UNION ALL SELECT child, false FROM import_edges) c
+SELECT c.code, c.parent, l.id
+FROM (SELECT code, bool_or(parent) AS parent
+      FROM (SELECT parent AS code, true AS parent FROM import_edges
+            UNION ALL SELECT child, false FROM import_edges) u
+      WHERE code IS NOT NULL GROUP BY code) c
 LEFT JOIN lots l ON l.lot_code = c.code
-WHERE c.code IS NOT NULL AND NOT EXISTS (SELECT 1 FROM import_lots n WHERE n.lot_code = c.code)
-GROUP BY c.code
+WHERE NOT EXISTS (SELECT 1 FROM import_lots n WHERE n.lot_code = c.code)
 """
 
 # Lot codes the lots file defines more than once (an error; the rule checks leave them out).
