@@ -4,7 +4,9 @@ historical mode, the CLI import clearing the cache of a running system, and the 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +19,8 @@ import pytest
 import valkey
 
 from flowviz import accounts, local
-from tests.conftest import ROOT, Servers, System, bearer
+from flowviz.embedded import free_port
+from tests.conftest import ROOT, Servers, System, bearer, system_env
 from tests.test_production import decide, lot
 
 LOTS = "lot_code,kind,product,quantity,uom,produced_at\n"
@@ -231,3 +234,51 @@ def test_a_stopped_make_run_is_not_found(tmp_path: Path) -> None:
     )
     state.write_text(state.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {gone.stdout.strip()}'))
     assert local.running_state(tmp_path) == {}
+
+
+def test_the_cli_finds_the_database_of_a_running_make_run(servers: Servers, tmp_path: Path) -> None:
+    env = {k: v for k, v in system_env(servers, "").items() if k not in ("DATABASE_URL", "VALKEY_URL")}
+    env.update(
+        FLOWVIZ_DATA_DIR=str(tmp_path / "data"),
+        FLOWVIZ_PG_PORT=str(free_port()),
+        FLOWVIZ_VALKEY_PORT=str(free_port()),
+        FLOWVIZ_ADMIN_USER="admin",
+        FLOWVIZ_ADMIN_PASSWORD="the first boss password 1",
+    )
+    with open(tmp_path / "run.log", "wb") as log:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "flowviz.cli", "run"], env=env, stdout=log, stderr=log, cwd=ROOT
+        )
+    base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert run.poll() is None, (tmp_path / "run.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + "/api/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        # The first admin's password is lost: reset it with no DATABASE_URL given.
+        cli_env = {"FLOWVIZ_DATA_DIR": env["FLOWVIZ_DATA_DIR"], "FLOWVIZ_PG_PORT": env["FLOWVIZ_PG_PORT"]}
+        done = cli(
+            "user",
+            "reset-password",
+            "admin",
+            "--password-stdin",
+            env=cli_env,
+            stdin="a new boss password 2\n",
+        )
+        assert done.returncode == 0, done.stderr
+        login = httpx.post(
+            base + "/api/auth/token", json={"username": "admin", "password": "a new boss password 2"}
+        )
+        assert login.status_code == 200, login.text
+    finally:
+        run.send_signal(signal.SIGINT)
+        run.wait(60)
+    assert not (tmp_path / "data" / local.STATE_FILE).exists()
+    gone = cli(
+        "user", "reset-password", "admin", "--password-stdin", env=cli_env, stdin="a new boss password 3\n"
+    )
+    assert gone.returncode == 1 and "no `make run` of this checkout is running" in gone.stderr
