@@ -448,9 +448,6 @@ CHECKS = (
     """,
 )
 
-# The checks above, then the production-run rules (one progress step).
-VALIDATE_STEPS = len(CHECKS) + 1
-
 # --- The production-run rules (runs.py), over the whole file at once.
 
 # Each parent of an edge with what it holds (quantity, unit) and what the database's edges
@@ -664,7 +661,7 @@ async def _import(
             progress("validate", i)
     broken = await _rule_violations(conn)
     if progress:
-        progress("validate", VALIDATE_STEPS)
+        progress("rules", len(broken))
     if historical:
         result.warnings = broken
     else:
@@ -783,7 +780,9 @@ class _Bar:
         self.drawn = now
         total = self.totals.get(stage, 0)
         if stage == "validate":
-            text = f"validating ({done}/{VALIDATE_STEPS} checks)"
+            text = f"validating ({done}/{len(CHECKS)} checks)"
+        elif stage == "rules":
+            text = f"production-run rules checked: {done:,} broken"
         elif stage == "insert":
             text = f"inserting: {done:,} rows written"
         elif total:

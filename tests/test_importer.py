@@ -287,7 +287,8 @@ async def test_progress_reports_each_stage(empty_conn: asyncpg.Connection) -> No
     )
     assert result.ok
     assert ("lots", 3) in seen and ("genealogy", 2) in seen
-    assert [s for s, _ in seen if s == "validate"] == ["validate"] * importer.VALIDATE_STEPS
+    assert [s for s, _ in seen if s == "validate"] == ["validate"] * len(importer.CHECKS)
+    assert ("rules", 0) in seen
     assert seen[-1] == ("insert", 5)
 
 
