@@ -61,11 +61,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"starting embedded Valkey on 127.0.0.1:{port}", flush=True)
             vk.start()
             env["VALKEY_URL"] = vk.url
-        if env:  # so that `flowviz import`, `flowviz user ...` in another terminal find these servers
-            local.write_state(data, **{k.lower(): v for k, v in env.items()})
-            wrote_state = True
         env["FLOWVIZ_TOKEN_SECRET"] = accounts.token_secret(data)
         os.environ.update(env)
+        # So that `flowviz import`, `flowviz user ...` in another terminal use these servers too
+        # (a file only its owner reads, beside the token secret).
+        local.write_state(data, database_url=os.environ["DATABASE_URL"], valkey_url=os.environ["VALKEY_URL"])
+        wrote_state = True
         migrate.upgrade(os.environ["DATABASE_URL"])
         seed.load(os.environ["DATABASE_URL"])
         accounts.ensure_admin(os.environ["DATABASE_URL"])

@@ -40,9 +40,10 @@ def embedded_database_url() -> str:
 
 def write_state(folder: Path, **urls: str) -> None:
     """Record this process as the running system of `folder`, serving `urls` (database_url, valkey_url)."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / STATE_FILE
+    path.touch(mode=0o600)  # the URLs may hold passwords: readable by their owner only
     path.write_text(json.dumps({"pid": os.getpid(), **urls}))
-    path.chmod(0o600)
 
 
 def clear_state(folder: Path) -> None:
