@@ -98,10 +98,12 @@ def token_secret(data_dir: Path) -> str:
 
 def main() -> None:
     """`python -m flowviz.accounts`: the first admin, for deployments (the migrate job runs it)."""
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        raise SystemExit("DATABASE_URL is not set")
-    ensure_admin(url)
+    from flowviz.core.errors import DomainError
+
+    try:
+        ensure_admin(local.database_url())
+    except (local.UserError, DomainError) as exc:  # a wrong setting; a first password the rules refuse
+        raise SystemExit(f"flowviz.accounts: {exc}") from None
 
 
 if __name__ == "__main__":
