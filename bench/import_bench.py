@@ -97,7 +97,7 @@ async def run_import(url: str, folder: Path) -> tuple[ImportResult, Stages, Sche
         backend_before, own_before = sched(backend), sched("self")
         stages = Stages()
         with open(folder / "lots.csv", "rb") as lots, open(folder / "genealogy.csv", "rb") as edges:  # noqa: ASYNC230 - the import reads them synchronously anyway
-            result = await import_csv(conn, lots, edges, progress=stages)
+            result = await import_csv(conn, lots, edges, cache=None, progress=stages)  # nothing caches it
         return (
             result,
             stages,

@@ -94,7 +94,7 @@ async def import_or_copy(conn: asyncpg.Connection, folder: Path) -> None:
     log("loading with flowviz.importer.import_csv")
     # A script doing nothing else meanwhile: blocking opens are fine.
     with open(folder / "lots.csv", "rb") as lots, open(folder / "genealogy.csv", "rb") as edges:  # noqa: ASYNC230
-        result = await import_csv(conn, lots, edges)
+        result = await import_csv(conn, lots, edges, cache=None)  # no system reads this database yet
     if not result.ok:
         raise SystemExit(f"import failed: {result.errors[:5]}")
 

@@ -1,4 +1,5 @@
-"""Command-line account set-up: the first admin (make run) and `flowviz user add`."""
+"""Command-line account set-up: the first admin (make run), `flowviz user add` and
+`flowviz user reset-password` (the way back in when the admin password is lost)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import orjson
 import psycopg
 
+from flowviz import local
 from flowviz.core import passwords
 from services.lots.users import role as valid_role
 from services.lots.users import username as valid_username
@@ -20,6 +22,21 @@ ON CONFLICT (username) DO NOTHING RETURNING id
 AUDIT = """
 INSERT INTO audit_log (actor, action, entity, entity_key, details) VALUES ('cli', 'create', 'user', %s, %s::jsonb)
 """
+RESET = """
+WITH u AS (
+    UPDATE users SET password_hash = %s WHERE username = %s AND password_hash <> '!'
+    RETURNING username, role, disabled
+)
+INSERT INTO audit_log (actor, action, entity, entity_key, reason, details)
+SELECT 'cli', 'reset_password', 'user', username, 'flowviz user reset-password',
+       jsonb_build_object('role', role, 'disabled', disabled)
+FROM u RETURNING (details ->> 'disabled')::boolean
+"""
+
+
+def _connect(database_url: str) -> psycopg.Connection:
+    with local.reaching(database_url):
+        return psycopg.connect(database_url)
 
 
 def add_user(database_url: str, username: str, role: str, password: str, display_name: str = "") -> bool:
@@ -27,11 +44,21 @@ def add_user(database_url: str, username: str, role: str, password: str, display
     valid_username(username)
     valid_role(role)
     password_hash = passwords.hash_password(password, username=username)
-    with psycopg.connect(database_url) as conn:
+    with _connect(database_url) as conn:
         created = conn.execute(INSERT, (username, display_name or username, role, password_hash)).fetchone()
         if created:
             conn.execute(AUDIT, (username, orjson.dumps({"role": role}).decode()))
     return created is not None
+
+
+def reset_password(database_url: str, username: str, password: str) -> bool | None:
+    """Set a user's password (audited). None when there is no such user (the seed's `system`
+    user cannot sign in and is not one); else whether the user is disabled."""
+    valid_username(username)
+    password_hash = passwords.hash_password(password, username=username)
+    with _connect(database_url) as conn:
+        row = conn.execute(RESET, (password_hash, username)).fetchone()
+    return None if row is None else bool(row[0])
 
 
 def ensure_admin(database_url: str) -> None:
@@ -43,7 +70,7 @@ def ensure_admin(database_url: str) -> None:
         if add_user(database_url, user, "admin", password):
             print(f"created admin user {user!r} from FLOWVIZ_ADMIN_USER", flush=True)
         return
-    with psycopg.connect(database_url) as conn:
+    with _connect(database_url) as conn:
         exists = conn.execute("SELECT 1 FROM users WHERE role = 'admin' AND NOT disabled").fetchone()
     if exists:
         return
@@ -71,10 +98,12 @@ def token_secret(data_dir: Path) -> str:
 
 def main() -> None:
     """`python -m flowviz.accounts`: the first admin, for deployments (the migrate job runs it)."""
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        raise SystemExit("DATABASE_URL is not set")
-    ensure_admin(url)
+    from flowviz.core.errors import DomainError
+
+    try:
+        ensure_admin(local.database_url())
+    except (local.UserError, DomainError) as exc:  # a wrong setting; a first password the rules refuse
+        raise SystemExit(f"flowviz.accounts: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""The `flowviz` command: run the whole system, migrate, seed."""
+"""The `flowviz` command: run the whole system, migrate, seed, generate, import, manage users.
+
+Without DATABASE_URL the commands use the embedded database of the `make run` running in this
+checkout (flowviz/local.py). A mistake the user can fix is one line on stderr and exit code 1,
+never a traceback."""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ import os
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from flowviz import local
+
+PROJECT_ROOT = local.PROJECT_ROOT
 
 
 def _wait_healthy(port: int, timeout: float = 60.0) -> bool:
@@ -33,13 +38,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flowviz.embedded import Postgres, Valkey, port_in_use
     from flowviz.supervisor import run_children
 
-    data = Path(os.environ.get("FLOWVIZ_DATA_DIR", PROJECT_ROOT / ".data"))
+    data = local.data_dir()
     env: dict[str, str] = {}
     pg = vk = None
+    wrote_state = False
     started = time.monotonic()
     try:
         if not os.environ.get("DATABASE_URL"):
-            port = int(os.environ.get("FLOWVIZ_PG_PORT", "5433"))
+            port = int(os.environ.get("FLOWVIZ_PG_PORT", local.DEFAULT_PG_PORT))
             pg = Postgres(data / "postgres", port)
             if port_in_use(port):
                 sys.exit(f"port {port} is taken: set FLOWVIZ_PG_PORT, or DATABASE_URL to use that server")
@@ -48,7 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             pg.start()
             env["DATABASE_URL"] = pg.url
         if not os.environ.get("VALKEY_URL"):
-            port = int(os.environ.get("FLOWVIZ_VALKEY_PORT", "6379"))
+            port = int(os.environ.get("FLOWVIZ_VALKEY_PORT", local.DEFAULT_VALKEY_PORT))
             if port_in_use(port):
                 sys.exit(f"port {port} is taken: set FLOWVIZ_VALKEY_PORT, or VALKEY_URL to use that server")
             vk = Valkey(data / "valkey", port)
@@ -57,6 +63,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             env["VALKEY_URL"] = vk.url
         env["FLOWVIZ_TOKEN_SECRET"] = accounts.token_secret(data)
         os.environ.update(env)
+        # So that `flowviz import`, `flowviz user ...` in another terminal use these servers too
+        # (a file only its owner reads, beside the token secret).
+        local.write_state(data, database_url=os.environ["DATABASE_URL"], valkey_url=os.environ["VALKEY_URL"])
+        wrote_state = True
         migrate.upgrade(os.environ["DATABASE_URL"])
         seed.load(os.environ["DATABASE_URL"])
         accounts.ensure_admin(os.environ["DATABASE_URL"])
@@ -75,6 +85,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         drain = float(os.environ.get("FLOWVIZ_DRAIN_SECONDS", "10"))
         return run_children(env, drain)
     finally:
+        if wrote_state:
+            local.clear_state(data)
         if vk:
             vk.stop()
         if pg:
@@ -85,39 +97,75 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     from flowviz import migrate
 
-    migrate.main()
+    url = local.database_url()
+    with local.reaching(url):
+        migrate.upgrade(url)
+    print(f"migrated {local.redact(url)}")
     return 0
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
     from flowviz import seed
 
-    seed.main()
+    url = local.database_url()
+    with local.reaching(url):
+        seed.load(url)
+    print(f"seed data loaded into {local.redact(url)}")
     return 0
 
 
-def cmd_user_add(args: argparse.Namespace) -> int:
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
     import getpass
 
-    from flowviz import accounts
-    from flowviz.core.errors import InvalidArgument
+    password = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != password:
+        raise local.UserError("the two passwords differ; nothing was changed")
+    return password
 
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        sys.exit("DATABASE_URL is not set")
-    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass("password: ")
-    try:
-        created = accounts.add_user(url, args.username, args.role, password, args.display_name)
-    except InvalidArgument as exc:
-        sys.exit(exc.message)
-    if not created:
-        sys.exit(f"user {args.username} already exists")
+
+def cmd_user_add(args: argparse.Namespace) -> int:
+    from flowviz import accounts
+
+    url = local.database_url()
+    if not accounts.add_user(url, args.username, args.role, _password(args), args.display_name):
+        raise local.UserError(
+            f"user {args.username} already exists; to set a new password: flowviz user reset-password {args.username}"
+        )
     print(f"created {args.role} {args.username}")
     return 0
 
 
+def cmd_user_reset_password(args: argparse.Namespace) -> int:
+    from flowviz import accounts
+
+    url = local.database_url()
+    disabled = accounts.reset_password(url, args.username, _password(args))
+    if disabled is None:
+        raise local.UserError(
+            f"there is no user {args.username}; to create one: flowviz user add {args.username} --role ROLE"
+        )
+    note = " (the user is disabled: an admin enables it with PATCH /api/users/NAME)" if disabled else ""
+    print(f"password of {args.username} reset{note}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args_in = sys.argv[1:] if argv is None else argv
+    from flowviz.core.errors import DomainError
+
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except local.UserError as exc:
+        print(f"flowviz: {exc}", file=sys.stderr)
+    except DomainError as exc:  # a name or a password the rules refuse
+        print(f"flowviz: {exc.message}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("flowviz: interrupted", file=sys.stderr)
+    return 1
+
+
+def _main(args_in: list[str]) -> int:
     # These two parse their own arguments (flowviz generate --help, flowviz import --help).
     if args_in and args_in[0] == "generate":
         from flowviz import generate
@@ -130,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowviz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("run", help="run the whole system").set_defaults(fn=cmd_run)
-    sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)").set_defaults(fn=cmd_migrate)
+    sub.add_parser(
+        "migrate", help="apply database migrations (DATABASE_URL, else make run's database)"
+    ).set_defaults(fn=cmd_migrate)
     sub.add_parser("seed", help="load the seed data (DATABASE_URL)").set_defaults(fn=cmd_seed)
     sub.add_parser("generate", help="write a synthetic genealogy: --lots N --seed S --out DIR")
     sub.add_parser("import", help="bulk import LOTS.csv GENEALOGY.csv (DATABASE_URL), all rows or none")
@@ -143,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--display-name", default="")
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.set_defaults(fn=cmd_user_add)
+    reset = user.add_parser(
+        "reset-password", help="set a user's password (e.g. a lost admin password); audited"
+    )
+    reset.add_argument("username")
+    reset.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    reset.set_defaults(fn=cmd_user_reset_password)
     args = parser.parse_args(args_in)
     return int(args.fn(args))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -32,10 +31,14 @@ def downgrade(database_url: str, revision: str) -> None:
 
 
 def main() -> None:
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        sys.exit("DATABASE_URL is not set")
-    upgrade(url, sys.argv[1] if len(sys.argv) > 1 else "head")
+    from flowviz import local  # the same settings and one-line messages as `flowviz migrate`
+
+    try:
+        url = local.database_url()
+        with local.reaching(url):
+            upgrade(url, sys.argv[1] if len(sys.argv) > 1 else "head")
+    except local.UserError as exc:
+        sys.exit(f"flowviz.migrate: {exc}")
 
 
 if __name__ == "__main__":

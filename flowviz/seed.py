@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -17,10 +16,14 @@ def load(database_url: str) -> None:
 
 
 def main() -> None:
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        sys.exit("DATABASE_URL is not set")
-    load(url)
+    from flowviz import local  # the same settings and one-line messages as `flowviz seed`
+
+    try:
+        url = local.database_url()
+        with local.reaching(url):
+            load(url)
+    except local.UserError as exc:
+        sys.exit(f"flowviz.seed: {exc}")
 
 
 if __name__ == "__main__":

@@ -239,11 +239,24 @@ async def import_files(request: Request, upstreams: Any, metadata: Metadata) -> 
         return error_response(400, "INVALID_ARGUMENT", f"not a multipart upload: {exc}", "BODY_INVALID")
     files = {name: form.get(name) for name in ("lots", "genealogy")}
     files = {name: f for name, f in files.items() if f is not None and not isinstance(f, str)}
+    mode = IMPORT_MODES.get(request.query_params.get("mode", "strict"))
+    if mode is None:
+        return error_response(
+            400,
+            "INVALID_ARGUMENT",
+            f"mode must be one of {', '.join(IMPORT_MODES)}",
+            "FIELD_INVALID",
+            {"field": "mode"},
+        )
 
     async def chunks() -> AsyncIterator[genealogy_pb2.ImportChunk]:
+        yield genealogy_pb2.ImportChunk(mode=mode)  # first, so a refused mode reads no file
         for name, upload in files.items():
             while data := await upload.read(1024 * 1024):  # type: ignore[union-attr]
-                yield genealogy_pb2.ImportChunk(**{f"{name}_csv": data})
+                if name == "lots":
+                    yield genealogy_pb2.ImportChunk(lots_csv=data)
+                else:
+                    yield genealogy_pb2.ImportChunk(genealogy_csv=data)
 
     reply = await upstreams.genealogy.ImportGenealogy(chunks(), timeout=600, metadata=metadata)
     return Response(
@@ -251,6 +264,19 @@ async def import_files(request: Request, upstreams: Any, metadata: Metadata) -> 
     )
 
 
+IMPORT_MODES = {
+    "strict": genealogy_pb2.IMPORT_MODE_STRICT,
+    "historical": genealogy_pb2.IMPORT_MODE_HISTORICAL,
+}
+IMPORT_MODE = {
+    "name": "mode",
+    "in": "query",
+    "required": False,
+    "description": "strict (default): a row that breaks a production-run rule refuses the import; historical "
+    "(admin): loads the data as it was, each rule let through a warning, an audit row and the mass-balance flag "
+    "HISTORICAL_IMPORT",
+    "schema": {"type": "string", "enum": list(IMPORT_MODES), "default": "strict"},
+}
 DIRECTION = {
     "name": "direction",
     "in": "query",
@@ -336,6 +362,7 @@ STREAMING_ROUTES: list[tuple[str, str, Call, dict[str, Any]]] = [
             "validated, all imported or none, with a report of bad rows",
             "tags": ["import"],
             "operationId": "ImportGenealogy",
+            "parameters": [IMPORT_MODE],
             "requestBody": {
                 "required": True,
                 "content": {

@@ -10,16 +10,18 @@ from io import BytesIO
 from pathlib import Path
 
 import asyncpg
+import orjson
 import pytest
 
 from flowviz import importer
 from flowviz.importer import ImportResult, RowError, import_csv
+from services.genealogy import balance
 
 LOTS_HEADER = "lot_code,kind,product,quantity,uom,produced_at\n"
 EDGES_HEADER = "parent_lot_code,child_lot_code,quantity,uom,run_code\n"
 LOTS = LOTS_HEADER + (
-    "RAW-A-1,RAW,Beef trim 80/20,100.5,kg,2026-01-01T06:00:00Z\n"
-    'RAW-B-1,RAW,"Spice, blend",10,kg,\n'
+    "RAW-A-1,RAW,Beef trim 80/20,200.5,kg,2026-01-01T06:00:00Z\n"
+    'RAW-B-1,RAW,"Spice, blend",20,kg,\n'
     "MIX-1,MIX,  Doner mix  ,110.5,kg,2026-01-02 08:00\n"
 )
 EDGES = EDGES_HEADER + "RAW-A-1,MIX-1,100.5,kg,RUN-T-1\nRAW-B-1,MIX-1,10,kg,RUN-T-1\n"
@@ -48,7 +50,7 @@ def _file(text: str | bytes | None) -> BytesIO | None:
 async def _import(
     conn: asyncpg.Connection, lots: str | bytes | None, edges: str | bytes | None, max_errors: int = 1000
 ) -> ImportResult:
-    return await import_csv(conn, _file(lots), _file(edges), max_errors=max_errors)
+    return await import_csv(conn, _file(lots), _file(edges), cache=None, max_errors=max_errors)
 
 
 async def _counts(conn: asyncpg.Connection) -> tuple[int, int, int]:
@@ -152,7 +154,7 @@ async def test_bad_row_is_reported_and_nothing_is_written(
 async def test_edge_to_a_lot_in_the_database_is_accepted(conn: asyncpg.Connection) -> None:
     before = await _counts(conn)
     lots = LOTS_HEADER + "FG-NEW-1,FG,Doner cone,5,kg,2026-02-01T10:00:00+01:00\n"
-    edges = EDGES_HEADER + "MIX-BATCH-88,FG-NEW-1,5,kg,RUN-FORM-X1\nRAW-SPICE-001,FG-NEW-1,0.5,kg,\n"
+    edges = EDGES_HEADER + "RAW-BEEF-001,FG-NEW-1,5,kg,RUN-FORM-X1\nRAW-SPICE-001,FG-NEW-1,0.5,kg,\n"
     result = await _import(conn, lots, edges)
     assert result.ok, result.errors
     assert (result.lots_imported, result.edges_imported, result.runs_created) == (1, 2, 0)
@@ -162,7 +164,7 @@ async def test_edge_to_a_lot_in_the_database_is_accepted(conn: asyncpg.Connectio
         " JOIN lots c ON c.id = e.child_lot_id LEFT JOIN production_runs r ON r.id = e.run_id"
         " WHERE c.lot_code = 'FG-NEW-1' ORDER BY p.lot_code"
     )
-    assert [tuple(r) for r in runs] == [("MIX-BATCH-88", "RUN-FORM-X1"), ("RAW-SPICE-001", None)]
+    assert [tuple(r) for r in runs] == [("RAW-BEEF-001", "RUN-FORM-X1"), ("RAW-SPICE-001", None)]
     produced = await conn.fetchval("SELECT produced_at FROM lots WHERE lot_code = 'FG-NEW-1'")
     assert produced == dt.datetime(2026, 2, 1, 9, tzinfo=dt.UTC)
 
@@ -183,7 +185,7 @@ async def test_importing_the_same_files_twice(conn: asyncpg.Connection) -> None:
     assert [(e.file, e.row, e.field) for e in again.errors] == [("lots", n, "lot_code") for n in (1, 2, 3)]
     assert all("already exists in the database" in e.reason for e in again.errors)
     edges_again = await _import(conn, None, EDGES)
-    assert [(e.file, e.row, e.field) for e in edges_again.errors] == [
+    assert [(e.file, e.row, e.field) for e in edges_again.errors if e.field == "edge"] == [
         ("genealogy", 1, "edge"),
         ("genealogy", 2, "edge"),
     ]
@@ -281,11 +283,12 @@ async def test_unclosed_quote(empty_conn: asyncpg.Connection) -> None:
 async def test_progress_reports_each_stage(empty_conn: asyncpg.Connection) -> None:
     seen: list[tuple[str, int]] = []
     result = await import_csv(
-        empty_conn, _file(LOTS), _file(EDGES), progress=lambda stage, n: seen.append((stage, n))
+        empty_conn, _file(LOTS), _file(EDGES), cache=None, progress=lambda stage, n: seen.append((stage, n))
     )
     assert result.ok
     assert ("lots", 3) in seen and ("genealogy", 2) in seen
     assert [s for s, _ in seen if s == "validate"] == ["validate"] * len(importer.CHECKS)
+    assert ("rules", 0) in seen
     assert seen[-1] == ("insert", 5)
 
 
@@ -300,7 +303,8 @@ def test_cli(empty_db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[st
     url = ["--database-url", empty_db_url, "-q"]
     assert importer.main([*url, str(tmp_path / "lots.csv"), str(tmp_path / "bad.csv")]) == 1
     out = capsys.readouterr()
-    assert "genealogy row 3 child_lot_code: unknown lot NOPE" in out.out
+    assert "genealogy row 3 child_lot_code = 'NOPE': unknown lot NOPE" in out.out
+    assert "[LOT_NOT_FOUND]" in out.out
     assert "nothing was written: 1 errors" in out.err
     assert importer.main([*url, str(tmp_path / "lots.csv")]) == 0
     assert "imported 3 lots, 0 edges" in capsys.readouterr().out
@@ -311,3 +315,120 @@ def test_cli(empty_db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "already exists" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         importer.main([*url, "--lots", str(tmp_path / "lots.csv"), str(tmp_path / "lots.csv")])
+
+
+# --- The production-run rules -------------------------------------------------------------
+
+
+async def _decide(conn: asyncpg.Connection, lot_code: str, decision: str, reason: str) -> int:
+    decision_id: int = await conn.fetchval(
+        "INSERT INTO qc_decisions (lot_id, decision, reason, decided_by)"
+        " SELECT l.id, $2, $3, u.id FROM lots l, users u WHERE l.lot_code = $1 AND u.username = 'system'"
+        " RETURNING id",
+        lot_code,
+        decision,
+        reason,
+    )
+    return decision_id
+
+
+NEW_LOTS = LOTS_HEADER + "NEW-1,MIX,Mix,10,kg,\nNEW-2,MIX,Mix,10,kg,\n"
+
+
+async def test_consuming_a_held_lot_is_refused_naming_the_row(conn: asyncpg.Connection) -> None:
+    before = await _counts(conn)
+    decision = await _decide(conn, "RAW-SPICE-001", "hold", "salmonella suspected")
+    # RAW-SPICE-001 itself, and FG-DONER-X1 through it (two levels down).
+    edges = EDGES_HEADER + "RAW-BEEF-001,NEW-1,1,kg,\nRAW-SPICE-001,NEW-1,1,kg,\nFG-DONER-X1,NEW-2,1,kg,\n"
+    result = await _import(conn, NEW_LOTS, edges)
+    assert not result.ok
+    assert [(e.file, e.row, e.field, e.value, e.rule) for e in result.errors] == [
+        ("genealogy", 2, "parent_lot_code", "RAW-SPICE-001", "LOT_BLOCKED"),
+        ("genealogy", 3, "parent_lot_code", "FG-DONER-X1", "LOT_BLOCKED"),
+    ]
+    assert (
+        result.errors[0].reason
+        == f"input RAW-SPICE-001 is on_hold (decision {decision}: salmonella suspected)"
+    )
+    assert result.errors[1].reason == (
+        f"input FG-DONER-X1 is on_hold through RAW-SPICE-001 (decision {decision}: salmonella suspected)"
+    )
+    assert await _counts(conn) == before
+
+
+async def test_a_released_lot_may_be_consumed_again(conn: asyncpg.Connection) -> None:
+    await _decide(conn, "RAW-SPICE-001", "hold", "checking")
+    await _decide(conn, "RAW-SPICE-001", "release", "lab result negative")
+    result = await _import(conn, NEW_LOTS, EDGES_HEADER + "RAW-SPICE-001,NEW-1,1,kg,\n")
+    assert result.ok, result.errors
+
+
+async def test_over_consumption_is_refused_with_the_numbers(conn: asyncpg.Connection) -> None:
+    # The seed's spice holds 25 kg of which its run took 20: 5 kg remain; 3 kg + 2500 g is 5.5.
+    before = await _counts(conn)
+    edges = (
+        EDGES_HEADER + "RAW-SPICE-001,NEW-1,3,kg,\nRAW-SPICE-001,NEW-2,2500,g,\nRAW-BEEF-001,NEW-2,1,kg,\n"
+    )
+    result = await _import(conn, NEW_LOTS, edges)
+    assert [(e.row, e.field, e.value, e.rule) for e in result.errors] == [
+        (2, "quantity", "2500 g", "INSUFFICIENT_QUANTITY")
+    ]
+    assert result.errors[0].reason == (
+        "RAW-SPICE-001 holds 5 kg not yet consumed (of 25); the file's edges from it, up to this row, ask for 5.5 kg"
+    )
+    assert await _counts(conn) == before
+    # A lot of the file is held to what the file says it holds.
+    own = LOTS_HEADER + "SALT-1,RAW,Salt,2,kg,\n" + NEW_LOTS.split("\n", 1)[1]
+    result = await _import(conn, own, EDGES_HEADER + "SALT-1,NEW-1,1.5,kg,\nSALT-1,NEW-2,0.6,kg,\n")
+    assert [(e.row, e.rule) for e in result.errors] == [(2, "INSUFFICIENT_QUANTITY")]
+    assert "SALT-1 holds 2 kg not yet consumed (of 2)" in result.errors[0].reason
+
+
+async def test_units_must_convert(conn: asyncpg.Connection) -> None:
+    result = await _import(conn, NEW_LOTS, EDGES_HEADER + "RAW-BEEF-001,NEW-1,1,l,\n")
+    assert [(e.row, e.field, e.value, e.rule, e.reason) for e in result.errors] == [
+        (1, "uom", "l", "UOM_MISMATCH", "RAW-BEEF-001 is counted in kg; l does not convert")
+    ]
+
+
+async def test_historical_mode_loads_it_with_warnings_audit_rows_and_the_flag(
+    conn: asyncpg.Connection,
+) -> None:
+    await _decide(conn, "RAW-SPICE-001", "hold", "supplier recall")
+    edges = EDGES_HEADER + "RAW-SPICE-001,NEW-1,30,kg,\nRAW-BEEF-001,NEW-2,1,kg,\n"
+    strict = await _import(conn, NEW_LOTS, edges)
+    assert {e.rule for e in strict.errors} == {"LOT_BLOCKED", "INSUFFICIENT_QUANTITY"}
+    result = await import_csv(conn, _file(NEW_LOTS), _file(edges), cache=None, historical=True, actor="ada")
+    assert result.ok and (result.lots_imported, result.edges_imported) == (2, 2)
+    assert [(w.row, w.rule) for w in result.warnings] == [(1, "INSUFFICIENT_QUANTITY"), (1, "LOT_BLOCKED")]
+    assert [(w.row, w.rule) for w in result.warnings] == [(e.row, e.rule) for e in strict.errors]
+    audit = await conn.fetch(
+        "SELECT actor, action, entity_key, reason, details FROM audit_log"
+        " WHERE action IN ('import', 'import_override') ORDER BY id"
+    )
+    overrides = [orjson.loads(a["details"]) for a in audit if a["action"] == "import_override"]
+    assert [(o["rule"], o["row"], o["parent"], o["child"]) for o in overrides] == [
+        ("INSUFFICIENT_QUANTITY", 1, "RAW-SPICE-001", "NEW-1"),
+        ("LOT_BLOCKED", 1, "RAW-SPICE-001", "NEW-1"),
+    ]
+    assert {a["actor"] for a in audit} == {"ada"}
+    assert [a["reason"] for a in audit if a["action"] == "import_override"] == [
+        w.reason for w in result.warnings
+    ]
+    (summary,) = [orjson.loads(a["details"]) for a in audit if a["action"] == "import"]
+    assert summary == {"mode": "historical", "lots": 2, "edges": 2, "runs": 0, "rules_let_through": 2}
+    flagged = {
+        code
+        for code in ("RAW-SPICE-001", "NEW-1", "NEW-2", "RAW-BEEF-001")
+        if "HISTORICAL_IMPORT" in (await balance.lot_balance(conn, code)).flags
+    }  # type: ignore[union-attr]
+    assert flagged == {"RAW-SPICE-001", "NEW-1"}
+    spice = await balance.lot_balance(conn, "RAW-SPICE-001")
+    assert spice is not None and "OVERCONSUMED" in spice.flags and spice.remaining == pytest.approx(-25)
+
+
+async def test_a_strict_import_writes_one_audit_row(conn: asyncpg.Connection) -> None:
+    result = await import_csv(conn, _file(NEW_LOTS), None, cache=None, actor="omar")
+    assert result.ok
+    rows = await conn.fetch("SELECT actor, details FROM audit_log WHERE action = 'import'")
+    assert [(r["actor"], orjson.loads(r["details"])["mode"]) for r in rows] == [("omar", "strict")]

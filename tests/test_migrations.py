@@ -20,7 +20,7 @@ TABLES = {
     "users",
 }
 # Ours beyond the seed's nine.
-ALL_TABLES = TABLES | {"audit_log", "run_voids", "voided_edges", "lot_corrections"}
+ALL_TABLES = TABLES | {"audit_log", "import_overrides", "run_voids", "voided_edges", "lot_corrections"}
 
 
 @pytest.fixture

@@ -133,6 +133,29 @@ def test_exports_stream_csv_and_epcis(http: httpx.Client) -> None:
     assert http.get("/api/traceability/NO-SUCH/export.csv").status_code == 404
 
 
+def test_downstream_exports_list_every_input_of_each_transformation(http: httpx.Client) -> None:
+    # Walking down from the spice reaches the mix, not the beef; the mix's event still lists both.
+    params = {"direction": "downstream"}
+    r = http.get("/api/traceability/RAW-SPICE-001/export.csv", params=params)
+    assert r.status_code == 200, r.text
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    mix = {
+        (x["input_lot_code"], x["input_quantity"]) for x in rows if x["reference_document"] == "RUN-MIX-88"
+    }
+    assert mix == {("RAW-BEEF-001", "380.0"), ("RAW-SPICE-001", "20.0")}
+    beef = next(x for x in rows if x["input_lot_code"] == "RAW-BEEF-001")
+    assert (beef["input_product"], beef["input_kind"], beef["input_unit"]) == ("Beef trim 80/20", "RAW", "kg")
+    assert {x["reference_document"] for x in rows} == {"RUN-MIX-88", "RUN-FORM-X1"}
+    doc = http.get("/api/traceability/RAW-SPICE-001/export.jsonld", params=params).json()
+    events = {e["transformationID"]: e for e in doc["epcisBody"]["eventList"]}
+    assert {
+        q["epcClass"]: q["quantity"] for q in events["urn:flowviz:run:RUN-MIX-88"]["inputQuantityList"]
+    } == {
+        "urn:flowviz:lot:RAW-BEEF-001": 380.0,
+        "urn:flowviz:lot:RAW-SPICE-001": 20.0,
+    }
+
+
 def test_import_with_bad_rows_imports_nothing(http: httpx.Client, system: System) -> None:
     t = tag()
     lots = f"lot_code,kind,product,quantity,uom,produced_at\nI1-{t},RAW,Salt,10,kg,\nI2-{t},MIX,Brine,5,kg,\n"

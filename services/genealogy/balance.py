@@ -25,6 +25,9 @@ YIELD_GAIN = "YIELD_GAIN"
 UNITS_MIXED = "UNITS_MIXED"
 # A run output also has inputs from another run, so its quantity is not this run's alone.
 OUTPUT_MULTI_RUN = "OUTPUT_MULTI_RUN"
+# A historical import loaded an edge of this lot that broke a production-run rule (the rows are
+# in import_overrides and audit_log): its figures hold data the rules would have refused.
+HISTORICAL_IMPORT = "HISTORICAL_IMPORT"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +83,14 @@ def _exceeds(value: float, limit: float, tolerance: float) -> bool:
 
 _LOT_SQL = """
 WITH l AS (SELECT id, lot_code, kind, quantity, uom FROM lots WHERE lot_code = $1)
-SELECT 'l' AS rel, l.lot_code, l.kind, l.quantity::float8 AS quantity, l.uom, 1::bigint AS n FROM l
+SELECT 'l' AS rel, l.lot_code, l.kind, l.quantity::float8 AS quantity, l.uom, 1::bigint AS n,
+       EXISTS (SELECT 1 FROM import_overrides o WHERE o.lot_id = l.id) AS historical
+FROM l
 UNION ALL
-SELECT 'i', NULL, NULL, sum(e.quantity)::float8, e.uom, count(*)
+SELECT 'i', NULL, NULL, sum(e.quantity)::float8, e.uom, count(*), false
 FROM l JOIN lot_genealogy e ON e.child_lot_id = l.id GROUP BY e.uom
 UNION ALL
-SELECT 'o', NULL, NULL, sum(e.quantity)::float8, e.uom, count(*)
+SELECT 'o', NULL, NULL, sum(e.quantity)::float8, e.uom, count(*), false
 FROM l JOIN lot_genealogy e ON e.parent_lot_id = l.id GROUP BY e.uom
 """
 
@@ -117,6 +122,8 @@ async def lot_balance(db: DB, lot_code: str, tolerance: float = DEFAULT_TOLERANC
                 flags.append(YIELD_GAIN)
         if _exceeds(consumed, quantity, tolerance):
             flags.append(OVERCONSUMED)
+    if lot["historical"]:
+        flags.append(HISTORICAL_IMPORT)
     return LotBalance(
         lot_code=lot["lot_code"],
         kind=lot["kind"],

@@ -29,6 +29,28 @@ MAX_LINES = validation.MAX_ITEMS
 # Slack on "consumed beyond what it holds" for decimal rounding (3 decimals in the schema).
 EPSILON = 0.0005
 
+# The rules an input must meet, by the reason a refusal carries. The importer checks the same
+# rules (in SQL, over a whole file) and reports them under these names, with these messages.
+LOT_NOT_FOUND = "LOT_NOT_FOUND"
+UOM_MISMATCH = "UOM_MISMATCH"
+INSUFFICIENT_QUANTITY = "INSUFFICIENT_QUANTITY"
+LOT_BLOCKED = "LOT_BLOCKED"
+
+
+def uom_mismatch(lot_code: str, lot_uom: str, uom: str) -> str:
+    return f"{lot_code} is counted in {lot_uom}; {uom} does not convert"
+
+
+def insufficient(
+    lot_code: str, held: float, available: float, wanted: float, uom: str, asks: str = "the run asks"
+) -> str:
+    return f"{lot_code} holds {available:g} {uom} not yet consumed (of {held:g}); {asks} for {wanted:g} {uom}"
+
+
+def blocked(lot_code: str, status: str, blocking_lot: str, decision_id: int, reason: str) -> str:
+    via = "" if blocking_lot == lot_code else f" through {blocking_lot}"
+    return f"input {lot_code} is {status}{via} (decision {decision_id}: {reason})"
+
 
 class IdempotencyMismatch(DomainError):
     """The same idempotency key came back with a different request."""
@@ -105,6 +127,15 @@ def to_unit(quantity: float, uom: str, unit: str) -> float | None:
     if uom in MASS_UNITS and unit in MASS_UNITS:
         return quantity * MASS_UNITS[uom] / MASS_UNITS[unit]
     return None
+
+
+def to_unit_sql(quantity: str, uom: str, unit: str) -> str:
+    """to_unit() as a SQL expression over the given SQL expressions (float8; NULL: no conversion)."""
+    kg = " ".join(f"WHEN '{u}' THEN {f!r}::float8" for u, f in MASS_UNITS.items())
+    return (
+        f"(CASE WHEN {uom} = {unit} THEN ({quantity})::float8 "
+        f"ELSE ({quantity})::float8 * (CASE {uom} {kg} END) / (CASE {unit} {kg} END) END)"
+    )
 
 
 async def replay(conn: DB, key: str, digest: str) -> str | None:
@@ -195,7 +226,7 @@ async def record(
         missing = sorted(set(inputs) - {r["lot_code"] for r in lots})
         if missing:
             raise NotFound(
-                "LOT_NOT_FOUND", f"input lot {', '.join(missing)} does not exist", lot_code=missing[0]
+                LOT_NOT_FOUND, f"input lot {', '.join(missing)} does not exist", lot_code=missing[0]
             )
         rows = await conn.fetch(_USED_AND_EARLIER, [r["id"] for r in lots], key)
         if key and rows[0]["run_code"] is not None:
@@ -330,8 +361,8 @@ def _check_consumption(
         if wanted is None:
             field = f"inputs[{list(inputs).index(lot['lot_code'])}].uom"
             raise Conflict(  # the request is well formed; the lot's own unit refuses it
-                "UOM_MISMATCH",
-                f"{field}: {lot['lot_code']} is counted in {lot['uom']}; {line.uom} does not convert",
+                UOM_MISMATCH,
+                f"{field}: {uom_mismatch(lot['lot_code'], lot['uom'], line.uom)}",
                 field=field,
                 lot_code=lot["lot_code"],
             )
@@ -343,9 +374,8 @@ def _check_consumption(
         available = lot["quantity"] - consumed
         if wanted > available + EPSILON:
             raise Conflict(
-                "INSUFFICIENT_QUANTITY",
-                f"{lot['lot_code']} holds {available:g} {lot['uom']} not yet consumed "
-                f"(of {lot['quantity']:g}); the run asks for {wanted:g} {lot['uom']}",
+                INSUFFICIENT_QUANTITY,
+                insufficient(lot["lot_code"], lot["quantity"], available, wanted, lot["uom"]),
                 lot_code=lot["lot_code"],
                 available=f"{available:g}",
                 requested=f"{wanted:g}",

@@ -196,10 +196,11 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         for status in await self._qc_statuses(lot_codes, lineage):
             if status.blocked:
                 block = status.blocking[0]
-                via = "" if block.lot_code == status.lot_code else f" through {block.lot_code}"
                 raise Conflict(
-                    "LOT_BLOCKED",
-                    f"input {status.lot_code} is {block.status}{via} (decision {block.decision_id}: {block.reason})",
+                    runs.LOT_BLOCKED,
+                    runs.blocked(
+                        status.lot_code, block.status, block.lot_code, block.decision_id, block.reason
+                    ),
                     lot_code=status.lot_code,
                     blocking_lot=block.lot_code,
                     decision_id=block.decision_id,
@@ -324,7 +325,16 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             tempfile.SpooledTemporaryFile(8 * 1024 * 1024) as edges,
         ):
             seen = set()
+            mode = genealogy_pb2.IMPORT_MODE_UNSPECIFIED
             async for chunk in request_iterator:
+                if chunk.mode and chunk.mode != mode:
+                    if mode:
+                        raise InvalidArgument(
+                            "IMPORT_MODE_CONFLICT", "mode differs between chunks", field="mode"
+                        )
+                    mode = chunk.mode
+                    if mode == genealogy_pb2.IMPORT_MODE_HISTORICAL:
+                        _require_admin_for_historical()
                 part = chunk.WhichOneof("part")
                 if part is not None:
                     seen.add(part)
@@ -338,9 +348,9 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
                     conn,  # type: ignore[arg-type]
                     lots if "lots_csv" in seen else None,  # type: ignore[arg-type]
                     edges if "genealogy_csv" in seen else None,  # type: ignore[arg-type]
+                    cache=self.r.cache,
+                    historical=mode == genealogy_pb2.IMPORT_MODE_HISTORICAL,
                 )
-        if result.ok:
-            await self.r.cache.invalidate_all()
         return genealogy_pb2.ImportGenealogyResponse(
             ok=result.ok,
             lots_imported=result.lots_imported,
@@ -348,10 +358,9 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             runs_created=result.runs_created,
             errors_truncated=result.errors_truncated,
             seconds=result.seconds,
-            errors=[
-                genealogy_pb2.ImportRowError(file=e.file, row=e.row, field=e.field, reason=e.reason)
-                for e in result.errors
-            ],
+            errors=[_row_error(e) for e in result.errors],
+            warnings=[_row_error(e) for e in result.warnings],
+            warnings_truncated=result.warnings_truncated,
         )
 
     # --- mock-recall drills ------------------------------------------------------------------
@@ -469,6 +478,27 @@ def _edge_id(value: int) -> int:
     if value <= 0:
         raise InvalidArgument("EDGE_ID_INVALID", "edge_id must be a positive integer", field="edge_id")
     return value
+
+
+def _row_error(e: importer.RowError) -> genealogy_pb2.ImportRowError:
+    return genealogy_pb2.ImportRowError(
+        file=e.file, row=e.row, field=e.field, reason=e.reason, value=e.value, rule=e.rule
+    )
+
+
+def _require_admin_for_historical() -> None:
+    """Historical mode lets the production-run rules through: admin only (operators import by the rules)."""
+    identity = auth.current_identity.get()
+    if identity is None or identity.role != auth.ADMIN:
+        role = identity.role if identity else "none"
+        raise auth.PermissionDenied(
+            auth.ROLE_FORBIDDEN,
+            f"historical import needs the role admin (yours: {role}); without mode=historical the "
+            "import is checked by the production-run rules",
+            role=role,
+            required_role=auth.ADMIN,
+            field="mode",
+        )
 
 
 def register(server: grpc.aio.Server, resources: Resources) -> list[str]:

@@ -1,7 +1,8 @@
 """Deployment files (Dockerfile, compose, Kubernetes) agree with the service contract.
 
 Standalone: ``.venv/bin/python -m pytest tests/deploy -q``. Needs the tools from
-``bash deploy/install-tools.sh``; a missing tool fails (never skips) with that hint.
+``bash deploy/install-tools.sh`` (``.ci/run`` installs them): a test whose tool is missing is
+skipped naming it and that command, or fails under CI (tests/tools.py).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import functools
 import http.server
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -19,10 +19,7 @@ from typing import Any
 
 import pytest
 
-try:
-    import yaml
-except ImportError:  # reported by _yaml() as a failure, not a skip
-    yaml = None
+from tests import tools
 
 # Mirrors the code's defaults (ports, health service names, drain, UID).
 # TODO(lead): derive from the code's config module once it exists.
@@ -82,33 +79,27 @@ OVERLAYS = ["dev", "production"]
 GRPC = CONTRACT["grpc_services"]
 GW = CONTRACT["gateway"]
 ALL_APPS = [*GRPC, GW["name"]]
-INSTALL_HINT = "run `bash deploy/install-tools.sh` to install the pinned deploy tools"
+INSTALL_HINT = "run `bash deploy/install-tools.sh` to install the pinned deploy tools (.ci/run does)"
+# What deploy/check.sh runs (it takes the same alternatives).
+CHECK_TOOLS = (
+    "hadolint",
+    ("docker-compose", "docker compose"),
+    ("kubectl", "kustomize"),
+    "kubernetes-validate",
+)
 
 
 # --------------------------------------------------------------- helpers ----
 def _yaml():
-    if yaml is None:
-        pytest.fail(f"PyYAML is not installed: {INSTALL_HINT}")
-    return yaml
-
-
-def _tool(name: str) -> str | None:
-    venv = ROOT / ".venv" / "bin" / name
-    if venv.exists():
-        return str(venv)
-    return shutil.which(name)
+    return tools.require_module("yaml", INSTALL_HINT)
 
 
 @functools.cache
 def _render(overlay: str) -> tuple[dict, ...]:
     path = ROOT / "deploy" / "k8s" / "overlays" / overlay
-    kubectl, kustomize = _tool("kubectl"), _tool("kustomize")
-    if kubectl:
-        cmd = [kubectl, "kustomize", str(path)]
-    elif kustomize:
-        cmd = [kustomize, "build", str(path)]
-    else:
-        pytest.fail(f"neither kubectl nor kustomize found: {INSTALL_HINT}")
+    tools.require(("kubectl", "kustomize"), how=INSTALL_HINT)
+    kubectl, kustomize = tools.find("kubectl"), tools.find("kustomize")
+    cmd = [kubectl, "kustomize", str(path)] if kubectl else [str(kustomize), "build", str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr}"
     return tuple(d for d in _yaml().safe_load_all(proc.stdout) if d)
@@ -166,6 +157,7 @@ def _free_port() -> int:
 
 # ----------------------------------------------------- (a) check.sh green ---
 def test_check_script_passes():
+    tools.require(*CHECK_TOOLS, how=INSTALL_HINT)
     proc = subprocess.run(
         ["bash", str(ROOT / "deploy" / "check.sh")], capture_output=True, text=True, timeout=600
     )

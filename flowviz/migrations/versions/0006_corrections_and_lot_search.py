@@ -13,7 +13,7 @@ Revises: 0003
 from alembic import op
 
 revision = "0006"
-down_revision = "0003"
+down_revision = "0005"
 
 UPGRADE = r"""
 CREATE TABLE run_voids (
