@@ -214,3 +214,33 @@ def test_reads_succeed_with_valkey_stopped_mid_test(own_valkey_system: tuple[Sys
             False,
             True,
         )
+
+
+def test_a_hold_shows_on_every_lot_of_cached_recalls_and_graphs(http: httpx.Client) -> None:
+    """S2 > S > M is an ingredient line of M: a recall of S2 shows M, so a hold on R (M's other
+    parent) must reach S2's cached answers too, not only those of R's relatives."""
+    t = tag()
+    for code in (f"R-{t}", f"S2-{t}"):
+        lot(http, code, "RAW", 100)
+    assert run(http, f"RUN-S-{t}", [(f"S2-{t}", 10, "kg")], [(f"S-{t}", "MIX", 10)]).status_code == 201
+    assert (
+        run(
+            http, f"RUN-M-{t}", [(f"R-{t}", 10, "kg"), (f"S-{t}", 10, "kg")], [(f"M-{t}", "MIX", 20)]
+        ).status_code
+        == 201
+    )
+    recall, graph = f"/api/recall/S2-{t}", f"/api/traceability/S2-{t}/graph"
+    down = {x["lot_code"]: x for x in http.get(recall).json()["downstream"]}
+    assert down[f"M-{t}"]["effective_status"] == "pending" and down[f"M-{t}"]["blocking"] == []
+    http.get(graph)  # cached before the hold
+    held = decide(http, f"R-{t}", "hold", "supplier recall")
+    assert held.status_code in (200, 201), held.text
+    decision = held.json()["decision"]["id"]
+    down = {x["lot_code"]: x for x in http.get(recall).json()["downstream"]}
+    block = [
+        {"lot_code": f"R-{t}", "status": "on_hold", "decision_id": decision, "reason": "supplier recall"}
+    ]
+    assert (down[f"M-{t}"]["effective_status"], down[f"M-{t}"]["blocking"]) == ("on_hold", block)
+    assert down[f"S-{t}"]["effective_status"] == "pending"
+    nodes = {n["lot_code"]: n for n in http.get(graph).json()["nodes"]}
+    assert nodes[f"M-{t}"]["effective_status"] == "on_hold" and nodes[f"M-{t}"]["blocking"] == block

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import asyncpg
 
 from flowviz.lots.v1 import lots_pb2
@@ -36,3 +38,12 @@ def lot_message(row: asyncpg.Record) -> lots_pb2.Lot:
         lot.produced_at.FromDatetime(row["produced_at"])
     lot.created_at.FromDatetime(row["created_at"])
     return lot
+
+
+def effective_status(own: str, blocking: Iterable[str]) -> str:
+    """A lot's effective status from its own and the statuses (on_hold, rejected) of the lots
+    that block it (itself and/or ancestors): rejected wins over on_hold, either over its own."""
+    found = set(blocking)
+    if "rejected" in found:
+        return "rejected"
+    return "on_hold" if found else own

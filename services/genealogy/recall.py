@@ -200,7 +200,7 @@ def flows(
     # A lot whose children took more than it held passes on only what it held.
     scale: dict[int, float] = {}
     for p, total_out in out.items():
-        if total_out is not None and p in held and total_out > held[p] > 0:
+        if total_out is not None and p in held and total_out > held[p]:
             scale[p] = held[p] / total_out
     fractions: dict[tuple[int, int], float | None] = {}
     for e in kept:

@@ -24,7 +24,7 @@ from flowviz.core.server import Resources
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
 from flowviz.lots.v1 import lots_pb2
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
-from services.genealogy import balance, convert, exports, recall, repository, runs, scenarios, trace
+from services.genealogy import answers, balance, convert, exports, repository, runs, scenarios, trace
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_BATCH = 1000
@@ -73,11 +73,11 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
     async def _neighbours(self, code: str) -> genealogy_pb2.GetTraceabilityResponse:
         # Side by side: the lot with its parents and children (one query), and the QC status of
         # all of them, for which we first find their ancestors (qc needs them for inherited holds).
-        async def statuses() -> dict[str, str]:
+        async def statuses() -> dict[str, qc_pb2.LotQcStatus]:
             lineage = await neighbourhood_ancestors(self.r.pool, code)
-            return {s.lot_code: s.effective_status for s in await self._qc_statuses(list(lineage), lineage)}
+            return {s.lot_code: s for s in await self._qc_statuses(list(lineage), lineage)}
 
-        rows, effective = await asyncio.gather(repository.neighbours(self.r.pool, code), statuses())
+        rows, known = await asyncio.gather(repository.neighbours(self.r.pool, code), statuses())
         if not rows or rows[0]["rel"] != "self":
             raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
         response = genealogy_pb2.GetTraceabilityResponse(lot=lot_message(rows[0]))
@@ -91,7 +91,8 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             (response.parents if row["rel"] == "parent" else response.children).append(linked)
         lots = [response.lot, *(p.lot for p in response.parents), *(c.lot for c in response.children)]
         for lot in lots:
-            lot.effective_status = effective.get(lot.lot_code, "")
+            if (found := known.get(lot.lot_code)) is not None:
+                _set_qc_status(lot, found)
         # A lot a concurrent write added between the two queries is asked about on its own.
         await self._fill_effective_status([lot for lot in lots if not lot.effective_status])
         return response
@@ -124,9 +125,12 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         if not lots:
             return
         codes = [lot.lot_code for lot in lots]
-        effective = {s.lot_code: s.effective_status for s in await self._qc_statuses(codes)}
+        known = {s.lot_code: s for s in await self._qc_statuses(codes)}
         for lot in lots:
-            lot.effective_status = effective.get(lot.lot_code, lot.status)
+            if (found := known.get(lot.lot_code)) is not None:
+                _set_qc_status(lot, found)
+            else:
+                lot.effective_status = lot.status
 
     async def GetAncestors(
         self, request: genealogy_pb2.GetAncestorsRequest, context: Context
@@ -223,13 +227,11 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         depth, nodes = self._limits(request.max_depth, request.max_nodes)
 
         async def load() -> bytes:
-            result = await trace.trace(
+            response = await answers.graph(
                 self.r.pool, code, direction=direction, max_depth=depth, max_nodes=nodes
             )
-            if result is None:
+            if response is None:
                 raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
-            response = convert.graph(result)
-            await self._fill_effective_status([response.nodes[0].lot])
             TRACE_NODES.observe(len(response.nodes))
             return response.SerializeToString()
 
@@ -256,12 +258,10 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         depth, nodes = self._limits(request.max_depth, request.max_nodes)
 
         async def load() -> bytes:
-            down = await recall.recall(self.r.pool, code, max_depth=depth, max_nodes=nodes)
-            up = await recall.composition(self.r.pool, code, max_depth=depth, max_nodes=nodes)
-            if down is None or up is None:
+            found = await answers.recall_impact(self.r.pool, code, max_depth=depth, max_nodes=nodes)
+            if found is None:
                 raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
-            response = convert.recall(down, up)
-            await self._fill_effective_status([response.root.lot])
+            response = found[0]
             TRACE_NODES.observe(len(response.downstream) + len(response.upstream) + 1)
             return response.SerializeToString()
 
@@ -381,6 +381,14 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         return genealogy_pb2.ListScenariosResponse(
             scenarios=[scenarios.message(r, with_snapshot=False) for r in rows], next_page_token=token
         )
+
+
+def _set_qc_status(lot: lots_pb2.Lot, found: qc_pb2.LotQcStatus) -> None:
+    lot.effective_status = found.effective_status
+    lot.blocking.extend(
+        lots_pb2.LotBlock(lot_code=b.lot_code, status=b.status, decision_id=b.decision_id, reason=b.reason)
+        for b in found.blocking
+    )
 
 
 def register(server: grpc.aio.Server, resources: Resources) -> list[str]:
