@@ -78,6 +78,8 @@ class RecallResult:
     totals: list[KindTotal]  # per kind, the root's own lot included
     truncated: bool
     cycles: list[list[str]]
+    walk: Walk  # what was fetched, and how it propagated (for the drill's accounting)
+    propagation: Propagation
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +352,8 @@ def _recall_result(walk: Walk) -> RecallResult:
         totals=kind_totals(lots),
         truncated=walk.truncated,
         cycles=cycles,
+        walk=walk,
+        propagation=prop,
     )
 
 
