@@ -24,7 +24,17 @@ from flowviz.core.server import Resources
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
 from flowviz.lots.v1 import lots_pb2
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
-from services.genealogy import answers, balance, convert, exports, repository, runs, scenarios, trace
+from services.genealogy import (
+    accountability,
+    answers,
+    balance,
+    convert,
+    exports,
+    repository,
+    runs,
+    scenarios,
+    trace,
+)
 
 Context = grpc.aio.ServicerContext[Any, Any]
 MAX_BATCH = 1000
@@ -340,9 +350,15 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         code = validation.lot_code(request.lot_code)
         await self._root(code)
         started = time.perf_counter()
-        impact = await self.GetRecallImpact(
-            genealogy_pb2.GetRecallImpactRequest(lot_code=code, max_nodes=trace.HARD_MAX_NODES), context
+        # Uncached: the drill times the trace, and accounts from the propagation behind it.
+        found = await answers.recall_impact(
+            self.r.pool, code, max_depth=trace.DEFAULT_MAX_DEPTH, max_nodes=trace.HARD_MAX_NODES
         )
+        if found is None:
+            raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
+        impact, down = found
+        trace_ms = (time.perf_counter() - started) * 1000
+        drill = accountability.account(down, self.r.settings.drill_tolerance, trace_ms)
         lot_balance = await self.GetLotBalance(genealogy_pb2.GetLotBalanceRequest(lot_code=code), context)
         status = (await self._qc_statuses([code]))[0]
         duration_ms = (time.perf_counter() - started) * 1000
@@ -352,6 +368,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
                 "qc_status": to_json(status),
                 "recall": to_json(impact, frozenset({"root", "downstream", "upstream"})),
                 "mass_balance": to_json(lot_balance),
+                "accountability": None if drill is None else to_json(convert.accountability(drill)),
             }
         )
         async with self.r.pool.acquire() as conn, conn.transaction():

@@ -270,3 +270,25 @@ def test_conservation_for_every_root_of_random_genealogies(
 ) -> None:
     lots, edges = genealogy
     asyncio.run(_check_every_root(empty_db_url, lots, edges))
+
+
+def test_drill_tolerance_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flowviz.core.config import ConfigError, settings
+    from tests.conftest import TOKEN_SECRET
+
+    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    monkeypatch.delenv("FLOWVIZ_DRILL_TOLERANCE", raising=False)
+    settings.cache_clear()
+    try:
+        assert settings().drill_tolerance == 0.02
+        for raw, expected in (("0.05", 0.05), ("0", 0.0)):
+            monkeypatch.setenv("FLOWVIZ_DRILL_TOLERANCE", raw)
+            settings.cache_clear()
+            assert settings().drill_tolerance == expected
+        for bad in ("2", "-0.1", "two"):
+            monkeypatch.setenv("FLOWVIZ_DRILL_TOLERANCE", bad)
+            settings.cache_clear()
+            with pytest.raises(ConfigError, match="FLOWVIZ_DRILL_TOLERANCE"):
+                settings()
+    finally:
+        settings.cache_clear()
