@@ -244,9 +244,41 @@ async def measure(url: str, calls: int, hot_calls: int, seed: int) -> list[Case]
         cases.append(await timed(f"recall, hot {hot}", [hot] * hot_calls, recall_size, server))
         some_fgs = rng.sample(fgs, min(calls, len(fgs)))
         cases.append(await timed("composition, random FG lots", some_fgs, composition_size, server))
+        # Last, so the cases above draw the same lots on branches without it: the one statement
+        # that gives every lot of a graph or recall answer its effective status.
+        if importlib.util.find_spec("services.genealogy.effective") is not None:
+            cases += await status_cases(conn, server, rng.sample(codes, calls), some_raws)
         return cases
     finally:
         await conn.close()
+
+
+async def status_cases(
+    conn: asyncpg.Connection, server: ServerCpu, codes: list[str], raws: list[str]
+) -> list[Case]:
+    from services.genealogy.effective import blocks
+
+    ids: dict[str, list[int]] = {}
+    for code in codes:
+        t = await trace(conn, code, direction="both", max_depth=DEPTH, max_nodes=NODES)
+        assert t is not None
+        ids[code] = [n.lot_id for n in t.nodes]
+    for code in raws:
+        down = await recall(conn, code, max_depth=DEPTH, max_nodes=NODES)
+        up = await composition(conn, code, max_depth=DEPTH, max_nodes=NODES)
+        assert down is not None and up is not None
+        ids["recall:" + code] = [r.lot.lot_id for r in down.lots] + [c.lot.lot_id for c in up.lots[1:]]
+
+    async def statuses(key: str) -> int:
+        await blocks(conn, ids[key])
+        return len(ids[key])
+
+    blocked = await conn.fetchval("SELECT count(*) FROM qc_lot_blocks")
+    log(f"{blocked:,} lots blocked (qc_lot_blocks)")
+    return [
+        await timed("effective status of graph answers", codes, statuses, server),
+        await timed("effective status of recall answers", ["recall:" + c for c in raws], statuses, server),
+    ]
 
 
 def machine() -> str:

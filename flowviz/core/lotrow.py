@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import asyncpg
 
 from flowviz.lots.v1 import lots_pb2
+from flowviz.qc.v1 import qc_pb2
 
 # Latest QC decision -> the lot's own status.
 STATUS_OF_DECISION = {
@@ -47,3 +48,12 @@ def effective_status(own: str, blocking: Iterable[str]) -> str:
     if "rejected" in found:
         return "rejected"
     return "on_hold" if found else own
+
+
+def apply_qc_status(lot: lots_pb2.Lot, status: qc_pb2.LotQcStatus) -> None:
+    """The qc service's effective status and blocking lots onto a lot message."""
+    lot.effective_status = status.effective_status
+    lot.blocking.extend(
+        lots_pb2.LotBlock(lot_code=b.lot_code, status=b.status, decision_id=b.decision_id, reason=b.reason)
+        for b in status.blocking
+    )

@@ -17,7 +17,7 @@ from flowviz.core import audit, auth, paging, validation
 from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lineage import ancestors, neighbourhood_ancestors
-from flowviz.core.lotrow import lot_message
+from flowviz.core.lotrow import apply_qc_status, lot_message
 from flowviz.core.metrics import TRACE_NODES
 from flowviz.core.protojson import to_json
 from flowviz.core.server import Resources
@@ -102,7 +102,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         lots = [response.lot, *(p.lot for p in response.parents), *(c.lot for c in response.children)]
         for lot in lots:
             if (found := known.get(lot.lot_code)) is not None:
-                _set_qc_status(lot, found)
+                apply_qc_status(lot, found)
         # A lot a concurrent write added between the two queries is asked about on its own.
         await self._fill_effective_status([lot for lot in lots if not lot.effective_status])
         return response
@@ -138,7 +138,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         known = {s.lot_code: s for s in await self._qc_statuses(codes)}
         for lot in lots:
             if (found := known.get(lot.lot_code)) is not None:
-                _set_qc_status(lot, found)
+                apply_qc_status(lot, found)
             else:
                 lot.effective_status = lot.status
 
@@ -398,14 +398,6 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         return genealogy_pb2.ListScenariosResponse(
             scenarios=[scenarios.message(r, with_snapshot=False) for r in rows], next_page_token=token
         )
-
-
-def _set_qc_status(lot: lots_pb2.Lot, found: qc_pb2.LotQcStatus) -> None:
-    lot.effective_status = found.effective_status
-    lot.blocking.extend(
-        lots_pb2.LotBlock(lot_code=b.lot_code, status=b.status, decision_id=b.decision_id, reason=b.reason)
-        for b in found.blocking
-    )
 
 
 def register(server: grpc.aio.Server, resources: Resources) -> list[str]:
