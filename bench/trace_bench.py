@@ -247,23 +247,23 @@ async def measure(url: str, calls: int, hot_calls: int, seed: int) -> list[Case]
         # Last, so the cases above draw the same lots on branches without it: the one statement
         # that gives every lot of a graph or recall answer its effective status.
         if importlib.util.find_spec("services.genealogy.effective") is not None:
-            cases += await status_cases(conn, server, rng.sample(codes, calls), some_raws)
+            cases += await status_cases(conn, server, rng.sample(codes, calls), some_raws, hot, hot_calls)
         return cases
     finally:
         await conn.close()
 
 
 async def status_cases(
-    conn: asyncpg.Connection, server: ServerCpu, codes: list[str], raws: list[str]
+    conn: asyncpg.Connection, server: ServerCpu, codes: list[str], raws: list[str], hot: str, hot_calls: int
 ) -> list[Case]:
     from services.genealogy.effective import blocks
 
     ids: dict[str, list[int]] = {}
-    for code in codes:
+    for code in [*codes, hot]:
         t = await trace(conn, code, direction="both", max_depth=DEPTH, max_nodes=NODES)
         assert t is not None
         ids[code] = [n.lot_id for n in t.nodes]
-    for code in raws:
+    for code in [*raws, hot]:
         down = await recall(conn, code, max_depth=DEPTH, max_nodes=NODES)
         up = await composition(conn, code, max_depth=DEPTH, max_nodes=NODES)
         assert down is not None and up is not None
@@ -278,6 +278,10 @@ async def status_cases(
     return [
         await timed("effective status of graph answers", codes, statuses, server),
         await timed("effective status of recall answers", ["recall:" + c for c in raws], statuses, server),
+        await timed(f"effective status, graph of hot {hot}", [hot] * hot_calls, statuses, server),
+        await timed(
+            f"effective status, recall of hot {hot}", ["recall:" + hot] * hot_calls, statuses, server
+        ),
     ]
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from flowviz.core.validation import MASS_UNITS
 from services.genealogy.trace import (
@@ -50,7 +51,18 @@ from services.genealogy.trace import (
 from services.genealogy.units import KG, common_unit, to_kg, to_unit
 
 Inputs = Mapping[int, Sequence[tuple[float, str]]]  # child id -> [(quantity, uom)]
-Quantities = Mapping[int, tuple[float, str]]  # lot id -> its own (quantity, uom)
+
+
+class Measured(Protocol):
+    """A lot's own quantity (a TraceNode is one)."""
+
+    @property
+    def quantity(self) -> float: ...
+    @property
+    def uom(self) -> str: ...
+
+
+Quantities = Mapping[int, Measured]  # lot id -> the lot
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,15 +158,21 @@ def flows(
     quantities = quantities or {}
     mass = MASS_UNITS
     kept = [e for e in edges if (e.parent, e.child) not in skip] if skip else list(edges)
-    # The usual case first, in flat loops: every input of a child in mass units -> kg.
+    # The usual case first, in flat loops: every edge in mass units -> kg, summed per child
+    # (its inputs) and per parent (what it gave).
     total: dict[int, float] = {}
+    given_kg: dict[int, float] = {}
     odd: set[int] = set()  # children with an input in a unit that is not a mass unit
+    odd_out: set[int] = set()  # parents with such an output
     for e in kept:
         factor = mass.get(e.uom)
         if factor is None:
             odd.add(e.child)
+            odd_out.add(e.parent)
         else:
-            total[e.child] = total.get(e.child, 0.0) + e.quantity * factor
+            q = e.quantity * factor
+            total[e.child] = total.get(e.child, 0.0) + q
+            given_kg[e.parent] = given_kg.get(e.parent, 0.0) + q
     for child, extra in outside.items():
         for q, u in extra:
             factor = mass.get(u)
@@ -181,24 +199,30 @@ def flows(
                 unit[c] = shared
     # What a lot holds: its own quantity, or more when more went in (a loss in processing).
     held = total
-    for lot, (q, u) in quantities.items():
-        if lot in odd and lot not in unit:
-            continue  # inputs that do not convert: nothing is known
-        if lot not in unit:  # no inputs: the lot is what it holds
-            unit[lot] = KG if u in mass else u
-            held[lot] = q * mass[u] if u in mass else q
-            continue
-        own = to_unit(q, u, unit[lot])
-        if own is not None and own > held[lot]:
-            held[lot] = own  # a yield gain: unrecorded ingredients dilute the inputs
-    # What left each lot along the given edges, in its unit.
-    out: dict[int, float | None] = {}
-    for e in kept:
-        p = e.parent
-        if p in out and out[p] is None:
-            continue
-        given = to_unit(e.quantity, e.uom, unit[p]) if p in unit else None
-        out[p] = None if given is None else (out.get(p) or 0.0) + given
+    for lot, measured in quantities.items():
+        q, u = measured.quantity, measured.uom
+        lot_unit, factor = unit.get(lot), mass.get(u)
+        if lot_unit is None:
+            if lot in odd:
+                continue  # inputs that do not convert: nothing is known
+            unit[lot] = u if factor is None else KG  # no inputs: the lot is what it holds
+            held[lot] = q if factor is None else q * factor
+        elif lot_unit == KG:
+            if factor is not None and q * factor > held[lot]:
+                held[lot] = q * factor  # a yield gain: unrecorded ingredients dilute the inputs
+        elif u == lot_unit and q > held[lot]:
+            held[lot] = q
+    # What left each lot along the given edges, in its unit (None: does not convert).
+    out: dict[int, float | None] = {p: q for p, q in given_kg.items() if unit.get(p) == KG}
+    slow = odd_out | {p for p in given_kg if p not in out}
+    if slow:
+        for p in slow:
+            out[p] = 0.0 if p in unit else None
+        for e in kept:
+            p = e.parent
+            if p in slow and (sofar := out[p]) is not None:
+                given = to_unit(e.quantity, e.uom, unit[p])
+                out[p] = None if given is None else sofar + given
     # A lot whose children took more than it held passes on only what it held.
     scale: dict[int, float] = {}
     for p, total_out in out.items():
@@ -207,13 +231,14 @@ def flows(
     fractions: dict[tuple[int, int], float | None] = {}
     for e in kept:
         key = (e.parent, e.child)
-        c = e.child
-        if c not in unit:
+        c_unit = unit.get(e.child)
+        if c_unit is None:
             fractions[key] = None
             continue
-        amount = e.quantity * mass[e.uom] if unit[c] == KG else e.quantity
-        base = held[c]
-        part = 0.0 if base <= 0 else scale.get(e.parent, 1.0) * amount / base
+        base = held[e.child]
+        part = (e.quantity * mass[e.uom] if c_unit == KG else e.quantity) / base if base > 0 else 0.0
+        if scale and e.parent in scale:
+            part *= scale[e.parent]
         fractions[key] = (fractions.get(key) or 0.0) + part
     return Flows(fractions=fractions, held=held, unit=unit, out=out)
 
@@ -308,8 +333,7 @@ def kind_totals(lots: Iterable[RecallLot]) -> list[KindTotal]:
 
 
 def _analyse(walk: Walk, *, upstream: bool) -> tuple[Propagation, list[list[str]]]:
-    quantities = {i: (n.quantity, n.uom) for i, n in walk.nodes.items()}
-    prop = propagate(walk.root.lot_id, walk.edges, walk.outside_inputs, quantities, upstream=upstream)
+    prop = propagate(walk.root.lot_id, walk.edges, walk.outside_inputs, walk.nodes, upstream=upstream)
     cycles: list[list[str]] = []
     if prop.skipped:
         codes = {i: n.lot_code for i, n in walk.nodes.items()}
