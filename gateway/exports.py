@@ -200,6 +200,8 @@ async def scenario_csv(request: Request, upstreams: Any, metadata: Metadata) -> 
         "share_of_root_in_lot",
         "root_quantity_in_lot",
         "share_of_lot_in_root",
+        "effective_status",
+        "blocking_lots",
     ]
 
     def lines() -> Iterable[bytes]:
@@ -225,6 +227,8 @@ async def scenario_csv(request: Request, upstreams: Any, metadata: Metadata) -> 
                             lot.get("root_share"),
                             lot.get("root_quantity"),
                             lot.get("share"),
+                            lot.get("effective_status"),
+                            " ".join(b["lot_code"] for b in lot.get("blocking") or ()),
                         ]
                     )
         yield from _accountability_lines(snapshot.get("accountability"), len(columns))

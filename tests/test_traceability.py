@@ -252,6 +252,7 @@ def test_a_drill_accounts_for_the_whole_lot_in_its_snapshot_and_csv(http: httpx.
     lot(http, f"R-{t}", "RAW", 10)
     assert run(http, f"RUN-M-{t}", [(f"R-{t}", 4, "kg")], [(f"M-{t}", "MIX", 4)]).status_code == 201
     assert run(http, f"RUN-F-{t}", [(f"M-{t}", 4, "kg")], [(f"F-{t}", "FG", 3.5)]).status_code == 201
+    assert decide(http, f"R-{t}", "hold", "mock recall").status_code == 201
     scenario = http.post("/api/scenarios", json={"name": f"Drill {t}", "lot_code": f"R-{t}"}).json()[
         "scenario"
     ]
@@ -268,7 +269,7 @@ def test_a_drill_accounts_for_the_whole_lot_in_its_snapshot_and_csv(http: httpx.
     assert (drill["tolerance"], drill["within_tolerance"]) == (0.02, False) and drill["trace_ms"] > 0
     # The mix and the goods are listed with their effective status in the frozen recall.
     statuses = {x["lot_code"]: x["effective_status"] for x in scenario["snapshot"]["recall"]["downstream"]}
-    assert statuses == {f"M-{t}": "pending", f"F-{t}": "pending"}
+    assert statuses == {f"M-{t}": "on_hold", f"F-{t}": "on_hold"}
     rows = list(csv.DictReader(io.StringIO(http.get(f"/api/scenarios/{scenario['id']}/export.csv").text)))
     figures = {r["relation"]: r for r in rows if r["relation"].startswith("accountability:")}
     assert float(figures["accountability:in_stock"]["quantity"]) == 6.0
@@ -276,3 +277,5 @@ def test_a_drill_accounts_for_the_whole_lot_in_its_snapshot_and_csv(http: httpx.
     assert figures["accountability:run"]["lot_code"] == f"F-{t}"
     assert figures["accountability:verdict"]["status"] == "fail"
     assert figures["accountability:into_child"]["lot_code"] == f"M-{t}"
+    lots = {r["lot_code"]: r for r in rows if r["relation"] == "downstream"}
+    assert (lots[f"F-{t}"]["effective_status"], lots[f"F-{t}"]["blocking_lots"]) == ("on_hold", f"R-{t}")
