@@ -258,16 +258,17 @@ async def status_cases(
 ) -> list[Case]:
     from services.genealogy.effective import blocks
 
-    ids: dict[str, list[int]] = {}
+    ids: dict[str, dict[int, str]] = {}
     for code in [*codes, hot]:
         t = await trace(conn, code, direction="both", max_depth=DEPTH, max_nodes=NODES)
         assert t is not None
-        ids[code] = [n.lot_id for n in t.nodes]
+        ids[code] = {n.lot_id: n.lot_code for n in t.nodes}
     for code in [*raws, hot]:
         down = await recall(conn, code, max_depth=DEPTH, max_nodes=NODES)
         up = await composition(conn, code, max_depth=DEPTH, max_nodes=NODES)
         assert down is not None and up is not None
-        ids["recall:" + code] = [r.lot.lot_id for r in down.lots] + [c.lot.lot_id for c in up.lots[1:]]
+        nodes = [r.lot for r in down.lots] + [c.lot for c in up.lots]
+        ids["recall:" + code] = {n.lot_id: n.lot_code for n in nodes}
 
     async def statuses(key: str) -> int:
         await blocks(conn, ids[key])

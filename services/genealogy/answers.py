@@ -17,7 +17,7 @@ async def graph(
     if result is None:
         return None
     response = convert.graph(result)
-    found = await effective.blocks(db, (n.lot_id for n in result.nodes))
+    found = await effective.blocks(db, {n.lot_id: n.lot_code for n in result.nodes})
     effective.fill((n.lot for n in response.nodes), found)
     return response
 
@@ -31,7 +31,7 @@ async def recall_impact(
     if down is None or up is None:
         return None
     response = convert.recall(down, up)
-    ids = {r.lot.lot_id for r in down.lots} | {c.lot.lot_id for c in up.lots}
+    ids = {r.lot.lot_id: r.lot.lot_code for r in down.lots} | {c.lot.lot_id: c.lot.lot_code for c in up.lots}
     lots = [response.root.lot, *(r.lot for r in response.downstream), *(c.lot for c in response.upstream)]
     effective.fill(lots, await effective.blocks(db, ids))
     return response, down

@@ -9,35 +9,50 @@ while no lot is blocked at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from flowviz.core.db import DB
 from flowviz.core.lotrow import effective_status
 from flowviz.lots.v1 import lots_pb2
 
+# $1: the answer's lot ids, sorted. Each step looks edges up by index (LATERAL ... OFFSET 0):
+# the planner cannot size a recursive CTE, and its guesses hash-joined the whole edge table on
+# every step (seconds for a 10,000-lot answer). Membership in a sorted id array is a binary
+# search (width_bucket), as in trace.py.
 _BLOCKS = """
 WITH RECURSIVE
-kept(id) AS (SELECT unnest($1::bigint[])),
 up(id) AS (
-    SELECT id FROM kept WHERE EXISTS (SELECT 1 FROM qc_lot_blocks)
+    SELECT unnest($1::bigint[]) WHERE EXISTS (SELECT 1 FROM qc_lot_blocks)
     UNION
-    SELECT e.parent_lot_id FROM up JOIN lot_genealogy e ON e.child_lot_id = up.id
+    SELECT p.parent_lot_id
+    FROM up u
+    CROSS JOIN LATERAL (
+        SELECT g.parent_lot_id FROM lot_genealogy g WHERE g.child_lot_id = u.id OFFSET 0
+    ) p
 ),
-found AS (SELECT b.lot_id, b.status, b.decision_id, b.reason FROM qc_lot_blocks b JOIN up ON up.id = b.lot_id),
+closure AS (SELECT array_agg(id ORDER BY id) AS a FROM up),
+found AS (
+    SELECT b.lot_id, b.status, b.decision_id, b.reason,
+           (SELECT l.lot_code FROM lots l WHERE l.id = b.lot_id) AS lot_code
+    FROM qc_lot_blocks b CROSS JOIN closure c  -- few rows: only the lots blocked now
+    WHERE coalesce(c.a[width_bucket(b.lot_id, c.a)] = b.lot_id, false)
+),
 reach(block_id, id) AS (
     SELECT lot_id, lot_id FROM found
     UNION
-    SELECT r.block_id, e.child_lot_id FROM reach r JOIN lot_genealogy e ON e.parent_lot_id = r.id
-    WHERE e.child_lot_id IN (SELECT id FROM up)
+    SELECT r.block_id, e.child_lot_id
+    FROM reach r
+    CROSS JOIN LATERAL (
+        SELECT g.child_lot_id FROM lot_genealogy g WHERE g.parent_lot_id = r.id OFFSET 0
+    ) e
+    CROSS JOIN closure c
+    WHERE coalesce(c.a[width_bucket(e.child_lot_id, c.a)] = e.child_lot_id, false)
 )
-SELECT k.lot_code, b.lot_code AS blocking_code, f.status, f.decision_id, f.reason
-FROM reach r
-JOIN found f ON f.lot_id = r.block_id
-JOIN lots b ON b.id = r.block_id
-JOIN lots k ON k.id = r.id
-WHERE r.id IN (SELECT id FROM kept)
-ORDER BY k.lot_code, r.block_id <> r.id, b.lot_code
+SELECT r.id, f.lot_code, f.status, f.decision_id, f.reason
+FROM reach r JOIN found f ON f.lot_id = r.block_id
+WHERE coalesce(($1::bigint[])[width_bucket(r.id, $1::bigint[])] = r.id, false)
+ORDER BY r.id, r.block_id <> r.id, f.lot_code
 """
 
 
@@ -49,11 +64,12 @@ class Block:
     reason: str
 
 
-async def blocks(db: DB, lot_ids: Iterable[int]) -> dict[str, list[Block]]:
-    """lot code -> what blocks it (its own block first), for the blocked ones among `lot_ids`."""
+async def blocks(db: DB, lots: Mapping[int, str]) -> dict[str, list[Block]]:
+    """lot code -> what blocks it (its own block first), for the blocked ones among `lots`
+    (lot id -> code)."""
     found: dict[str, list[Block]] = {}
-    for row in await db.fetch(_BLOCKS, list(lot_ids)):
-        found.setdefault(row[0], []).append(Block(row[1], row[2], row[3], row[4]))
+    for row in await db.fetch(_BLOCKS, sorted(lots)):
+        found.setdefault(lots[row[0]], []).append(Block(row[1], row[2], row[3], row[4]))
     return found
 
 
