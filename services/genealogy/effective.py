@@ -35,8 +35,7 @@ closure AS (SELECT array_agg(id ORDER BY id) AS a FROM up),
 found AS (
     SELECT b.lot_id, b.status, b.decision_id, b.reason,
            (SELECT l.lot_code FROM lots l WHERE l.id = b.lot_id) AS lot_code
-    FROM qc_lot_blocks b CROSS JOIN closure c  -- few rows: only the lots blocked now
-    WHERE coalesce(c.a[width_bucket(b.lot_id, c.a)] = b.lot_id, false)
+    FROM closure c CROSS JOIN LATERAL unnest(c.a) AS x (id) JOIN qc_lot_blocks b ON b.lot_id = x.id
 ),
 reach(block_id, id) AS (
     SELECT lot_id, lot_id FROM found
