@@ -244,9 +244,46 @@ async def measure(url: str, calls: int, hot_calls: int, seed: int) -> list[Case]
         cases.append(await timed(f"recall, hot {hot}", [hot] * hot_calls, recall_size, server))
         some_fgs = rng.sample(fgs, min(calls, len(fgs)))
         cases.append(await timed("composition, random FG lots", some_fgs, composition_size, server))
+        # Last, so the cases above draw the same lots on branches without it: the one statement
+        # that gives every lot of a graph or recall answer its effective status.
+        if importlib.util.find_spec("services.genealogy.effective") is not None:
+            cases += await status_cases(conn, server, rng.sample(codes, calls), some_raws, hot, hot_calls)
         return cases
     finally:
         await conn.close()
+
+
+async def status_cases(
+    conn: asyncpg.Connection, server: ServerCpu, codes: list[str], raws: list[str], hot: str, hot_calls: int
+) -> list[Case]:
+    from services.genealogy.effective import blocks
+
+    ids: dict[str, dict[int, str]] = {}
+    for code in [*codes, hot]:
+        t = await trace(conn, code, direction="both", max_depth=DEPTH, max_nodes=NODES)
+        assert t is not None
+        ids[code] = {n.lot_id: n.lot_code for n in t.nodes}
+    for code in [*raws, hot]:
+        down = await recall(conn, code, max_depth=DEPTH, max_nodes=NODES)
+        up = await composition(conn, code, max_depth=DEPTH, max_nodes=NODES)
+        assert down is not None and up is not None
+        nodes = [r.lot for r in down.lots] + [c.lot for c in up.lots]
+        ids["recall:" + code] = {n.lot_id: n.lot_code for n in nodes}
+
+    async def statuses(key: str) -> int:
+        await blocks(conn, ids[key])
+        return len(ids[key])
+
+    blocked = await conn.fetchval("SELECT count(*) FROM qc_lot_blocks")
+    log(f"{blocked:,} lots blocked (qc_lot_blocks)")
+    return [
+        await timed("effective status of graph answers", codes, statuses, server),
+        await timed("effective status of recall answers", ["recall:" + c for c in raws], statuses, server),
+        await timed(f"effective status, graph of hot {hot}", [hot] * hot_calls, statuses, server),
+        await timed(
+            f"effective status, recall of hot {hot}", ["recall:" + hot] * hot_calls, statuses, server
+        ),
+    ]
 
 
 def machine() -> str:

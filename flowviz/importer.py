@@ -49,7 +49,7 @@ from flowviz.core import audit, validation
 from flowviz.core.cache import Cache
 from flowviz.core.identity import caller_name
 from flowviz.core.lotrow import STATUS_OF_DECISION
-from services.genealogy import runs
+from services.genealogy import runs, units
 
 LOTS_COLUMNS = ("lot_code", "kind", "product", "quantity", "uom", "produced_at")
 GENEALOGY_COLUMNS = ("parent_lot_code", "child_lot_code", "quantity", "uom", "run_code")
@@ -459,7 +459,7 @@ _HOLDERS = f"""
       AND NOT EXISTS (SELECT 1 FROM import_dup_lots d WHERE d.lot_code = n.lot_code)
     UNION ALL
     SELECT r.code, l.quantity::float8, l.uom,
-           COALESCE((SELECT sum({runs.to_unit_sql("e.quantity", "e.uom", "l.uom")})
+           COALESCE((SELECT sum({units.to_unit_sql("e.quantity", "e.uom", "l.uom")})
                      FROM lot_genealogy e WHERE e.parent_lot_id = l.id), 0)
     FROM import_refs r JOIN lots l ON l.id = r.id WHERE r.parent
 """
@@ -468,7 +468,7 @@ _HOLDERS = f"""
 _CONSUMPTION = f"""
 WITH h AS ({_HOLDERS}), e AS (
     SELECT s.rn, s.parent, s.quantity, s.uom AS edge_uom, h.held, h.uom, h.used,
-           {runs.to_unit_sql("s.quantity", "s.uom", "h.uom")} AS wanted
+           {units.to_unit_sql("s.quantity", "s.uom", "h.uom")} AS wanted
     FROM import_edges s JOIN h ON h.code = s.parent
     WHERE s.parent = ANY($1::text[]) AND s.quantity IS NOT NULL AND s.uom IS NOT NULL
 )
@@ -484,7 +484,7 @@ WITH g AS (
 SELECT g.parent, min(h.held) AS held, min(h.uom) AS uom, min(h.used) AS used,
        COALESCE(sum(w.wanted), 0) AS asked, bool_or(w.wanted IS NULL) AS mismatched
 FROM g JOIN h ON h.code = g.parent  -- one h row a code: the file's lots and the database's differ
-CROSS JOIN LATERAL (SELECT {runs.to_unit_sql("g.quantity", "g.uom", "h.uom")} AS wanted) w
+CROSS JOIN LATERAL (SELECT {units.to_unit_sql("g.quantity", "g.uom", "h.uom")} AS wanted) w
 GROUP BY g.parent
 HAVING bool_or(w.wanted IS NULL) OR min(h.used) + COALESCE(sum(w.wanted), 0) > min(h.held) + {runs.EPSILON}
 """

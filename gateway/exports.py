@@ -200,6 +200,8 @@ async def scenario_csv(request: Request, upstreams: Any, metadata: Metadata) -> 
         "share_of_root_in_lot",
         "root_quantity_in_lot",
         "share_of_lot_in_root",
+        "effective_status",
+        "blocking_lots",
     ]
 
     def lines() -> Iterable[bytes]:
@@ -225,10 +227,42 @@ async def scenario_csv(request: Request, upstreams: Any, metadata: Metadata) -> 
                             lot.get("root_share"),
                             lot.get("root_quantity"),
                             lot.get("share"),
+                            lot.get("effective_status"),
+                            " ".join(b["lot_code"] for b in lot.get("blocking") or ()),
                         ]
                     )
+        yield from _accountability_lines(snapshot.get("accountability"), len(columns))
 
     return Response(b"".join(lines()), media_type="text/csv; charset=utf-8")
+
+
+def _accountability_lines(drill: dict[str, Any] | None, width: int) -> Iterable[bytes]:
+    """The drill's accounting as rows `accountability:<figure>`: lot_code (a child or a run's lot),
+    kind (a run's flag), product (its run code), quantity and uom; root_quantity_in_lot is the root
+    material a child's edges carried; status of the verdict row is pass or fail."""
+    if not drill:
+        return
+    unit = drill["unit"]
+
+    def row(figure: str, quantity: Any, lot_code: str = "", kind: str = "", product: str = "",
+            status: str = "", root: Any = None) -> bytes:  # fmt: skip
+        cells: list[Any] = [f"accountability:{figure}", lot_code, kind, product, quantity, unit, status]
+        cells += [None] * (width - len(cells))
+        cells[10] = root
+        return _csv_line(cells)
+
+    yield row("basis", drill["basis"])
+    for child in drill["children"]:
+        yield row("into_child", child["quantity"], child["lot_code"], root=child["root_quantity"])
+    yield row("in_stock", drill["in_stock"])
+    yield row("downstream", drill["downstream"])
+    yield row("end_lots", drill["end_lots"])
+    yield row("unaccounted", drill["unaccounted"])
+    yield row("unaccounted_percent", drill["unaccounted_percent"])
+    for run in drill["runs"]:
+        yield row("run", run["root_lost"], run["lot_code"], run["flag"], run["run_code"])
+    yield row("trace_ms", drill["trace_ms"])
+    yield row("verdict", drill["tolerance"], status="pass" if drill["within_tolerance"] else "fail")
 
 
 async def import_files(request: Request, upstreams: Any, metadata: Metadata) -> Response:

@@ -20,7 +20,14 @@ TABLES = {
     "users",
 }
 # Ours beyond the seed's nine.
-ALL_TABLES = TABLES | {"audit_log", "import_overrides", "run_voids", "voided_edges", "lot_corrections"}
+ALL_TABLES = TABLES | {
+    "audit_log",
+    "qc_lot_blocks",
+    "import_overrides",
+    "run_voids",
+    "voided_edges",
+    "lot_corrections",
+}
 
 
 @pytest.fixture

@@ -68,6 +68,11 @@ def test_the_seed_story_end_to_end(http: httpx.Client) -> None:
     assert (status["status"], status["effective_status"], status["blocked"]) == ("pending", "on_hold", True)
     assert [b["lot_code"] for b in status["blocking"]] == [spice]
     assert http.get(f"/api/lots/{fg}").json()["lot"]["effective_status"] == "on_hold"
+    # Every Lot that carries an effective status names what blocks it.
+    block = {"lot_code": spice, "status": "on_hold", "decision_id": held.json()["decision"]["id"],
+             "reason": "Supplier reports salmonella in spice lot"}  # fmt: skip
+    assert http.get(f"/api/lots/{fg}").json()["lot"]["blocking"] == [block]
+    assert http.get(f"/api/traceability/{mix}").json()["children"][0]["blocking"] == [block]
 
     blocked = run(http, f"RUN-BAD-{t}", [(spice, 1, "kg")], [(f"MIX2-{t}", "MIX", 1)])
     assert blocked.status_code == 409

@@ -237,3 +237,68 @@ def test_reads_succeed_with_valkey_stopped_mid_test(own_valkey_system: tuple[Sys
             False,
             True,
         )
+
+
+def test_a_hold_shows_on_every_lot_of_cached_recalls_and_graphs(http: httpx.Client) -> None:
+    """S2 > S > M is an ingredient line of M: a recall of S2 shows M, so a hold on R (M's other
+    parent) must reach S2's cached answers too, not only those of R's relatives."""
+    t = tag()
+    for code in (f"R-{t}", f"S2-{t}"):
+        lot(http, code, "RAW", 100)
+    assert run(http, f"RUN-S-{t}", [(f"S2-{t}", 10, "kg")], [(f"S-{t}", "MIX", 10)]).status_code == 201
+    assert (
+        run(
+            http, f"RUN-M-{t}", [(f"R-{t}", 10, "kg"), (f"S-{t}", 10, "kg")], [(f"M-{t}", "MIX", 20)]
+        ).status_code
+        == 201
+    )
+    recall, graph = f"/api/recall/S2-{t}", f"/api/traceability/S2-{t}/graph"
+    down = {x["lot_code"]: x for x in http.get(recall).json()["downstream"]}
+    assert down[f"M-{t}"]["effective_status"] == "pending" and down[f"M-{t}"]["blocking"] == []
+    http.get(graph)  # cached before the hold
+    held = decide(http, f"R-{t}", "hold", "supplier recall")
+    assert held.status_code in (200, 201), held.text
+    decision = held.json()["decision"]["id"]
+    down = {x["lot_code"]: x for x in http.get(recall).json()["downstream"]}
+    block = [
+        {"lot_code": f"R-{t}", "status": "on_hold", "decision_id": decision, "reason": "supplier recall"}
+    ]
+    assert (down[f"M-{t}"]["effective_status"], down[f"M-{t}"]["blocking"]) == ("on_hold", block)
+    assert down[f"S-{t}"]["effective_status"] == "pending"
+    nodes = {n["lot_code"]: n for n in http.get(graph).json()["nodes"]}
+    assert nodes[f"M-{t}"]["effective_status"] == "on_hold" and nodes[f"M-{t}"]["blocking"] == block
+
+
+def test_a_drill_accounts_for_the_whole_lot_in_its_snapshot_and_csv(http: httpx.Client) -> None:
+    """10 kg of raw: 4 kg into a mix of 4 kg that becomes 3.5 kg of goods (0.5 kg lost), 6 kg in stock."""
+    t = tag()
+    lot(http, f"R-{t}", "RAW", 10)
+    assert run(http, f"RUN-M-{t}", [(f"R-{t}", 4, "kg")], [(f"M-{t}", "MIX", 4)]).status_code == 201
+    assert run(http, f"RUN-F-{t}", [(f"M-{t}", 4, "kg")], [(f"F-{t}", "FG", 3.5)]).status_code == 201
+    assert decide(http, f"R-{t}", "hold", "mock recall").status_code == 201
+    scenario = http.post("/api/scenarios", json={"name": f"Drill {t}", "lot_code": f"R-{t}"}).json()[
+        "scenario"
+    ]
+    drill = scenario["accountability"]
+    assert drill == scenario["snapshot"]["accountability"]
+    assert (drill["unit"], drill["basis"], drill["in_stock"], drill["downstream"]) == ("kg", 10.0, 6.0, 0.0)
+    assert drill["children"] == [{"lot_code": f"M-{t}", "quantity": 4.0, "root_quantity": 4.0}]
+    assert (drill["end_lots"], drill["end_lot_count"]) == (pytest.approx(3.5), 1)
+    assert drill["unaccounted"] == pytest.approx(0.5) and drill["unaccounted_percent"] == pytest.approx(5.0)
+    assert [(r["run_code"], r["lot_code"], r["flag"]) for r in drill["runs"]] == [
+        (f"RUN-F-{t}", f"F-{t}", "YIELD_LOSS")
+    ]
+    assert drill["explained_by_losses"] == pytest.approx(0.5)
+    assert (drill["tolerance"], drill["within_tolerance"]) == (0.02, False) and drill["trace_ms"] > 0
+    # The mix and the goods are listed with their effective status in the frozen recall.
+    statuses = {x["lot_code"]: x["effective_status"] for x in scenario["snapshot"]["recall"]["downstream"]}
+    assert statuses == {f"M-{t}": "on_hold", f"F-{t}": "on_hold"}
+    rows = list(csv.DictReader(io.StringIO(http.get(f"/api/scenarios/{scenario['id']}/export.csv").text)))
+    figures = {r["relation"]: r for r in rows if r["relation"].startswith("accountability:")}
+    assert float(figures["accountability:in_stock"]["quantity"]) == 6.0
+    assert float(figures["accountability:unaccounted"]["quantity"]) == pytest.approx(0.5)
+    assert figures["accountability:run"]["lot_code"] == f"F-{t}"
+    assert figures["accountability:verdict"]["status"] == "fail"
+    assert figures["accountability:into_child"]["lot_code"] == f"M-{t}"
+    lots = {r["lot_code"]: r for r in rows if r["relation"] == "downstream"}
+    assert (lots[f"F-{t}"]["effective_status"], lots[f"F-{t}"]["blocking_lots"]) == ("on_hold", f"R-{t}")

@@ -55,6 +55,13 @@ def _float(name: str, default: float) -> float:
     return value
 
 
+def _fraction(name: str, default: float) -> float:
+    value = _float(name, default)
+    if value > 1:
+        raise ConfigError(f"{name}={value} is a fraction: 0..1 (0.02 = 2 %)")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -80,6 +87,8 @@ class Settings:
     token_ttl: int
     # FLOWVIZ_METRICS_PORT (deploy manifests): this process's metrics port, over metrics_ports[name].
     metrics_port: int | None = None
+    # A drill accounts for its root lot when |unaccounted| <= this fraction of it (BRC/SQF use 2 %).
+    drill_tolerance: float = 0.02
 
 
 @cache
@@ -129,4 +138,5 @@ def settings() -> Settings:
         token_secret=load_secret(),
         token_ttl=_int("FLOWVIZ_TOKEN_TTL", 900, 60, 24 * 3600),
         metrics_port=_int("FLOWVIZ_METRICS_PORT", 0, 0, 65535) if env.get("FLOWVIZ_METRICS_PORT") else None,
+        drill_tolerance=_fraction("FLOWVIZ_DRILL_TOLERANCE", 0.02),
     )

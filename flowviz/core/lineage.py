@@ -21,14 +21,18 @@ down(id) AS (
     SELECT id FROM seed WHERE $3
     UNION
     SELECT e.child_lot_id FROM lot_genealogy e JOIN down ON e.parent_lot_id = down.id
+),
+-- every ancestor of the lots downstream: their traces, graphs and recalls show those lots
+down_up(id) AS (
+    SELECT id FROM down WHERE $4
+    UNION
+    SELECT e.parent_lot_id FROM lot_genealogy e JOIN down_up ON e.child_lot_id = down_up.id
 )
 -- Codes looked up one id at a time (index): the planner cannot size a recursive CTE and would
 -- otherwise hash-join the whole lots table.
 SELECT (SELECT l.lot_code FROM lots l WHERE l.id = x.id) AS lot_code
 FROM (
-    SELECT id FROM seed UNION SELECT id FROM up UNION SELECT id FROM down
-    -- the other parents of the lots downstream: their one-level answers show those lots
-    UNION SELECT e.parent_lot_id FROM lot_genealogy e JOIN down ON e.child_lot_id = down.id WHERE $4
+    SELECT id FROM seed UNION SELECT id FROM up UNION SELECT id FROM down UNION SELECT id FROM down_up
 ) x
 """
 
@@ -58,7 +62,7 @@ async def related(
     conn: DB, lot_codes: list[str], *, up: bool, down: bool, down_parents: bool = False
 ) -> list[str]:
     """The lots whose cached answers can show the seeds (or, with `down_parents`, lots whose
-    effective status the seeds decide)."""
+    effective status the seeds decide: every lot whose walk reaches a lot downstream)."""
     return [r["lot_code"] for r in await conn.fetch(RELATED, lot_codes, up, down, down_parents)]
 
 

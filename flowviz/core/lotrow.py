@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import asyncpg
 
 from flowviz.lots.v1 import lots_pb2
+from flowviz.qc.v1 import qc_pb2
 
 # Latest QC decision -> the lot's own status.
 STATUS_OF_DECISION = {
@@ -36,3 +39,21 @@ def lot_message(row: asyncpg.Record) -> lots_pb2.Lot:
         lot.produced_at.FromDatetime(row["produced_at"])
     lot.created_at.FromDatetime(row["created_at"])
     return lot
+
+
+def effective_status(own: str, blocking: Iterable[str]) -> str:
+    """A lot's effective status from its own and the statuses (on_hold, rejected) of the lots
+    that block it (itself and/or ancestors): rejected wins over on_hold, either over its own."""
+    found = set(blocking)
+    if "rejected" in found:
+        return "rejected"
+    return "on_hold" if found else own
+
+
+def apply_qc_status(lot: lots_pb2.Lot, status: qc_pb2.LotQcStatus) -> None:
+    """The qc service's effective status and blocking lots onto a lot message."""
+    lot.effective_status = status.effective_status
+    lot.blocking.extend(
+        lots_pb2.LotBlock(lot_code=b.lot_code, status=b.status, decision_id=b.decision_id, reason=b.reason)
+        for b in status.blocking
+    )

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 
 from flowviz.core.errors import InvalidArgument
-from services.genealogy.recall import common_unit, convert
 from services.genealogy.trace import DB
+from services.genealogy.units import common_unit, convert
 
 DEFAULT_TOLERANCE = 0.02
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flowviz.genealogy.v1 import genealogy_pb2
 from flowviz.lots.v1 import lots_pb2
+from services.genealogy.accountability import Accountability
 from services.genealogy.balance import LotBalance
 from services.genealogy.recall import CompositionLot, CompositionResult, KindTotal, RecallLot, RecallResult
 from services.genealogy.trace import Direction, TraceEdge, TraceNode, TraceResult
@@ -126,4 +127,41 @@ def lot_balance(b: LotBalance) -> genealogy_pb2.GetLotBalanceResponse:
         output_edges=b.output_edges,
         tolerance=b.tolerance,
         flags=b.flags,
+    )
+
+
+def accountability(a: Accountability) -> genealogy_pb2.DrillAccountability:
+    return genealogy_pb2.DrillAccountability(
+        unit=a.unit,
+        root_quantity=a.root_quantity,
+        basis=a.basis,
+        children=[
+            genealogy_pb2.DrillChild(lot_code=c.lot_code, quantity=c.quantity, root_quantity=c.root_quantity)
+            for c in a.children
+        ],
+        in_stock=a.in_stock,
+        downstream=a.downstream,
+        end_lots=a.end_lots,
+        end_lot_count=a.end_lot_count,
+        unaccounted=a.unaccounted,
+        unaccounted_percent=a.unaccounted_percent,
+        explained_by_losses=a.explained_by_losses,
+        runs=[
+            genealogy_pb2.DrillRun(
+                run_code=r.run_code,
+                lot_code=r.lot_code,
+                flag=r.flag,
+                inputs=r.inputs,
+                quantity=r.quantity,
+                outputs=r.outputs,
+                root_lost=r.root_lost,
+            )
+            for r in a.runs
+        ],
+        runs_not_listed=a.runs_not_listed,
+        lots_not_in_unit=a.lots_not_in_unit,
+        trace_ms=a.trace_ms,
+        tolerance=a.tolerance,
+        within_tolerance=a.within_tolerance,
+        truncated=a.truncated,
     )

@@ -23,7 +23,8 @@ from flowviz.core.errors import Conflict, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lineage import related
 from flowviz.genealogy.v1 import genealogy_pb2
-from services.genealogy.runs import EPSILON, to_unit
+from services.genealogy.runs import EPSILON
+from services.genealogy.units import to_unit
 
 REASON_MAX = 1000
 

@@ -1,20 +1,28 @@
 """Recall (what a lot went into, and how much of it) and composition (what a lot is made of).
 
-Shares follow proportional mixing: a child made of 30 kg beef and 10 kg spice is 75 % beef,
-and a lot's share of the root flows on to its children in proportion to what they took:
+The share rule (conservation of mass). A lot holds the larger of its own quantity and the sum
+of its recorded inputs, in one unit: unrecorded ingredients (water) dilute, losses in
+processing do not inflate. A lot whose children took more than it held passes on only what
+it held: each outgoing edge carries held / (sum of its outgoing edges) of its quantity. So
 
-    share(child) = sum over parents p of share(p) * qty(p -> child) / total_input(child)
+    share(child) = sum over parents p of share(p) * scale(p) * qty(p -> child) / held(child)
+    scale(p)     = min(1, held(p) / sum of p's outgoing edges)
 
-where total_input counts ALL incoming edges of the child, including those from lots outside
-the walk. Quantities convert to kg via MASS_UNITS; a child whose inputs are not all mass
-units is summed in their one shared unit (10 ea of A + 30 ea of B -> 25 % A); inputs in
-units that do not convert into each other (kg with ea, l with ml) give an unknown share
-(None), and everything it feeds is unknown too.
+with share(root) = 1. root_quantity = share x the lot's quantity never exceeds the lot, and
+what the lots nothing consumed further hold of the root, plus what the others still hold
+(share x what they did not pass on), never exceeds what left the root. Composition reads the
+same fractions the other way: share(parent in root) = sum share(child) * fraction.
+
+held counts ALL incoming edges of the child, including those from lots outside the walk.
+Quantities convert via services.genealogy.units: kg for mass units, else one shared unit
+(10 ea of A + 30 ea of B -> 25 % A); a lot whose quantity does not convert into the unit of
+its inputs (an FG counted in ea made from kg) holds its inputs. Inputs in units that do not
+convert into each other (kg with ea) give an unknown share (None), and everything it feeds
+is unknown too.
 
 Cycles are data errors: the edge closing each one (a back edge of a depth-first search from
-the root) is left out of the propagation, numerator and denominator, and reported.
-The propagation is pure (Kahn's topological order over the remaining DAG); the fetch is
-trace.py's one statement.
+the root) is left out of the propagation, everywhere, and reported. The propagation is pure
+(Kahn's topological order over the remaining DAG); the fetch is trace.py's one statement.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from flowviz.core.validation import MASS_UNITS
 from services.genealogy.trace import (
@@ -39,9 +48,21 @@ from services.genealogy.trace import (
     successors,
     trace_edges,
 )
+from services.genealogy.units import KG, common_unit, to_kg, to_unit
 
-KG = "kg"
 Inputs = Mapping[int, Sequence[tuple[float, str]]]  # child id -> [(quantity, uom)]
+
+
+class Measured(Protocol):
+    """A lot's own quantity (a TraceNode is one)."""
+
+    @property
+    def quantity(self) -> float: ...
+    @property
+    def uom(self) -> str: ...
+
+
+Quantities = Mapping[int, Measured]  # lot id -> the lot
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +90,8 @@ class RecallResult:
     totals: list[KindTotal]  # per kind, the root's own lot included
     truncated: bool
     cycles: list[list[str]]
+    walk: Walk  # what was fetched, and how it propagated (for the drill's accounting)
+    propagation: Propagation
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,46 +124,55 @@ class Propagation:
     paths: dict[int, int]
     order: list[int]  # topological order in walk direction, root first
     skipped: set[tuple[int, int]]  # (parent, child) edges left out because they close a cycle
+    flows: Flows
 
 
-def to_kg(quantity: float, uom: str) -> float | None:
-    factor = MASS_UNITS.get(uom)
-    return None if factor is None else quantity * factor
+@dataclass(frozen=True, slots=True)
+class Flows:
+    """What each edge carries, by the share rule (see the module docstring)."""
+
+    # (parent, child) -> scale(parent) * quantity / held(child); None: units do not convert.
+    fractions: dict[tuple[int, int], float | None]
+    # lot -> the larger of its quantity and its summed inputs, in unit[lot]; lots without
+    # a unit (inputs that do not convert) are absent.
+    held: dict[int, float]
+    unit: dict[int, str]
+    # lot -> the sum of its outgoing edges (those given), in unit[lot]; None: do not convert.
+    out: dict[int, float | None]
 
 
-def common_unit(uoms: Iterable[str]) -> str | None:
-    """kg when every unit is a mass unit, else the one unit they all share, else None."""
-    units = set(uoms)
-    if units <= MASS_UNITS.keys():
-        return KG
-    return units.pop() if len(units) == 1 else None
-
-
-def convert(quantity: float, uom: str, unit: str) -> float:
-    """quantity in `unit`, which common_unit chose (kg for mass units, else uom itself)."""
-    return quantity * MASS_UNITS[uom] if unit == KG else quantity
-
-
-def input_fractions(
-    edges: Iterable[Edge], outside: Inputs | None = None, *, skip: Collection[tuple[int, int]] = ()
-) -> dict[tuple[int, int], float | None]:
-    """Per (parent, child): the fraction of the child's total input the parent supplied.
+def flows(
+    edges: Iterable[Edge],
+    outside: Inputs | None = None,
+    quantities: Quantities | None = None,
+    *,
+    skip: Collection[tuple[int, int]] = (),
+) -> Flows:
+    """The share rule's figures for every edge and lot.
 
     Parallel edges (same lots, different runs) are summed. `outside` adds a child's inputs
-    from parents not in `edges`; edges in `skip` count nowhere. None: units do not convert.
+    from parents not in `edges`; edges in `skip` count nowhere. `quantities` (lot -> its own
+    quantity and uom); without them a lot holds just its inputs (plain proportional mixing).
     """
     outside = outside or {}
+    quantities = quantities or {}
     mass = MASS_UNITS
     kept = [e for e in edges if (e.parent, e.child) not in skip] if skip else list(edges)
-    # The usual case first, in flat loops: every input of a child in mass units -> kg.
+    # The usual case first, in flat loops: every edge in mass units -> kg, summed per child
+    # (its inputs) and per parent (what it gave).
     total: dict[int, float] = {}
+    given_kg: dict[int, float] = {}
     odd: set[int] = set()  # children with an input in a unit that is not a mass unit
+    odd_out: set[int] = set()  # parents with such an output
     for e in kept:
         factor = mass.get(e.uom)
         if factor is None:
             odd.add(e.child)
+            odd_out.add(e.parent)
         else:
-            total[e.child] = total.get(e.child, 0.0) + e.quantity * factor
+            q = e.quantity * factor
+            total[e.child] = total.get(e.child, 0.0) + q
+            given_kg[e.parent] = given_kg.get(e.parent, 0.0) + q
     for child, extra in outside.items():
         for q, u in extra:
             factor = mass.get(u)
@@ -148,35 +180,81 @@ def input_fractions(
                 odd.add(child)
             else:
                 total[child] = total.get(child, 0.0) + q * factor
-    # The rest: one shared unit, summed as is; or units that do not convert (None).
-    unit_of: dict[int, str | None] = {}
+    unit: dict[int, str] = dict.fromkeys(total, KG)
+    # The rest: one shared unit, summed as is; or units that do not convert (no unit).
     if odd:
         uoms = {c: [u for _, u in outside.get(c, ())] for c in odd}
         for c in odd:
             total[c] = sum(q for q, _ in outside.get(c, ()))
+            unit.pop(c, None)
         for e in kept:
             if e.child in odd:
                 uoms[e.child].append(e.uom)
                 total[e.child] += e.quantity
-        unit_of = {c: common_unit(units) for c, units in uoms.items()}
+        for c, units in uoms.items():
+            shared = common_unit(units)
+            if shared is None:
+                del total[c]
+            else:
+                unit[c] = shared
+    # What a lot holds: its own quantity, or more when more went in (a loss in processing).
+    held = total
+    for lot, measured in quantities.items():
+        q, u = measured.quantity, measured.uom
+        lot_unit, factor = unit.get(lot), mass.get(u)
+        if lot_unit is None:
+            if lot in odd:
+                continue  # inputs that do not convert: nothing is known
+            unit[lot] = u if factor is None else KG  # no inputs: the lot is what it holds
+            held[lot] = q if factor is None else q * factor
+        elif lot_unit == KG:
+            if factor is not None and q * factor > held[lot]:
+                held[lot] = q * factor  # a yield gain: unrecorded ingredients dilute the inputs
+        elif u == lot_unit and q > held[lot]:
+            held[lot] = q
+    # What left each lot along the given edges, in its unit (None: does not convert).
+    out: dict[int, float | None] = {p: q for p, q in given_kg.items() if unit.get(p) == KG}
+    slow = odd_out | {p for p in given_kg if p not in out}
+    if slow:
+        for p in slow:
+            out[p] = 0.0 if p in unit else None
+        for e in kept:
+            p = e.parent
+            if p in slow and (sofar := out[p]) is not None:
+                given = to_unit(e.quantity, e.uom, unit[p])
+                out[p] = None if given is None else sofar + given
+    # A lot whose children took more than it held passes on only what it held.
+    scale: dict[int, float] = {}
+    for p, total_out in out.items():
+        if total_out is not None and p in held and total_out > held[p]:
+            scale[p] = held[p] / total_out
     fractions: dict[tuple[int, int], float | None] = {}
     for e in kept:
         key = (e.parent, e.child)
-        if e.child not in unit_of:
-            amount = e.quantity * mass[e.uom]
-        elif unit_of[e.child] is None:
+        c_unit = unit.get(e.child)
+        if c_unit is None:
             fractions[key] = None
             continue
-        else:
-            amount = e.quantity
-        fractions[key] = (fractions.get(key) or 0.0) + amount / total[e.child]
-    return fractions
+        base = held[e.child]
+        part = (e.quantity * mass[e.uom] if c_unit == KG else e.quantity) / base if base > 0 else 0.0
+        if scale and e.parent in scale:
+            part *= scale[e.parent]
+        fractions[key] = (fractions.get(key) or 0.0) + part
+    return Flows(fractions=fractions, held=held, unit=unit, out=out)
+
+
+def input_fractions(
+    edges: Iterable[Edge], outside: Inputs | None = None, *, skip: Collection[tuple[int, int]] = ()
+) -> dict[tuple[int, int], float | None]:
+    """Per (parent, child): the fraction of the child's total input the parent supplied."""
+    return flows(edges, outside, skip=skip).fractions
 
 
 def propagate(
     root: int,
     edges: Sequence[Edge],
     outside: Inputs | None = None,
+    quantities: Quantities | None = None,
     *,
     upstream: bool = False,
     skip: Collection[tuple[int, int]] | None = None,
@@ -192,7 +270,8 @@ def propagate(
     if skip is None:
         skip = {(v, u) if upstream else (u, v) for u, v in back_edges([root], succ)}
     skipped = set(skip)
-    fractions = input_fractions(edges, outside, skip=skipped)
+    flow = flows(edges, outside, quantities, skip=skipped)
+    fractions = flow.fractions
 
     # Kahn's algorithm over the walk-direction DAG left once the cycle edges are gone.
     dag: dict[int, list[tuple[int, float | None]]] = {}
@@ -231,6 +310,7 @@ def propagate(
         paths={n: paths[n] for n in reached},
         order=reached,
         skipped=skipped,
+        flows=flow,
     )
 
 
@@ -253,7 +333,7 @@ def kind_totals(lots: Iterable[RecallLot]) -> list[KindTotal]:
 
 
 def _analyse(walk: Walk, *, upstream: bool) -> tuple[Propagation, list[list[str]]]:
-    prop = propagate(walk.root.lot_id, walk.edges, walk.outside_inputs, upstream=upstream)
+    prop = propagate(walk.root.lot_id, walk.edges, walk.outside_inputs, walk.nodes, upstream=upstream)
     cycles: list[list[str]] = []
     if prop.skipped:
         codes = {i: n.lot_code for i, n in walk.nodes.items()}
@@ -296,6 +376,8 @@ def _recall_result(walk: Walk) -> RecallResult:
         totals=kind_totals(lots),
         truncated=walk.truncated,
         cycles=cycles,
+        walk=walk,
+        propagation=prop,
     )
 
 

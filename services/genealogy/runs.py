@@ -20,10 +20,10 @@ from flowviz.core import audit, validation
 from flowviz.core.db import DB, Conn
 from flowviz.core.errors import AlreadyExists, Conflict, DomainError, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
-from flowviz.core.validation import MASS_UNITS
 from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy import balance
 from services.genealogy.balance import RunLine
+from services.genealogy.units import to_unit
 
 MAX_LINES = validation.MAX_ITEMS
 # Slack on "consumed beyond what it holds" for decimal rounding (3 decimals in the schema).
@@ -118,24 +118,6 @@ def validate(request: genealogy_pb2.RecordProductionRunRequest) -> None:
         and request.ended_at.ToDatetime() < (request.started_at.ToDatetime())
     ):
         raise InvalidArgument("TIMES_INVALID", "ended_at is before started_at", field="ended_at")
-
-
-def to_unit(quantity: float, uom: str, unit: str) -> float | None:
-    """quantity in `unit`; None when the two do not convert."""
-    if uom == unit:
-        return quantity
-    if uom in MASS_UNITS and unit in MASS_UNITS:
-        return quantity * MASS_UNITS[uom] / MASS_UNITS[unit]
-    return None
-
-
-def to_unit_sql(quantity: str, uom: str, unit: str) -> str:
-    """to_unit() as a SQL expression over the given SQL expressions (float8; NULL: no conversion)."""
-    kg = " ".join(f"WHEN '{u}' THEN {f!r}::float8" for u, f in MASS_UNITS.items())
-    return (
-        f"(CASE WHEN {uom} = {unit} THEN ({quantity})::float8 "
-        f"ELSE ({quantity})::float8 * (CASE {uom} {kg} END) / (CASE {unit} {kg} END) END)"
-    )
 
 
 async def replay(conn: DB, key: str, digest: str) -> str | None:

@@ -7,6 +7,7 @@ import asyncpg
 import orjson
 
 from flowviz.core.db import DB
+from flowviz.core.protojson import fill
 from flowviz.genealogy.v1 import genealogy_pb2
 
 COLUMNS = """
@@ -55,5 +56,8 @@ def message(row: asyncpg.Record, with_snapshot: bool = True) -> genealogy_pb2.Sc
     scenario.created_at.FromDatetime(row["created_at"])
     if with_snapshot:
         # Re-serialized compactly; jsonb keeps the content, not the byte layout.
-        scenario.snapshot_json = orjson.dumps(orjson.loads(row["snapshot"])).decode()
+        snapshot = orjson.loads(row["snapshot"])
+        scenario.snapshot_json = orjson.dumps(snapshot).decode()
+        if isinstance(snapshot, dict) and snapshot.get("accountability"):
+            fill(scenario.accountability, snapshot["accountability"])
     return scenario

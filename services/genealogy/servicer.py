@@ -17,7 +17,7 @@ from flowviz.core import audit, auth, paging, validation
 from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lineage import ancestors, neighbourhood_ancestors
-from flowviz.core.lotrow import lot_message
+from flowviz.core.lotrow import apply_qc_status, lot_message
 from flowviz.core.metrics import TRACE_NODES
 from flowviz.core.protojson import to_json
 from flowviz.core.server import Resources
@@ -25,11 +25,12 @@ from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
 from flowviz.lots.v1 import lots_pb2
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
 from services.genealogy import (
+    accountability,
+    answers,
     balance,
     convert,
     corrections,
     exports,
-    recall,
     repository,
     runs,
     scenarios,
@@ -89,11 +90,11 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
     async def _neighbours(self, code: str) -> genealogy_pb2.GetTraceabilityResponse:
         # Side by side: the lot with its parents and children (one query), and the QC status of
         # all of them, for which we first find their ancestors (qc needs them for inherited holds).
-        async def statuses() -> dict[str, str]:
+        async def statuses() -> dict[str, qc_pb2.LotQcStatus]:
             lineage = await neighbourhood_ancestors(self.r.pool, code)
-            return {s.lot_code: s.effective_status for s in await self._qc_statuses(list(lineage), lineage)}
+            return {s.lot_code: s for s in await self._qc_statuses(list(lineage), lineage)}
 
-        rows, effective = await asyncio.gather(repository.neighbours(self.r.pool, code), statuses())
+        rows, known = await asyncio.gather(repository.neighbours(self.r.pool, code), statuses())
         if not rows or rows[0]["rel"] != "self":
             raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
         response = genealogy_pb2.GetTraceabilityResponse(lot=lot_message(rows[0]))
@@ -108,7 +109,8 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             (response.parents if row["rel"] == "parent" else response.children).append(linked)
         lots = [response.lot, *(p.lot for p in response.parents), *(c.lot for c in response.children)]
         for lot in lots:
-            lot.effective_status = effective.get(lot.lot_code, "")
+            if (found := known.get(lot.lot_code)) is not None:
+                apply_qc_status(lot, found)
         # A lot a concurrent write added between the two queries is asked about on its own.
         await self._fill_effective_status([lot for lot in lots if not lot.effective_status])
         return response
@@ -141,9 +143,12 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         if not lots:
             return
         codes = [lot.lot_code for lot in lots]
-        effective = {s.lot_code: s.effective_status for s in await self._qc_statuses(codes)}
+        known = {s.lot_code: s for s in await self._qc_statuses(codes)}
         for lot in lots:
-            lot.effective_status = effective.get(lot.lot_code, lot.status)
+            if (found := known.get(lot.lot_code)) is not None:
+                apply_qc_status(lot, found)
+            else:
+                lot.effective_status = lot.status
 
     async def GetAncestors(
         self, request: genealogy_pb2.GetAncestorsRequest, context: Context
@@ -245,13 +250,11 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         depth, nodes = self._limits(request.max_depth, request.max_nodes)
 
         async def load() -> bytes:
-            result = await trace.trace(
+            response = await answers.graph(
                 self.r.pool, code, direction=direction, max_depth=depth, max_nodes=nodes
             )
-            if result is None:
+            if response is None:
                 raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
-            response = convert.graph(result)
-            await self._fill_effective_status([response.nodes[0].lot])
             TRACE_NODES.observe(len(response.nodes))
             return response.SerializeToString()
 
@@ -278,12 +281,10 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         depth, nodes = self._limits(request.max_depth, request.max_nodes)
 
         async def load() -> bytes:
-            down = await recall.recall(self.r.pool, code, max_depth=depth, max_nodes=nodes)
-            up = await recall.composition(self.r.pool, code, max_depth=depth, max_nodes=nodes)
-            if down is None or up is None:
+            found = await answers.recall_impact(self.r.pool, code, max_depth=depth, max_nodes=nodes)
+            if found is None:
                 raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
-            response = convert.recall(down, up)
-            await self._fill_effective_status([response.root.lot])
+            response = found[0]
             TRACE_NODES.observe(len(response.downstream) + len(response.upstream) + 1)
             return response.SerializeToString()
 
@@ -372,9 +373,15 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         code = validation.lot_code(request.lot_code)
         await self._root(code)
         started = time.perf_counter()
-        impact = await self.GetRecallImpact(
-            genealogy_pb2.GetRecallImpactRequest(lot_code=code, max_nodes=trace.HARD_MAX_NODES), context
+        # Uncached: the drill times the trace, and accounts from the propagation behind it.
+        found = await answers.recall_impact(
+            self.r.pool, code, max_depth=trace.DEFAULT_MAX_DEPTH, max_nodes=trace.HARD_MAX_NODES
         )
+        if found is None:
+            raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
+        impact, down = found
+        trace_ms = (time.perf_counter() - started) * 1000
+        drill = accountability.account(down, self.r.settings.drill_tolerance, trace_ms)
         lot_balance = await self.GetLotBalance(genealogy_pb2.GetLotBalanceRequest(lot_code=code), context)
         status = (await self._qc_statuses([code]))[0]
         duration_ms = (time.perf_counter() - started) * 1000
@@ -384,6 +391,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
                 "qc_status": to_json(status),
                 "recall": to_json(impact, frozenset({"root", "downstream", "upstream"})),
                 "mass_balance": to_json(lot_balance),
+                "accountability": None if drill is None else to_json(convert.accountability(drill)),
             }
         )
         async with self.r.pool.acquire() as conn, conn.transaction():

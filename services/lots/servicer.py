@@ -13,7 +13,7 @@ import grpc
 from flowviz.core import audit, auth, paging, validation
 from flowviz.core.errors import AlreadyExists, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
-from flowviz.core.lotrow import lot_message
+from flowviz.core.lotrow import apply_qc_status, lot_message
 from flowviz.core.server import Resources
 from flowviz.lots.v1 import lots_pb2, lots_pb2_grpc
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
@@ -59,9 +59,12 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
                 timeout=self.r.settings.rpc_timeout,
                 metadata=self.r.outgoing_metadata(),
             )
-            effective = {s.lot_code: s.effective_status for s in reply.statuses}
+            effective = {s.lot_code: s for s in reply.statuses}
             for lot in lots:
-                lot.effective_status = effective.get(lot.lot_code, lot.status)
+                if (found := effective.get(lot.lot_code)) is not None:
+                    apply_qc_status(lot, found)
+                else:
+                    lot.effective_status = lot.status
         return lots
 
     async def GetLot(self, request: lots_pb2.GetLotRequest, context: Context) -> lots_pb2.GetLotResponse:

@@ -15,7 +15,7 @@ from flowviz.core import auth, paging, validation
 from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lineage import related
-from flowviz.core.lotrow import STATUS_OF_DECISION
+from flowviz.core.lotrow import STATUS_OF_DECISION, effective_status
 from flowviz.core.server import Resources
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
@@ -128,9 +128,7 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 continue
             blocking = [blocks[c] for c in lineage[code] if c in blocks]
             status = STATUS_OF_DECISION[own.get(code, "")]
-            effective = status
-            if blocking:
-                effective = "rejected" if any(b.status == "rejected" for b in blocking) else "on_hold"
+            effective = effective_status(status, (b.status for b in blocking))
             statuses.append(
                 qc_pb2.LotQcStatus(
                     lot_code=code,

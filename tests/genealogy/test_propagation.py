@@ -61,7 +61,7 @@ def test_propagate_diamond_paths() -> None:
     r, a, b, d, e = 1, 2, 3, 4, 5
     edges = [
         Edge(r, a, 1, "kg"),
-        Edge(r, b, 1, "kg"),
+        Edge(r, b, 3, "kg"),
         Edge(a, d, 1, "kg"),
         Edge(b, d, 3, "kg"),
         Edge(d, e, 1, "kg"),
@@ -123,7 +123,8 @@ def test_random_dag_recall_and_composition_agree(seed: int) -> None:
     sink = 299
     comp = propagate(sink, edges, upstream=True)
     sources = [n for n in comp.shares if n < 10]  # lots 0-9 have no parents
-    assert sum(comp.shares[n] or 0.0 for n in sources) == pytest.approx(1.0)
+    # Random quantities overconsume most lots; what they pass on is scaled down, never up.
+    assert 0 < sum(comp.shares[n] or 0.0 for n in sources) <= 1.0 + 1e-9
     # Each ancestor's share of the sink, seen from either end, is the same number.
     ancestors = sorted(comp.shares)
     assert len(ancestors) > 30

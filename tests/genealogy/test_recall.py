@@ -62,25 +62,33 @@ async def test_totals_per_kind(conn: asyncpg.Connection) -> None:
 
 
 async def test_diamond_counts_paths_and_sums_quantities(conn: asyncpg.Connection) -> None:
-    await build(conn, "R > A 10 kg; R > B 10 kg; A > D 5 kg; B > D 5 kg; X > D 10 kg; D > E 1 kg")
+    await build(
+        conn,
+        "R > A 10 kg; R > B 10 kg; A > D 5 kg; B > D 5 kg; X > D 10 kg; D > E 1 kg",
+        "A LOT 10 kg; B LOT 10 kg; D LOT 20 kg; E LOT 1 kg",
+    )
     result = await recall(conn, "R")
     assert result is not None
     by_code = {r.lot.lot_code: r for r in result.lots}
     assert [r.lot.lot_code for r in result.lots].count("D") == 1
     assert (by_code["D"].lot.depth, by_code["D"].path_count) == (2, 2)
     assert by_code["D"].root_share == pytest.approx(0.5)  # 5 + 5 of its 20 kg input
-    assert by_code["D"].root_quantity == pytest.approx(50.0)  # of its 100 kg
+    assert by_code["D"].root_quantity == pytest.approx(10.0)  # of its 20 kg
     assert by_code["E"].path_count == 2 and by_code["E"].root_share == pytest.approx(0.5)
     assert "X" not in by_code
 
 
 async def test_unit_conversion_of_edges(conn: asyncpg.Connection) -> None:
-    await build(conn, "BEEF > MIX 30000 g; SPICE > MIX 22.046 lb")  # 30 kg : 10 kg
+    await build(conn, "BEEF > MIX 30000 g; SPICE > MIX 22.046 lb", "MIX LOT 40 kg")  # 30 kg : 10 kg
     assert shares(await recall(conn, "BEEF"))["MIX"] == pytest.approx(0.75, abs=1e-4)
 
 
 async def test_shared_non_mass_unit_and_mixed_units(conn: asyncpg.Connection) -> None:
-    await build(conn, "A > M 10 ea; B > M 30 ea; M > N 1 kg; C > N 1 kg; N > O 1 kg")
+    await build(
+        conn,
+        "A > M 10 ea; B > M 30 ea; M > N 1 kg; C > N 1 kg; N > O 1 kg",
+        "M LOT 40 ea; N LOT 2 kg; O LOT 1 kg",
+    )
     assert shares(await recall(conn, "A")) == pytest.approx({"A": 1.0, "M": 0.25, "N": 0.125, "O": 0.125})
     await build(conn, "P > Q 10 kg; W > Q 5 ea; Q > S 1 kg")
     mixed = await recall(conn, "P")
@@ -89,7 +97,7 @@ async def test_shared_non_mass_unit_and_mixed_units(conn: asyncpg.Connection) ->
 
 
 async def test_cycle_through_the_root(conn: asyncpg.Connection) -> None:
-    await build(conn, "A > B 10 kg; B > C 10 kg; C > A 10 kg")
+    await build(conn, "A > B 10 kg; B > C 10 kg; C > A 10 kg", "A LOT 10 kg; B LOT 10 kg; C LOT 10 kg")
     result = await recall(conn, "A")
     assert result is not None
     assert result.cycles == [["A", "B", "C"]]
@@ -98,7 +106,7 @@ async def test_cycle_through_the_root(conn: asyncpg.Connection) -> None:
 
 
 async def test_cycle_away_from_the_root_is_skipped_for_propagation(conn: asyncpg.Connection) -> None:
-    await build(conn, "R > A 10 kg; A > B 10 kg; B > A 5 kg; Z > B 10 kg")
+    await build(conn, "R > A 10 kg; A > B 10 kg; B > A 5 kg; Z > B 10 kg", "A LOT 10 kg; B LOT 20 kg")
     result = await recall(conn, "R")
     assert result is not None and result.cycles == [["A", "B"]]
     # B -> A closes the cycle: ignored, so A is all R, and B is half A, half Z.
@@ -133,7 +141,9 @@ async def test_truncated_recall_by_nodes_and_depth(conn: asyncpg.Connection) -> 
 
 async def test_wide_fan_out_recall(conn: asyncpg.Connection) -> None:
     await build(
-        conn, "\n".join(f"SPICE > MIX-{i:03d} 1 kg; BEEF-{i:03d} > MIX-{i:03d} 3 kg" for i in range(500))
+        conn,
+        "\n".join(f"SPICE > MIX-{i:03d} 1 kg; BEEF-{i:03d} > MIX-{i:03d} 3 kg" for i in range(500)),
+        "SPICE LOT 500 kg; " + "; ".join(f"MIX-{i:03d} MIX 4 kg" for i in range(500)),
     )
     result = await recall(conn, "SPICE")
     assert result is not None and len(result.lots) == 501
@@ -164,7 +174,7 @@ async def test_composition_of_a_raw_lot_is_itself(conn: asyncpg.Connection) -> N
 
 
 async def test_composition_cut_by_depth_is_truncated_and_short_of_one(conn: asyncpg.Connection) -> None:
-    await build(conn, "S1 > M1 1 kg; S2 > M1 1 kg; M1 > FG 1 kg; S3 > FG 1 kg")
+    await build(conn, "S1 > M1 1 kg; S2 > M1 1 kg; M1 > FG 1 kg; S3 > FG 1 kg", "M1 LOT 2 kg; FG LOT 2 kg")
     result = await composition(conn, "FG", max_depth=1)
     assert result is not None and result.truncated
     assert {c.lot.lot_code: c.is_source for c in result.lots} == {"FG": False, "M1": False, "S3": True}

@@ -7,7 +7,7 @@ Revises: 0003
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 
 UPGRADE = """
 -- One row per lot at either end of an imported edge that broke a production-run rule
