@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from flowviz import seed
+from tests import tools
 from tests.conftest import TEMPLATE, Servers, System, add_users, running_system
 
 CHROMIUM = os.environ.get("FLOWVIZ_CHROMIUM", "/usr/bin/chromium")
@@ -37,19 +38,10 @@ PASSWORDS = {
 _numbers = itertools.count()
 
 
-def _missing_browser() -> str:
-    if shutil.which(CHROMIUM) is None:
-        return f"{CHROMIUM} not found: install Debian's browser with `apt-get install -y chromium`"
-    return ""
-
-
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before any fixture starts (the database is session-wide): no browser, no browser test."""
-    message = _missing_browser()
-    if message and "browser" in getattr(item, "fixturenames", ()):
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    if "browser" in getattr(item, "fixturenames", ()) and tools.find(CHROMIUM) is None:
+        tools.missing(f"{CHROMIUM} not found: install Debian's browser with `apt-get install -y chromium`")
 
 
 @pytest.fixture(scope="module")

@@ -169,6 +169,11 @@ def test_drills_and_exports_from_the_workbench(app: App) -> None:
     panel = page.locator("#panel-recall")
     panel.locator("button", has_text="Run a drill from RAW-SPICE-001").click()
     panel.locator("text=Drill done in").wait_for()
+    # The drill's accountability: the seed's 25 kg spice lot, 20 kg of it in the mix, 5 kg in stock.
+    report = panel.locator(".accountability").first
+    report.wait_for()
+    assert "Accounted for within ±2%" in report.text_content()
+    assert "Still in stock in the root lot5 kg" in report.text_content()
     drills = panel.locator("li", has_text="Drill RAW-SPICE-001")
     drills.first.wait_for()
     drills.first.locator("button", has_text="snapshot").click()

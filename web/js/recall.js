@@ -66,6 +66,7 @@ export async function renderRecall(container, code, { onOpen, onChanged, onShow 
 
   parts.push(el("h3", { text: "Mock-recall drills" }));
   const drills = el("div");
+  const report = el("div");
   const allowed = may("drill");
   const drillMsg = el("p", { role: "status" });
   parts.push(el("p", {}, el("button", { type: "button", disabled: !allowed, title: allowed ? "" : CAN.drill.why, text: `Run a drill from ${code}`,
@@ -76,6 +77,7 @@ export async function renderRecall(container, code, { onOpen, onChanged, onShow 
         const s = await api("/api/scenarios", { method: "POST", body: { name: `Drill ${code} ${new Date().toISOString().slice(0, 16)}`, lot_code: code } });
         drillMsg.className = "ok";
         drillMsg.textContent = `Drill done in ${fmtQty((s.scenario || s).duration_ms)} ms.`;
+        clear(report, accountabilityView((s.scenario || s).accountability));
         await listDrills();
       } catch (err) {
         drillMsg.className = "error";
@@ -83,7 +85,7 @@ export async function renderRecall(container, code, { onOpen, onChanged, onShow 
       } finally {
         button.disabled = !allowed;
       }
-    } })), allowed ? null : el("p", { class: "why", text: `Disabled: ${CAN.drill.why}.` }), drillMsg, drills);
+    } })), allowed ? null : el("p", { class: "why", text: `Disabled: ${CAN.drill.why}.` }), drillMsg, report, drills);
   const listDrills = async () => {
     const list = await api("/api/scenarios?page_size=50").then((r) => r.scenarios || [], () => []);
     const mine = list.filter((s) => s.root_lot_code === code);
@@ -93,9 +95,34 @@ export async function renderRecall(container, code, { onOpen, onChanged, onShow 
         const full = await api(`/api/scenarios/${enc(s.id)}`);
         const sc = full.scenario || full;
         const snap = sc.snapshot ?? sc.snapshot_json;
-        button.replaceWith(el("pre", { class: "snapshot", text: typeof snap === "string" ? snap : JSON.stringify(snap, null, 2) }));
+        button.replaceWith(el("div", {}, accountabilityView(sc.accountability),
+          el("pre", { class: "snapshot", text: typeof snap === "string" ? snap : JSON.stringify(snap, null, 2) })));
       } })))) : el("p", { class: "muted", text: "No drills from this lot yet." }));
   };
   clear(container, ...parts);
   await listDrills();
+}
+
+// A drill's mock-recall report (what BRC, SQF and FSMA 204 audits ask for): where the root lot
+// went, how much is unaccounted for, and the verdict against the configured tolerance.
+function accountabilityView(a) {
+  if (!a || !a.unit) return el("p", { class: "muted", text: "This drill has no accountability report (frozen before it existed)." });
+  const q = (v) => `${fmtQty(v || 0)} ${a.unit}`;
+  const intoChildren = (a.children || []).reduce((sum, c) => sum + (c.quantity || 0), 0);
+  const tolerance = `±${fmtQty((a.tolerance || 0) * 100)}%`;
+  const rows = [
+    ["Root lot", q(a.root_quantity)],
+    [`Into ${(a.children || []).length} direct children`, q(intoChildren)],
+    ["Still in stock in the root lot", q(a.in_stock)],
+    ["Held by the lots in between", q(a.downstream)],
+    [`Reached ${a.end_lot_count || 0} end lots (finished goods)`, q(a.end_lots)],
+    ["Unaccounted", `${q(a.unaccounted)} (${fmtQty(a.unaccounted_percent || 0)}%)`],
+    ["Explained by yield losses", q(a.explained_by_losses)],
+    ["Trace took", `${fmtQty(a.trace_ms || 0)} ms`],
+  ];
+  const verdict = a.within_tolerance ? `Accounted for within ${tolerance}` : `Not accounted for within ${tolerance}`;
+  return el("div", { class: "accountability" },
+    el("p", { class: a.within_tolerance ? "ok" : "error", text: verdict + (a.truncated ? " (a limit cut the recall: the figures are partial)" : "") }),
+    el("table", {}, el("tbody", {}, rows.map(([label, value]) => el("tr", {}, el("th", { scope: "row", text: label }), el("td", { class: "num", text: value }))))),
+    (a.runs || []).length ? el("p", { class: "muted", text: `Runs that explain it: ${(a.runs || []).map((r) => `${r.run_code || "(no run)"} → ${r.lot_code} ${r.flag}`).join("; ")}` }) : null);
 }
