@@ -73,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         threading.Thread(target=announce, daemon=True).start()
         drain = float(os.environ.get("FLOWVIZ_DRAIN_SECONDS", "10"))
-        return run_children(env, drain)
+        return run_children(env, drain, servers=[s for s in (pg, vk) if s])
     finally:
         if vk:
             vk.stop()
