@@ -123,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         from flowviz import generate
 
         return generate.main(args_in[1:])
+    if args_in and args_in[0] == "audit":
+        from flowviz import auditchain
+
+        return auditchain.main(args_in[1:])
     if args_in and args_in[0] == "import":
         from flowviz import importer
 
@@ -134,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("seed", help="load the seed data (DATABASE_URL)").set_defaults(fn=cmd_seed)
     sub.add_parser("generate", help="write a synthetic genealogy: --lots N --seed S --out DIR")
     sub.add_parser("import", help="bulk import LOTS.csv GENEALOGY.csv (DATABASE_URL), all rows or none")
+    sub.add_parser("audit", help="audit verify: walk the audit log's hash chain (DATABASE_URL)")
     user = sub.add_parser("user", help="manage users (DATABASE_URL)").add_subparsers(
         dest="action", required=True
     )

@@ -80,6 +80,8 @@ class Settings:
     token_ttl: int
     # FLOWVIZ_METRICS_PORT (deploy manifests): this process's metrics port, over metrics_ports[name].
     metrics_port: int | None = None
+    # FLOWVIZ_SIGN_HOLDS=1: a hold needs the signer's password too (release and reject always do).
+    sign_holds: bool = False
 
 
 @cache
@@ -129,4 +131,5 @@ def settings() -> Settings:
         token_secret=load_secret(),
         token_ttl=_int("FLOWVIZ_TOKEN_TTL", 900, 60, 24 * 3600),
         metrics_port=_int("FLOWVIZ_METRICS_PORT", 0, 0, 65535) if env.get("FLOWVIZ_METRICS_PORT") else None,
+        sign_holds=_int("FLOWVIZ_SIGN_HOLDS", 0, 0, 1) == 1,
     )
