@@ -123,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         from flowviz import generate
 
         return generate.main(args_in[1:])
+    if args_in and args_in[0] in ("backup", "restore"):
+        from flowviz import backup
+
+        return backup.main(args_in)
     if args_in and args_in[0] == "audit":
         from flowviz import auditchain
 
@@ -139,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("generate", help="write a synthetic genealogy: --lots N --seed S --out DIR")
     sub.add_parser("import", help="bulk import LOTS.csv GENEALOGY.csv (DATABASE_URL), all rows or none")
     sub.add_parser("audit", help="audit verify: walk the audit log's hash chain (DATABASE_URL)")
+    sub.add_parser(
+        "backup", help="backup FILE: the whole database with pg_dump (DATABASE_URL or the embedded)"
+    )
+    sub.add_parser("restore", help="restore FILE: replace the database from a backup, then orphan the cache")
     user = sub.add_parser("user", help="manage users (DATABASE_URL)").add_subparsers(
         dest="action", required=True
     )
