@@ -41,12 +41,16 @@ def rows(url: str) -> list[tuple[object, ...]]:
     with psycopg.connect(url) as db:
         return [
             *db.execute("SELECT lot_code, kind, product, quantity, uom FROM lots ORDER BY id"),
-            *db.execute("SELECT parent_lot_id, child_lot_id, quantity, run_id FROM lot_genealogy ORDER BY id"),
+            *db.execute(
+                "SELECT parent_lot_id, child_lot_id, quantity, run_id FROM lot_genealogy ORDER BY id"
+            ),
             *db.execute("SELECT seq, encode(hash, 'hex') FROM audit_log ORDER BY seq"),
         ]
 
 
-def test_a_backup_restored_yields_identical_traces(servers: Servers, seeded_db_url: str, tmp_path: Path) -> None:
+def test_a_backup_restored_yields_identical_traces(
+    servers: Servers, seeded_db_url: str, tmp_path: Path
+) -> None:
     add_users(seeded_db_url)
     vk = Valkey(tmp_path / "valkey", free_port())  # our own cache: its answers are about this database
     vk.start()
