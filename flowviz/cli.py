@@ -83,7 +83,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         threading.Thread(target=announce, daemon=True).start()
         drain = float(os.environ.get("FLOWVIZ_DRAIN_SECONDS", "10"))
-        return run_children(env, drain)
+        return run_children(env, drain, servers=[s for s in (pg, vk) if s])
     finally:
         if wrote_state:
             local.clear_state(data)
@@ -171,6 +171,14 @@ def _main(args_in: list[str]) -> int:
         from flowviz import generate
 
         return generate.main(args_in[1:])
+    if args_in and args_in[0] in ("backup", "restore"):
+        from flowviz import backup
+
+        return backup.main(args_in)
+    if args_in and args_in[0] == "audit":
+        from flowviz import auditchain
+
+        return auditchain.main(args_in[1:])
     if args_in and args_in[0] == "import":
         from flowviz import importer
 
@@ -184,6 +192,11 @@ def _main(args_in: list[str]) -> int:
     sub.add_parser("seed", help="load the seed data (DATABASE_URL)").set_defaults(fn=cmd_seed)
     sub.add_parser("generate", help="write a synthetic genealogy: --lots N --seed S --out DIR")
     sub.add_parser("import", help="bulk import LOTS.csv GENEALOGY.csv (DATABASE_URL), all rows or none")
+    sub.add_parser("audit", help="audit verify: walk the audit log's hash chain (DATABASE_URL)")
+    sub.add_parser(
+        "backup", help="backup FILE: the whole database with pg_dump (DATABASE_URL or the embedded)"
+    )
+    sub.add_parser("restore", help="restore FILE: replace the database from a backup, then orphan the cache")
     user = sub.add_parser("user", help="manage users (DATABASE_URL)").add_subparsers(
         dest="action", required=True
     )

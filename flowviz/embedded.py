@@ -124,6 +124,7 @@ class Postgres:
     data_dir: Path
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    name: str = "postgres"
 
     @property
     def url(self) -> str:
@@ -154,9 +155,7 @@ class Postgres:
 
     def start(self, *, fast: bool = False) -> None:
         """Start the server on 127.0.0.1:port and wait until it accepts connections."""
-        pid_file = self.data_dir / "postmaster.pid"
-        if pid_file.exists():
-            _stop_stale(pid_file)
+        self.clear_stale_lock()
         log = self.data_dir / "server.log"
         args = [
             str(PG_BIN / "postgres"),
@@ -210,15 +209,55 @@ class Postgres:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
+    def clear_stale_lock(self, wait: float = 10.0) -> None:
+        """A postmaster.pid left by a crash would stop the next start (PostgreSQL refuses when
+        the pid in it now belongs to any live process, ours or not). A postgres still serving
+        this folder is stopped; otherwise, once no process is left in the folder (orphaned
+        backends exit soon after their postmaster dies; we wait `wait` s for them), the lock
+        files are removed. A process of another program that got the old pid is never touched."""
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return
+        if pid in _processes_in(self.data_dir):  # a live postmaster of this very folder
+            _stop_pid(pid)
+            if not pid_file.exists():
+                return
+        deadline = time.monotonic() + wait
+        while holders := _processes_in(self.data_dir):
+            if time.monotonic() > deadline:
+                raise EmbeddedError(
+                    f"{pid_file} is stale but processes {sorted(holders)} still run in {self.data_dir}"
+                )
+            time.sleep(0.1)
+        for lock in [pid_file, *self.data_dir.glob(".s.PGSQL.*.lock")]:
+            lock.unlink(missing_ok=True)
+        print(f"removed the stale lock files of a dead postmaster (pid {pid}) in {self.data_dir}", flush=True)
 
-def _stop_stale(pid_file: Path) -> None:
-    """A postgres left running by a crashed run: stop it so we can own the data folder."""
+
+def _processes_in(folder: Path) -> set[int]:
+    """Pids of the processes whose working folder is `folder` (a postgres and all its children
+    run in their data folder)."""
+    found = set()
+    target = folder.resolve()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) == target:
+                found.add(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to look at
+            continue
+    return found
+
+
+def _stop_pid(pid: int, wait: float = 30.0) -> None:
     try:
-        pid = int(pid_file.read_text().split()[0])
-        os.kill(pid, 2)
-    except (ValueError, IndexError, ProcessLookupError, PermissionError):
+        os.kill(pid, 2)  # SIGINT: fast shutdown, data kept
+    except ProcessLookupError:
         return
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
@@ -232,6 +271,7 @@ class Valkey:
     data_dir: Path
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    name: str = "valkey"
 
     @property
     def url(self) -> str:

@@ -1,6 +1,7 @@
 """A small supervisor for `make run`: starts every process, shows their logs readably on a
-terminal, restarts a crashed service loudly (and gives up if it keeps crashing), stops all in
-order.
+terminal, restarts a crashed service or embedded server (PostgreSQL, Valkey) loudly (and gives
+up if one keeps crashing), stops all in order. The services reconnect to a restarted server on
+their own (flowviz/core/db.py, flowviz/core/cache.py).
 
 On a terminal each JSON log line is rewritten as `name | time level msg key=value`. Otherwise
 (output to a file or a pipe) the children write their JSON lines straight to our output, with
@@ -11,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 
@@ -29,6 +32,47 @@ class Child:
     argv: Sequence[str]
     proc: asyncio.subprocess.Process | None = None
     restarts: list[float] = field(default_factory=list)
+
+
+class Server(Protocol):
+    """An embedded server (flowviz.embedded.Postgres, Valkey): `start()` blocks until it serves."""
+
+    name: str
+    proc: subprocess.Popen[bytes] | None
+
+    def start(self) -> None: ...
+
+
+async def exited(proc: subprocess.Popen[bytes]) -> int:
+    """Wait, without polling, for a process we did not start with asyncio (a pidfd)."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        return proc.wait()
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def on_exit() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(fd, on_exit)
+    try:
+        if proc.poll() is None:
+            await gone
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return proc.wait()
+
+
+def _backoff(restarts: list[float]) -> float | None:
+    """Note a crash in `restarts`; the delay before the restart, None when it keeps crashing."""
+    now = time.monotonic()
+    restarts[:] = [t for t in restarts if now - t < RESTART_WINDOW] + [now]
+    if len(restarts) > MAX_RESTARTS:
+        return None
+    return 0.5 * (1 << (len(restarts) - 1))
 
 
 def readable(name: str, line: str) -> str:
@@ -54,9 +98,15 @@ def readable(name: str, line: str) -> str:
 
 class Supervisor:
     def __init__(
-        self, children: Sequence[Child], env: dict[str, str], drain_seconds: float, readable: bool
+        self,
+        children: Sequence[Child],
+        env: dict[str, str],
+        drain_seconds: float,
+        readable: bool,
+        servers: Sequence[Server] = (),
     ) -> None:
         self.children = list(children)
+        self.servers = list(servers)
         self.readable = readable
         self.env = env
         self.drain_seconds = drain_seconds
@@ -85,22 +135,48 @@ class Supervisor:
             code = await child.proc.wait()
             if self.stopping:
                 return
-            now = time.monotonic()
-            child.restarts = [t for t in child.restarts if now - t < RESTART_WINDOW] + [now]
-            if len(child.restarts) > MAX_RESTARTS:
-                print(
-                    f"!!! {child.name} crashed {MAX_RESTARTS} times in {RESTART_WINDOW:.0f}s; stopping",
-                    flush=True,
-                )
-                self.failed = True
-                self.stop_event.set()
-                return
-            delay = 0.5 * 2 ** (len(child.restarts) - 1)
+            delay = _backoff(child.restarts)
+            if delay is None:
+                return self._give_up(child.name)
             print(f"!!! {child.name} exited with code {code}; restarting in {delay:.1f}s", flush=True)
             await asyncio.sleep(delay)
             if self.stopping:
                 return
             await self._start(child)
+
+    def _give_up(self, name: str) -> None:
+        print(f"!!! {name} crashed {MAX_RESTARTS} times in {RESTART_WINDOW:.0f}s; stopping", flush=True)
+        self.failed = True
+        self.stop_event.set()
+
+    async def _watch_server(self, server: Server) -> None:
+        """Restart an embedded server that died (kill -9, OOM, ...); the services reconnect."""
+        restarts: list[float] = []
+        while True:
+            assert server.proc is not None
+            pid = server.proc.pid
+            code = await exited(server.proc)
+            if self.stopping:
+                return
+            while True:
+                delay = _backoff(restarts)
+                if delay is None:
+                    return self._give_up(server.name)
+                print(
+                    f"!!! {server.name} (pid {pid}) exited with code {code}; restarting in {delay:.1f}s",
+                    flush=True,
+                )
+                await asyncio.sleep(delay)
+                if self.stopping:
+                    return
+                try:
+                    await asyncio.to_thread(server.start)
+                except Exception as exc:  # said, then tried again after a longer delay
+                    print(f"!!! {server.name} did not start: {exc}", flush=True)
+                    continue
+                break
+            assert server.proc is not None
+            print(f"!!! {server.name} restarted (pid {server.proc.pid}); services reconnect", flush=True)
 
     async def run(self) -> int:
         self.stop_event = asyncio.Event()
@@ -110,6 +186,7 @@ class Supervisor:
         for child in self.children:
             await self._start(child)
         watchers = [asyncio.create_task(self._watch(c)) for c in self.children]
+        watchers += [asyncio.create_task(self._watch_server(s)) for s in self.servers]
         await self.stop_event.wait()
         await self.stop()
         for w in watchers:
@@ -137,9 +214,11 @@ def service_children(python: str = sys.executable) -> list[Child]:
     ] + [Child("gateway", [python, "-m", "gateway"])]
 
 
-def run_children(env: dict[str, str], drain_seconds: float) -> int:
+def run_children(env: dict[str, str], drain_seconds: float, servers: Sequence[Server] = ()) -> int:
     import uvloop
 
     merged = {**os.environ, **env}
-    supervisor = Supervisor(service_children(), merged, drain_seconds, readable=sys.stdout.isatty())
+    supervisor = Supervisor(
+        service_children(), merged, drain_seconds, readable=sys.stdout.isatty(), servers=servers
+    )
     return uvloop.run(supervisor.run())

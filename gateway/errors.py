@@ -46,4 +46,6 @@ def failure_response(failure: RpcFailure) -> Response:
         response.headers["www-authenticate"] = 'Bearer realm="flowviz"'
     if status == 429 and (wait := failure.metadata.get("retry_after_seconds")):
         response.headers["retry-after"] = wait
+    if status == 503:  # an outage (database, a service starting or gone): worth retrying soon
+        response.headers["retry-after"] = failure.metadata.get("retry_after_seconds", "1")
     return response

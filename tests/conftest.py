@@ -173,9 +173,11 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_system(servers: Servers, database_url: str, suffix: str = "") -> Iterator[System]:
-    """Every service and the gateway, on free ports, over `database_url`."""
-    sys_ = System(system_env(servers, database_url), servers.tmp / "logs")
+def running_system(
+    servers: Servers, database_url: str, suffix: str = "", env: dict[str, str] | None = None
+) -> Iterator[System]:
+    """Every service and the gateway, on free ports, over `database_url` (and `env` on top)."""
+    sys_ = System({**system_env(servers, database_url), **(env or {})}, servers.tmp / "logs")
     for name in ("lots", "genealogy", "qc", "health"):
         sys_.start(name + suffix, f"services.{name}")
     sys_.start("gateway" + suffix, "gateway")

@@ -34,6 +34,10 @@ WORDS_ONLY: dict[tuple[str, str, str], str] = {
     # Depends on who calls: your own password needs the current one.
     ("PATCH /api/users/{username}", "CURRENT_PASSWORD_REQUIRED", ""): "own password needs the current one",
     ("PATCH /api/users/{username}", "CURRENT_PASSWORD_WRONG", ""): "own password needs the current one",
+    # Depends on who calls: a signature is the caller's own password (and holds are signed only
+    # where FLOWVIZ_SIGN_HOLDS is set, so no schema of the document can require it).
+    ("POST /api/lots/{lot_code}/qc-decisions", "SIGNATURE_REQUIRED", ""): "a release or reject is signed",
+    ("POST /api/lots/{lot_code}/qc-decisions", "SIGNATURE_INVALID", ""): "signed with your own password",
     # uniqueItems compares whole items; here one field of the items of two lists must not repeat.
     ("POST /api/production-runs", "DUPLICATE_INPUT", ""): "each lot once among the inputs",
     ("POST /api/production-runs", "DUPLICATE_LOT", ""): "each lot once among inputs and outputs",

@@ -377,7 +377,7 @@ def test_the_deciding_user_is_the_caller_not_a_field(system: System) -> None:
     assert r.json()["decision"]["decided_by"] == "quinn"
     release = httpx.post(
         system.base + f"/api/lots/{code}/qc-decisions",
-        json={"decision": "release", "reason": "audit check done"},
+        json={"decision": "release", "reason": "audit check done", "password": "qc-pass-2026"},
         headers={"authorization": f"Bearer {token('quinn')}"},
         timeout=10,
     )

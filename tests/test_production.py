@@ -28,7 +28,13 @@ def lot(http: httpx.Client, code: str, kind: str, qty: float, uom: str = "kg", p
     assert r.status_code == 201, r.text
 
 
+# Releases and rejects are signed with the signer's password: `http` signs in as ada, the admin.
+SIGNED = ("release", "reject")
+
+
 def decide(http: httpx.Client, code: str, decision: str, reason: str = "", **extra: Any) -> httpx.Response:
+    if decision in SIGNED:
+        extra.setdefault("password", "admin-pass-2026")
     return http.post(f"/api/lots/{code}/qc-decisions", json={"decision": decision, "reason": reason, **extra})
 
 

@@ -184,10 +184,13 @@ class Cache:
             self._missed_invalidation = True
             log.error("cache invalidation failed; will orphan all entries when Valkey answers")
 
-    async def invalidate_all(self) -> None:
-        """After a bulk write (an import): orphan every cached answer."""
+    async def invalidate_all(self) -> bool:
+        """After a bulk write (an import, a restore): orphan every cached answer. False when
+        Valkey could not be told (this process then retries on its next cache call)."""
         if await self._invalidate_all() is None:
             self._missed_invalidation = True
+            return False
+        return True
 
     async def _invalidate_all(self) -> bool | None:
         async def run() -> bool:

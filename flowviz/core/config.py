@@ -89,6 +89,8 @@ class Settings:
     metrics_port: int | None = None
     # A drill accounts for its root lot when |unaccounted| <= this fraction of it (BRC/SQF use 2 %).
     drill_tolerance: float = 0.02
+    # FLOWVIZ_SIGN_HOLDS=1: a hold needs the signer's password too (release and reject always do).
+    sign_holds: bool = False
 
 
 @cache
@@ -139,4 +141,5 @@ def settings() -> Settings:
         token_ttl=_int("FLOWVIZ_TOKEN_TTL", 900, 60, 24 * 3600),
         metrics_port=_int("FLOWVIZ_METRICS_PORT", 0, 0, 65535) if env.get("FLOWVIZ_METRICS_PORT") else None,
         drill_tolerance=_fraction("FLOWVIZ_DRILL_TOLERANCE", 0.02),
+        sign_holds=_int("FLOWVIZ_SIGN_HOLDS", 0, 0, 1) == 1,
     )

@@ -1,16 +1,108 @@
-"""The asyncpg pool each service owns."""
+"""The asyncpg pool each service owns, and the gate that makes a database outage fail fast.
+
+When PostgreSQL is unreachable, a call must not wait for its deadline: the first failed
+connection closes the gate, and while it is closed every new connection is refused at once
+(DATABASE_UNAVAILABLE, HTTP 503 with Retry-After) without touching the network. Every
+`retry_after` seconds one connection attempt (a probe) goes through; only when it succeeds
+do the others reconnect, so a returning server sees one connection, not a storm.
+Connections already in the pool die with the server (asyncpg sees the socket close) and are
+replaced through the same gate on their next acquire.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from flowviz.core.errors import Unavailable
+
 log = logging.getLogger(__name__)
+
+# What a query sees when the server goes away under it: an outage, not a bug in the call.
+# (QueryCanceledError shares AdminShutdownError's class 57 but is a timeout: not listed.)
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+)
+# ... and what connecting sees: refused, no route, too slow.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, *OUTAGE_ERRORS)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """An outage error, or one raised while handling it (a transaction's exit on a connection
+    that died under it raises InterfaceError "the underlying connection is closed")."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, OUTAGE_ERRORS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def unavailable(retry_after: float = 1.0) -> Unavailable:
+    return Unavailable(
+        "DATABASE_UNAVAILABLE",
+        "the database is unreachable; retry shortly",
+        retry_after_seconds=max(1, round(retry_after)),
+    )
+
+
+class Gate:
+    """Closed after a connection failure; lets one probe through every `retry_after` seconds."""
+
+    def __init__(self, name: str, *, retry_after: float = 0.5, connect_timeout: float = 1.0) -> None:
+        self.name = name
+        self.retry_after = retry_after
+        self.connect_timeout = connect_timeout
+        self.down_since: float | None = None
+        self._next_probe = 0.0
+        self._probing = False
+
+    @property
+    def is_open(self) -> bool:
+        return self.down_since is None
+
+    def failed(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            log.warning("database unreachable, failing fast", extra={"pool": self.name, "error": str(exc)})
+        self._next_probe = now + self.retry_after
+
+    def recovered(self) -> None:
+        if self.down_since is not None:
+            log.info(
+                "database reachable again",
+                extra={"pool": self.name, "down_seconds": round(time.monotonic() - self.down_since, 3)},
+            )
+        self.down_since = None
+
+    async def connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        """asyncpg's `connect`, refused at once while the gate is closed (but for the probe)."""
+        probe = False
+        if self.down_since is not None:
+            if self._probing or time.monotonic() < self._next_probe:
+                raise unavailable(self.retry_after)
+            self._probing = probe = True
+        try:
+            conn: asyncpg.Connection = await asyncpg.connect(*args, timeout=self.connect_timeout, **kwargs)
+        except CONNECTION_ERRORS as exc:
+            self.failed(exc)
+            raise unavailable(self.retry_after) from exc
+        finally:
+            if probe:
+                self._probing = False
+        self.recovered()
+        return conn
 
 
 async def _session_unchanged(conn: asyncpg.Connection) -> None:
@@ -21,10 +113,16 @@ async def _session_unchanged(conn: asyncpg.Connection) -> None:
     pg_advisory_xact_lock), and it holds no cursors or LISTENs across a release."""
 
 
+# What opening the pool sees while the server is still starting.
+_NOT_YET: tuple[type[BaseException], ...] = (Unavailable, *CONNECTION_ERRORS)
+
+
 async def create_pool(
-    dsn: str, *, name: str, min_size: int, max_size: int, wait: float = 30.0
+    dsn: str, *, name: str, min_size: int, max_size: int, wait: float = 30.0, gate: Gate | None = None
 ) -> asyncpg.Pool:
-    """Open the pool, retrying while the server starts (bounded by `wait` seconds)."""
+    """Open the pool, retrying while the server starts (bounded by `wait` seconds). New
+    connections go through `gate` (one is made for the pool if not given)."""
+    gate = gate or Gate(name)
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -36,10 +134,11 @@ async def create_pool(
                 # Behind PgBouncer in transaction mode set FLOWVIZ_STATEMENT_CACHE=0.
                 statement_cache_size=1024,
                 reset=_session_unchanged,
+                connect=gate.connect,
             )
             assert pool is not None
             return pool
-        except (OSError, asyncpg.CannotConnectNowError, asyncpg.PostgresConnectionError) as exc:
+        except _NOT_YET as exc:
             if time.monotonic() > deadline:
                 raise
             log.warning("database not ready, retrying", extra={"error": str(exc)})

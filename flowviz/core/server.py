@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from flowviz.core import auth, logs, metrics, tracing
+from flowviz.core import auth, db, logs, metrics, tracing
 from flowviz.core.cache import Cache
 from flowviz.core.channels import open_channel
 from flowviz.core.config import HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
@@ -109,7 +109,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         async def guard(context: grpc.aio.ServicerContext[Any, Any]) -> None:
             logs.request_id.set(str(rid) if rid else uuid.uuid4().hex)
             if not resources.ready:
-                raise Unavailable("NOT_READY", f"{resources.name} is starting or draining")
+                raise Unavailable(
+                    "NOT_READY", f"{resources.name} is starting or draining", retry_after_seconds=1
+                )
             if not public:
                 identity = self.verifier.verify(token) if token else None
                 auth.current_identity.set(auth.check(self.policy, method, identity))
@@ -127,6 +129,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 exc, asyncpg.DataError
             ):  # SQLSTATE 22: a value PostgreSQL cannot take (a NUL byte, ...)
                 status = to_status(InvalidArgument("VALUE_INVALID", "a value is not valid here"))
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            if db.is_outage(exc):  # the server went away mid-call: its transaction is rolled back
+                status = to_status(db.unavailable())
                 await context.abort(status.code, status.details, status.trailing_metadata)
             if isinstance(exc, asyncpg.QueryCanceledError):
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the query was cancelled")

@@ -227,6 +227,9 @@ IN_WORDS: dict[str, str] = {
     "DUPLICATE_LOT); ended_at is not before started_at (400 TIMES_INVALID). The data decides the rest: inputs "
     "exist (404), convert to their lot's unit and hold enough (409), are not on hold (409 LOT_BLOCKED); "
     "outputs and the run code are new (409). An Idempotency-Key reused with another body: 422.",
+    "RecordQcDecisionRequest": "A release or reject (a hold too where FLOWVIZ_SIGN_HOLDS is set) is signed: "
+    "password is the caller's own, re-entered (400 SIGNATURE_REQUIRED, SIGNATURE_INVALID; 429 after repeated "
+    "wrong ones). The decision records the signer's name, the time and the meaning.",
     "CreateUserRequest": PASSWORD_WORDS,
     "UpdateUserRequest": "At least one active administrator always remains: disabling or demoting the last "
     "one is refused (409 LAST_ADMIN)." + OWN_PASSWORD_WORDS,

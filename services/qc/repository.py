@@ -27,7 +27,7 @@ WHERE l.lot_code = ANY($1::text[]) AND (d.decision IN ('hold', 'reject') OR l.lo
 
 DECISION_COLUMNS = """
 d.id, l.lot_code, COALESCE(g.code, '') AS gate_code, d.decision, d.reason, u.username AS decided_by,
-d.decided_at, COALESCE(d.supersedes_id, 0) AS supersedes_id
+d.decided_at, COALESCE(d.supersedes_id, 0) AS supersedes_id, d.signer_name, d.signed_at, d.signature_meaning
 """
 
 LIST_DECISIONS = f"""
@@ -42,8 +42,10 @@ ORDER BY d.id LIMIT $3
 
 INSERT_DECISION = f"""
 WITH new AS (
-    INSERT INTO qc_decisions (lot_id, gate_id, decision, reason, decided_by, supersedes_id)
-    VALUES ($1, $2, $3, $4, (SELECT id FROM users WHERE username = $5), $6)
+    INSERT INTO qc_decisions (lot_id, gate_id, decision, reason, decided_by, supersedes_id,
+                              signer_name, signed_at, signature_meaning)
+    VALUES ($1, $2, $3, $4, (SELECT id FROM users WHERE username = $5), $6,
+            $7, CASE WHEN $7::text IS NULL THEN NULL ELSE now() END, $8)
     RETURNING *
 )
 SELECT {DECISION_COLUMNS}
@@ -96,8 +98,13 @@ async def insert_decision(
     reason: str,
     username: str,
     supersedes_id: int | None,
+    signer_name: str | None = None,
+    meaning: str | None = None,
 ) -> asyncpg.Record:
-    row = await conn.fetchrow(INSERT_DECISION, lot_id, gate_id, decision, reason, username, supersedes_id)
+    """The new decision; signed (name, now, meaning) when `signer_name` is given."""
+    row = await conn.fetchrow(
+        INSERT_DECISION, lot_id, gate_id, decision, reason, username, supersedes_id, signer_name, meaning
+    )
     assert row is not None
     return row
 
@@ -145,3 +152,11 @@ async def update_gate(pool: asyncpg.Pool, code: str, name: str, description: str
         description,
     )
     return bool(status != "UPDATE 0")
+
+
+async def signer(db: DB, username: str) -> asyncpg.Record | None:
+    """What a signature is checked against. Read from the lots service's users table, as the
+    decisions already are (decided_by): a signature is the caller's own password."""
+    return await db.fetchrow(
+        "SELECT password_hash, display_name, disabled FROM users WHERE username = $1", username
+    )

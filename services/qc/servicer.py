@@ -11,11 +11,12 @@ from typing import Any
 import asyncpg
 import grpc
 
-from flowviz.core import auth, paging, validation
+from flowviz.core import audit, auth, paging, passwords, validation
 from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lineage import related
 from flowviz.core.lotrow import STATUS_OF_DECISION, effective_status
+from flowviz.core.ratelimit import LoginLimiter, TooManyAttempts, username_key
 from flowviz.core.server import Resources
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
@@ -39,6 +40,8 @@ ALLOWED = {
     "rejected": set(),
 }
 BLOCKING_STATUS = {"hold": "on_hold", "reject": "rejected"}
+# What an electronic signature of each decision means (recorded with it, shown in its history).
+MEANING = {"release": "released for use", "reject": "rejected", "hold": "placed on hold"}
 
 
 def allowed_decisions(status: str) -> list[str]:
@@ -60,6 +63,11 @@ def decision_message(row: asyncpg.Record) -> qc_pb2.QcDecision:
         supersedes_id=row["supersedes_id"],
     )
     message.decided_at.FromDatetime(row["decided_at"])
+    if row["signed_at"] is not None:
+        message.signature.signer = row["decided_by"]
+        message.signature.signer_name = row["signer_name"]
+        message.signature.signed_at.FromDatetime(row["signed_at"])
+        message.signature.meaning = row["signature_meaning"]
     return message
 
 
@@ -90,6 +98,8 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.r = resources
         self.genealogy: genealogy_pb2_grpc.GenealogyServiceAsyncStub
+        # Wrong signature passwords count like failed logins: a few tries per user.
+        self.signatures = LoginLimiter(max_failures=5)
 
     async def start(self) -> None:
         self.genealogy = genealogy_pb2_grpc.GenealogyServiceStub(self.r.channel("genealogy"))
@@ -204,6 +214,8 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 "DECISION_INVALID", "decision must be pass, hold, release or reject", field="decision"
             )
         reason = validation.text(request.reason, "reason", required=decision != "pass", max_len=1000)
+        # Signed before any lock is taken: checking a password takes tens of milliseconds.
+        signer_name = await self._signature(decision, request.password)
         gate: int | None = None
         if request.gate_code:
             gate = await repository.gate_id(self.r.pool, request.gate_code)
@@ -257,6 +269,18 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 reason=reason,
                 username=caller_name(),
                 supersedes_id=supersedes,
+                signer_name=signer_name,
+                meaning=MEANING[decision] if signer_name is not None else None,
+            )
+            await audit.record(
+                conn,
+                "decide",
+                "qc_decision",
+                str(inserted["id"]),
+                reason=reason,
+                lot_code=code,
+                decision=decision,
+                signed=inserted["signature_meaning"] or "",
             )
         # Traces show statuses: drop cached answers of every lot this one is related to.
         await self.r.cache.invalidate(
@@ -264,6 +288,29 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
         )
         status = await self.GetQcStatus(qc_pb2.GetQcStatusRequest(lot_code=code), context)
         return qc_pb2.RecordQcDecisionResponse(decision=decision_message(inserted), status=status)
+
+    async def _signature(self, decision: str, password: str) -> str | None:
+        """The signer's name when `decision` must be signed and `password` is the caller's own."""
+        if decision not in ("release", "reject") and not (decision == "hold" and self.r.settings.sign_holds):
+            return None
+        if not password:
+            raise InvalidArgument(
+                "SIGNATURE_REQUIRED",
+                f"password is required: a {decision} is signed by re-entering your password",
+                field="password",
+            )
+        name = caller_name()
+        key = username_key(name)
+        if (wait := self.signatures.check(key)) is not None:
+            raise TooManyAttempts.after(wait)
+        row = await repository.signer(self.r.pool, name)
+        ok = await passwords.verify_password_async(row["password_hash"] if row else None, password[:1024])
+        if not ok or row is None or row["disabled"]:
+            if (wait := self.signatures.failure(key)) is not None:
+                raise TooManyAttempts.after(wait)
+            raise InvalidArgument("SIGNATURE_INVALID", "password is not your password", field="password")
+        self.signatures.success(key)
+        return str(row["display_name"] or name)
 
     async def CreateQcGate(
         self, request: qc_pb2.CreateQcGateRequest, context: Context

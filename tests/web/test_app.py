@@ -402,3 +402,30 @@ def test_the_health_badge_names_what_is_down(app: App, web_system: System) -> No
     qc.wait(30)
     page.locator("#health", has_text="down: qc").wait_for(timeout=30_000)
     assert "down" in (page.locator("#health").get_attribute("class") or "")
+
+
+def test_a_release_from_the_lot_panel_is_signed_with_the_password(app: App, web_system: System) -> None:
+    admin = bearer("ada")
+    r = httpx.post(web_system.base + "/api/lots", headers=admin, timeout=10,
+                   json={"lot_code": "RAW-SIGN-1", "kind": "RAW", "product": "Salt", "quantity": 1, "uom": "kg"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    r = httpx.post(web_system.base + "/api/lots/RAW-SIGN-1/qc-decisions", headers=admin, timeout=10,
+                   json={"decision": "hold", "reason": "swab"})  # fmt: skip
+    assert r.status_code == 201, r.text
+    page = app.open("/?lot=RAW-SIGN-1", user="quinn")
+    release = page.locator("#panel-lot button[data-decision=release]")
+    release.wait_for()
+    page.locator("#panel-lot textarea").fill("retest negative")
+    release.click()  # no password: refused in the page, nothing sent
+    assert (
+        page.locator("#panel-lot .actions .error").text_content()
+        == "Re-enter your password to sign this release."
+    )
+    page.locator("#panel-lot input[type=password]").fill("qc-pass-2026")
+    release.click()
+    signed = page.locator("#panel-lot td.signature", has_text="released for use")
+    signed.wait_for()
+    assert signed.text_content() == "signed by Quinn: released for use"
+    assert "electronic signature of quinn" in (signed.get_attribute("title") or "")
+    assert page.locator("#panel-lot input[type=password]").input_value() == ""  # not kept
+    app.shot("release-signed")

@@ -1,5 +1,6 @@
 // QC decision buttons with a required reason. Shown to everyone; disabled, with the reason
-// why, for roles that may not record them.
+// why, for roles that may not record them. A release or reject is signed: the signer
+// re-enters their password with it (never kept: the field is cleared after each try).
 import { api, enc, may, CAN, role } from "./api.js";
 import { el } from "./dom.js";
 
@@ -8,6 +9,11 @@ export function qcActions(lotCode, { onDone, decisions = ["hold", "release", "re
   const id = `reason-${Math.random().toString(36).slice(2)}`;
   const reason = el("textarea", { id, placeholder: "Reason (required)", disabled: !allowed, "aria-label": `Reason for ${lotCode}` });
   const message = el("p", { role: "status" });
+  const SIGNED = ["release", "reject"];
+  const signs = decisions.some((d) => SIGNED.includes(d));
+  const password = signs
+    ? el("input", { type: "password", autocomplete: "current-password", disabled: !allowed, placeholder: "Your password, to sign a release or reject", "aria-label": `Password to sign a decision for ${lotCode}` })
+    : null;
   const buttons = decisions.map((d) =>
     el("button", {
       type: "button",
@@ -26,9 +32,22 @@ export function qcActions(lotCode, { onDone, decisions = ["hold", "release", "re
           return;
         }
         reason.removeAttribute("aria-invalid");
+        if (SIGNED.includes(d) && !password.value) {
+          message.className = "error";
+          message.textContent = `Re-enter your password to sign this ${d}.`;
+          password.setAttribute("aria-invalid", "true");
+          password.focus();
+          return;
+        }
+        const body = { decision: d, reason: reason.value.trim() };
+        if (password && password.value) body.password = password.value;
+        if (password) {
+          password.value = "";
+          password.removeAttribute("aria-invalid");
+        }
         for (const b of buttons) b.disabled = true;
         try {
-          await api(`/api/lots/${enc(lotCode)}/qc-decisions`, { method: "POST", body: { decision: d, reason: reason.value.trim() } });
+          await api(`/api/lots/${enc(lotCode)}/qc-decisions`, { method: "POST", body });
           message.className = "ok";
           message.textContent = `${button.textContent} recorded for ${lotCode}.`;
           reason.value = "";
@@ -42,5 +61,5 @@ export function qcActions(lotCode, { onDone, decisions = ["hold", "release", "re
       },
     }));
   const why = allowed ? null : el("p", { class: "why", text: `Disabled: ${CAN.qc.why} (you are ${role() || "signed out"}).` });
-  return el("div", { class: "actions" }, reason, el("div", { class: "row" }, buttons), why, message);
+  return el("div", { class: "actions" }, reason, password, el("div", { class: "row" }, buttons), why, message);
 }

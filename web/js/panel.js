@@ -44,7 +44,7 @@ export async function renderLotPanel(container, code, { onOpen, onChanged }) {
   parts.push(el("h3", { text: "QC history" }));
   const ds = decisions.ok ? decisions.ok.decisions : [];
   parts.push(ds.length
-    ? el("table", {}, el("tbody", {}, ds.map((d) => el("tr", {}, el("td", { text: fmtTime(d.decided_at) }), el("td", { text: String(d.decision).toLowerCase() }), el("td", { text: d.decided_by }), el("td", { text: d.reason })))))
+    ? el("table", {}, el("tbody", {}, ds.map((d) => el("tr", {}, el("td", { text: fmtTime(d.decided_at) }), el("td", { text: String(d.decision).toLowerCase() }), el("td", { text: d.decided_by }), el("td", { text: d.reason }), d.signature ? el("td", { class: "signature", title: `electronic signature of ${d.signature.signer}, ${fmtTime(d.signature.signed_at)}`, text: `signed by ${d.signature.signer_name}: ${d.signature.meaning}` }) : el("td")))))
     : el("p", { class: "muted", text: decisions.err ? decisions.err.message : "No decisions yet." }));
 
   parts.push(el("h3", { text: "Mass balance" }));
