@@ -117,7 +117,7 @@ async def _unless_disconnected(request: Request, call: Any) -> Any:
 
 def _request_id(request: Request) -> str:
     rid = request.headers.get("x-request-id", "")
-    if not _REQUEST_ID.match(rid):
+    if not _REQUEST_ID.fullmatch(rid):
         rid = uuid.uuid4().hex
     logs.request_id.set(rid)
     return rid

@@ -80,6 +80,19 @@ class Resources:
         return tuple(metadata)
 
 
+def database_error(exc: BaseException) -> DomainError | None:
+    """A value PostgreSQL refused, as the 400 it is (None: not a refusal of a value)."""
+    if isinstance(exc, asyncpg.CheckViolationError):
+        # Column checks are named <table>_<column>_check (PostgreSQL's naming, migration 0009).
+        name, prefix, suffix = exc.constraint_name or "", f"{exc.table_name}_", "_check"
+        column = name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)
+        field = name[len(prefix) : -len(suffix)] if column else name
+        return InvalidArgument("FIELD_INVALID", f"{field} is not valid (database rule {name})", field=field)
+    if isinstance(exc, asyncpg.DataError):  # SQLSTATE 22: a value PostgreSQL cannot take (a NUL byte, ...)
+        return InvalidArgument("VALUE_INVALID", "a value is not valid here")
+    return None
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Request ids in; the caller authenticated and authorized by the service's policy (every
     method not listed as public needs a token whose role the policy allows: fail closed);
@@ -123,10 +136,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_ON:
                 # Another service's answer (unavailable, too slow, ...) stays what it was.
                 await context.abort(exc.code(), exc.details() or exc.code().name, exc.trailing_metadata())  # type: ignore[arg-type]
-            if isinstance(
-                exc, asyncpg.DataError
-            ):  # SQLSTATE 22: a value PostgreSQL cannot take (a NUL byte, ...)
-                status = to_status(InvalidArgument("VALUE_INVALID", "a value is not valid here"))
+            if (refused := database_error(exc)) is not None:
+                status = to_status(refused)
                 await context.abort(status.code, status.details, status.trailing_metadata)
             if isinstance(exc, asyncpg.QueryCanceledError):
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the query was cancelled")

@@ -23,7 +23,7 @@ LAST_ADMIN_SQLSTATE = "FV001"
 
 
 def username(value: str) -> str:
-    if not USERNAME.match(value):
+    if not USERNAME.fullmatch(value):
         raise InvalidArgument("USERNAME_INVALID", "username must be 1-64 of a-z 0-9 _ . -", field="username")
     return value
 
@@ -69,7 +69,7 @@ class Users:
         # A name that cannot exist is looked up as nobody (same cost: the dummy hash is verified).
         row = (
             await repository.user_credentials(self.r.pool, request.username)
-            if USERNAME.match(request.username)
+            if USERNAME.fullmatch(request.username)
             else None
         )
         ok = await passwords.verify_password_async(
