@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from flowviz.core import auth, logs, tracing
+from flowviz.core import auth, logs, metrics, tracing
 from flowviz.core.config import settings
 from flowviz.core.errors import from_rpc_error
 from flowviz.core.protojson import JsonInputError, fill
@@ -263,7 +263,6 @@ def _routes() -> list[BaseRoute]:
         Route("/api/health", no_query(health)),
         Route("/api/traceability/", empty_lot_code),
         Route("/api/openapi.json", no_query(openapi_json)),
-        Route("/metrics", observability.metrics_endpoint),
         *web.routes(),
     ]
     # Starlette matches in order: group methods of one path into one Route.
@@ -288,6 +287,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     logs.setup("gateway", cfg.log_format)
     app.state.upstreams = Upstreams(cfg)
     app.state.verifier = auth.TokenVerifier(cfg.token_secret)
+    # /metrics on a port of its own (the public HTTP port, and so the ingress, never serves it).
+    port = cfg.metrics_port if cfg.metrics_port is not None else cfg.metrics_ports["gateway"]
+    await metrics.serve_metrics("gateway", cfg.bind_host, port)
     yield
     await app.state.upstreams.close()
 
@@ -296,8 +298,12 @@ def create_app() -> Starlette:
     cfg = settings()
     tracing.setup("gateway")  # no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     routes = _routes()
-    # Outermost first: the trace span (when on), then metrics and the access log.
-    middleware = [*tracing.asgi_middleware(routes), Middleware(observability.Observability)]
+    # Outermost first: the security headers, the trace span (when on), then metrics and the access log.
+    middleware = [
+        Middleware(web.SecureHeaders),
+        *tracing.asgi_middleware(routes),
+        Middleware(observability.Observability),
+    ]
     if cfg.cors_origins:
         middleware.append(
             Middleware(
@@ -308,12 +314,15 @@ def create_app() -> Starlette:
                 expose_headers=["x-request-id"],
             )
         )
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed, 500: internal_error},
     )
+    # A trailing slash is a 404, never a redirect built from the request's Host header.
+    app.router.redirect_slashes = False
+    return app
 
 
 app = create_app()

@@ -22,7 +22,7 @@ import pytest
 
 from flowviz import migrate, seed
 from flowviz.core import auth, passwords
-from flowviz.core.config import DEFAULT_PORTS
+from flowviz.core.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS
 from flowviz.embedded import Postgres, Valkey, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,7 +167,7 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
     )
     for name in DEFAULT_PORTS:
         env[f"FLOWVIZ_{name.upper()}_PORT"] = str(free_port())
-    for name in ("health", "lots", "genealogy", "qc"):
+    for name in DEFAULT_METRICS_PORTS:
         env[f"FLOWVIZ_{name.upper()}_METRICS_PORT"] = str(free_port())
     return env
 

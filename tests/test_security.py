@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import asyncpg
 import grpc
 import httpx
 import psycopg
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from flowviz.core import validation
 from flowviz.core.errors import DomainError
 from flowviz.core.server import database_error
 from services.lots import users
+from tests.conftest import Servers, System, system_env
 
 # --- 8: validation matches the whole string; the database checks the same codes ---------------
 
@@ -86,3 +89,79 @@ async def test_a_check_violation_is_a_400_naming_the_field(seeded_db_url: str) -
     error = database_error(refused.value)
     assert error is not None and error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert error.metadata["field"] == "lot_code" and error.message.startswith("lot_code ")
+
+
+# --- 9: HTTP hardening ---------------------------------------------------------------------------
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+def test_every_answer_carries_the_security_headers(http: httpx.Client, anonymous: httpx.Client) -> None:
+    answers = [
+        http.get("/api/lots/FG-DONER-X1"),  # 200 JSON
+        http.get("/api/lots/NO-SUCH-LOT"),  # 404 from a service
+        http.get("/no/such/route"),  # the router's 404
+        http.post("/api/lots", json={"lot_code": "x"}),  # 400
+        anonymous.get("/api/lots"),  # 401
+        anonymous.get("/api/health"),
+        anonymous.get("/api/openapi.json"),
+        anonymous.get("/"),
+        http.get("/api/traceability/FG-DONER-X1/export.csv"),  # streamed
+    ]
+    for r in answers:
+        for name, value in SECURITY_HEADERS.items():
+            assert r.headers.get(name) == value, f"{r.request.url} {r.status_code}: {name}"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+
+
+def test_authenticated_data_and_tokens_are_never_stored(http: httpx.Client, anonymous: httpx.Client) -> None:
+    for r in (
+        http.get("/api/lots/FG-DONER-X1"),
+        http.get("/api/traceability/FG-DONER-X1"),
+        http.get("/api/traceability/FG-DONER-X1/export.csv"),
+        anonymous.post("/api/auth/token", json={"username": "ana", "password": "viewer-pass-2026"}),
+    ):
+        assert r.status_code == 200, r.text
+        assert r.headers["cache-control"] == "no-store", r.request.url
+    assert anonymous.get("/").headers["cache-control"] == "no-cache"  # the page keeps its own
+
+
+def test_a_trailing_slash_never_redirects_to_the_host_header(http: httpx.Client) -> None:
+    r = http.get("/api/lots/", headers={"host": "evil.example"})
+    assert r.status_code == 404, r.headers
+    assert "location" not in r.headers
+
+
+def test_metrics_are_not_on_the_public_port(http: httpx.Client, system: System) -> None:
+    assert http.get("/metrics").status_code == 404
+    own = f"http://127.0.0.1:{system.env['FLOWVIZ_GATEWAY_METRICS_PORT']}/metrics"
+    assert "flowviz_http_requests_total" in httpx.get(own, timeout=5).text
+
+
+@pytest.fixture
+def qc_without_reflection(servers: Servers) -> Iterator[System]:
+    sys_ = System(system_env(servers, servers.pg.url), servers.tmp / "logs")
+    sys_.start("qc-no-reflection", "services.qc", {"FLOWVIZ_REFLECTION": "0", "FLOWVIZ_QC_METRICS_PORT": "0"})
+    yield sys_
+    sys_.stop()
+
+
+def test_reflection_can_be_switched_off(qc_without_reflection: System) -> None:
+    with grpc.insecure_channel(qc_without_reflection.addr("qc")) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=30, wait_for_ready=True
+        )
+        assert health.status in (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+        replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            list(replies)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]

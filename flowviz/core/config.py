@@ -14,7 +14,8 @@ DEFAULT_PORTS = {
     "qc": 50053,
     "gateway": 8000,
 }
-DEFAULT_METRICS_PORTS = {"health": 9150, "lots": 9151, "genealogy": 9152, "qc": 9153}
+# The gateway's metrics are on a port of their own too, never on the public HTTP port.
+DEFAULT_METRICS_PORTS = {"health": 9150, "lots": 9151, "genealogy": 9152, "qc": 9153, "gateway": 9154}
 # grpc.health.v1 service names each process reports (besides "" for the process as a whole).
 HEALTH_SERVICE_NAMES = {
     "lots": "flowviz.lots.v1.LotsService",
@@ -55,6 +56,15 @@ def _float(name: str, default: float) -> float:
     return value
 
 
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{name}={raw!r} must be 0 or 1")
+    return raw == "1"
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -80,6 +90,8 @@ class Settings:
     token_ttl: int
     # FLOWVIZ_METRICS_PORT (deploy manifests): this process's metrics port, over metrics_ports[name].
     metrics_port: int | None = None
+    # gRPC server reflection (FLOWVIZ_REFLECTION, on by default for ghz and grpcurl; production: 0).
+    reflection: bool = True
 
 
 @cache
@@ -128,5 +140,6 @@ def settings() -> Settings:
         log_format=log_format,
         token_secret=load_secret(),
         token_ttl=_int("FLOWVIZ_TOKEN_TTL", 900, 60, 24 * 3600),
+        reflection=_flag("FLOWVIZ_REFLECTION", True),
         metrics_port=_int("FLOWVIZ_METRICS_PORT", 0, 0, 65535) if env.get("FLOWVIZ_METRICS_PORT") else None,
     )

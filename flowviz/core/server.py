@@ -220,10 +220,15 @@ async def serve(
     service_names = list(register(server, resources))
     served = [f"/{s}/{m.name}" for s in service_names for m in _service(s).methods]
     auth.validate_policy(policy, [m for m in served if m not in public])
-    reflection.enable_server_reflection(
-        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-        server,
-    )
+    if cfg.reflection:
+        reflection.enable_server_reflection(
+            [
+                *service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
     own_names = ["", HEALTH_SERVICE_NAMES[name], *service_names]
     for svc in own_names:
         await health.set(svc, NOT_SERVING)
