@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -28,7 +26,6 @@ from gateway.routes import ROUTES, RpcRoute
 from gateway.upstreams import Upstreams
 
 MAX_BODY = 1024 * 1024
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -116,9 +113,7 @@ async def _unless_disconnected(request: Request, call: Any) -> Any:
 
 
 def _request_id(request: Request) -> str:
-    rid = request.headers.get("x-request-id", "")
-    if not _REQUEST_ID.fullmatch(rid):
-        rid = uuid.uuid4().hex
+    rid = logs.accept_request_id(request.headers.get("x-request-id"))
     logs.request_id.set(rid)
     return rid
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Iterator
 
 import asyncpg
@@ -12,11 +14,13 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from flowviz.core import validation
+from flowviz import supervisor
+from flowviz.core import logs, validation
+from flowviz.core.config import settings
 from flowviz.core.errors import DomainError
-from flowviz.core.server import database_error
+from flowviz.core.server import ErrorInterceptor, Resources, database_error
 from services.lots import users
-from tests.conftest import Servers, System, system_env
+from tests.conftest import TOKEN_SECRET, Servers, System, system_env
 
 # --- 8: validation matches the whole string; the database checks the same codes ---------------
 
@@ -165,3 +169,77 @@ def test_reflection_can_be_switched_off(qc_without_reflection: System) -> None:
         with pytest.raises(grpc.RpcError) as refused:
             list(replies)
     assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+
+
+# --- 10: log forging -----------------------------------------------------------------------------
+
+FORGED = "ok\n\x1b[2K\r\x1b[33m      lots |\x1b[0m 12:00:00.000 INFO    admin signed in \x9b31m"
+
+
+def _lines_and_escapes(text: str) -> tuple[int, list[str]]:
+    """Lines, and the escape sequences other than the supervisor's own colour prefix."""
+    own = [f"\x1b[{c}m" for c in supervisor.COLORS.values()] + ["\x1b[37m", "\x1b[0m"]
+    for seq in own:
+        text = text.replace(seq, "")
+    return text.count("\n") + 1, [c for c in text if c in "\x1b\x9b\r"]
+
+
+def test_the_readable_view_escapes_every_value() -> None:
+    line = json.dumps(
+        {"ts": "2026-12-02T12:00:00.000Z", "level": "info", "msg": FORGED, FORGED: FORGED, "n": 1}
+    )
+    out = supervisor.readable("lots", line)
+    assert _lines_and_escapes(out) == (1, [])
+    assert "\\x0a" in out and "\\x1b" in out  # shown, not dropped
+    assert _lines_and_escapes(supervisor.readable("lots", FORGED)) == (1, [])  # not JSON
+    # A traceback keeps its lines, each marked as this record's.
+    exc = "Traceback\n  ValueError: " + FORGED
+    tb = supervisor.readable("qc", json.dumps({"msg": "boom", "exc": exc}))
+    lines = tb.split("\n")
+    assert len(lines) == 1 + len(exc.split("\n")) and all(
+        line.startswith("\x1b[35m       qc\x1b[0m |") for line in lines
+    )
+    assert _lines_and_escapes(tb) == (len(lines), [])
+
+
+def test_the_text_log_format_escapes_the_message() -> None:
+    formatter = logs.TextFormatter("%(levelname)s %(message)s")
+    record = logging.LogRecord("x", logging.INFO, "", 0, "login %s", (FORGED,), None)
+    assert _lines_and_escapes(formatter.format(record)) == (1, [])
+
+
+async def test_a_forged_grpc_request_id_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The interceptor keeps a well-formed x-request-id and replaces any other, as the gateway does."""
+    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    settings.cache_clear()
+    resources = Resources(settings=settings(), name="lots")
+    settings.cache_clear()
+    resources.ready = True
+    method = "/flowviz.test.v1.Echo/RequestId"
+
+    async def request_id(request: bytes, context: object) -> bytes:
+        return logs.request_id.get().encode()
+
+    handler = grpc.method_handlers_generic_handler(
+        "flowviz.test.v1.Echo", {"RequestId": grpc.unary_unary_rpc_method_handler(request_id)}
+    )
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(resources, {}, frozenset({method}))])
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(method)
+            for sent, kept in (
+                ("req-1.a_B", True),
+                ("x" * 3000, False),
+                ("id with spaces", False),
+                ("", False),
+            ):
+                got = (await call(b"", metadata=(("x-request-id", sent),), timeout=5)).decode()
+                assert (got == sent) == kept, (sent[:20], got)
+                assert 1 <= len(got) <= 64 and got.isprintable()
+    finally:
+        await server.stop(None)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,7 +119,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         token = None if public else auth.bearer(metadata)
 
         async def guard(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            logs.request_id.set(str(rid) if rid else uuid.uuid4().hex)
+            logs.request_id.set(logs.accept_request_id(rid))
             if not resources.ready:
                 raise Unavailable("NOT_READY", f"{resources.name} is starting or draining")
             if not public:
