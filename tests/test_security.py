@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 
 import asyncpg
@@ -15,12 +18,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from flowviz import supervisor
-from flowviz.core import logs, validation
-from flowviz.core.config import settings
+from flowviz.core import auth, config, logs, validation
+from flowviz.core.config import ConfigError, settings
 from flowviz.core.errors import DomainError
 from flowviz.core.server import ErrorInterceptor, Resources, database_error
 from services.lots import users
-from tests.conftest import TOKEN_SECRET, Servers, System, system_env
+from tests.conftest import ROOT, TOKEN_SECRET, Servers, System, system_env
 
 # --- 8: validation matches the whole string; the database checks the same codes ---------------
 
@@ -243,3 +246,59 @@ async def test_a_forged_grpc_request_id_is_replaced(
                 assert 1 <= len(got) <= 64 and got.isprintable()
     finally:
         await server.stop(None)
+
+
+# --- 5: no default secret; known placeholders refused outside an explicit dev setting -------------
+
+
+def _dev_overlay_secrets() -> dict[str, str]:
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "deploy/k8s/overlays/dev/kustomization.yaml").read_text())
+    literals = next(g for g in doc["secretGenerator"] if g["name"] == "flowviz-secrets")["literals"]
+    config = next(g for g in doc["configMapGenerator"] if g["name"] == "flowviz-config")["literals"]
+    assert "FLOWVIZ_DEV=1" in config  # the overlay says it is dev, so its values are accepted there
+    return dict(item.split("=", 1) for item in literals)
+
+
+def test_an_unset_secret_refuses_to_start_saying_how_to_make_one() -> None:
+    with pytest.raises(ConfigError, match=r"must be set .*secrets\.token_urlsafe"):
+        auth.load_secret({})
+
+
+def test_the_shipped_placeholders_are_refused_unless_dev(monkeypatch: pytest.MonkeyPatch) -> None:
+    placeholders = _dev_overlay_secrets()
+    secret = placeholders["FLOWVIZ_TOKEN_SECRET"]
+    with pytest.raises(ConfigError, match="placeholder"):
+        auth.load_secret({"FLOWVIZ_TOKEN_SECRET": secret})
+    assert auth.load_secret({"FLOWVIZ_TOKEN_SECRET": secret, "FLOWVIZ_DEV": "1"}) == secret.encode()
+    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    monkeypatch.setenv("DATABASE_URL", placeholders["DATABASE_URL"])
+    monkeypatch.delenv("FLOWVIZ_DEV", raising=False)
+    settings.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="password in DATABASE_URL is a known placeholder"):
+            settings()
+        monkeypatch.setenv("FLOWVIZ_DEV", "1")
+        settings.cache_clear()
+        assert settings().database_url == placeholders["DATABASE_URL"]
+    finally:
+        settings.cache_clear()
+
+
+def test_a_service_with_the_placeholder_secret_does_not_start(servers: Servers) -> None:
+    env = system_env(servers, servers.pg.url) | {
+        "FLOWVIZ_TOKEN_SECRET": _dev_overlay_secrets()["FLOWVIZ_TOKEN_SECRET"]
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services.qc"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and "FLOWVIZ_TOKEN_SECRET is a known placeholder" in done.stderr + done.stdout
+
+
+def test_compose_has_no_default_secret() -> None:
+    compose = (ROOT / "deploy/docker-compose.yml").read_text()
+    uses = re.findall(r"\$\{(POSTGRES_PASSWORD|FLOWVIZ_TOKEN_SECRET)([^}]*)\}", compose)
+    assert {name for name, _ in uses} == {"POSTGRES_PASSWORD", "FLOWVIZ_TOKEN_SECRET"}
+    assert all(rest.startswith(":?") for _, rest in uses), uses  # unset: compose refuses to start
+    assert not any(p in compose for p in config.KNOWN_PLACEHOLDERS)

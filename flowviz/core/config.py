@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from urllib.parse import urlsplit
 
 # Default ports; deploy/ manifests and tests/deploy mirror these.
 DEFAULT_PORTS = {
@@ -28,6 +31,24 @@ UPSTREAMS = ("lots", "genealogy", "qc", "health")
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the process refuses to start."""
+
+
+# Secrets that ship in deploy/ (the dev overlay's generated Secret), and words that mark a
+# placeholder: refused unless FLOWVIZ_DEV=1 says this is a developer's own throw-away stack.
+KNOWN_PLACEHOLDERS = frozenset({"dev-only-insecure-token-secret-do-not-use-in-production", "flowviz-dev-password"})
+_PLACEHOLDER_WORDS = re.compile(r"insecure|do-not-use|change-?me|placeholder|dev-password", re.IGNORECASE)
+DEV_ENV = "FLOWVIZ_DEV"
+
+
+def refuse_placeholder(name: str, value: str, environ: Mapping[str, str], hint: str) -> None:
+    """Refuse a known or obvious placeholder secret outside an explicit dev setting."""
+    if environ.get(DEV_ENV) == "1":
+        return
+    if value in KNOWN_PLACEHOLDERS or _PLACEHOLDER_WORDS.search(value):
+        raise ConfigError(
+            f"{name} is a known placeholder, not a secret ({hint}); only a developer's own stack may "
+            f"use one, with {DEV_ENV}=1"
+        )
 
 
 def _int(name: str, default: int, lo: int = 0, hi: int = 2**31) -> int:
@@ -104,6 +125,10 @@ def settings() -> Settings:
         raise ConfigError("DATABASE_URL must be a postgresql:// URL")
     if valkey_url and not valkey_url.startswith(("valkey://", "redis://", "unix://")):
         raise ConfigError("VALKEY_URL must be a valkey:// URL")
+    for name, url in (("DATABASE_URL", database_url), ("VALKEY_URL", valkey_url)):
+        if password := urlsplit(url).password:
+            hint = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+            refuse_placeholder(f"the password in {name}", password, env, hint)
     ports = {
         name: _int(f"FLOWVIZ_{name.upper()}_PORT", port, 1, 65535) for name, port in DEFAULT_PORTS.items()
     }
