@@ -21,6 +21,7 @@ from flowviz.core.config import settings
 from flowviz.core.errors import from_rpc_error
 from flowviz.core.protojson import JsonInputError, fill
 from gateway import exports, observability, openapi, web
+from gateway.clients import client_address
 from gateway.errors import error_response, failure_response
 from gateway.routes import ROUTES, RpcRoute
 from gateway.upstreams import Upstreams
@@ -123,11 +124,13 @@ def _metadata(request: Request, rid: str, public: bool = False) -> tuple[tuple[s
 
     The token is verified here first (cached per token), so a caller without a valid one gets
     401 before anything about the request is looked at; each service verifies it again and
-    checks the caller's role itself."""
-    client = request.client.host if request.client else ""
+    checks the caller's role itself. A public call carries the gateway's own identity instead,
+    which is what lets the service believe the client address."""
+    peer = request.client.host if request.client else ""
+    client = client_address(peer, request.headers.get("x-forwarded-for"), settings().trusted_proxies)
     metadata: tuple[tuple[str, str], ...] = (("x-request-id", rid), ("x-client-address", client))
     if public:
-        return metadata
+        return (*metadata, ("authorization", f"Bearer {request.app.state.service_token.token()}"))
     bearer_token = auth.bearer(request.headers.get("authorization"))
     if bearer_token is None:
         raise Unauthorized("TOKEN_MISSING" if "authorization" not in request.headers else "TOKEN_INVALID")
@@ -282,6 +285,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     logs.setup("gateway", cfg.log_format)
     app.state.upstreams = Upstreams(cfg)
     app.state.verifier = auth.TokenVerifier(cfg.token_secret)
+    app.state.service_token = auth.ServiceTokenSource("gateway", cfg.token_secret)
     # /metrics on a port of its own (the public HTTP port, and so the ingress, never serves it).
     port = cfg.metrics_port if cfg.metrics_port is not None else cfg.metrics_ports["gateway"]
     await metrics.serve_metrics("gateway", cfg.bind_host, port)

@@ -173,9 +173,13 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def running_system(servers: Servers, database_url: str, suffix: str = "") -> Iterator[System]:
-    """Every service and the gateway, on free ports, over `database_url`."""
+def running_system(
+    servers: Servers, database_url: str, suffix: str = "", valkey_db: int = 0
+) -> Iterator[System]:
+    """Every service and the gateway, on free ports, over `database_url` (and Valkey database
+    `valkey_db`: a system that fails many logins keeps its throttle counts to itself)."""
     sys_ = System(system_env(servers, database_url), servers.tmp / "logs")
+    sys_.env["VALKEY_URL"] = servers.valkey.url.rsplit("/", 1)[0] + f"/{valkey_db}"
     for name in ("lots", "genealogy", "qc", "health"):
         sys_.start(name + suffix, f"services.{name}")
     sys_.start("gateway" + suffix, "gateway")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 
 import asyncpg
@@ -21,6 +23,7 @@ from flowviz import supervisor
 from flowviz.core import auth, config, logs, validation
 from flowviz.core.config import ConfigError, settings
 from flowviz.core.errors import DomainError
+from flowviz.core.ratelimit import LoginThrottle
 from flowviz.core.server import ErrorInterceptor, Resources, database_error
 from services.lots import users
 from tests.conftest import ROOT, TOKEN_SECRET, Servers, System, system_env
@@ -302,3 +305,69 @@ def test_compose_has_no_default_secret() -> None:
     assert {name for name, _ in uses} == {"POSTGRES_PASSWORD", "FLOWVIZ_TOKEN_SECRET"}
     assert all(rest.startswith(":?") for _, rest in uses), uses  # unset: compose refuses to start
     assert not any(p in compose for p in config.KNOWN_PLACEHOLDERS)
+
+
+# --- 6: login throttling: a delay, not a lock; addresses only from who may say them; shared --------
+
+
+async def test_the_throttle_is_shared_by_replicas_through_valkey(servers: Servers) -> None:
+    import valkey.asyncio as valkey
+
+    clients = [valkey.from_url(servers.valkey.url) for _ in range(2)]  # type: ignore[no-untyped-call]
+    one, two = (LoginThrottle(lambda c=c: c, free=2, base_delay=0.5) for c in clients)
+    key = f"user:shared-{uuid.uuid4().hex}"
+    try:
+        assert await one.failure(key) is None
+        assert await two.failure(key) == 0.5  # the second failure, counted on the other replica
+        for throttle in (one, two):
+            wait = await throttle.wait(key)
+            assert wait is not None and 0 < wait <= 0.5
+        await two.success(key)
+        assert await one.wait(key) is None
+        assert one.fallbacks == two.fallbacks == 0
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_without_valkey_the_throttle_still_counts_and_says_so() -> None:
+    import valkey.asyncio as valkey
+
+    from flowviz.embedded import free_port
+
+    client = valkey.from_url(f"valkey://127.0.0.1:{free_port()}/0")  # type: ignore[no-untyped-call]
+    throttle = LoginThrottle(lambda: client, free=1)
+    assert await throttle.failure("user:x") == 1.0
+    assert (wait := await throttle.wait("user:x")) is not None and wait > 0
+    assert throttle.fallbacks == 2
+    await client.aclose()
+
+
+def test_a_client_address_is_believed_only_from_the_gateway() -> None:
+    verifier = auth.TokenVerifier(TOKEN_SECRET.encode())
+    gateway = auth.issue_service_token("gateway", TOKEN_SECRET.encode())
+    other_service = auth.issue_service_token("genealogy", TOKEN_SECRET.encode())
+    user = auth.issue_token("ada", "admin", secret=TOKEN_SECRET.encode(), ttl_seconds=60)
+    forged = auth.issue_service_token("gateway", b"another-secret-0123456789abcdefghijklmnop")
+    peer = "ipv4:10.1.2.3:5555"
+
+    def seen(token: str | None) -> str:
+        metadata = [("x-client-address", "203.0.113.9")]
+        if token:
+            metadata.append(("authorization", f"Bearer {token}"))
+        return users.client_address(metadata, peer, verifier)
+
+    assert seen(gateway) == "203.0.113.9"
+    assert [seen(t) for t in (None, other_service, user, forged)] == [peer] * 4
+
+
+def test_forwarded_for_is_believed_only_from_configured_proxies() -> None:
+    from gateway.clients import client_address
+
+    proxies = [ipaddress.ip_network("10.0.0.0/8")]
+    assert client_address("203.0.113.9", "1.2.3.4", proxies) == "203.0.113.9"  # not a proxy: ignored
+    assert client_address("10.0.0.5", "1.2.3.4", []) == "10.0.0.5"  # no proxies configured
+    assert client_address("10.0.0.5", "1.2.3.4", proxies) == "1.2.3.4"
+    # The client may prepend anything: the right-most address not a proxy is the client.
+    assert client_address("10.0.0.5", "6.6.6.6, 1.2.3.4, 10.0.0.7", proxies) == "1.2.3.4"
+    assert client_address("10.0.0.5", "", proxies) == "10.0.0.5"

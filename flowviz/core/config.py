@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -88,6 +89,17 @@ def _flag(name: str, default: bool) -> bool:
     return raw == "1"
 
 
+def _networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    found = []
+    for item in os.environ.get(name, "").split(","):
+        if item.strip():
+            try:
+                found.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(f"{name}: {item.strip()!r} is not an address or network") from None
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -115,6 +127,8 @@ class Settings:
     metrics_port: int | None = None
     # gRPC server reflection (FLOWVIZ_REFLECTION, on by default for ghz and grpcurl; production: 0).
     reflection: bool = True
+    # FLOWVIZ_TRUSTED_PROXIES: addresses/networks whose X-Forwarded-For the gateway believes.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
 
 @cache
@@ -168,5 +182,6 @@ def settings() -> Settings:
         token_secret=load_secret(),
         token_ttl=_int("FLOWVIZ_TOKEN_TTL", 900, 60, 24 * 3600),
         reflection=_flag("FLOWVIZ_REFLECTION", True),
+        trusted_proxies=_networks("FLOWVIZ_TRUSTED_PROXIES"),
         metrics_port=_int("FLOWVIZ_METRICS_PORT", 0, 0, 65535) if env.get("FLOWVIZ_METRICS_PORT") else None,
     )
