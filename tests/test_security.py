@@ -26,7 +26,7 @@ from flowviz.core.errors import DomainError
 from flowviz.core.ratelimit import LoginThrottle
 from flowviz.core.server import ErrorInterceptor, Resources, database_error
 from services.lots import users
-from tests.conftest import ROOT, TOKEN_SECRET, Servers, System, system_env
+from tests.conftest import ROOT, TOKEN_SECRET, Servers, System, bearer, system_env, token
 
 # --- 8: validation matches the whole string; the database checks the same codes ---------------
 
@@ -371,3 +371,95 @@ def test_forwarded_for_is_believed_only_from_configured_proxies() -> None:
     # The client may prepend anything: the right-most address not a proxy is the client.
     assert client_address("10.0.0.5", "6.6.6.6, 1.2.3.4, 10.0.0.7", proxies) == "1.2.3.4"
     assert client_address("10.0.0.5", "", proxies) == "10.0.0.5"
+
+
+# --- 7: uploads: the role before the body, a size cap, streamed -----------------------------------
+
+
+def _raw_post(
+    base: str, path: str, headers: dict[str, str], body: bytes, timeout: float = 10
+) -> tuple[int, bytes]:
+    """A request whose Content-Length may promise more than is sent: the answer, read with a deadline."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(base)
+    head = f"POST {path} HTTP/1.1\r\nhost: {where.hostname}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items()
+    )
+    with socket.create_connection((where.hostname, where.port), timeout=timeout) as conn:
+        conn.sendall(head.encode() + b"\r\n" + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            got = conn.recv(65536)
+            if not got:
+                break
+            answer += got
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer
+
+
+BOUNDARY = "flowvizboundary"
+MULTIPART = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+def test_a_viewer_upload_is_refused_before_its_body_is_read(system: System) -> None:
+    # 50 MB promised, a few bytes sent: only an answer given before reading the body arrives in time.
+    headers = {
+        **MULTIPART,
+        "authorization": f"Bearer {token('ana')}",
+        "content-length": str(50 * 1024 * 1024),
+    }
+    status, answer = _raw_post(system.base, "/api/import", headers, f"--{BOUNDARY}\r\n".encode())
+    assert status == 403, answer
+    assert b"operator" in answer
+
+
+def test_an_upload_over_the_cap_is_413_before_it_is_read(system: System) -> None:
+    headers = {
+        **MULTIPART,
+        "authorization": f"Bearer {token('omar')}",
+        "content-length": str(201 * 1024 * 1024),
+    }
+    status, answer = _raw_post(system.base, "/api/import", headers, f"--{BOUNDARY}\r\n".encode())
+    assert status == 413, answer
+
+
+@pytest.fixture
+def capped_gateway(system: System) -> Iterator[System]:
+    """A second gateway in front of the same services, taking uploads of at most 100 kB."""
+    from flowviz.embedded import free_port
+
+    env = system.env | {"FLOWVIZ_GATEWAY_PORT": str(free_port()), "FLOWVIZ_GATEWAY_METRICS_PORT": "0",
+                        "FLOWVIZ_MAX_UPLOAD_BYTES": "100000"}  # fmt: skip
+    capped = System(env, system.logs)
+    capped.start("gateway-capped", "gateway")
+    capped.wait_healthy()
+    yield capped
+    capped.stop()
+
+
+def test_a_streamed_upload_over_the_cap_is_413_and_imports_nothing(capped_gateway: System) -> None:
+    tag = uuid.uuid4().hex[:8].upper()
+    rows = "".join(f"CAP-{tag}-{i:06d},RAW,x,1,kg,\n" for i in range(5000))  # ~150 kB
+    body = "lot_code,kind,product,quantity,uom,produced_at\n" + rows
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the cap is found while streaming
+        data = f'--{BOUNDARY}\r\ncontent-disposition: form-data; name="lots"; filename="lots.csv"\r\n\r\n{body}\r\n--{BOUNDARY}--\r\n'.encode()
+        for i in range(0, len(data), 16384):
+            yield data[i : i + 16384]
+
+    with httpx.Client(base_url=capped_gateway.base, timeout=30, headers=bearer("omar")) as client:
+        r = client.post("/api/import", content=chunked(), headers=MULTIPART)
+        assert r.status_code == 413 and r.json()["error"]["reason"] == "BODY_TOO_LARGE", r.text
+        assert client.get(f"/api/lots/CAP-{tag}-000000").status_code == 404
+        small = "lot_code,kind,product,quantity,uom,produced_at\n" + f"CAP-{tag}-OK,RAW,x,1,kg,\n"
+        r = client.post("/api/import", files={"lots": ("lots.csv", small)})
+        assert r.status_code == 200 and r.json()["lots_imported"] == 1, r.text
+
+
+def test_the_gateway_asks_the_role_the_service_asks_for_an_import() -> None:
+    from gateway.exports import UPLOAD_ROLES
+    from services.genealogy.servicer import POLICY
+
+    assert POLICY["/flowviz.genealogy.v1.GenealogyService/ImportGenealogy"] == UPLOAD_ROLES

@@ -127,6 +127,8 @@ class Settings:
     metrics_port: int | None = None
     # gRPC server reflection (FLOWVIZ_REFLECTION, on by default for ghz and grpcurl; production: 0).
     reflection: bool = True
+    # FLOWVIZ_MAX_UPLOAD_BYTES: the largest import the gateway takes (streamed, never spooled).
+    max_upload_bytes: int = 200 * 1024 * 1024
     # FLOWVIZ_TRUSTED_PROXIES: addresses/networks whose X-Forwarded-For the gateway believes.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
@@ -183,5 +185,6 @@ def settings() -> Settings:
         token_ttl=_int("FLOWVIZ_TOKEN_TTL", 900, 60, 24 * 3600),
         reflection=_flag("FLOWVIZ_REFLECTION", True),
         trusted_proxies=_networks("FLOWVIZ_TRUSTED_PROXIES"),
+        max_upload_bytes=_int("FLOWVIZ_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, 1, 2**40),
         metrics_port=_int("FLOWVIZ_METRICS_PORT", 0, 0, 65535) if env.get("FLOWVIZ_METRICS_PORT") else None,
     )
