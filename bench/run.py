@@ -59,6 +59,7 @@ BASE_PORTS = {
     "lots_metrics": 15151,
     "genealogy_metrics": 15152,
     "qc_metrics": 15153,
+    "gateway_metrics": 15154,
     "pg": 15433,
     "valkey": 16379,
     "floor_http": 18001,
@@ -462,6 +463,7 @@ class System:
         for svc in ("health", "lots", "genealogy", "qc"):
             env[f"FLOWVIZ_{svc.upper()}_PORT"] = str(p[svc])
             env[f"FLOWVIZ_{svc.upper()}_METRICS_PORT"] = str(p[f"{svc}_metrics"])
+        env["FLOWVIZ_GATEWAY_METRICS_PORT"] = str(p["gateway_metrics"])
         return env
 
     def start(self, timeout: float = 240) -> None:

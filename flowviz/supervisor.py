@@ -21,6 +21,8 @@ from typing import Protocol
 
 import orjson
 
+from flowviz.core.logs import escape
+
 COLORS = {"lots": 33, "genealogy": 36, "qc": 35, "health": 32, "gateway": 34}
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
@@ -75,25 +77,36 @@ def _backoff(restarts: list[float]) -> float | None:
     return 0.5 * (1 << (len(restarts) - 1))
 
 
+def _value(value: object) -> str:
+    """A key=value value: escaped, and quoted when it holds a space, a quote or nothing (so
+    `a=b c=d` is never read as two pairs when it was one value)."""
+    text = escape(value if isinstance(value, str) else orjson.dumps(value, default=str).decode())
+    return orjson.dumps(text).decode() if not text or any(c in text for c in ' "=') else text
+
+
 def readable(name: str, line: str) -> str:
-    """A JSON log line as `time name level msg key=value`; other lines as they are."""
+    """A JSON log line as `time name level msg key=value`; other lines escaped. Every value is
+    escaped: a decoded newline or ANSI code in a logged value cannot make a fake line."""
     color = COLORS.get(name, 37)
     prefix = f"\x1b[{color}m{name:>9}\x1b[0m |"
     try:
         doc = orjson.loads(line)
     except orjson.JSONDecodeError:
-        return f"{prefix} {line}"
+        return f"{prefix} {escape(line)}"
     if not isinstance(doc, dict):
-        return f"{prefix} {line}"
+        return f"{prefix} {escape(line)}"
     ts = str(doc.pop("ts", ""))[11:23]
     level = str(doc.pop("level", "")).upper()
     msg = doc.pop("msg", "")
     doc.pop("proc", None)
     doc.pop("logger", None)
     exc = doc.pop("exc", None)
-    extra = " ".join(f"{k}={v}" for k, v in doc.items())
-    text = f"{prefix} {ts} {level:<7} {msg} {extra}".rstrip()
-    return f"{text}\n{exc}" if exc else text
+    extra = " ".join(f"{escape(str(k))}={_value(v)}" for k, v in doc.items())
+    text = f"{prefix} {escape(ts)} {escape(level):<7} {escape(str(msg))} {extra}".rstrip()
+    if not exc:
+        return text
+    # A traceback keeps its lines, each marked as part of this record.
+    return "\n".join([text, *(f"{prefix}   {escape(part)}" for part in str(exc).split("\n"))])
 
 
 class Supervisor:

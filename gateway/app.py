@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -18,17 +16,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from flowviz.core import auth, logs, tracing
+from flowviz.core import auth, logs, metrics, tracing
 from flowviz.core.config import settings
 from flowviz.core.errors import from_rpc_error
 from flowviz.core.protojson import JsonInputError, fill
 from gateway import exports, observability, openapi, web
+from gateway.clients import client_address
 from gateway.errors import error_response, failure_response
 from gateway.routes import ROUTES, RpcRoute
 from gateway.upstreams import Upstreams
 
 MAX_BODY = 1024 * 1024
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -116,9 +114,7 @@ async def _unless_disconnected(request: Request, call: Any) -> Any:
 
 
 def _request_id(request: Request) -> str:
-    rid = request.headers.get("x-request-id", "")
-    if not _REQUEST_ID.match(rid):
-        rid = uuid.uuid4().hex
+    rid = logs.accept_request_id(request.headers.get("x-request-id"))
     logs.request_id.set(rid)
     return rid
 
@@ -128,11 +124,13 @@ def _metadata(request: Request, rid: str, public: bool = False) -> tuple[tuple[s
 
     The token is verified here first (cached per token), so a caller without a valid one gets
     401 before anything about the request is looked at; each service verifies it again and
-    checks the caller's role itself."""
-    client = request.client.host if request.client else ""
+    checks the caller's role itself. A public call carries the gateway's own identity instead,
+    which is what lets the service believe the client address."""
+    peer = request.client.host if request.client else ""
+    client = client_address(peer, request.headers.get("x-forwarded-for"), settings().trusted_proxies)
     metadata: tuple[tuple[str, str], ...] = (("x-request-id", rid), ("x-client-address", client))
     if public:
-        return metadata
+        return (*metadata, ("authorization", f"Bearer {request.app.state.service_token.token()}"))
     bearer_token = auth.bearer(request.headers.get("authorization"))
     if bearer_token is None:
         raise Unauthorized("TOKEN_MISSING" if "authorization" not in request.headers else "TOKEN_INVALID")
@@ -263,7 +261,6 @@ def _routes() -> list[BaseRoute]:
         Route("/api/health", no_query(health)),
         Route("/api/traceability/", empty_lot_code),
         Route("/api/openapi.json", no_query(openapi_json)),
-        Route("/metrics", observability.metrics_endpoint),
         *web.routes(),
     ]
     # Starlette matches in order: group methods of one path into one Route.
@@ -288,6 +285,10 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     logs.setup("gateway", cfg.log_format)
     app.state.upstreams = Upstreams(cfg)
     app.state.verifier = auth.TokenVerifier(cfg.token_secret)
+    app.state.service_token = auth.ServiceTokenSource("gateway", cfg.token_secret)
+    # /metrics on a port of its own (the public HTTP port, and so the ingress, never serves it).
+    port = cfg.metrics_port if cfg.metrics_port is not None else cfg.metrics_ports["gateway"]
+    await metrics.serve_metrics("gateway", cfg.bind_host, port)
     yield
     await app.state.upstreams.close()
 
@@ -296,8 +297,12 @@ def create_app() -> Starlette:
     cfg = settings()
     tracing.setup("gateway")  # no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set
     routes = _routes()
-    # Outermost first: the trace span (when on), then metrics and the access log.
-    middleware = [*tracing.asgi_middleware(routes), Middleware(observability.Observability)]
+    # Outermost first: the security headers, the trace span (when on), then metrics and the access log.
+    middleware = [
+        Middleware(web.SecureHeaders),
+        *tracing.asgi_middleware(routes),
+        Middleware(observability.Observability),
+    ]
     if cfg.cors_origins:
         middleware.append(
             Middleware(
@@ -308,12 +313,15 @@ def create_app() -> Starlette:
                 expose_headers=["x-request-id"],
             )
         )
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={404: not_found, 405: method_not_allowed, 500: internal_error},
     )
+    # A trailing slash is a 404, never a redirect built from the request's Host header.
+    app.router.redirect_slashes = False
+    return app
 
 
 app = create_app()

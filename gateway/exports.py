@@ -4,6 +4,7 @@ import (multipart upload streamed to the genealogy service). Rows go out as they
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -11,15 +12,15 @@ from typing import Any
 
 import grpc
 import orjson
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from flowviz.core import auth
 from flowviz.core.config import settings
-from flowviz.core.errors import from_rpc_error
+from flowviz.core.errors import RpcFailure, from_rpc_error
 from flowviz.core.protojson import JsonInputError, enum_values, fill, to_json
 from flowviz.genealogy.v1 import genealogy_pb2
+from gateway import uploads
 from gateway.errors import error_response, failure_response
 
 Metadata = tuple[tuple[str, str], ...]
@@ -266,13 +267,13 @@ def _accountability_lines(drill: dict[str, Any] | None, width: int) -> Iterable[
 
 
 async def import_files(request: Request, upstreams: Any, metadata: Metadata) -> Response:
-    """multipart/form-data with files `lots` and/or `genealogy`, streamed on in chunks."""
+    """multipart/form-data with files `lots` and/or `genealogy`, streamed on as the body arrives."""
+    # The caller's role first: a viewer's upload is refused before a byte of it is read.
+    identity = request.app.state.verifier.verify(auth.bearer(request.headers.get("authorization")) or "")
     try:
-        form = await request.form(max_files=2, max_fields=2, max_part_size=1024 * 1024)
-    except (HTTPException, MultiPartException) as exc:
-        return error_response(400, "INVALID_ARGUMENT", f"not a multipart upload: {exc}", "BODY_INVALID")
-    files = {name: form.get(name) for name in ("lots", "genealogy")}
-    files = {name: f for name, f in files.items() if f is not None and not isinstance(f, str)}
+        auth.require(identity, *UPLOAD_ROLES)
+    except auth.PermissionDenied as exc:
+        return failure_response(RpcFailure(exc.code, exc.message, exc.reason, exc.metadata))
     mode = IMPORT_MODES.get(request.query_params.get("mode", "strict"))
     if mode is None:
         return error_response(
@@ -282,17 +283,28 @@ async def import_files(request: Request, upstreams: Any, metadata: Metadata) -> 
             "FIELD_INVALID",
             {"field": "mode"},
         )
+    refused: list[uploads.UploadError] = []
 
     async def chunks() -> AsyncIterator[genealogy_pb2.ImportChunk]:
         yield genealogy_pb2.ImportChunk(mode=mode)  # first, so a refused mode reads no file
-        for name, upload in files.items():
-            while data := await upload.read(1024 * 1024):  # type: ignore[union-attr]
+        try:
+            async for name, data in uploads.parts(request, UPLOAD_PARTS, settings().max_upload_bytes):
                 if name == "lots":
                     yield genealogy_pb2.ImportChunk(lots_csv=data)
                 else:
                     yield genealogy_pb2.ImportChunk(genealogy_csv=data)
+        except uploads.UploadError as exc:  # stop the call: nothing of a refused upload is imported
+            refused.append(exc)
+            call.cancel()
 
-    reply = await upstreams.genealogy.ImportGenealogy(chunks(), timeout=600, metadata=metadata)
+    call = upstreams.genealogy.ImportGenealogy(chunks(), timeout=600, metadata=metadata)
+    try:
+        reply = await call
+    except (grpc.aio.AioRpcError, asyncio.CancelledError):
+        if not refused:
+            raise
+    if refused:
+        return error_response(refused[0].status, "INVALID_ARGUMENT", refused[0].message, refused[0].reason)
     return Response(
         orjson.dumps(to_json(reply)), status_code=200 if reply.ok else 400, media_type="application/json"
     )
@@ -311,6 +323,11 @@ IMPORT_MODE = {
     "HISTORICAL_IMPORT",
     "schema": {"type": "string", "enum": list(IMPORT_MODES), "default": "strict"},
 }
+# Who may upload (the genealogy service's policy for ImportGenealogy says the same; a test checks).
+UPLOAD_ROLES = auth.OPERATE
+UPLOAD_PARTS = frozenset({"lots", "genealogy"})
+
+
 DIRECTION = {
     "name": "direction",
     "in": "query",

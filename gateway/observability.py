@@ -1,4 +1,5 @@
-"""The gateway's metrics and access log: one pure-ASGI middleware and the /metrics route.
+"""The gateway's metrics and access log: one pure-ASGI middleware (the registry is served on the
+metrics port by `flowviz.core.metrics.serve_metrics`, not on the public HTTP port).
 
 Per request: a `time.perf_counter()` pair, one counter increment and one histogram
 observation on label children cached per (method, route template, status), and one JSON
@@ -19,8 +20,6 @@ import time
 from typing import Any, TextIO
 
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from flowviz.core import logs, metrics
@@ -153,9 +152,3 @@ class Observability:
         if count is None:
             count = self._counts[count_key] = metrics.HTTP_REQUESTS.labels(method, route, str(status))
         count.inc()
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    """GET /metrics: the gateway's registry, in the format the scraper accepts."""
-    body, content_type = metrics.exposition(request.headers.get("accept", ""))
-    return Response(body, headers={"content-type": content_type})

@@ -1,14 +1,16 @@
 """The web app's static files (web/), served as they are: no service is called for them.
 
 `/` is the app's page (its view lives in the query string), `/web/...` its modules, styles and
-vendored libraries, `/api/docs` the vendored Swagger UI over /api/openapi.json. Every answer
-here carries strict headers: scripts only from this origin (no inline script), no framing, no
-MIME sniffing."""
+vendored libraries, `/api/docs` the vendored Swagger UI over /api/openapi.json. SecureHeaders
+wraps the whole gateway: every answer (these files, the API, its errors) carries strict headers:
+scripts only from this origin (no inline script), no framing, no MIME sniffing."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -38,33 +40,45 @@ HEADERS = [
 ]
 
 
+# API answers are the caller's data (or a token): no browser or proxy keeps them.
+NO_STORE = (b"cache-control", b"no-store")
+
+
 class SecureHeaders:
-    """Adds HEADERS to every answer of the wrapped ASGI app."""
+    """Adds HEADERS to every answer of the wrapped ASGI app, and no-store to /api/* answers that
+    set no cache policy of their own."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        api = scope["path"].startswith("/api/")
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *HEADERS]
+                headers = [*message.get("headers", []), *HEADERS]
+                if api and not any(k.lower() == b"cache-control" for k, _ in headers):
+                    headers.append(NO_STORE)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
 
 
-def _page(name: str) -> ASGIApp:
-    async def page(scope: Scope, receive: Receive, send: Send) -> None:
+def _page(name: str) -> Callable[[Request], Awaitable[Response]]:
+    async def page(request: Request) -> Response:
         # The page names its modules without a version: revalidate it every time.
-        response: Response = FileResponse(WEB / name, headers={"cache-control": "no-cache"})
-        await response(scope, receive, send)
+        return FileResponse(WEB / name, headers={"cache-control": "no-cache"})
 
-    return SecureHeaders(page)
+    return page
 
 
 def routes() -> list[BaseRoute]:
     return [
         Route("/", _page("index.html"), methods=["GET", "HEAD"]),
         Route("/api/docs", _page("docs.html"), methods=["GET", "HEAD"]),
-        Mount("/web", app=SecureHeaders(StaticFiles(directory=WEB))),
+        Mount("/web", app=StaticFiles(directory=WEB)),
     ]

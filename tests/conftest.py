@@ -22,7 +22,7 @@ import pytest
 
 from flowviz import migrate, seed
 from flowviz.core import auth, passwords
-from flowviz.core.config import DEFAULT_PORTS
+from flowviz.core.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS
 from flowviz.embedded import Postgres, Valkey, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,17 +167,23 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
     )
     for name in DEFAULT_PORTS:
         env[f"FLOWVIZ_{name.upper()}_PORT"] = str(free_port())
-    for name in ("health", "lots", "genealogy", "qc"):
+    for name in DEFAULT_METRICS_PORTS:
         env[f"FLOWVIZ_{name.upper()}_METRICS_PORT"] = str(free_port())
     return env
 
 
 @contextlib.contextmanager
 def running_system(
-    servers: Servers, database_url: str, suffix: str = "", env: dict[str, str] | None = None
+    servers: Servers,
+    database_url: str,
+    suffix: str = "",
+    env: dict[str, str] | None = None,
+    valkey_db: int = 0,
 ) -> Iterator[System]:
-    """Every service and the gateway, on free ports, over `database_url` (and `env` on top)."""
+    """Every service and the gateway, on free ports, over `database_url` (and `env` on top), with
+    Valkey database `valkey_db` (a system that fails many logins keeps its throttle counts to itself)."""
     sys_ = System({**system_env(servers, database_url), **(env or {})}, servers.tmp / "logs")
+    sys_.env["VALKEY_URL"] = servers.valkey.url.rsplit("/", 1)[0] + f"/{valkey_db}"
     for name in ("lots", "genealogy", "qc", "health"):
         sys_.start(name + suffix, f"services.{name}")
     sys_.start("gateway" + suffix, "gateway")

@@ -44,7 +44,7 @@ from flowviz.core.auth import (
 )
 from flowviz.core.config import ConfigError
 from flowviz.core.errors import InvalidArgument, to_status
-from flowviz.core.ratelimit import LoginLimiter, TooManyAttempts, address_key, username_key
+from flowviz.core.ratelimit import LoginThrottle, TooManyAttempts, address_key, username_key
 
 SECRET = secrets.token_bytes(64)
 OTHER_SECRET = secrets.token_bytes(40)
@@ -695,99 +695,40 @@ class FakeClock:
         return self.now
 
 
-def test_limiter_locks_after_max_failures_and_unlocks_after_lockout() -> None:
+async def test_throttle_delays_progressively_and_never_locks() -> None:
     clock = FakeClock()
-    limiter = LoginLimiter(max_failures=5, window_seconds=300, lockout_seconds=60, clock=clock)
-    for _ in range(4):
-        assert limiter.check("user:alice") is None
-        assert limiter.failure("user:alice") is None
-        clock.now += 1
-    assert limiter.failure("user:alice") == 60
-    assert limiter.check("user:alice") == pytest.approx(60)
-    assert limiter.check("user:bob") is None  # other keys unaffected
-    clock.now += 59.5
-    assert limiter.check("user:alice") == pytest.approx(0.5)
-    clock.now += 0.5
-    assert limiter.check("user:alice") is None
+    throttle = LoginThrottle(lambda: None, free=3, base_delay=1, max_delay=8, window_seconds=300, clock=clock)
+    for _ in range(2):
+        assert await throttle.wait("user:alice") is None
+        assert await throttle.failure("user:alice") is None
+    assert await throttle.failure("user:alice") == 1  # the third: the next attempt waits 1 s
+    assert await throttle.wait("user:alice") == pytest.approx(1)
+    assert await throttle.wait("user:bob") is None  # other keys unaffected
+    clock.now += 1
+    assert await throttle.wait("user:alice") is None  # after the wait, an attempt is tried
+    assert [await throttle.failure("user:alice") for _ in range(4)] == [2, 4, 8, 8]  # doubling, capped
+    clock.now += 8
+    assert await throttle.wait("user:alice") is None
+    await throttle.success("user:alice")
+    assert await throttle.failure("user:alice") is None  # forgotten
 
 
-def test_limiter_counts_only_failures_within_the_window() -> None:
+async def test_throttle_forgets_after_the_window_and_stays_bounded() -> None:
     clock = FakeClock()
-    limiter = LoginLimiter(max_failures=3, window_seconds=100, lockout_seconds=60, clock=clock)
-    for _ in range(10):
-        assert limiter.failure("k") is None
-        clock.now += 51  # never 3 failures within 100 s
-    assert limiter.check("k") is None
+    throttle = LoginThrottle(lambda: None, free=1, window_seconds=100, max_local_entries=10, clock=clock)
+    assert await throttle.failure("k") == 1
+    clock.now += 101
+    assert await throttle.wait("k") is None and len(throttle._local) == 0
+    for i in range(50):
+        await throttle.failure(f"k{i}")
+    assert len(throttle._local) == 10
 
 
-def test_limiter_does_not_count_or_extend_while_locked() -> None:
-    clock = FakeClock()
-    limiter = LoginLimiter(max_failures=2, window_seconds=300, lockout_seconds=60, clock=clock)
-    limiter.failure("k")
-    assert limiter.failure("k") == 60
-    clock.now += 30
-    assert limiter.failure("k") == pytest.approx(30)
-    assert limiter.check("k") == pytest.approx(30)
-
-
-def test_limiter_escalates_and_forgives() -> None:
-    clock = FakeClock()
-    limiter = LoginLimiter(
-        max_failures=2, window_seconds=300, lockout_seconds=60, max_lockout_seconds=200, clock=clock
-    )
-
-    def lock_out() -> float | None:
-        limiter.failure("k")
-        return limiter.failure("k")
-
-    assert lock_out() == 60
-    clock.now += 60
-    assert lock_out() == 120
-    clock.now += 120
-    assert lock_out() == 200  # capped
-    clock.now += 200 + 301  # quiet for a window: back to the first lockout
-    assert lock_out() == 60
-
-
-def test_limiter_success_resets() -> None:
-    clock = FakeClock()
-    limiter = LoginLimiter(max_failures=3, clock=clock)
-    limiter.failure("user:alice")
-    limiter.failure("user:alice")
-    limiter.success("user:alice")
-    assert limiter.failure("user:alice") is None
-    assert limiter.failure("user:alice") is None
-    assert limiter.failure("user:alice") == 60
-    assert limiter.check_all("user:alice", "addr:10.0.0.1") == pytest.approx(60)
-    assert limiter.check_all("user:bob", "addr:10.0.0.1") is None
-
-
-def test_limiter_memory_is_bounded() -> None:
-    clock = FakeClock()
-    limiter = LoginLimiter(
-        max_failures=5, window_seconds=300, lockout_seconds=60, max_entries=100, clock=clock
-    )
-    for i in range(10_000):
-        limiter.failure(f"user:{i}")
-    assert len(limiter) == 100
-    # The most recent keys are the ones kept.
-    for _ in range(4):
-        limiter.failure("user:9999")
-    assert limiter.check("user:9999") is not None
-    # Long keys are stored as a digest, not verbatim.
-    limiter.failure("user:" + "x" * 100_000)
-    assert all(len(k) <= 256 for k in limiter._entries)
-    # Entries expire: after a quiet window (and any lockout) they are dropped.
-    clock.now += 301
-    assert limiter.check("anything") is None
-    assert len(limiter) == 0
-
-
-def test_limiter_rejects_bad_settings() -> None:
+def test_throttle_rejects_bad_settings() -> None:
     with pytest.raises(ValueError):
-        LoginLimiter(max_failures=0)
+        LoginThrottle(lambda: None, free=0)
     with pytest.raises(ValueError):
-        LoginLimiter(max_entries=0)
+        LoginThrottle(lambda: None, free=1, base_delay=2, max_delay=1)
 
 
 def test_keys() -> None:

@@ -333,22 +333,22 @@ def test_login_gives_a_token_that_works(system: System) -> None:
     assert httpx.post(system.base + "/api/lots", json=body, headers=headers, timeout=10).status_code == 403
 
 
-def test_bad_logins_are_throttled_with_retry_after(system: System) -> None:
-    statuses = []
-    for _ in range(20):
-        r = httpx.post(
-            system.base + "/api/auth/token",
-            json={"username": "ana", "password": "wrong password!"},
-            timeout=10,
+def test_bad_logins_are_delayed_and_the_right_password_works_after_the_wait(system: System) -> None:
+    def login(password: str) -> httpx.Response:
+        return httpx.post(
+            system.base + "/api/auth/token", json={"username": "ana", "password": password}, timeout=10
         )
-        statuses.append(r.status_code)
-    assert statuses[:4] == [401] * 4 and set(statuses[5:]) == {429}, statuses
-    assert int(r.headers["retry-after"]) > 0
-    # The right password is refused too while the account is locked: no guessing through the lock.
-    r = httpx.post(
-        system.base + "/api/auth/token", json={"username": "ana", "password": "viewer-pass-2026"}, timeout=10
-    )
-    assert r.status_code == 429
+
+    assert [login("wrong password!").status_code for _ in range(5)] == [401] * 5  # five free tries
+    r = login("wrong password!")
+    assert r.status_code == 429 and r.json()["error"]["reason"] == "LOGIN_THROTTLED", r.text
+    wait = int(r.headers["retry-after"])
+    assert 1 <= wait <= 30
+    # The right password waits too (no guessing through the delay) ...
+    assert login("viewer-pass-2026").status_code == 429
+    # ... and works once the wait is over: no lock-out. (The sleep is the behaviour under test.)
+    time.sleep(wait)
+    assert login("viewer-pass-2026").status_code == 200
 
 
 def test_the_deciding_user_is_the_caller_not_a_field(system: System) -> None:

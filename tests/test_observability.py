@@ -57,7 +57,7 @@ def metrics_url(system: System, name: str) -> str:
 
 @pytest.fixture
 def gateway_metrics(system: System) -> str:
-    return system.base + "/metrics"
+    return metrics_url(system, "gateway")
 
 
 def test_gateway_counts_routes_by_template(http: httpx.Client, gateway_metrics: str) -> None:

@@ -37,7 +37,7 @@ from typing import Any, Final
 import grpc
 import jwt
 
-from flowviz.core.config import ConfigError
+from flowviz.core.config import ConfigError, refuse_placeholder
 from flowviz.core.errors import DomainError
 
 # --- roles -------------------------------------------------------------------------------
@@ -154,6 +154,7 @@ def load_secret(environ: Mapping[str, str] | None = None) -> bytes:
         )
     if len(set(secret)) < 10:
         raise ConfigError(f"{SECRET_ENV} looks like a placeholder, not a random secret ({hint})")
+    refuse_placeholder(SECRET_ENV, raw, env, hint)
     return secret
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from urllib.parse import urlsplit
 
 # Default ports; deploy/ manifests and tests/deploy mirror these.
 DEFAULT_PORTS = {
@@ -14,7 +18,8 @@ DEFAULT_PORTS = {
     "qc": 50053,
     "gateway": 8000,
 }
-DEFAULT_METRICS_PORTS = {"health": 9150, "lots": 9151, "genealogy": 9152, "qc": 9153}
+# The gateway's metrics are on a port of their own too, never on the public HTTP port.
+DEFAULT_METRICS_PORTS = {"health": 9150, "lots": 9151, "genealogy": 9152, "qc": 9153, "gateway": 9154}
 # grpc.health.v1 service names each process reports (besides "" for the process as a whole).
 HEALTH_SERVICE_NAMES = {
     "lots": "flowviz.lots.v1.LotsService",
@@ -27,6 +32,26 @@ UPSTREAMS = ("lots", "genealogy", "qc", "health")
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the process refuses to start."""
+
+
+# Secrets that ship in deploy/ (the dev overlay's generated Secret), and words that mark a
+# placeholder: refused unless FLOWVIZ_DEV=1 says this is a developer's own throw-away stack.
+KNOWN_PLACEHOLDERS = frozenset(
+    {"dev-only-insecure-token-secret-do-not-use-in-production", "flowviz-dev-password"}
+)
+_PLACEHOLDER_WORDS = re.compile(r"insecure|do-not-use|change-?me|placeholder|dev-password", re.IGNORECASE)
+DEV_ENV = "FLOWVIZ_DEV"
+
+
+def refuse_placeholder(name: str, value: str, environ: Mapping[str, str], hint: str) -> None:
+    """Refuse a known or obvious placeholder secret outside an explicit dev setting."""
+    if environ.get(DEV_ENV) == "1":
+        return
+    if value in KNOWN_PLACEHOLDERS or _PLACEHOLDER_WORDS.search(value):
+        raise ConfigError(
+            f"{name} is a known placeholder, not a secret ({hint}); only a developer's own stack may "
+            f"use one, with {DEV_ENV}=1"
+        )
 
 
 def _int(name: str, default: int, lo: int = 0, hi: int = 2**31) -> int:
@@ -62,6 +87,26 @@ def _fraction(name: str, default: float) -> float:
     return value
 
 
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "")
+    if raw == "":
+        return default
+    if raw not in ("0", "1"):
+        raise ConfigError(f"{name}={raw!r} must be 0 or 1")
+    return raw == "1"
+
+
+def _networks(name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    found = []
+    for item in os.environ.get(name, "").split(","):
+        if item.strip():
+            try:
+                found.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(f"{name}: {item.strip()!r} is not an address or network") from None
+    return tuple(found)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -92,6 +137,13 @@ class Settings:
     # FLOWVIZ_SIGN_HOLDS=1: a hold needs the signer's password too (release and reject always do).
     sign_holds: bool = False
 
+    # gRPC server reflection (FLOWVIZ_REFLECTION, on by default for ghz and grpcurl; production: 0).
+    reflection: bool = True
+    # FLOWVIZ_MAX_UPLOAD_BYTES: the largest import the gateway takes (streamed, never spooled).
+    max_upload_bytes: int = 200 * 1024 * 1024
+    # FLOWVIZ_TRUSTED_PROXIES: addresses/networks whose X-Forwarded-For the gateway believes.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
 
 @cache
 def settings() -> Settings:
@@ -103,6 +155,10 @@ def settings() -> Settings:
         raise ConfigError("DATABASE_URL must be a postgresql:// URL")
     if valkey_url and not valkey_url.startswith(("valkey://", "redis://", "unix://")):
         raise ConfigError("VALKEY_URL must be a valkey:// URL")
+    for name, url in (("DATABASE_URL", database_url), ("VALKEY_URL", valkey_url)):
+        if password := urlsplit(url).password:
+            hint = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
+            refuse_placeholder(f"the password in {name}", password, env, hint)
     ports = {
         name: _int(f"FLOWVIZ_{name.upper()}_PORT", port, 1, 65535) for name, port in DEFAULT_PORTS.items()
     }
@@ -139,6 +195,9 @@ def settings() -> Settings:
         log_format=log_format,
         token_secret=load_secret(),
         token_ttl=_int("FLOWVIZ_TOKEN_TTL", 900, 60, 24 * 3600),
+        reflection=_flag("FLOWVIZ_REFLECTION", True),
+        trusted_proxies=_networks("FLOWVIZ_TRUSTED_PROXIES"),
+        max_upload_bytes=_int("FLOWVIZ_MAX_UPLOAD_BYTES", 200 * 1024 * 1024, 1, 2**40),
         metrics_port=_int("FLOWVIZ_METRICS_PORT", 0, 0, 65535) if env.get("FLOWVIZ_METRICS_PORT") else None,
         drill_tolerance=_fraction("FLOWVIZ_DRILL_TOLERANCE", 0.02),
         sign_holds=_int("FLOWVIZ_SIGN_HOLDS", 0, 0, 1) == 1,

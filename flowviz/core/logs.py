@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 import time
+import uuid
 from collections.abc import Callable
 
 import orjson
@@ -13,6 +15,34 @@ import orjson
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 # Set by flowviz.core.tracing while tracing is on: (trace_id, span_id) of the current span.
 span_ids: Callable[[], tuple[str, str] | None] | None = None
+
+# A request id from a caller (HTTP header or gRPC metadata) is kept only when it is this short and
+# plain; otherwise a fresh one is made (a caller must not write into our logs).
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def accept_request_id(value: object) -> str:
+    """The caller's request id if it is well formed, else a new one."""
+    return value if isinstance(value, str) and _REQUEST_ID.fullmatch(value) else uuid.uuid4().hex
+
+
+def escape(text: str) -> str:
+    """Text for a human-readable log line: control characters (newlines, ANSI escapes) shown as
+    \\xNN, so a value can neither start a fake line nor repaint the terminal."""
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text
+    )
+
+
+class TextFormatter(logging.Formatter):
+    """FLOWVIZ_LOG_FORMAT=text: one line a record, its message escaped (tracebacks stay lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)
+        return super().formatMessage(record)
+
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
@@ -49,7 +79,7 @@ def setup(process_name: str, fmt: str = "json", level: int = logging.INFO) -> No
     if fmt == "json":
         handler.setFormatter(JsonFormatter(process_name))
     else:
-        handler.setFormatter(logging.Formatter(f"%(asctime)s {process_name} %(levelname)s %(message)s"))
+        handler.setFormatter(TextFormatter(f"%(asctime)s {process_name} %(levelname)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -1,9 +1,9 @@
 """Prometheus metrics of every flowviz process (prometheus-client, the default registry).
 
-Each gRPC service serves them at `http://<FLOWVIZ_BIND_HOST>:<metrics port>/metrics`: the port
-is `Settings.metrics_ports[name]` (`FLOWVIZ_<SVC>_METRICS_PORT`, 9150-9153), or
-`FLOWVIZ_METRICS_PORT` for the current process when set; 0 turns the endpoint off. The
-gateway serves them on its own HTTP port at `/metrics` (`gateway/observability.py`).
+Each process serves them at `http://<FLOWVIZ_BIND_HOST>:<metrics port>/metrics`: the port
+is `Settings.metrics_ports[name]` (`FLOWVIZ_<SVC>_METRICS_PORT`, 9150-9153, the gateway 9154),
+or `FLOWVIZ_METRICS_PORT` for the current process when set; 0 turns the endpoint off. Never on
+the gateway's public HTTP port.
 
 Metric names (all prefixed `flowviz_`):
 

@@ -1,37 +1,39 @@
-"""Login throttling (OWASP API2/API4): lock a key after repeated failures, in memory, bounded.
+"""Login throttling (OWASP API2/API4): a progressive delay per key, shared by every replica.
 
-Key every login attempt twice, by username and by client address:
+Every login attempt is keyed twice, by username and by client address:
 
-    keys = (username_key(name), address_key(peer))
-    if (wait := limiter.check_all(*keys)) is not None:
-        raise TooManyAttempts.after(wait)
-    if await verify_password_async(stored, pw):
-        limiter.success(keys[0])          # not the address: one valid account must not reset it
-    else:
-        for k in keys: limiter.failure(k)
+    keys = (username_key(name), address_key(client))
+    for throttle, key in ...: if (wait := await throttle.wait(key)) is not None: raise TooManyAttempts.after(wait)
+    if right password: await user_throttle.success(keys[0])   # not the address: one account must not reset it
+    else: for each: await throttle.failure(key)
 
-`max_failures` failures within `window_seconds` lock the key for `lockout_seconds`; each
-further lockout before the key has been quiet for a window doubles it, up to
-`max_lockout_seconds`. A lock on a username also locks out its owner for that time: the
-short first lockout keeps that denial of service small while an online guess rate stays at
-a few per minute per username and per address.
+The first `free` failures of a key within `window_seconds` cost nothing; after that each attempt
+must wait `base_delay * 2**(failures - free)` seconds (at most `max_delay`) after the last failure,
+and an attempt before then is a 429 with Retry-After, its password not even checked. Nothing is
+ever locked: once the wait is over, the right password works (so a stranger's guesses cost the
+owner at most `max_delay`), while guesses slow to one per `max_delay` per username and per address.
 
-Per process and single-threaded (call it from the event loop). With several gateway/lots
-replicas each keeps its own counts, so the effective limit is multiplied by the replica count.
+The counts live in Valkey (one hash per key, expiring after the window; the clock is Valkey's own,
+so replicas agree), shared by every replica. When Valkey cannot be reached they fall back to this
+process's memory (bounded) rather than letting attempts through unthrottled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import grpc
 
 from flowviz.core.errors import DomainError
+
+log = logging.getLogger(__name__)
 
 MAX_KEY_LENGTH: Final = 256
 IPV6_PREFIX: Final = 64
@@ -75,100 +77,116 @@ def address_key(peer: str) -> str:
     return f"addr:{ip}"
 
 
-class _Entry:
-    __slots__ = ("failures", "last_failure", "locked_until", "strikes")
+# KEYS[1]: the key's hash. ARGV[1]: 1 to count a failure, 0 to read; ARGV[2]: window in ms.
+# Returns {failures, ms since the last failure}.
+_STEP = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if ARGV[1] == '1' then
+    local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
+    redis.call('HSET', KEYS[1], 'last', now)
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return {n, 0}
+end
+local state = redis.call('HMGET', KEYS[1], 'n', 'last')
+if not state[1] then
+    return {0, 0}
+end
+return {tonumber(state[1]), now - tonumber(state[2])}
+"""
 
-    def __init__(self) -> None:
-        self.failures: list[float] = []
-        self.last_failure = float("-inf")
-        self.locked_until = float("-inf")
-        self.strikes = 0
 
+class LoginThrottle:
+    """Progressive delay per key (module docstring). `client()` gives the Valkey client (or None)."""
 
-class LoginLimiter:
     def __init__(
         self,
-        max_failures: int = 5,
-        window_seconds: float = 300,
-        lockout_seconds: float = 60,
+        client: Callable[[], Any],
         *,
-        max_lockout_seconds: float = 900,
-        max_entries: int = 100_000,
+        free: int,
+        base_delay: float = 1.0,
+        max_delay: float = 30.0,
+        window_seconds: float = 900.0,
+        timeout: float = 0.5,
+        max_local_entries: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if max_failures < 1 or window_seconds <= 0 or lockout_seconds <= 0 or max_entries < 1:
-            raise ValueError("max_failures, window_seconds, lockout_seconds and max_entries must be positive")
-        self.max_failures = max_failures
-        self.window = float(window_seconds)
-        self.lockout = float(lockout_seconds)
-        self.max_lockout = max(float(max_lockout_seconds), self.lockout)
-        self.max_entries = max_entries
+        if free < 1 or base_delay <= 0 or max_delay < base_delay or window_seconds <= 0:
+            raise ValueError("free, base_delay, max_delay and window_seconds must be positive")
+        self._client = client
+        self.free = free
+        self.base_delay = base_delay
+        self.max_delay = max_delay
+        self.window = window_seconds
+        self.timeout = timeout
         self._clock = clock
-        # Least recently failed first: stale entries are popped from the front.
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._script: Any = None
+        # The fallback: key -> (failures, time of the last one), least recently failed first.
+        self._local: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self._max_local = max_local_entries
+        self.fallbacks = 0  # calls answered from memory because Valkey failed
+
+    def delay_after(self, failures: int) -> float:
+        """Seconds an attempt must wait after the last of `failures` failures."""
+        if failures < self.free:
+            return 0.0
+        return min(self.base_delay * 2.0 ** min(failures - self.free, 32), self.max_delay)
 
     @staticmethod
     def _key(key: str) -> str:
-        if len(key) <= MAX_KEY_LENGTH:
-            return key
-        return "sha256:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return "fv:login:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
-    def _stale(self, entry: _Entry, now: float) -> bool:
-        return now >= entry.locked_until and now - entry.last_failure > self.window
+    async def _step(self, key: str, count: bool) -> tuple[int, float]:
+        """(failures, seconds since the last one), counting a failure first when `count`."""
+        client = self._client()
+        if client is not None:
+            try:
+                if self._script is None:
+                    self._script = client.register_script(_STEP)
+                async with asyncio.timeout(self.timeout):
+                    n, ms = await self._script(
+                        keys=[self._key(key)], args=[int(count), int(self.window * 1000)]
+                    )
+                return int(n), int(ms) / 1000
+            except Exception as exc:  # Valkey down or slow: throttle from memory instead
+                self.fallbacks += 1
+                log.warning("login throttle falls back to this process", extra={"error": repr(exc)})
+        return self._local_step(key, count)
 
-    def _purge(self, now: float) -> None:
-        entries = self._entries
-        while entries:
-            entry = next(iter(entries.values()))
-            if not self._stale(entry, now):
-                break
-            entries.popitem(last=False)
-
-    def check(self, key: str) -> float | None:
-        """Seconds until `key` may try again, or None when it may try now."""
+    def _local_step(self, key: str, count: bool) -> tuple[int, float]:
         now = self._clock()
-        self._purge(now)
-        entry = self._entries.get(self._key(key))
-        if entry is None or now >= entry.locked_until:
-            return None
-        return entry.locked_until - now
+        local = self._local
+        while local and now - next(iter(local.values()))[1] > self.window:
+            local.popitem(last=False)
+        n, last = local.get(key, (0, now))
+        if count:
+            n, last = n + 1, now
+            local[key] = (n, now)
+            local.move_to_end(key)
+            while len(local) > self._max_local:
+                local.popitem(last=False)
+        return n, now - last
 
-    def check_all(self, *keys: str) -> float | None:
-        """The longest wait among `keys`, or None when none is locked."""
-        waits = [w for w in map(self.check, keys) if w is not None]
-        return max(waits) if waits else None
+    async def wait(self, key: str) -> float | None:
+        """Seconds `key` must still wait before its next attempt, or None when it may try now."""
+        failures, since = await self._step(key, count=False)
+        left = self.delay_after(failures) - since
+        return left if left > 0 else None
 
-    def failure(self, key: str) -> float | None:
-        """Record a failed attempt; returns the lockout when this one locked the key."""
-        now = self._clock()
-        self._purge(now)
-        k = self._key(key)
-        entries = self._entries
-        entry = entries.get(k)
-        if entry is None:
-            entry = entries[k] = _Entry()
-        elif now < entry.locked_until:
-            return entry.locked_until - now  # already locked: neither counted nor extended
-        elif now - entry.last_failure > self.window:
-            entry.strikes = 0  # quiet for a window: forgive earlier lockouts
-        cutoff = now - self.window
-        entry.failures = [t for t in entry.failures if t > cutoff]
-        entry.failures.append(now)
-        entry.last_failure = now
-        entries.move_to_end(k)
-        while len(entries) > self.max_entries:
-            entries.popitem(last=False)
-        if len(entry.failures) < self.max_failures:
-            return None
-        entry.failures.clear()
-        entry.strikes += 1
-        duration = min(self.lockout * (1 << min(entry.strikes - 1, 32)), self.max_lockout)
-        entry.locked_until = now + duration
-        return duration
+    async def failure(self, key: str) -> float | None:
+        """Count a failed attempt; the wait it imposes on the next one (None: none)."""
+        failures, _ = await self._step(key, count=True)
+        return self.delay_after(failures) or None
 
-    def success(self, key: str) -> None:
-        """Forget `key`'s failures (after a successful login for that username)."""
-        self._entries.pop(self._key(key), None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
+    async def success(self, key: str) -> None:
+        """Forget `key`'s failures (a successful login for that username)."""
+        self._local.pop(key, None)
+        client = self._client()
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await client.delete(self._key(key))
+        except Exception as exc:
+            self.fallbacks += 1
+            log.warning("login throttle could not reset a key", extra={"error": repr(exc)})

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +79,19 @@ class Resources:
         return tuple(metadata)
 
 
+def database_error(exc: BaseException) -> DomainError | None:
+    """A value PostgreSQL refused, as the 400 it is (None: not a refusal of a value)."""
+    if isinstance(exc, asyncpg.CheckViolationError):
+        # Column checks are named <table>_<column>_check (PostgreSQL's naming, migration 0009).
+        name, prefix, suffix = exc.constraint_name or "", f"{exc.table_name}_", "_check"
+        column = name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)
+        field = name[len(prefix) : -len(suffix)] if column else name
+        return InvalidArgument("FIELD_INVALID", f"{field} is not valid (database rule {name})", field=field)
+    if isinstance(exc, asyncpg.DataError):  # SQLSTATE 22: a value PostgreSQL cannot take (a NUL byte, ...)
+        return InvalidArgument("VALUE_INVALID", "a value is not valid here")
+    return None
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Request ids in; the caller authenticated and authorized by the service's policy (every
     method not listed as public needs a token whose role the policy allows: fail closed);
@@ -107,7 +119,7 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         token = None if public else auth.bearer(metadata)
 
         async def guard(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            logs.request_id.set(str(rid) if rid else uuid.uuid4().hex)
+            logs.request_id.set(logs.accept_request_id(rid))
             if not resources.ready:
                 raise Unavailable(
                     "NOT_READY", f"{resources.name} is starting or draining", retry_after_seconds=1
@@ -125,10 +137,8 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_ON:
                 # Another service's answer (unavailable, too slow, ...) stays what it was.
                 await context.abort(exc.code(), exc.details() or exc.code().name, exc.trailing_metadata())  # type: ignore[arg-type]
-            if isinstance(
-                exc, asyncpg.DataError
-            ):  # SQLSTATE 22: a value PostgreSQL cannot take (a NUL byte, ...)
-                status = to_status(InvalidArgument("VALUE_INVALID", "a value is not valid here"))
+            if (refused := database_error(exc)) is not None:
+                status = to_status(refused)
                 await context.abort(status.code, status.details, status.trailing_metadata)
             if db.is_outage(exc):  # the server went away mid-call: its transaction is rolled back
                 status = to_status(db.unavailable())
@@ -214,10 +224,15 @@ async def serve(
     service_names = list(register(server, resources))
     served = [f"/{s}/{m.name}" for s in service_names for m in _service(s).methods]
     auth.validate_policy(policy, [m for m in served if m not in public])
-    reflection.enable_server_reflection(
-        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-        server,
-    )
+    if cfg.reflection:
+        reflection.enable_server_reflection(
+            [
+                *service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
     own_names = ["", HEALTH_SERVICE_NAMES[name], *service_names]
     for svc in own_names:
         await health.set(svc, NOT_SERVING)

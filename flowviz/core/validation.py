@@ -9,6 +9,8 @@ from flowviz.core import passwords
 from flowviz.core.errors import InvalidArgument
 
 LOT_CODE_MAX = 64
+# Patterns are used with fullmatch (Python's `$` also matches before a final newline); they keep
+# ^...$ for the OpenAPI document (JSON Schema's `$` is the end) and the database's CHECKs (0009).
 # Letters, digits and . _ - : (no spaces, controls or "/", so a code is always one URL segment).
 LOT_CODE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 LOT_CODE_RULE = "1-64 characters: letters, digits and . _ - :, starting with a letter or digit"
@@ -23,7 +25,7 @@ def lot_code(value: str, field: str = "lot_code") -> str:
             f"{field} is {len(value)} characters; the maximum is {LOT_CODE_MAX}",
             field=field,
         )
-    if not LOT_CODE_PATTERN.match(value):
+    if not LOT_CODE_PATTERN.fullmatch(value):
         raise InvalidArgument("LOT_CODE_INVALID", f"{field} must be {LOT_CODE_RULE}", field=field)
     return value
 
@@ -36,7 +38,7 @@ TEXT_MAX = 200
 
 
 def kind(value: str, field: str = "kind") -> str:
-    if not KIND_PATTERN.match(value):
+    if not KIND_PATTERN.fullmatch(value):
         raise InvalidArgument(
             "KIND_INVALID",
             f"{field} must be 1-16 upper-case letters, digits or _ (RAW, MIX, FG)",
@@ -82,7 +84,7 @@ CODE_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9_.-]{0,63}$")
 
 def code(value: str, field: str = "code") -> str:
     """Codes of streams, phases, gates and runs: upper-case letters, digits, _ . -, max 64."""
-    if not CODE_PATTERN.match(value):
+    if not CODE_PATTERN.fullmatch(value):
         raise InvalidArgument(
             "CODE_INVALID",
             f"{field} must be 1-64 upper-case letters, digits, _ . - (e.g. DONER)",

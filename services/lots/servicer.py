@@ -291,7 +291,7 @@ def _after_id(token: str) -> int:
 
 def _lot_filter(request: lots_pb2.ListLotsRequest) -> repository.LotFilter:
     """The request's filters, each checked (a 400 names the field)."""
-    if request.lot_code_prefix and not _PREFIX.match(request.lot_code_prefix):
+    if request.lot_code_prefix and not _PREFIX.fullmatch(request.lot_code_prefix):
         raise InvalidArgument(
             "LOT_CODE_PREFIX_INVALID",
             "lot_code_prefix must be 1-64 letters, digits and . _ - :",

@@ -11,7 +11,7 @@ import grpc
 from flowviz.core import audit, auth, paging, passwords, validation
 from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
-from flowviz.core.ratelimit import LoginLimiter, TooManyAttempts, address_key, username_key
+from flowviz.core.ratelimit import LoginThrottle, TooManyAttempts, address_key, username_key
 from flowviz.core.server import Resources
 from flowviz.lots.v1 import lots_pb2
 from services.lots import repository
@@ -23,7 +23,7 @@ LAST_ADMIN_SQLSTATE = "FV001"
 
 
 def username(value: str) -> str:
-    if not USERNAME.match(value):
+    if not USERNAME.fullmatch(value):
         raise InvalidArgument("USERNAME_INVALID", "username must be 1-64 of a-z 0-9 _ . -", field="username")
     return value
 
@@ -44,43 +44,64 @@ def user_message(row: asyncpg.Record) -> lots_pb2.User:
     return user
 
 
+GATEWAY = auth.SERVICE_PREFIX + "gateway"
+
+
+def client_address(metadata: Any, peer: str, verifier: auth.TokenVerifier) -> str:
+    """The address to throttle a login by: the x-client-address the gateway passes, but only when
+    the call carries the gateway's own service identity; any other caller is keyed by its peer."""
+    forwarded = next((v for k, v in metadata if k == "x-client-address"), None)
+    token = auth.bearer(metadata)
+    if not (forwarded and isinstance(forwarded, str) and token):
+        return peer
+    try:
+        identity = verifier.verify(token)
+    except auth.Unauthenticated:
+        return peer
+    return forwarded if identity.subject == GATEWAY else peer
+
+
 class Users:
     def __init__(self, resources: Resources) -> None:
         self.r = resources
-        # Per user: a few tries. Per address: more, since many people may share one (NAT).
-        self.user_limiter = LoginLimiter(max_failures=5)
-        self.address_limiter = LoginLimiter(max_failures=50)
+        self.verifier = auth.TokenVerifier(resources.settings.token_secret)
+        valkey = self._valkey
+        # Per user: a few free tries. Per address: more, since many people may share one (NAT).
+        self.user_throttle = LoginThrottle(valkey, free=5)
+        self.address_throttle = LoginThrottle(valkey, free=50)
+
+    def _valkey(self) -> Any:
+        cache = getattr(self.r, "cache", None)  # set once the service is up
+        return None if cache is None else cache.client
 
     async def issue_token(
         self, request: lots_pb2.IssueTokenRequest, context: Context
     ) -> lots_pb2.IssueTokenResponse:
-        # The gateway passes the client's address; a direct caller is keyed by its own peer.
-        client = dict(context.invocation_metadata() or ()).get("x-client-address") or context.peer()
+        client = client_address(context.invocation_metadata() or (), context.peer(), self.verifier)
         if not request.username or not request.password:
             missing = "username" if not request.username else "password"
             raise InvalidArgument("FIELD_REQUIRED", f"{missing} is required", field=missing)
         limits = (
-            (self.user_limiter, username_key(request.username)),
-            (self.address_limiter, address_key(str(client))),
+            (self.user_throttle, username_key(request.username)),
+            (self.address_throttle, address_key(client)),
         )
-        for limiter, key in limits:
-            if (wait := limiter.check(key)) is not None:
+        for throttle, key in limits:
+            if (wait := await throttle.wait(key)) is not None:
                 raise TooManyAttempts.after(wait)
         # A name that cannot exist is looked up as nobody (same cost: the dummy hash is verified).
         row = (
             await repository.user_credentials(self.r.pool, request.username)
-            if USERNAME.match(request.username)
+            if USERNAME.fullmatch(request.username)
             else None
         )
         ok = await passwords.verify_password_async(
             row["password_hash"] if row else None, request.password[:1024]
         )
         if not ok or row is None or row["disabled"]:
-            waits = [w for limiter, key in limits if (w := limiter.failure(key)) is not None]
-            if waits:
-                raise TooManyAttempts.after(max(waits))
+            for throttle, key in limits:
+                await throttle.failure(key)
             raise auth.Unauthenticated("LOGIN_FAILED", "wrong username or password, or the user is disabled")
-        self.user_limiter.success(limits[0][1])
+        await self.user_throttle.success(limits[0][1])
         if passwords.needs_rehash(row["password_hash"]):  # parameters changed since it was set
             new_hash = await passwords.hash_password_async(request.password, username=request.username)
             await repository.set_password_hash(self.r.pool, row["id"], new_hash)
@@ -173,13 +194,12 @@ class Users:
                 field="current_password",
             )
         key = username_key(name)
-        if (wait := self.user_limiter.check(key)) is not None:
+        if (wait := await self.user_throttle.wait(key)) is not None:
             raise TooManyAttempts.after(wait)
         row = await repository.user_credentials(self.r.pool, name)
         if not await passwords.verify_password_async(row["password_hash"] if row else None, current):
-            if (wait := self.user_limiter.failure(key)) is not None:
-                raise TooManyAttempts.after(wait)
+            await self.user_throttle.failure(key)
             raise InvalidArgument(
                 "CURRENT_PASSWORD_WRONG", "current_password is not your password", field="current_password"
             )
-        self.user_limiter.success(key)
+        await self.user_throttle.success(key)

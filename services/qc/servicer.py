@@ -16,7 +16,7 @@ from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFou
 from flowviz.core.identity import caller_name
 from flowviz.core.lineage import related
 from flowviz.core.lotrow import STATUS_OF_DECISION, effective_status
-from flowviz.core.ratelimit import LoginLimiter, TooManyAttempts, username_key
+from flowviz.core.ratelimit import LoginThrottle, TooManyAttempts, username_key
 from flowviz.core.server import Resources
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
@@ -98,8 +98,12 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.r = resources
         self.genealogy: genealogy_pb2_grpc.GenealogyServiceAsyncStub
-        # Wrong signature passwords count like failed logins: a few tries per user.
-        self.signatures = LoginLimiter(max_failures=5)
+        # Wrong signature passwords are throttled like failed logins (shared in Valkey).
+        self.signatures = LoginThrottle(self._valkey, free=5)
+
+    def _valkey(self) -> Any:
+        cache = getattr(self.r, "cache", None)  # set once the service is up
+        return None if cache is None else cache.client
 
     async def start(self) -> None:
         self.genealogy = genealogy_pb2_grpc.GenealogyServiceStub(self.r.channel("genealogy"))
@@ -301,15 +305,15 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
             )
         name = caller_name()
         key = username_key(name)
-        if (wait := self.signatures.check(key)) is not None:
+        if (wait := await self.signatures.wait(key)) is not None:
             raise TooManyAttempts.after(wait)
         row = await repository.signer(self.r.pool, name)
         ok = await passwords.verify_password_async(row["password_hash"] if row else None, password[:1024])
         if not ok or row is None or row["disabled"]:
-            if (wait := self.signatures.failure(key)) is not None:
+            if (wait := await self.signatures.failure(key)) is not None:
                 raise TooManyAttempts.after(wait)
             raise InvalidArgument("SIGNATURE_INVALID", "password is not your password", field="password")
-        self.signatures.success(key)
+        await self.signatures.success(key)
         return str(row["display_name"] or name)
 
     async def CreateQcGate(

@@ -63,6 +63,7 @@ CONTRACT: dict[str, Any] = {
         "module": "gateway",
         "port": 8000,
         "port_env": "FLOWVIZ_GATEWAY_PORT",
+        "metrics_port": 9154,
         "health_path": "/api/health",
     },
     "migrate_module": "flowviz.migrate",
@@ -249,8 +250,13 @@ def test_gateway_probes_and_service(overlay):
     assert _port_number(c, c["livenessProbe"]["tcpSocket"]["port"]) == GW["port"]
     assert _config(docs)[GW["port_env"]] == str(GW["port"])
     svc = _find(docs, "Service", GW["name"])
+    # Only the API port is in the Service an ingress routes to; metrics are scraped from the pod.
     assert [p["port"] for p in svc["spec"]["ports"]] == [GW["port"]]
-    assert deploy["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(GW["port"])
+    assert {p["name"]: p["containerPort"] for p in c["ports"]}["metrics"] == GW["metrics_port"]
+    assert {e["name"]: e.get("value") for e in c["env"]}["FLOWVIZ_METRICS_PORT"] == str(GW["metrics_port"])
+    assert deploy["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(
+        GW["metrics_port"]
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -474,3 +480,8 @@ def test_dockerfile_contract():
     for entry in (".venv", ".data", ".git", "**/__pycache__", ".pytest_cache", "flowviz/**/*_pb2*.py"):
         assert entry in ignore, f".dockerignore lacks {entry}"
     assert os.access(ROOT / "deploy" / "check.sh", os.R_OK)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_reflection_is_off_in_production_only(overlay):
+    assert _config(_render(overlay)).get("FLOWVIZ_REFLECTION") == ("0" if overlay == "production" else None)

@@ -16,7 +16,7 @@ Revises: 0007
 from alembic import op
 
 revision = "0010"
-down_revision = "0007"
+down_revision = "0009"
 
 UPGRADE = r"""
 ALTER TABLE qc_decisions

@@ -1,0 +1,465 @@
+"""Hardening (issue 19): each test names the finding it covers and fails on the code before its fix."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+
+import asyncpg
+import grpc
+import httpx
+import psycopg
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from flowviz import supervisor
+from flowviz.core import auth, config, logs, validation
+from flowviz.core.config import ConfigError, settings
+from flowviz.core.errors import DomainError
+from flowviz.core.ratelimit import LoginThrottle
+from flowviz.core.server import ErrorInterceptor, Resources, database_error
+from services.lots import users
+from tests.conftest import ROOT, TOKEN_SECRET, Servers, System, bearer, system_env, token
+
+# --- 8: validation matches the whole string; the database checks the same codes ---------------
+
+RULES: list[tuple[Callable[[str], str], str]] = [
+    (validation.lot_code, "SEC-NL"),
+    (validation.kind, "RAW"),
+    (validation.code, "DONER"),
+    (users.username, "eve"),
+]
+
+
+@pytest.mark.parametrize(("rule", "good"), RULES, ids=lambda r: getattr(r, "__name__", r))
+def test_a_trailing_newline_fails_every_rule(rule: Callable[[str], str], good: str) -> None:
+    assert rule(good) == good
+    with pytest.raises(DomainError) as refused:
+        rule(good + "\n")
+    assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+LOT = {"kind": "RAW", "product": "x", "quantity": 1, "uom": "kg"}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [("/api/lots", {**LOT, "lot_code": "SEC-NL\n"}, "lot_code"),
+     ("/api/lots", {**LOT, "lot_code": "SEC-NL-KIND", "kind": "RAW\n"}, "kind"),
+     ("/api/users", {"username": "eve\n", "role": "viewer", "password": "a-long-pass-phrase-2026"}, "username"),
+     ("/api/streams", {"code": "SECNL\n", "name": "x"}, "code")],
+)  # fmt: skip
+def test_a_trailing_newline_is_a_400_naming_the_field(
+    http: httpx.Client, path: str, body: dict[str, object], field: str
+) -> None:
+    r = http.post(path, json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["details"]["field"] == field
+    if field == "lot_code":
+        assert http.get("/api/lots/SEC-NL").status_code == 404
+
+
+def test_a_code_with_a_newline_in_a_path_or_query_is_a_400(http: httpx.Client) -> None:
+    assert http.get("/api/traceability/FG-DONER-X1%0A/export.csv").status_code == 400
+    r = http.get("/api/lots", params={"lot_code_prefix": "FG\n"})
+    assert r.status_code == 400 and r.json()["error"]["details"]["field"] == "lot_code_prefix", r.text
+
+
+BAD_ROWS = [
+    ("lots", "INSERT INTO lots (lot_code, kind, product, quantity, uom) VALUES ('SEC-NL\n', 'RAW', 'x', 1, 'kg')"),
+    ("lots", "INSERT INTO lots (lot_code, kind, product, quantity, uom) VALUES ('bad code', 'RAW', 'x', 1, 'kg')"),
+    ("production_runs", "INSERT INTO production_runs (run_code) VALUES ('RUN-1\n')"),
+    ("streams", "INSERT INTO streams (code, name) VALUES ('doner', 'x')"),
+    ("phases", "INSERT INTO phases (stream_id, code, name, seq) SELECT id, 'MIX\n', 'x', 9 FROM streams"),
+    ("qc_gates", "INSERT INTO qc_gates (code, name, phase_id) SELECT 'G 1', 'x', min(id) FROM phases"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("table", "sql"), BAD_ROWS, ids=[f"{t}-{i}" for i, (t, _) in enumerate(BAD_ROWS)])
+def test_the_database_refuses_a_code_the_api_refuses(seeded_db_url: str, table: str, sql: str) -> None:
+    with psycopg.connect(seeded_db_url) as conn, pytest.raises(psycopg.errors.CheckViolation) as refused:
+        conn.execute(sql)
+    assert refused.value.diag.table_name == table
+
+
+async def test_a_check_violation_is_a_400_naming_the_field(seeded_db_url: str) -> None:
+    conn = await asyncpg.connect(seeded_db_url)
+    try:
+        with pytest.raises(asyncpg.CheckViolationError) as refused:
+            await conn.execute(BAD_ROWS[0][1])
+    finally:
+        await conn.close()
+    error = database_error(refused.value)
+    assert error is not None and error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.metadata["field"] == "lot_code" and error.message.startswith("lot_code ")
+
+
+# --- 9: HTTP hardening ---------------------------------------------------------------------------
+
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+def test_every_answer_carries_the_security_headers(http: httpx.Client, anonymous: httpx.Client) -> None:
+    answers = [
+        http.get("/api/lots/FG-DONER-X1"),  # 200 JSON
+        http.get("/api/lots/NO-SUCH-LOT"),  # 404 from a service
+        http.get("/no/such/route"),  # the router's 404
+        http.post("/api/lots", json={"lot_code": "x"}),  # 400
+        anonymous.get("/api/lots"),  # 401
+        anonymous.get("/api/health"),
+        anonymous.get("/api/openapi.json"),
+        anonymous.get("/"),
+        http.get("/api/traceability/FG-DONER-X1/export.csv"),  # streamed
+    ]
+    for r in answers:
+        for name, value in SECURITY_HEADERS.items():
+            assert r.headers.get(name) == value, f"{r.request.url} {r.status_code}: {name}"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+
+
+def test_authenticated_data_and_tokens_are_never_stored(http: httpx.Client, anonymous: httpx.Client) -> None:
+    for r in (
+        http.get("/api/lots/FG-DONER-X1"),
+        http.get("/api/traceability/FG-DONER-X1"),
+        http.get("/api/traceability/FG-DONER-X1/export.csv"),
+        anonymous.post("/api/auth/token", json={"username": "ana", "password": "viewer-pass-2026"}),
+    ):
+        assert r.status_code == 200, r.text
+        assert r.headers["cache-control"] == "no-store", r.request.url
+    assert anonymous.get("/").headers["cache-control"] == "no-cache"  # the page keeps its own
+
+
+def test_a_trailing_slash_never_redirects_to_the_host_header(http: httpx.Client) -> None:
+    r = http.get("/api/lots/", headers={"host": "evil.example"})
+    assert r.status_code == 404, r.headers
+    assert "location" not in r.headers
+
+
+def test_metrics_are_not_on_the_public_port(http: httpx.Client, system: System) -> None:
+    assert http.get("/metrics").status_code == 404
+    own = f"http://127.0.0.1:{system.env['FLOWVIZ_GATEWAY_METRICS_PORT']}/metrics"
+    assert "flowviz_http_requests_total" in httpx.get(own, timeout=5).text
+
+
+@pytest.fixture
+def qc_without_reflection(servers: Servers) -> Iterator[System]:
+    sys_ = System(system_env(servers, servers.pg.url), servers.tmp / "logs")
+    sys_.start("qc-no-reflection", "services.qc", {"FLOWVIZ_REFLECTION": "0", "FLOWVIZ_QC_METRICS_PORT": "0"})
+    yield sys_
+    sys_.stop()
+
+
+def test_reflection_can_be_switched_off(qc_without_reflection: System) -> None:
+    with grpc.insecure_channel(qc_without_reflection.addr("qc")) as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=30, wait_for_ready=True
+        )
+        assert health.status in (
+            health_pb2.HealthCheckResponse.SERVING,
+            health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+        replies = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+        )
+        with pytest.raises(grpc.RpcError) as refused:
+            list(replies)
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+
+
+# --- 10: log forging -----------------------------------------------------------------------------
+
+FORGED = "ok\n\x1b[2K\r\x1b[33m      lots |\x1b[0m 12:00:00.000 INFO    admin signed in \x9b31m"
+
+
+def _lines_and_escapes(text: str) -> tuple[int, list[str]]:
+    """Lines, and the escape sequences other than the supervisor's own colour prefix."""
+    own = [f"\x1b[{c}m" for c in supervisor.COLORS.values()] + ["\x1b[37m", "\x1b[0m"]
+    for seq in own:
+        text = text.replace(seq, "")
+    return text.count("\n") + 1, [c for c in text if c in "\x1b\x9b\r"]
+
+
+def test_the_readable_view_escapes_every_value() -> None:
+    line = json.dumps(
+        {"ts": "2026-12-02T12:00:00.000Z", "level": "info", "msg": FORGED, FORGED: FORGED, "n": 1}
+    )
+    out = supervisor.readable("lots", line)
+    assert _lines_and_escapes(out) == (1, [])
+    assert "\\x0a" in out and "\\x1b" in out  # shown, not dropped
+    assert _lines_and_escapes(supervisor.readable("lots", FORGED)) == (1, [])  # not JSON
+    # A traceback keeps its lines, each marked as this record's.
+    exc = "Traceback\n  ValueError: " + FORGED
+    tb = supervisor.readable("qc", json.dumps({"msg": "boom", "exc": exc}))
+    lines = tb.split("\n")
+    assert len(lines) == 1 + len(exc.split("\n")) and all(
+        line.startswith("\x1b[35m       qc\x1b[0m |") for line in lines
+    )
+    assert _lines_and_escapes(tb) == (len(lines), [])
+
+
+def test_the_text_log_format_escapes_the_message() -> None:
+    formatter = logs.TextFormatter("%(levelname)s %(message)s")
+    record = logging.LogRecord("x", logging.INFO, "", 0, "login %s", (FORGED,), None)
+    assert _lines_and_escapes(formatter.format(record)) == (1, [])
+
+
+async def test_a_forged_grpc_request_id_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The interceptor keeps a well-formed x-request-id and replaces any other, as the gateway does."""
+    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    settings.cache_clear()
+    resources = Resources(settings=settings(), name="lots")
+    settings.cache_clear()
+    resources.ready = True
+    method = "/flowviz.test.v1.Echo/RequestId"
+
+    async def request_id(request: bytes, context: object) -> bytes:
+        return logs.request_id.get().encode()
+
+    handler = grpc.method_handlers_generic_handler(
+        "flowviz.test.v1.Echo", {"RequestId": grpc.unary_unary_rpc_method_handler(request_id)}
+    )
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(resources, {}, frozenset({method}))])
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(method)
+            for sent, kept in (
+                ("req-1.a_B", True),
+                ("x" * 3000, False),
+                ("id with spaces", False),
+                ("", False),
+            ):
+                got = (await call(b"", metadata=(("x-request-id", sent),), timeout=5)).decode()
+                assert (got == sent) == kept, (sent[:20], got)
+                assert 1 <= len(got) <= 64 and got.isprintable()
+    finally:
+        await server.stop(None)
+
+
+# --- 5: no default secret; known placeholders refused outside an explicit dev setting -------------
+
+
+def _dev_overlay_secrets() -> dict[str, str]:
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "deploy/k8s/overlays/dev/kustomization.yaml").read_text())
+    literals = next(g for g in doc["secretGenerator"] if g["name"] == "flowviz-secrets")["literals"]
+    config = next(g for g in doc["configMapGenerator"] if g["name"] == "flowviz-config")["literals"]
+    assert "FLOWVIZ_DEV=1" in config  # the overlay says it is dev, so its values are accepted there
+    return dict(item.split("=", 1) for item in literals)
+
+
+def test_an_unset_secret_refuses_to_start_saying_how_to_make_one() -> None:
+    with pytest.raises(ConfigError, match=r"must be set .*secrets\.token_urlsafe"):
+        auth.load_secret({})
+
+
+def test_the_shipped_placeholders_are_refused_unless_dev(monkeypatch: pytest.MonkeyPatch) -> None:
+    placeholders = _dev_overlay_secrets()
+    secret = placeholders["FLOWVIZ_TOKEN_SECRET"]
+    with pytest.raises(ConfigError, match="placeholder"):
+        auth.load_secret({"FLOWVIZ_TOKEN_SECRET": secret})
+    assert auth.load_secret({"FLOWVIZ_TOKEN_SECRET": secret, "FLOWVIZ_DEV": "1"}) == secret.encode()
+    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    monkeypatch.setenv("DATABASE_URL", placeholders["DATABASE_URL"])
+    monkeypatch.delenv("FLOWVIZ_DEV", raising=False)
+    settings.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match="password in DATABASE_URL is a known placeholder"):
+            settings()
+        monkeypatch.setenv("FLOWVIZ_DEV", "1")
+        settings.cache_clear()
+        assert settings().database_url == placeholders["DATABASE_URL"]
+    finally:
+        settings.cache_clear()
+
+
+def test_a_service_with_the_placeholder_secret_does_not_start(servers: Servers) -> None:
+    env = system_env(servers, servers.pg.url) | {
+        "FLOWVIZ_TOKEN_SECRET": _dev_overlay_secrets()["FLOWVIZ_TOKEN_SECRET"]
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "services.qc"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and "FLOWVIZ_TOKEN_SECRET is a known placeholder" in done.stderr + done.stdout
+
+
+def test_compose_has_no_default_secret() -> None:
+    compose = (ROOT / "deploy/docker-compose.yml").read_text()
+    uses = re.findall(r"\$\{(POSTGRES_PASSWORD|FLOWVIZ_TOKEN_SECRET)([^}]*)\}", compose)
+    assert {name for name, _ in uses} == {"POSTGRES_PASSWORD", "FLOWVIZ_TOKEN_SECRET"}
+    assert all(rest.startswith(":?") for _, rest in uses), uses  # unset: compose refuses to start
+    assert not any(p in compose for p in config.KNOWN_PLACEHOLDERS)
+
+
+# --- 6: login throttling: a delay, not a lock; addresses only from who may say them; shared --------
+
+
+async def test_the_throttle_is_shared_by_replicas_through_valkey(servers: Servers) -> None:
+    import valkey.asyncio as valkey
+
+    clients = [valkey.from_url(servers.valkey.url) for _ in range(2)]  # type: ignore[no-untyped-call]
+    one, two = (LoginThrottle(lambda c=c: c, free=2, base_delay=0.5) for c in clients)
+    key = f"user:shared-{uuid.uuid4().hex}"
+    try:
+        assert await one.failure(key) is None
+        assert await two.failure(key) == 0.5  # the second failure, counted on the other replica
+        for throttle in (one, two):
+            wait = await throttle.wait(key)
+            assert wait is not None and 0 < wait <= 0.5
+        await two.success(key)
+        assert await one.wait(key) is None
+        assert one.fallbacks == two.fallbacks == 0
+    finally:
+        for client in clients:
+            await client.aclose()
+
+
+async def test_without_valkey_the_throttle_still_counts_and_says_so() -> None:
+    import valkey.asyncio as valkey
+
+    from flowviz.embedded import free_port
+
+    client = valkey.from_url(f"valkey://127.0.0.1:{free_port()}/0")  # type: ignore[no-untyped-call]
+    throttle = LoginThrottle(lambda: client, free=1)
+    assert await throttle.failure("user:x") == 1.0
+    assert (wait := await throttle.wait("user:x")) is not None and wait > 0
+    assert throttle.fallbacks == 2
+    await client.aclose()
+
+
+def test_a_client_address_is_believed_only_from_the_gateway() -> None:
+    verifier = auth.TokenVerifier(TOKEN_SECRET.encode())
+    gateway = auth.issue_service_token("gateway", TOKEN_SECRET.encode())
+    other_service = auth.issue_service_token("genealogy", TOKEN_SECRET.encode())
+    user = auth.issue_token("ada", "admin", secret=TOKEN_SECRET.encode(), ttl_seconds=60)
+    forged = auth.issue_service_token("gateway", b"another-secret-0123456789abcdefghijklmnop")
+    peer = "ipv4:10.1.2.3:5555"
+
+    def seen(token: str | None) -> str:
+        metadata = [("x-client-address", "203.0.113.9")]
+        if token:
+            metadata.append(("authorization", f"Bearer {token}"))
+        return users.client_address(metadata, peer, verifier)
+
+    assert seen(gateway) == "203.0.113.9"
+    assert [seen(t) for t in (None, other_service, user, forged)] == [peer] * 4
+
+
+def test_forwarded_for_is_believed_only_from_configured_proxies() -> None:
+    from gateway.clients import client_address
+
+    proxies = [ipaddress.ip_network("10.0.0.0/8")]
+    assert client_address("203.0.113.9", "1.2.3.4", proxies) == "203.0.113.9"  # not a proxy: ignored
+    assert client_address("10.0.0.5", "1.2.3.4", []) == "10.0.0.5"  # no proxies configured
+    assert client_address("10.0.0.5", "1.2.3.4", proxies) == "1.2.3.4"
+    # The client may prepend anything: the right-most address not a proxy is the client.
+    assert client_address("10.0.0.5", "6.6.6.6, 1.2.3.4, 10.0.0.7", proxies) == "1.2.3.4"
+    assert client_address("10.0.0.5", "", proxies) == "10.0.0.5"
+
+
+# --- 7: uploads: the role before the body, a size cap, streamed -----------------------------------
+
+
+def _raw_post(
+    base: str, path: str, headers: dict[str, str], body: bytes, timeout: float = 10
+) -> tuple[int, bytes]:
+    """A request whose Content-Length may promise more than is sent: the answer, read with a deadline."""
+    import socket
+    from urllib.parse import urlsplit
+
+    where = urlsplit(base)
+    head = f"POST {path} HTTP/1.1\r\nhost: {where.hostname}\r\n" + "".join(
+        f"{k}: {v}\r\n" for k, v in headers.items()
+    )
+    with socket.create_connection((where.hostname, where.port), timeout=timeout) as conn:
+        conn.sendall(head.encode() + b"\r\n" + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            got = conn.recv(65536)
+            if not got:
+                break
+            answer += got
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer
+
+
+BOUNDARY = "flowvizboundary"
+MULTIPART = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+
+def test_a_viewer_upload_is_refused_before_its_body_is_read(system: System) -> None:
+    # 50 MB promised, a few bytes sent: only an answer given before reading the body arrives in time.
+    headers = {
+        **MULTIPART,
+        "authorization": f"Bearer {token('ana')}",
+        "content-length": str(50 * 1024 * 1024),
+    }
+    status, answer = _raw_post(system.base, "/api/import", headers, f"--{BOUNDARY}\r\n".encode())
+    assert status == 403, answer
+    assert b"operator" in answer
+
+
+def test_an_upload_over_the_cap_is_413_before_it_is_read(system: System) -> None:
+    headers = {
+        **MULTIPART,
+        "authorization": f"Bearer {token('omar')}",
+        "content-length": str(201 * 1024 * 1024),
+    }
+    status, answer = _raw_post(system.base, "/api/import", headers, f"--{BOUNDARY}\r\n".encode())
+    assert status == 413, answer
+
+
+@pytest.fixture
+def capped_gateway(system: System) -> Iterator[System]:
+    """A second gateway in front of the same services, taking uploads of at most 100 kB."""
+    from flowviz.embedded import free_port
+
+    env = system.env | {"FLOWVIZ_GATEWAY_PORT": str(free_port()), "FLOWVIZ_GATEWAY_METRICS_PORT": "0",
+                        "FLOWVIZ_MAX_UPLOAD_BYTES": "100000"}  # fmt: skip
+    capped = System(env, system.logs)
+    capped.start("gateway-capped", "gateway")
+    capped.wait_healthy()
+    yield capped
+    capped.stop()
+
+
+def test_a_streamed_upload_over_the_cap_is_413_and_imports_nothing(capped_gateway: System) -> None:
+    tag = uuid.uuid4().hex[:8].upper()
+    rows = "".join(f"CAP-{tag}-{i:06d},RAW,x,1,kg,\n" for i in range(5000))  # ~150 kB
+    body = "lot_code,kind,product,quantity,uom,produced_at\n" + rows
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the cap is found while streaming
+        data = f'--{BOUNDARY}\r\ncontent-disposition: form-data; name="lots"; filename="lots.csv"\r\n\r\n{body}\r\n--{BOUNDARY}--\r\n'.encode()
+        for i in range(0, len(data), 16384):
+            yield data[i : i + 16384]
+
+    with httpx.Client(base_url=capped_gateway.base, timeout=30, headers=bearer("omar")) as client:
+        r = client.post("/api/import", content=chunked(), headers=MULTIPART)
+        assert r.status_code == 413 and r.json()["error"]["reason"] == "BODY_TOO_LARGE", r.text
+        assert client.get(f"/api/lots/CAP-{tag}-000000").status_code == 404
+        small = "lot_code,kind,product,quantity,uom,produced_at\n" + f"CAP-{tag}-OK,RAW,x,1,kg,\n"
+        r = client.post("/api/import", files={"lots": ("lots.csv", small)})
+        assert r.status_code == 200 and r.json()["lots_imported"] == 1, r.text
+
+
+def test_the_gateway_asks_the_role_the_service_asks_for_an_import() -> None:
+    from gateway.exports import UPLOAD_ROLES
+    from services.genealogy.servicer import POLICY
+
+    assert POLICY["/flowviz.genealogy.v1.GenealogyService/ImportGenealogy"] == UPLOAD_ROLES
