@@ -67,6 +67,14 @@ HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/lots/{lot_code}/corrections"): READ,
     ("POST", "/api/edges/{edge_id}/void"): OPERATE,
     ("GET", "/api/edges/{edge_id}"): READ,
+    ("GET", "/api/partners"): READ,
+    ("POST", "/api/partners"): ADMIN,
+    ("GET", "/api/partners/{code}"): READ,
+    ("PATCH", "/api/partners/{code}"): ADMIN,
+    ("GET", "/api/locations"): READ,
+    ("POST", "/api/locations"): ADMIN,
+    ("GET", "/api/locations/{code}"): READ,
+    ("PATCH", "/api/locations/{code}"): ADMIN,
 }
 NAME_OF_ROLE = {role: name for name, role in USERS.items()}
 SECRET = TOKEN_SECRET.encode()
@@ -153,6 +161,8 @@ def valid_body(method: str, path: str) -> dict[str, Any] | None:
         ("POST", "/api/production-runs/{run_code}/void"): {"reason": "matrix"},
         ("PATCH", "/api/lots/{lot_code}"): {"quantity": -1, "reason": "matrix"},
         ("POST", "/api/edges/{edge_id}/void"): {"reason": "matrix"},
+        ("POST", "/api/partners"): {"code": f"MX-P{n}", "name": "Matrix", "roles": ["carrier"]},
+        ("POST", "/api/locations"): {"code": f"MX-L{n}", "name": "Matrix"},
     }.get((method, path), {} if method in ("POST", "PATCH") else None)
 
 
@@ -215,6 +225,14 @@ RPC_EXPECTED: dict[str, set[str]] = {
     "/flowviz.lots.v1.LotsService/CreateUser": ADMIN,
     "/flowviz.lots.v1.LotsService/ListUsers": ADMIN,
     "/flowviz.lots.v1.LotsService/UpdateUser": ADMIN,
+    "/flowviz.lots.v1.LotsService/CreateTradingPartner": ADMIN,
+    "/flowviz.lots.v1.LotsService/GetTradingPartner": READ,
+    "/flowviz.lots.v1.LotsService/ListTradingPartners": READ,
+    "/flowviz.lots.v1.LotsService/UpdateTradingPartner": ADMIN,
+    "/flowviz.lots.v1.LotsService/CreateLocation": ADMIN,
+    "/flowviz.lots.v1.LotsService/GetLocation": READ,
+    "/flowviz.lots.v1.LotsService/ListLocations": READ,
+    "/flowviz.lots.v1.LotsService/UpdateLocation": ADMIN,
     "/flowviz.genealogy.v1.GenealogyService/GetTraceability": READ,
     "/flowviz.genealogy.v1.GenealogyService/GetAncestors": READ | {"service"},
     "/flowviz.genealogy.v1.GenealogyService/RecordProductionRun": OPERATE,

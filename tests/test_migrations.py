@@ -20,7 +20,14 @@ TABLES = {
     "users",
 }
 # Ours beyond the seed's nine.
-ALL_TABLES = TABLES | {"audit_log", "run_voids", "voided_edges", "lot_corrections"}
+ALL_TABLES = TABLES | {
+    "audit_log",
+    "run_voids",
+    "voided_edges",
+    "lot_corrections",
+    "trading_partners",
+    "locations",
+}
 
 
 @pytest.fixture
@@ -42,7 +49,7 @@ def test_upgrade_from_empty_creates_the_nine_tables(blank_url: str) -> None:
     migrate.upgrade(blank_url)
     assert _tables(blank_url) == ALL_TABLES
     with psycopg.connect(blank_url) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0006",)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0008",)
 
 
 def test_downgrade_to_base_and_up_again(blank_url: str) -> None:
