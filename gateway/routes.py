@@ -169,4 +169,21 @@ ROUTES: list[RpcRoute] = [
     RpcRoute("GET", "/api/locations/{code}", "lots", "GetLocation", "One location", "partners"),
     RpcRoute("PATCH", "/api/locations/{code}", "lots", "UpdateLocation",
              "Change a location's name, GLN or address (admin)", "partners", body=True, errors=(400, 404, 409)),
+    RpcRoute("POST", "/api/receipts", "genealogy", "RecordReceipt",
+             "Record a receipt: a new lot from a supplier's site into ours, with the supplier's lot code and a "
+             "document (whole or not at all)", "shipping", status=201,
+             required=("lot_code", "product", "quantity", "uom", "supplier_code", "ship_from_location_code",
+                       "receiving_location_code", "received_at", "supplier_lot_code", "document_type",
+                       "document_number"), body=True,
+             headers={"idempotency-key": "idempotency_key"}, status_of=lambda reply: 200 if reply.replayed else 201,
+             errors=(400, 404, 409, 422)),
+    RpcRoute("GET", "/api/receipts/{id}", "genealogy", "GetReceipt", "One receipt", "shipping"),
+    RpcRoute("POST", "/api/shipments", "genealogy", "RecordShipment",
+             "Record a shipment: part or all of a lot to a customer's site (never more than it still holds, never "
+             "a lot on hold or rejected)", "shipping", status=201,
+             required=("lot_code", "quantity", "uom", "customer_code", "ship_to_location_code",
+                       "ship_from_location_code", "shipped_at", "document_type", "document_number"), body=True,
+             headers={"idempotency-key": "idempotency_key"}, status_of=lambda reply: 200 if reply.replayed else 201,
+             errors=(400, 404, 409, 422)),
+    RpcRoute("GET", "/api/shipments/{id}", "genealogy", "GetShipment", "One shipment", "shipping"),
 ]  # fmt: skip

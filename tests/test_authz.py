@@ -75,6 +75,10 @@ HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/locations"): ADMIN,
     ("GET", "/api/locations/{code}"): READ,
     ("PATCH", "/api/locations/{code}"): ADMIN,
+    ("POST", "/api/receipts"): OPERATE,
+    ("GET", "/api/receipts/{id}"): READ,
+    ("POST", "/api/shipments"): OPERATE,
+    ("GET", "/api/shipments/{id}"): READ,
 }
 NAME_OF_ROLE = {role: name for name, role in USERS.items()}
 SECRET = TOKEN_SECRET.encode()
@@ -163,6 +167,31 @@ def valid_body(method: str, path: str) -> dict[str, Any] | None:
         ("POST", "/api/edges/{edge_id}/void"): {"reason": "matrix"},
         ("POST", "/api/partners"): {"code": f"MX-P{n}", "name": "Matrix", "roles": ["carrier"]},
         ("POST", "/api/locations"): {"code": f"MX-L{n}", "name": "Matrix"},
+        # Refused after authorization (no such partner): nothing is received or shipped.
+        ("POST", "/api/receipts"): {
+            "lot_code": f"MXR-{n}",
+            "product": "x",
+            "quantity": 1,
+            "uom": "kg",
+            "supplier_code": "MX-NOBODY",
+            "ship_from_location_code": "MX-NOWHERE",
+            "receiving_location_code": "MX-NOWHERE",
+            "received_at": "2026-12-01T00:00:00Z",
+            "supplier_lot_code": "S1",
+            "document_type": "PO",
+            "document_number": "1",
+        },
+        ("POST", "/api/shipments"): {
+            "lot_code": "RAW-MATRIX-IN",
+            "quantity": 1,
+            "uom": "kg",
+            "customer_code": "MX-NOBODY",
+            "ship_to_location_code": "MX-NOWHERE",
+            "ship_from_location_code": "MX-NOWHERE",
+            "shipped_at": "2026-12-01T00:00:00Z",
+            "document_type": "ASN",
+            "document_number": "1",
+        },
     }.get((method, path), {} if method in ("POST", "PATCH") else None)
 
 
@@ -251,6 +280,10 @@ RPC_EXPECTED: dict[str, set[str]] = {
     "/flowviz.genealogy.v1.GenealogyService/GetEdge": READ,
     "/flowviz.genealogy.v1.GenealogyService/CorrectLot": OPERATE,
     "/flowviz.genealogy.v1.GenealogyService/ListLotCorrections": READ,
+    "/flowviz.genealogy.v1.GenealogyService/RecordReceipt": OPERATE,
+    "/flowviz.genealogy.v1.GenealogyService/GetReceipt": READ,
+    "/flowviz.genealogy.v1.GenealogyService/RecordShipment": OPERATE,
+    "/flowviz.genealogy.v1.GenealogyService/GetShipment": READ,
     "/flowviz.qc.v1.QcService/GetQcStatus": READ,
     "/flowviz.qc.v1.QcService/BatchGetQcStatus": READ | {"service"},
     "/flowviz.qc.v1.QcService/ListQcDecisions": READ,

@@ -27,6 +27,8 @@ ALL_TABLES = TABLES | {
     "lot_corrections",
     "trading_partners",
     "locations",
+    "receipts",
+    "shipments",
 }
 
 

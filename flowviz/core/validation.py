@@ -112,6 +112,9 @@ def gln(value: str, field: str = "gln") -> str:
     return value
 
 
+PARTNER_ROLES = ("supplier", "customer", "carrier")
+# Reference documents of receipts and shipments (EPCIS business transaction types po, bol, inv, desadv).
+DOCUMENT_TYPES = ("PO", "BOL", "INVOICE", "ASN")
 EMAIL_PATTERN = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]{1,190}\.[^@\s\x00-\x1f]{1,63}$")
 COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
 
@@ -215,6 +218,31 @@ FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "address": _text(500),
     "city": _text(TEXT_MAX),
     "postal_code": _text(TEXT_MAX),
+    "roles": (
+        {"type": "array", "items": {"enum": list(PARTNER_ROLES)}, "minItems": 1, "uniqueItems": True},
+        {"type": "array", "items": {"enum": list(PARTNER_ROLES)}, "uniqueItems": True},
+    ),
+    "ListTradingPartnersRequest.role": ({"type": "string", "enum": ["", *PARTNER_ROLES]},) * 2,
+    "supplier_code": _CODE,
+    "customer_code": _CODE,
+    "carrier_code": _CODE,
+    "ship_from_location_code": _CODE,
+    "ship_to_location_code": _CODE,
+    "receiving_location_code": _CODE,
+    "document_type": ({"type": "string", "enum": list(DOCUMENT_TYPES)},) * 2,
+    "document_number": _text(100),
+    "supplier_lot_code": _text(64),
+    "expires_on": (
+        {"type": "string", "format": "date"},
+        {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "maxLength": 0}]},
+    ),
+    "RecordReceiptRequest.quantity": (_POSITIVE, _POSITIVE),
+    "RecordShipmentRequest.quantity": (_POSITIVE, _POSITIVE),
+    "GetReceiptRequest.id": ({"type": "integer", "minimum": 1, "maximum": 2**63 - 1},) * 2,
+    "GetShipmentRequest.id": ({"type": "integer", "minimum": 1, "maximum": 2**63 - 1},) * 2,
+    # The time of a tracking event is required (a run's times are optional).
+    "received_at": ({"type": "string", "format": "date-time"},) * 2,
+    "shipped_at": ({"type": "string", "format": "date-time"},) * 2,
 }
 
 

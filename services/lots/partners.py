@@ -14,7 +14,7 @@ from flowviz.core.errors import AlreadyExists, InvalidArgument, NotFound
 from flowviz.core.server import Resources
 from flowviz.lots.v1 import lots_pb2
 
-ROLES = ("supplier", "customer", "carrier")
+ROLES = validation.PARTNER_ROLES
 
 PARTNER = """SELECT id, code, name, roles, COALESCE(gln, '') AS gln, contact_name, contact_email,
     contact_phone, created_at FROM trading_partners"""
@@ -31,7 +31,9 @@ def roles(values: Sequence[str], *, required: bool) -> list[str]:
     for value in values:
         if value not in ROLES:
             raise InvalidArgument("ROLE_INVALID", f"roles must be among {', '.join(ROLES)}", field="roles")
-    return sorted(set(values), key=ROLES.index)
+    if len(set(values)) < len(values):
+        raise InvalidArgument("ROLE_REPEATED", "roles must not list a role twice", field="roles")
+    return sorted(values, key=ROLES.index)
 
 
 def _optional(value: str, check: Any, field: str) -> str:
