@@ -246,3 +246,22 @@ def test_receipt_and_shipment_refusals_name_the_field(http: httpx.Client, partie
         assert named in r.json()["error"]["message"], (named, r.text)
     assert http.get("/api/shipments/0").status_code == 400
     assert http.get("/api/receipts/999999999").status_code == 404
+
+
+def test_a_shipped_lot_keeps_its_genealogy_and_its_quantity(http: httpx.Client, parties: Parties) -> None:
+    t = tag()
+    raw, fg = f"RAW-KEEP-{t}", f"FG-KEEP-{t}"
+    assert receive(http, parties, raw, 100).status_code == 201
+    assert run(http, f"RUN-KEEP-{t}", [(raw, 40, "kg")], [(fg, "FG", 40)]).status_code == 201
+    shipment = ship(http, parties, fg, 30).json()["shipment"]
+    r = http.post(f"/api/production-runs/RUN-KEEP-{t}/void", json={"reason": "wrong input"})
+    assert r.status_code == 409, r.text
+    assert (
+        r.json()["error"]["reason"] == "RUN_OUTPUT_SHIPPED"
+        and str(shipment["id"]) in r.json()["error"]["message"]
+    )
+    r = http.patch(f"/api/lots/{fg}", json={"quantity": 25, "reason": "recount"})
+    assert r.status_code == 409 and r.json()["error"]["reason"] == "QUANTITY_BELOW_CONSUMED", r.text
+    assert f"shipment {shipment['id']}" in r.json()["error"]["message"]
+    assert http.patch(f"/api/lots/{fg}", json={"quantity": 35, "reason": "recount"}).status_code == 200
+    assert ship(http, parties, fg, 6).status_code == 409  # 35 - 30 = 5 left
