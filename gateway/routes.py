@@ -186,4 +186,12 @@ ROUTES: list[RpcRoute] = [
              headers={"idempotency-key": "idempotency_key"}, status_of=lambda reply: 200 if reply.replayed else 201,
              errors=(400, 404, 409, 422)),
     RpcRoute("GET", "/api/shipments/{id}", "genealogy", "GetShipment", "One shipment", "shipping"),
+    RpcRoute("GET", "/api/recall/{lot_code}/notifications", "genealogy", "GetRecallNotifications",
+             "Whom to call: per customer and ship-to location every shipment of an affected lot with the root "
+             "quantity it carried, totals per customer, and what is still in the plant", "traceability",
+             query=("max_depth", "max_nodes"), cancellable=True),
+    RpcRoute("POST", "/api/supplier-trace", "genealogy", "TraceSupplierLot",
+             "The trace from the supplier's side: the lots received under a supplier's lot code, everything "
+             "downstream of each and whom to call (a read; POST because a supplier's lot code may hold any "
+             "character)", "traceability", required=("supplier_code", "supplier_lot_code"), body=True),
 ]  # fmt: skip

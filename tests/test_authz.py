@@ -79,6 +79,9 @@ HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/receipts/{id}"): READ,
     ("POST", "/api/shipments"): OPERATE,
     ("GET", "/api/shipments/{id}"): READ,
+    ("GET", "/api/recall/{lot_code}/notifications"): READ,
+    ("GET", "/api/recall/{lot_code}/notifications.csv"): READ,
+    ("POST", "/api/supplier-trace"): READ,
 }
 NAME_OF_ROLE = {role: name for name, role in USERS.items()}
 SECRET = TOKEN_SECRET.encode()
@@ -167,6 +170,7 @@ def valid_body(method: str, path: str) -> dict[str, Any] | None:
         ("POST", "/api/edges/{edge_id}/void"): {"reason": "matrix"},
         ("POST", "/api/partners"): {"code": f"MX-P{n}", "name": "Matrix", "roles": ["carrier"]},
         ("POST", "/api/locations"): {"code": f"MX-L{n}", "name": "Matrix"},
+        ("POST", "/api/supplier-trace"): {"supplier_code": "MX-NOBODY", "supplier_lot_code": "S1"},
         # Refused after authorization (no such partner): nothing is received or shipped.
         ("POST", "/api/receipts"): {
             "lot_code": f"MXR-{n}",
@@ -284,6 +288,8 @@ RPC_EXPECTED: dict[str, set[str]] = {
     "/flowviz.genealogy.v1.GenealogyService/GetReceipt": READ,
     "/flowviz.genealogy.v1.GenealogyService/RecordShipment": OPERATE,
     "/flowviz.genealogy.v1.GenealogyService/GetShipment": READ,
+    "/flowviz.genealogy.v1.GenealogyService/GetRecallNotifications": READ,
+    "/flowviz.genealogy.v1.GenealogyService/TraceSupplierLot": READ,
     "/flowviz.qc.v1.QcService/GetQcStatus": READ,
     "/flowviz.qc.v1.QcService/BatchGetQcStatus": READ | {"service"},
     "/flowviz.qc.v1.QcService/ListQcDecisions": READ,

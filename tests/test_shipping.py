@@ -33,6 +33,11 @@ class Parties:
 
 @pytest.fixture
 def parties(http: httpx.Client) -> Parties:
+    return make_parties(http)
+
+
+def make_parties(http: httpx.Client) -> Parties:
+    """A supplier with a site, a customer with a DC, a carrier, and our plant."""
     t = tag()
     p = Parties(f"SUP-{t}", f"SUP-SITE-{t}", f"CUS-{t}", f"CUS-DC-{t}", f"CAR-{t}", f"PLANT-{t}")
     for code, roles in ((p.supplier, ["supplier"]), (p.customer, ["customer"]), (p.carrier, ["carrier"])):

@@ -186,5 +186,14 @@ async def of_lot(db: DB, lot_code: str) -> list[genealogy_pb2.Receipt]:
     return [message(r) for r in rows]
 
 
+async def of_supplier_lot(db: DB, supplier_code: str, supplier_lot_code: str) -> list[genealogy_pb2.Receipt]:
+    rows = await db.fetch(
+        f"{RECEIPT} WHERE s.code = $1 AND r.supplier_lot_code = $2 ORDER BY r.received_at, r.id",
+        supplier_code,
+        supplier_lot_code,
+    )
+    return [message(r) for r in rows]
+
+
 async def get(db: DB, receipt_id: int) -> asyncpg.Record | None:
     return await db.fetchrow(f"{RECEIPT} WHERE r.id = $1", receipt_id)

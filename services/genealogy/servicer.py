@@ -29,6 +29,7 @@ from services.genealogy import (
     convert,
     corrections,
     exports,
+    notifications,
     recall,
     receiving,
     repository,
@@ -68,6 +69,8 @@ POLICY: auth.Policy = {
     P + "GetReceipt": auth.READ,
     P + "RecordShipment": auth.OPERATE,
     P + "GetShipment": auth.READ,
+    P + "GetRecallNotifications": auth.READ,
+    P + "TraceSupplierLot": auth.READ,
 }
 # Answers larger than this are computed each time rather than cached.
 MAX_CACHED_BYTES = 4 * 1024 * 1024
@@ -546,6 +549,63 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         self, request: genealogy_pb2.GetShipmentRequest, context: Context
     ) -> genealogy_pb2.GetShipmentResponse:
         return genealogy_pb2.GetShipmentResponse(shipment=await self._shipment(_positive_id(request.id)))
+
+    # --- recall notification lists (services/genealogy/notifications.py) ---------------------
+
+    async def GetRecallNotifications(
+        self, request: genealogy_pb2.GetRecallNotificationsRequest, context: Context
+    ) -> genealogy_pb2.GetRecallNotificationsResponse:
+        code = validation.lot_code(request.lot_code)
+        depth, nodes = self._limits(request.max_depth, request.max_nodes)
+
+        async def load() -> bytes:
+            impact = await self.GetRecallImpact(
+                genealogy_pb2.GetRecallImpactRequest(lot_code=code, max_depth=depth, max_nodes=nodes), context
+            )
+            return (await notifications.notifications(self.r.pool, impact)).SerializeToString()
+
+        # Cached with the lot's other answers: a shipment, run or correction below the root drops
+        # the root's hash (it is an ancestor of what changed).
+        blob = await self.r.cache.lot_answer(code, f"notify:{depth}:{nodes}", load, MAX_CACHED_BYTES)
+        return genealogy_pb2.GetRecallNotificationsResponse.FromString(blob)
+
+    async def TraceSupplierLot(
+        self, request: genealogy_pb2.TraceSupplierLotRequest, context: Context
+    ) -> genealogy_pb2.TraceSupplierLotResponse:
+        supplier = validation.code(request.supplier_code, "supplier_code")
+        supplier_lot = validation.text(request.supplier_lot_code, "supplier_lot_code", max_len=64)
+        self._limits(request.max_depth, request.max_nodes)
+        if not await self.r.pool.fetchval("SELECT 1 FROM trading_partners WHERE code = $1", supplier):
+            raise NotFound(
+                "PARTNER_NOT_FOUND",
+                f"supplier_code {supplier} is not a trading partner",
+                field="supplier_code",
+            )
+        # None received is an answer too (an empty list), not a 404.
+        response = genealogy_pb2.TraceSupplierLotResponse(
+            receipts=await receiving.of_supplier_lot(self.r.pool, supplier, supplier_lot)
+        )
+        for receipt in response.receipts:
+            response.downstream.append(
+                await self.GetTraceGraph(
+                    genealogy_pb2.GetTraceGraphRequest(
+                        lot_code=receipt.lot_code,
+                        direction=genealogy_pb2.DIRECTION_DOWNSTREAM,
+                        max_depth=request.max_depth,
+                        max_nodes=request.max_nodes,
+                    ),
+                    context,
+                )
+            )
+            response.notifications.append(
+                await self.GetRecallNotifications(
+                    genealogy_pb2.GetRecallNotificationsRequest(
+                        lot_code=receipt.lot_code, max_depth=request.max_depth, max_nodes=request.max_nodes
+                    ),
+                    context,
+                )
+            )
+        return response
 
 
 def _positive_id(value: int) -> int:

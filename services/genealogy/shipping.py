@@ -23,7 +23,11 @@ SHIPMENT = """
 SELECT s.id, l.lot_code, l.product, s.quantity::float8 AS quantity, s.uom, c.code AS customer_code,
        c.name AS customer_name, t.code AS ship_to_location_code, f.code AS ship_from_location_code,
        COALESCE(k.code, '') AS carrier_code, s.shipped_at, s.document_type, s.document_number,
-       s.recorded_by, s.created_at
+       s.recorded_by, s.created_at,
+       -- for notification lists: whom to call, and where it went
+       COALESCE(c.gln, '') AS customer_gln, c.contact_name, c.contact_email, c.contact_phone,
+       t.name AS ship_to_name, COALESCE(t.gln, '') AS ship_to_gln, t.address AS ship_to_address,
+       t.city AS ship_to_city, t.postal_code AS ship_to_postal_code, t.country AS ship_to_country
 FROM shipments s JOIN lots l ON l.id = s.lot_id JOIN trading_partners c ON c.id = s.customer_id
 JOIN locations t ON t.id = s.ship_to_location_id JOIN locations f ON f.id = s.ship_from_location_id
 LEFT JOIN trading_partners k ON k.id = s.carrier_id
