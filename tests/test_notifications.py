@@ -161,3 +161,16 @@ def test_a_cached_notification_list_shows_a_new_shipment_at_once(
     body = notifications(http, diamond["R"])
     assert body["shipments"] == 5 and body["root_shipped_kg"] == pytest.approx(35.5)
     assert body["root_in_plant_kg"] == pytest.approx(64.5)
+
+
+def test_a_changed_contact_shows_in_a_cached_list_at_once(
+    http: httpx.Client, diamond: dict[str, str]
+) -> None:
+    for _ in range(2):
+        assert notifications(http, diamond["R"])["customers"][0]["contact_name"] == "C1 QA"
+    r = http.patch(f"/api/partners/{diamond['C1']}", json={"contact_name": "Night shift QA"})
+    assert r.status_code == 200, r.text
+    assert http.patch(f"/api/locations/{diamond['DC1']}", json={"city": "Bonn"}).status_code == 200
+    body = notifications(http, diamond["R"])
+    assert body["customers"][0]["contact_name"] == "Night shift QA"
+    assert body["customers"][0]["locations"][0]["city"] == "Bonn"

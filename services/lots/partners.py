@@ -103,6 +103,12 @@ class Partners:
     def __init__(self, resources: Resources) -> None:
         self.r = resources
 
+    async def _names_changed(self) -> None:
+        """Cached traces and notification lists carry partner names, contacts and addresses, over
+        any number of lots: after a change (rare, by an admin) every cached answer is orphaned,
+        as after an import."""
+        await self.r.cache.invalidate_all()
+
     async def _partner(self, db: DB, code: str) -> asyncpg.Record:
         row = await db.fetchrow(f"{PARTNER} WHERE code = $1", validation.code(code))
         if row is None:
@@ -166,6 +172,7 @@ class Partners:
                 await audit.record(conn, "update", "trading_partner", code, **fields)
         except asyncpg.UniqueViolationError as exc:
             raise _taken(exc, "partner", code, fields["gln"]) from None
+        await self._names_changed()
         return partner_message(await self._partner(self.r.pool, code))
 
     async def create_location(self, request: lots_pb2.CreateLocationRequest) -> lots_pb2.Location:
@@ -221,4 +228,5 @@ class Partners:
                 await audit.record(conn, "update", "location", code, **fields)
         except asyncpg.UniqueViolationError as exc:
             raise _taken(exc, "location", code, fields["gln"]) from None
+        await self._names_changed()
         return location_message(await self._location(self.r.pool, code))
