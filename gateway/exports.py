@@ -266,6 +266,55 @@ def _accountability_lines(drill: dict[str, Any] | None, width: int) -> Iterable[
     yield row("verdict", drill["tolerance"], status="pass" if drill["within_tolerance"] else "fail")
 
 
+NOTIFICATION_COLUMNS = [
+    "relation", "customer_code", "customer_name", "contact_name", "contact_email", "contact_phone",
+    "location_code", "location_name", "location_gln", "address", "city", "postal_code", "country",
+    "lot_code", "product", "depth", "shipment_id", "shipped_at", "document_type", "document_number", "carrier_code",
+    "quantity", "uom", "root_share", "root_quantity",
+]  # fmt: skip
+
+
+def _optional(message: Any, name: str) -> Any:
+    return getattr(message, name) if message.HasField(name) else ""
+
+
+async def notifications_csv(request: Request, upstreams: Any, metadata: Metadata) -> Response:
+    """A recall's notification list as a spreadsheet: one row per shipment, then one per affected
+    lot still in the plant (relation in_plant, customer columns empty)."""
+    message = genealogy_pb2.GetRecallNotificationsRequest()
+    fill(message, {"lot_code": request.path_params["lot_code"]})
+    reply = await upstreams.genealogy.GetRecallNotifications(
+        message, timeout=settings().rpc_timeout * 4, metadata=metadata
+    )
+
+    def lines() -> Iterable[bytes]:
+        yield _csv_line(NOTIFICATION_COLUMNS)
+        for c in reply.customers:
+            for place in c.locations:
+                for n in place.shipments:
+                    s = n.shipment
+                    yield _csv_line([
+                        "shipment", c.customer_code, c.name, c.contact_name, c.contact_email, c.contact_phone,
+                        place.location_code, place.name, place.gln, place.address, place.city, place.postal_code,
+                        place.country, s.lot_code, s.product, n.depth, s.id, s.shipped_at.ToJsonString(),
+                        s.document_type, s.document_number, s.carrier_code, s.quantity, s.uom,
+                        _optional(n, "root_share"), _optional(n, "root_quantity"),
+                    ])  # fmt: skip
+        for item in reply.in_plant:
+            yield _csv_line([
+                "in_plant", "", "", "", "", "", item.location_code, "", "", "", "", "", "", item.lot.lot_code,
+                item.lot.product, "", "", "", "", "", "", item.remaining, item.lot.uom,
+                _optional(item, "root_share"), _optional(item, "root_quantity"),
+            ])  # fmt: skip
+
+    name = f"notifications-{request.path_params['lot_code']}.csv"
+    return Response(
+        b"".join(lines()),
+        media_type="text/csv; charset=utf-8",
+        headers={"content-disposition": f'attachment; filename="{name}"'},
+    )
+
+
 async def import_files(request: Request, upstreams: Any, metadata: Metadata) -> Response:
     """multipart/form-data with files `lots` and/or `genealogy`, streamed on as the body arrives."""
     # The caller's role first: a viewer's upload is refused before a byte of it is read.
@@ -398,6 +447,22 @@ STREAMING_ROUTES: list[tuple[str, str, Call, dict[str, Any]]] = [
             "tags": ["drills"],
             "operationId": "ExportScenarioCsv",
             "parameters": [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "responses": {
+                "200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                **_errors(400, 401, 403, 404, 503, 504),
+            },
+        },
+    ),
+    (
+        "GET",
+        "/api/recall/{lot_code}/notifications.csv",
+        notifications_csv,
+        {
+            "summary": "A recall's notification list as a spreadsheet: a row per shipment of an affected lot (customer, "
+            "contact, ship-to, document, quantity, root quantity), then a row per affected lot still in the plant",
+            "tags": ["traceability"],
+            "operationId": "ExportRecallNotificationsCsv",
+            "parameters": [_lot_param()],
             "responses": {
                 "200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
                 **_errors(400, 401, 403, 404, 503, 504),

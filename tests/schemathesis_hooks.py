@@ -41,6 +41,11 @@ WORDS_ONLY: dict[tuple[str, str, str], str] = {
     # uniqueItems compares whole items; here one field of the items of two lists must not repeat.
     ("POST /api/production-runs", "DUPLICATE_INPUT", ""): "each lot once among the inputs",
     ("POST /api/production-runs", "DUPLICATE_LOT", ""): "each lot once among inputs and outputs",
+    # A GS1 check digit: the 13th digit is a weighted sum of the other twelve, modulo 10.
+    ("POST /api/partners", "GLN_CHECK_DIGIT", ""): "a GLN's 13th digit is its GS1 check digit",
+    ("PATCH /api/partners/{code}", "GLN_CHECK_DIGIT", ""): "a GLN's 13th digit is its GS1 check digit",
+    ("POST /api/locations", "GLN_CHECK_DIGIT", ""): "a GLN's 13th digit is its GS1 check digit",
+    ("PATCH /api/locations/{code}", "GLN_CHECK_DIGIT", ""): "a GLN's 13th digit is its GS1 check digit",
     # An order between two timestamps.
     ("POST /api/production-runs", "TIMES_INVALID", ""): "ended_at not before started_at",
 }

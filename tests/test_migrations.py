@@ -27,6 +27,10 @@ ALL_TABLES = TABLES | {
     "run_voids",
     "voided_edges",
     "lot_corrections",
+    "trading_partners",
+    "locations",
+    "receipts",
+    "shipments",
 }
 
 

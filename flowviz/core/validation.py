@@ -93,6 +93,55 @@ def code(value: str, field: str = "code") -> str:
     return value
 
 
+GLN_PATTERN = re.compile(r"^[0-9]{13}$")
+
+
+def gs1_check_digit(digits: str) -> int:
+    """The GS1 check digit of `digits` (the identifier without it): weights 3, 1, 3, ... from
+    the right, then up to the next multiple of 10 (GS1 General Specifications 7.9)."""
+    total = sum(int(d) * (3 if i % 2 == 0 else 1) for i, d in enumerate(reversed(digits)))
+    return (10 - total % 10) % 10
+
+
+def gln(value: str, field: str = "gln") -> str:
+    """A GS1 Global Location Number: 13 digits, the last the check digit of the other 12."""
+    if not GLN_PATTERN.match(value):
+        raise InvalidArgument("GLN_INVALID", f"{field} must be 13 digits (a GS1 GLN)", field=field)
+    expected = gs1_check_digit(value[:12])
+    if int(value[12]) != expected:
+        raise InvalidArgument(
+            "GLN_CHECK_DIGIT",
+            f"{field} {value} ends in {value[12]}; its GS1 check digit is {expected}",
+            field=field,
+        )
+    return value
+
+
+PARTNER_ROLES = ("supplier", "customer", "carrier")
+# Reference documents of receipts and shipments (EPCIS business transaction types po, bol, inv, desadv).
+DOCUMENT_TYPES = ("PO", "BOL", "INVOICE", "ASN")
+EMAIL_PATTERN = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]{1,190}\.[^@\s\x00-\x1f]{1,63}$")
+COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
+
+
+def email(value: str, field: str = "contact_email") -> str:
+    if not EMAIL_PATTERN.match(value):
+        raise InvalidArgument(
+            "EMAIL_INVALID", f"{field} must be an e-mail address (name@domain)", field=field
+        )
+    return value
+
+
+def country(value: str, field: str = "country") -> str:
+    if not COUNTRY_PATTERN.match(value):
+        raise InvalidArgument(
+            "COUNTRY_INVALID",
+            f"{field} must be an ISO 3166-1 alpha-2 code (two capitals, e.g. DE)",
+            field=field,
+        )
+    return value
+
+
 # --- the same rules as JSON Schema, for the OpenAPI document ---------------------------------
 
 _TEXT = r"^[^\x00-\x1f]*$"
@@ -194,6 +243,40 @@ FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     * 2,
     "lot_code_prefix": _either(r"^[A-Za-z0-9._:-]{1,64}$"),
     "edge_id": ({"type": "integer", "minimum": 1},) * 2,
+    "gln": _either(GLN_PATTERN.pattern),
+    "partner_code": _CODE,
+    "contact_email": _either(EMAIL_PATTERN.pattern),
+    "country": _either(COUNTRY_PATTERN.pattern),
+    "contact_name": _text(TEXT_MAX),
+    "contact_phone": _text(TEXT_MAX),
+    "address": _text(500),
+    "city": _text(TEXT_MAX),
+    "postal_code": _text(TEXT_MAX),
+    "roles": (
+        {"type": "array", "items": {"enum": list(PARTNER_ROLES)}, "minItems": 1, "uniqueItems": True},
+        {"type": "array", "items": {"enum": list(PARTNER_ROLES)}, "uniqueItems": True},
+    ),
+    "ListTradingPartnersRequest.role": ({"type": "string", "enum": ["", *PARTNER_ROLES]},) * 2,
+    "supplier_code": _CODE,
+    "customer_code": _CODE,
+    "carrier_code": _CODE,
+    "ship_from_location_code": _CODE,
+    "ship_to_location_code": _CODE,
+    "receiving_location_code": _CODE,
+    "document_type": ({"type": "string", "enum": list(DOCUMENT_TYPES)},) * 2,
+    "document_number": _text(100),
+    "supplier_lot_code": _text(64),
+    "expires_on": (
+        {"type": "string", "format": "date"},
+        {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "maxLength": 0}]},
+    ),
+    "RecordReceiptRequest.quantity": (_POSITIVE, _POSITIVE),
+    "RecordShipmentRequest.quantity": (_POSITIVE, _POSITIVE),
+    "GetReceiptRequest.id": ({"type": "integer", "minimum": 1, "maximum": 2**63 - 1},) * 2,
+    "GetShipmentRequest.id": ({"type": "integer", "minimum": 1, "maximum": 2**63 - 1},) * 2,
+    # The time of a tracking event is required (a run's times are optional).
+    "received_at": ({"type": "string", "format": "date-time"},) * 2,
+    "shipped_at": ({"type": "string", "format": "date-time"},) * 2,
 }
 
 

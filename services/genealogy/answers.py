@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from flowviz.core.db import DB
 from flowviz.genealogy.v1 import genealogy_pb2
-from services.genealogy import convert, effective, recall, trace
+from services.genealogy import convert, effective, recall, receiving, shipping, trace
 from services.genealogy.trace import Direction
 
 
@@ -17,8 +19,20 @@ async def graph(
     if result is None:
         return None
     response = convert.graph(result)
-    found = await effective.blocks(db, {n.lot_id: n.lot_code for n in result.nodes})
+    # Material in from upstream (receipts of the root and its ancestors), goods out downstream
+    # (shipments of the root and its descendants), beside the statuses.
+    ids = {
+        side: [n.lot_id for n in result.nodes if n.side in ("root", side)]
+        for side in ("upstream", "downstream")
+    }
+    found, receipts, shipments = await asyncio.gather(
+        effective.blocks(db, {n.lot_id: n.lot_code for n in result.nodes}),
+        receiving.of_lots(db, ids["upstream"]),
+        shipping.of_lots(db, ids["downstream"]),
+    )
     effective.fill((n.lot for n in response.nodes), found)
+    response.receipts.extend(receipts)
+    response.shipments.extend(shipments)
     return response
 
 

@@ -40,12 +40,14 @@ class LotBalance:
     quantity: float | None
     inputs: float | None  # sum of incoming edges (what was consumed into the lot)
     consumed_by_children: float | None  # sum of outgoing edges
-    remaining: float | None  # quantity - consumed_by_children
+    remaining: float | None  # quantity - consumed_by_children - shipped
     input_vs_output_diff: float | None  # inputs - quantity; None for a lot without parents
     input_edges: int
     output_edges: int
     tolerance: float
     flags: list[str]
+    shipped: float | None = None  # sum of its shipments
+    shipments: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,9 @@ FROM l JOIN lot_genealogy e ON e.child_lot_id = l.id GROUP BY e.uom
 UNION ALL
 SELECT 'o', NULL, NULL, sum(e.quantity)::float8, e.uom, count(*), false
 FROM l JOIN lot_genealogy e ON e.parent_lot_id = l.id GROUP BY e.uom
+UNION ALL
+SELECT 's', NULL, NULL, sum(s.quantity)::float8, s.uom, count(*)
+FROM l JOIN shipments s ON s.lot_id = l.id GROUP BY s.uom
 """
 
 
@@ -104,23 +109,27 @@ async def lot_balance(db: DB, lot_code: str, tolerance: float = DEFAULT_TOLERANC
         return None
     ins = [(r["quantity"], r["uom"], r["n"]) for r in rows if r["rel"] == "i"]
     outs = [(r["quantity"], r["uom"], r["n"]) for r in rows if r["rel"] == "o"]
+    sent = [(r["quantity"], r["uom"], r["n"]) for r in rows if r["rel"] == "s"]
     input_edges = sum(n for _, _, n in ins)
     output_edges = sum(n for _, _, n in outs)
-    unit = common_unit([lot["uom"], *(u for _, u, _ in ins), *(u for _, u, _ in outs)])
+    unit = common_unit(
+        [lot["uom"], *(u for _, u, _ in ins), *(u for _, u, _ in outs), *(u for _, u, _ in sent)]
+    )
     flags: list[str] = []
-    quantity = inputs = consumed = remaining = diff = None
+    quantity = inputs = consumed = shipped = remaining = diff = None
     if unit is None:
         flags.append(UNITS_MIXED)
     else:
         quantity = convert(lot["quantity"], lot["uom"], unit)
         inputs = sum(convert(q, u, unit) for q, u, _ in ins)
         consumed = sum(convert(q, u, unit) for q, u, _ in outs)
-        remaining = quantity - consumed
+        shipped = sum(convert(q, u, unit) for q, u, _ in sent)
+        remaining = quantity - consumed - shipped
         if input_edges:
             diff = inputs - quantity
             if _exceeds(quantity, inputs, tolerance):
                 flags.append(YIELD_GAIN)
-        if _exceeds(consumed, quantity, tolerance):
+        if _exceeds(consumed + shipped, quantity, tolerance):
             flags.append(OVERCONSUMED)
     if lot["historical"]:
         flags.append(HISTORICAL_IMPORT)
@@ -139,6 +148,8 @@ async def lot_balance(db: DB, lot_code: str, tolerance: float = DEFAULT_TOLERANC
         output_edges=output_edges,
         tolerance=tolerance,
         flags=flags,
+        shipped=shipped,
+        shipments=sum(n for _, _, n in sent),
     )
 
 

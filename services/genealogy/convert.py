@@ -127,6 +127,8 @@ def lot_balance(b: LotBalance) -> genealogy_pb2.GetLotBalanceResponse:
         output_edges=b.output_edges,
         tolerance=b.tolerance,
         flags=b.flags,
+        shipped=b.shipped,
+        shipments=b.shipments,
     )
 
 

@@ -80,6 +80,15 @@ SELECT (SELECT count(*) FROM m) AS edges FROM v
 """
 
 
+# Shipments of these lots (a shipped lot keeps what it held: the customer has it).
+_SHIPPED = """SELECT s.id, l.lot_code FROM shipments s JOIN lots l ON l.id = s.lot_id
+WHERE s.lot_id = ANY($1::bigint[]) ORDER BY s.id"""
+# What a lot has given, by unit: to its children and to shipments.
+_USED = """SELECT uom, sum(quantity)::float8 AS quantity FROM (
+    SELECT uom, quantity FROM lot_genealogy WHERE parent_lot_id = $1
+    UNION ALL SELECT uom, quantity FROM shipments WHERE lot_id = $1) given GROUP BY uom"""
+
+
 def _consumer_names(rows: list[asyncpg.Record]) -> list[str]:
     return list(dict.fromkeys(r["run_code"] or f"edge {r['edge_id']} (into {r['child']})" for r in rows))
 
@@ -118,6 +127,18 @@ async def void_run(pool: asyncpg.Pool, run_code: str, why: str) -> list[str]:
                 run_code=run_code,
                 consumed_by=",".join(names),
                 lot_code=lots[0],
+            )
+        shipped = await conn.fetch(_SHIPPED, outputs)
+        if shipped:
+            # What a customer received came from these inputs: that record must stand.
+            lots = sorted({r["lot_code"] for r in shipped})
+            raise Conflict(
+                "RUN_OUTPUT_SHIPPED",
+                f"run {run_code} cannot be voided: its output {', '.join(lots)} has been shipped "
+                f"(shipment {', '.join(str(r['id']) for r in shipped)})",
+                run_code=run_code,
+                lot_code=lots[0],
+                shipment_id=shipped[0]["id"],
             )
         affected = await _affected(conn, sorted({e["child"] for e in edges}))
         await conn.fetchrow(_VOID_RUN, run["id"], caller_name(), why)
@@ -296,11 +317,10 @@ async def correct_lot(
                 lot_code=lot_code,
             )
         consumers = await conn.fetch(_CONSUMERS, [lot["id"]])
-        used = await conn.fetch(
-            "SELECT uom, sum(quantity)::float8 AS quantity FROM lot_genealogy WHERE parent_lot_id = $1 GROUP BY uom",
-            lot["id"],
-        )
-        _check_consumed(lot_code, quantity, uom, used, _consumer_names(consumers))
+        shipped = await conn.fetch(_SHIPPED, [lot["id"]])
+        used = await conn.fetch(_USED, lot["id"])
+        by = [*_consumer_names(consumers), *(f"shipment {r['id']}" for r in shipped)]
+        _check_consumed(lot_code, quantity, uom, used, by)
         affected = await _affected(conn, [lot_code])
         correction_id = await conn.fetchval(
             _CORRECT,

@@ -12,9 +12,10 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
+from google.protobuf.message import Message
 
 from flowviz.core import audit, validation
 from flowviz.core.db import DB, Conn
@@ -44,12 +45,14 @@ def uom_mismatch(lot_code: str, lot_uom: str, uom: str) -> str:
 def insufficient(
     lot_code: str, held: float, available: float, wanted: float, uom: str, asks: str = "the run asks"
 ) -> str:
-    return f"{lot_code} holds {available:g} {uom} not yet consumed (of {held:g}); {asks} for {wanted:g} {uom}"
+    return f"{lot_code} holds {available:g} {uom} not yet consumed or shipped (of {held:g}); {asks} for {wanted:g} {uom}"
 
 
-def blocked(lot_code: str, status: str, blocking_lot: str, decision_id: int, reason: str) -> str:
+def blocked(
+    lot_code: str, status: str, blocking_lot: str, decision_id: int, reason: str, noun: str = "input"
+) -> str:
     via = "" if blocking_lot == lot_code else f" through {blocking_lot}"
-    return f"input {lot_code} is {status}{via} (decision {decision_id}: {reason})"
+    return f"{noun} {lot_code} is {status}{via} (decision {decision_id}: {reason})"
 
 
 class IdempotencyMismatch(DomainError):
@@ -65,10 +68,11 @@ class Recorded:
     run: genealogy_pb2.ProductionRun | None
 
 
-def request_hash(request: genealogy_pb2.RecordProductionRunRequest) -> str:
-    body = genealogy_pb2.RecordProductionRunRequest()
+def request_hash(request: Message) -> str:
+    """The digest of a request without its idempotency_key (runs, receipts, shipments)."""
+    body = type(request)()
     body.CopyFrom(request)
-    body.idempotency_key = ""
+    body.idempotency_key = ""  # type: ignore[attr-defined]
     return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -125,25 +129,36 @@ async def replay(conn: DB, key: str, digest: str) -> str | None:
     row = await conn.fetchrow(
         "SELECT run_code, request_hash FROM production_runs WHERE idempotency_key = $1", key
     )
-    return None if row is None else _same_request(key, row, digest)
+    return None if row is None else same_request(key, row["run_code"], row["request_hash"], digest, "run")
 
 
 def _ts(message: genealogy_pb2.RecordProductionRunRequest, name: str) -> datetime | None:
     return getattr(message, name).ToDatetime(tzinfo=UTC) if message.HasField(name) else None  # type: ignore[arg-type]
 
 
-# After the inputs are locked: what each input has given so far, the run recorded earlier under
-# this idempotency key (a concurrent retry may have committed while we waited for the locks), and
-# an input that only a voided run produced (voided_lot_id, by voided_run; one with live inputs
-# from another run stays usable), read after the locks so that a void that committed while we
-# waited is seen. One row at least; the run columns are NULL when there is none, the edge
-# columns when nothing is used, the voided columns when no input is voided.
-_USED_AND_EARLIER = """
-SELECT r.run_code, r.request_hash, u.parent_lot_id, u.uom, u.quantity, vo.voided_lot_id, vo.voided_run
+# Lots are locked in id order (runs and shipments alike), so concurrent writers never deadlock.
+LOCK_LOTS = """SELECT id, lot_code, kind, quantity::float8 AS quantity, uom FROM lots
+WHERE lot_code = ANY($1::text[]) ORDER BY id FOR UPDATE"""
+
+
+def used_and_earlier(table: str, code: str) -> str:
+    """After the lots are locked: what each has given so far (to runs' edges and to shipments),
+    the record of `table` made earlier under this idempotency key (a concurrent retry may have
+    committed while we waited for the locks), and a lot that only a voided run produced
+    (voided_lot_id, by voided_run; one with live inputs from another run stays usable), read
+    after the locks so that a void that committed while we waited is seen. One row at least;
+    the earlier columns are NULL when there is none, the used columns when nothing is used,
+    the voided columns when no lot is voided."""
+    return f"""
+SELECT r.{code}::text AS earlier, r.request_hash, u.parent_lot_id, u.uom, u.quantity, vo.voided_lot_id,
+       vo.voided_run
 FROM (VALUES (1)) AS one
-LEFT JOIN production_runs r ON r.idempotency_key = $2
-LEFT JOIN (SELECT parent_lot_id, uom, sum(quantity)::float8 AS quantity FROM lot_genealogy
-           WHERE parent_lot_id = ANY($1::bigint[]) GROUP BY 1, 2) u ON true
+LEFT JOIN {table} r ON r.idempotency_key = $2
+LEFT JOIN (SELECT parent_lot_id, uom, sum(quantity)::float8 AS quantity
+           FROM (SELECT parent_lot_id, uom, quantity FROM lot_genealogy WHERE parent_lot_id = ANY($1::bigint[])
+                 UNION ALL
+                 SELECT lot_id, uom, quantity FROM shipments WHERE lot_id = ANY($1::bigint[])) given
+           GROUP BY 1, 2) u ON true
 LEFT JOIN LATERAL (
     SELECT v.child_lot_id AS voided_lot_id, p.run_code AS voided_run
     FROM voided_edges v JOIN production_runs p ON p.id = v.run_id
@@ -152,6 +167,31 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) vo ON true
 """
+
+
+_USED_AND_EARLIER = used_and_earlier("production_runs", "run_code")
+
+
+async def lock_lots(conn: Conn, codes: list[str], noun: str) -> list[asyncpg.Record]:
+    """The lots FOR UPDATE in id order; 404 naming the first that does not exist."""
+    lots = await conn.fetch(LOCK_LOTS, codes)
+    missing = sorted(set(codes) - {r["lot_code"] for r in lots})
+    if missing:
+        raise NotFound("LOT_NOT_FOUND", f"{noun} {', '.join(missing)} does not exist", lot_code=missing[0])
+    return lots
+
+
+def check_not_voided(lots: list[asyncpg.Record], found: asyncpg.Record, noun: str, verb: str) -> None:
+    """409 when a lot (row of used_and_earlier) was produced only by a voided run."""
+    if found["voided_lot_id"] is not None:
+        voided = next(r["lot_code"] for r in lots if r["id"] == found["voided_lot_id"])
+        raise Conflict(
+            "LOT_VOIDED",
+            f"{noun} {voided} was produced by run {found['voided_run']}, which is voided; it cannot be {verb}",
+            lot_code=voided,
+            run_code=found["voided_run"],
+        )
+
 
 # The run header, its output lots, their genealogy edges and the audit row in one statement (one
 # round trip, not four). Everything hangs on the header: if a concurrent request with the same
@@ -200,29 +240,14 @@ async def record(
     inputs = {line.lot_code: line for line in request.inputs}
     async with pool.acquire() as conn, conn.transaction():
         stream_id, phase_id = await _process_step(conn, request.stream_code, request.phase_code)
-        lots = await conn.fetch(
-            "SELECT id, lot_code, kind, quantity::float8 AS quantity, uom FROM lots "
-            "WHERE lot_code = ANY($1::text[]) ORDER BY id FOR UPDATE",
-            list(inputs),
-        )
-        missing = sorted(set(inputs) - {r["lot_code"] for r in lots})
-        if missing:
-            raise NotFound(
-                LOT_NOT_FOUND, f"input lot {', '.join(missing)} does not exist", lot_code=missing[0]
-            )
+        lots = await lock_lots(conn, list(inputs), "input lot")
         rows = await conn.fetch(_USED_AND_EARLIER, [r["id"] for r in lots], key)
-        if key and rows[0]["run_code"] is not None:
-            return Recorded(_same_request(key, rows[0], digest), None)
-        if rows[0]["voided_lot_id"] is not None:
-            voided = next(r["lot_code"] for r in lots if r["id"] == rows[0]["voided_lot_id"])
-            raise Conflict(
-                "LOT_VOIDED",
-                f"input {voided} was produced by run {rows[0]['voided_run']}, which is voided; "
-                "it cannot be consumed",
-                lot_code=voided,
-                run_code=rows[0]["voided_run"],
+        if key and rows[0]["earlier"] is not None:
+            return Recorded(
+                same_request(key, rows[0]["earlier"], rows[0]["request_hash"], digest, "run"), None
             )
-        _check_consumption(lots, inputs, [u for u in rows if u["parent_lot_id"] is not None])
+        check_not_voided(lots, rows[0], "input", "consumed")
+        check_consumption(lots, inputs, [u for u in rows if u["parent_lot_id"] is not None], "the run")
         written = await conn.fetchrow(
             _WRITE,
             request.run_code,
@@ -303,15 +328,16 @@ def _edges(
     return parents, children, quantities, uoms
 
 
-def _same_request(key: str, earlier: Mapping[str, Any] | asyncpg.Record, digest: str) -> str:
-    """The run code recorded under `key`; 422 when it was recorded for a different body."""
-    if earlier["request_hash"] != digest:
+def same_request(key: str, earlier: str, earlier_hash: str, digest: str, what: str) -> str:
+    """The code (or id) of the `what` recorded under `key`; 422 when it was recorded for a
+    different body."""
+    if earlier_hash != digest:
         raise IdempotencyMismatch(
             "IDEMPOTENCY_KEY_REUSED",
-            f"idempotency key {key!r} was used for a different request (run {earlier['run_code']})",
-            run_code=earlier["run_code"],
+            f"idempotency key {key!r} was used for a different request ({what} {earlier})",
+            **{f"{what}_code" if what == "run" else f"{what}_id": earlier},
         )
-    return str(earlier["run_code"])
+    return earlier
 
 
 async def _process_step(conn: Conn, stream: str, phase: str) -> tuple[int | None, int | None]:
@@ -332,11 +358,22 @@ async def _process_step(conn: Conn, stream: str, phase: str) -> tuple[int | None
     return row["id"], row["phase_id"]
 
 
-def _check_consumption(
-    lots: list[asyncpg.Record], inputs: dict[str, genealogy_pb2.RunLine], used: list[asyncpg.Record]
+class Line(Protocol):
+    """What a lot is asked to give: a run's input line, a shipment."""
+
+    @property
+    def lot_code(self) -> str: ...
+    @property
+    def quantity(self) -> float: ...
+    @property
+    def uom(self) -> str: ...
+
+
+def check_consumption(
+    lots: list[asyncpg.Record], inputs: Mapping[str, Line], used: list[asyncpg.Record], asker: str
 ) -> None:
-    """Units must convert, and no input may give more than it still holds (`used`: what each
-    input has given so far, by unit, read after the inputs were locked)."""
+    """Units must convert, and no lot may give more than it still holds (`used`: what each has
+    given so far to runs and shipments, by unit, read after the lots were locked)."""
     for lot in lots:
         line = inputs[lot["lot_code"]]
         wanted = to_unit(line.quantity, line.uom, lot["uom"])
@@ -357,7 +394,9 @@ def _check_consumption(
         if wanted > available + EPSILON:
             raise Conflict(
                 INSUFFICIENT_QUANTITY,
-                insufficient(lot["lot_code"], lot["quantity"], available, wanted, lot["uom"]),
+                insufficient(
+                    lot["lot_code"], lot["quantity"], available, wanted, lot["uom"], f"{asker} asks"
+                ),
                 lot_code=lot["lot_code"],
                 available=f"{available:g}",
                 requested=f"{wanted:g}",

@@ -31,9 +31,12 @@ from services.genealogy import (
     convert,
     corrections,
     exports,
+    notifications,
+    receiving,
     repository,
     runs,
     scenarios,
+    shipping,
     trace,
 )
 
@@ -62,6 +65,13 @@ POLICY: auth.Policy = {
     P + "GetEdge": auth.READ,
     P + "CorrectLot": auth.OPERATE,
     P + "ListLotCorrections": auth.READ,
+    # Goods in and out are recorded by whoever records runs (the people at the dock and the line).
+    P + "RecordReceipt": auth.OPERATE,
+    P + "GetReceipt": auth.READ,
+    P + "RecordShipment": auth.OPERATE,
+    P + "GetShipment": auth.READ,
+    P + "GetRecallNotifications": auth.READ,
+    P + "TraceSupplierLot": auth.READ,
 }
 # Answers larger than this are computed each time rather than cached.
 MAX_CACHED_BYTES = 4 * 1024 * 1024
@@ -94,10 +104,18 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             lineage = await neighbourhood_ancestors(self.r.pool, code)
             return {s.lot_code: s for s in await self._qc_statuses(list(lineage), lineage)}
 
-        rows, known = await asyncio.gather(repository.neighbours(self.r.pool, code), statuses())
+        async def events() -> tuple[list[genealogy_pb2.Receipt], list[genealogy_pb2.Shipment]]:
+            async with self.r.pool.acquire() as conn:
+                return await receiving.of_lot(conn, code), await shipping.of_lot(conn, code)
+
+        rows, known, (receipts, shipments) = await asyncio.gather(
+            repository.neighbours(self.r.pool, code), statuses(), events()
+        )
         if not rows or rows[0]["rel"] != "self":
             raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
-        response = genealogy_pb2.GetTraceabilityResponse(lot=lot_message(rows[0]))
+        response = genealogy_pb2.GetTraceabilityResponse(
+            lot=lot_message(rows[0]), receipts=receipts, shipments=shipments
+        )
         for row in rows[1:]:
             linked = genealogy_pb2.LinkedLot(
                 lot=lot_message(row),
@@ -196,15 +214,18 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         await self.r.cache.invalidate([*codes, *(a for found in lineage.values() for a in found)])
         return genealogy_pb2.RecordProductionRunResponse(run=recorded.run, replayed=False)
 
-    async def _check_releasable(self, lot_codes: list[str], lineage: dict[str, list[str]]) -> None:
-        """An input on hold or rejected (itself or through an ancestor) cannot be consumed."""
+    async def _check_releasable(
+        self, lot_codes: list[str], lineage: dict[str, list[str]], noun: str = "input"
+    ) -> None:
+        """A lot on hold or rejected (itself or through an ancestor) cannot be consumed by a run
+        (noun "input") or shipped (noun "lot")."""
         for status in await self._qc_statuses(lot_codes, lineage):
             if status.blocked:
                 block = status.blocking[0]
                 raise Conflict(
                     runs.LOT_BLOCKED,
                     runs.blocked(
-                        status.lot_code, block.status, block.lot_code, block.decision_id, block.reason
+                        status.lot_code, block.status, block.lot_code, block.decision_id, block.reason, noun
                     ),
                     lot_code=status.lot_code,
                     blocking_lot=block.lot_code,
@@ -272,7 +293,9 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             yield genealogy_pb2.TraceGraphChunk(
                 nodes=whole.nodes[start : start + step], edges=whole.edges[start : start + step]
             )
-        yield genealogy_pb2.TraceGraphChunk(truncated=whole.truncated, cycles=whole.cycles)
+        yield genealogy_pb2.TraceGraphChunk(
+            truncated=whole.truncated, cycles=whole.cycles, receipts=whole.receipts, shipments=whole.shipments
+        )
 
     async def GetRecallImpact(
         self, request: genealogy_pb2.GetRecallImpactRequest, context: Context
@@ -480,6 +503,131 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         return genealogy_pb2.ListLotCorrectionsResponse(
             corrections=[corrections.correction_message(r) for r in rows], next_page_token=token
         )
+
+    # --- receiving and shipping (services/genealogy/receiving.py, shipping.py) ---------------
+
+    async def RecordReceipt(
+        self, request: genealogy_pb2.RecordReceiptRequest, context: Context
+    ) -> genealogy_pb2.RecordReceiptResponse:
+        fields = receiving.validate(request)
+        recorded = await receiving.record(self.r.pool, request, fields, runs.request_hash(request))
+        if not recorded.replayed:  # a new lot: nothing cached shows it yet, but its own code may be asked
+            await self.r.cache.invalidate([fields["lot_code"]])
+        return genealogy_pb2.RecordReceiptResponse(
+            receipt=await self._receipt(recorded.receipt_id), replayed=recorded.replayed
+        )
+
+    async def _receipt(self, receipt_id: int) -> genealogy_pb2.Receipt:
+        row = await receiving.get(self.r.pool, receipt_id)
+        if row is None:
+            raise NotFound("RECEIPT_NOT_FOUND", f"receipt {receipt_id} does not exist", id=receipt_id)
+        return receiving.message(row)
+
+    async def GetReceipt(
+        self, request: genealogy_pb2.GetReceiptRequest, context: Context
+    ) -> genealogy_pb2.GetReceiptResponse:
+        return genealogy_pb2.GetReceiptResponse(receipt=await self._receipt(_positive_id(request.id)))
+
+    async def RecordShipment(
+        self, request: genealogy_pb2.RecordShipmentRequest, context: Context
+    ) -> genealogy_pb2.RecordShipmentResponse:
+        fields = shipping.validate(request)
+        digest = runs.request_hash(request)
+        key = request.idempotency_key
+        # As for a run: the lot's ancestors cannot change under us, and name every lot whose
+        # cached answers (downstream traces, recalls) now show this shipment.
+        lineage = await ancestors(self.r.pool, [request.lot_code])
+        try:
+            await self._check_releasable([request.lot_code], lineage, "lot")
+        except Exception:
+            # A replay answers what was recorded, whatever the lot's QC status (or qc) is now.
+            if key and (earlier := await shipping.replay(self.r.pool, key, digest)):
+                return genealogy_pb2.RecordShipmentResponse(
+                    shipment=await self._shipment(earlier), replayed=True
+                )
+            raise
+        recorded = await shipping.record(self.r.pool, request, fields, digest)
+        if not recorded.replayed:
+            await self.r.cache.invalidate(
+                [request.lot_code, *(a for found in lineage.values() for a in found)]
+            )
+        return genealogy_pb2.RecordShipmentResponse(
+            shipment=await self._shipment(recorded.shipment_id), replayed=recorded.replayed
+        )
+
+    async def _shipment(self, shipment_id: int) -> genealogy_pb2.Shipment:
+        row = await shipping.get(self.r.pool, shipment_id)
+        if row is None:
+            raise NotFound("SHIPMENT_NOT_FOUND", f"shipment {shipment_id} does not exist", id=shipment_id)
+        return shipping.message(row)
+
+    async def GetShipment(
+        self, request: genealogy_pb2.GetShipmentRequest, context: Context
+    ) -> genealogy_pb2.GetShipmentResponse:
+        return genealogy_pb2.GetShipmentResponse(shipment=await self._shipment(_positive_id(request.id)))
+
+    # --- recall notification lists (services/genealogy/notifications.py) ---------------------
+
+    async def GetRecallNotifications(
+        self, request: genealogy_pb2.GetRecallNotificationsRequest, context: Context
+    ) -> genealogy_pb2.GetRecallNotificationsResponse:
+        code = validation.lot_code(request.lot_code)
+        depth, nodes = self._limits(request.max_depth, request.max_nodes)
+
+        async def load() -> bytes:
+            impact = await self.GetRecallImpact(
+                genealogy_pb2.GetRecallImpactRequest(lot_code=code, max_depth=depth, max_nodes=nodes), context
+            )
+            return (await notifications.notifications(self.r.pool, impact)).SerializeToString()
+
+        # Cached with the lot's other answers: a shipment, run or correction below the root drops
+        # the root's hash (it is an ancestor of what changed).
+        blob = await self.r.cache.lot_answer(code, f"notify:{depth}:{nodes}", load, MAX_CACHED_BYTES)
+        return genealogy_pb2.GetRecallNotificationsResponse.FromString(blob)
+
+    async def TraceSupplierLot(
+        self, request: genealogy_pb2.TraceSupplierLotRequest, context: Context
+    ) -> genealogy_pb2.TraceSupplierLotResponse:
+        supplier = validation.code(request.supplier_code, "supplier_code")
+        supplier_lot = validation.text(request.supplier_lot_code, "supplier_lot_code", max_len=64)
+        self._limits(request.max_depth, request.max_nodes)
+        if not await self.r.pool.fetchval("SELECT 1 FROM trading_partners WHERE code = $1", supplier):
+            raise NotFound(
+                "PARTNER_NOT_FOUND",
+                f"supplier_code {supplier} is not a trading partner",
+                field="supplier_code",
+            )
+        # None received is an answer too (an empty list), not a 404.
+        response = genealogy_pb2.TraceSupplierLotResponse(
+            receipts=await receiving.of_supplier_lot(self.r.pool, supplier, supplier_lot)
+        )
+        for receipt in response.receipts:
+            response.downstream.append(
+                await self.GetTraceGraph(
+                    genealogy_pb2.GetTraceGraphRequest(
+                        lot_code=receipt.lot_code,
+                        direction=genealogy_pb2.DIRECTION_DOWNSTREAM,
+                        max_depth=request.max_depth,
+                        max_nodes=request.max_nodes,
+                    ),
+                    context,
+                )
+            )
+            response.notifications.append(
+                await self.GetRecallNotifications(
+                    genealogy_pb2.GetRecallNotificationsRequest(
+                        lot_code=receipt.lot_code, max_depth=request.max_depth, max_nodes=request.max_nodes
+                    ),
+                    context,
+                )
+            )
+        return response
+
+
+def _positive_id(value: int) -> int:
+    if value <= 0:
+        raise InvalidArgument("ID_INVALID", "id must be a positive integer", field="id")
+    return value
 
 
 def _edge_id(value: int) -> int:

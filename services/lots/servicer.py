@@ -18,6 +18,7 @@ from flowviz.core.server import Resources
 from flowviz.lots.v1 import lots_pb2, lots_pb2_grpc
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
 from services.lots import repository
+from services.lots.partners import Partners
 from services.lots.repository import DECISION_OF_STATUS
 from services.lots.users import Users
 
@@ -38,6 +39,16 @@ POLICY: auth.Policy = {
     P + "CreateUser": auth.ADMIN_ONLY,
     P + "ListUsers": auth.ADMIN_ONLY,
     P + "UpdateUser": auth.ADMIN_ONLY,
+    # Master data like streams: who we buy from and ship to is curated by an admin (these names
+    # and GLNs go to customers and the FDA in a recall); everyone who reads lots may read them.
+    P + "CreateTradingPartner": auth.ADMIN_ONLY,
+    P + "GetTradingPartner": auth.READ,
+    P + "ListTradingPartners": auth.READ,
+    P + "UpdateTradingPartner": auth.ADMIN_ONLY,
+    P + "CreateLocation": auth.ADMIN_ONLY,
+    P + "GetLocation": auth.READ,
+    P + "ListLocations": auth.READ,
+    P + "UpdateLocation": auth.ADMIN_ONLY,
 }
 PUBLIC = frozenset({P + "IssueToken"})
 
@@ -47,6 +58,7 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         self.r = resources
         self.qc: qc_pb2_grpc.QcServiceAsyncStub
         self.users = Users(resources)
+        self.partners = Partners(resources)
 
     async def start(self) -> None:
         self.qc = qc_pb2_grpc.QcServiceStub(self.r.channel("qc"))
@@ -264,6 +276,48 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         self, request: lots_pb2.UpdateUserRequest, context: Context
     ) -> lots_pb2.UpdateUserResponse:
         return await self.users.update_user(request, context)
+
+    # --- trading partners and locations (services/lots/partners.py) --------------------------
+
+    async def CreateTradingPartner(
+        self, request: lots_pb2.CreateTradingPartnerRequest, context: Context
+    ) -> lots_pb2.CreateTradingPartnerResponse:
+        return lots_pb2.CreateTradingPartnerResponse(partner=await self.partners.create_partner(request))
+
+    async def GetTradingPartner(
+        self, request: lots_pb2.GetTradingPartnerRequest, context: Context
+    ) -> lots_pb2.GetTradingPartnerResponse:
+        return lots_pb2.GetTradingPartnerResponse(partner=await self.partners.get_partner(request.code))
+
+    async def ListTradingPartners(
+        self, request: lots_pb2.ListTradingPartnersRequest, context: Context
+    ) -> lots_pb2.ListTradingPartnersResponse:
+        return await self.partners.list_partners(request)
+
+    async def UpdateTradingPartner(
+        self, request: lots_pb2.UpdateTradingPartnerRequest, context: Context
+    ) -> lots_pb2.UpdateTradingPartnerResponse:
+        return lots_pb2.UpdateTradingPartnerResponse(partner=await self.partners.update_partner(request))
+
+    async def CreateLocation(
+        self, request: lots_pb2.CreateLocationRequest, context: Context
+    ) -> lots_pb2.CreateLocationResponse:
+        return lots_pb2.CreateLocationResponse(location=await self.partners.create_location(request))
+
+    async def GetLocation(
+        self, request: lots_pb2.GetLocationRequest, context: Context
+    ) -> lots_pb2.GetLocationResponse:
+        return lots_pb2.GetLocationResponse(location=await self.partners.get_location(request.code))
+
+    async def ListLocations(
+        self, request: lots_pb2.ListLocationsRequest, context: Context
+    ) -> lots_pb2.ListLocationsResponse:
+        return await self.partners.list_locations(request)
+
+    async def UpdateLocation(
+        self, request: lots_pb2.UpdateLocationRequest, context: Context
+    ) -> lots_pb2.UpdateLocationResponse:
+        return lots_pb2.UpdateLocationResponse(location=await self.partners.update_location(request))
 
 
 _PREFIX = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

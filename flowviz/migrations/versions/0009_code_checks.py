@@ -13,7 +13,7 @@ Revises: 0007
 from alembic import op
 
 revision = "0009"
-down_revision = "0007"
+down_revision = "0008"
 
 LOT_CODE = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 CODE = r"^[A-Z0-9][A-Z0-9_.-]{0,63}$"
