@@ -451,8 +451,8 @@ CHECKS = (
 # --- The production-run rules (runs.py), over the whole file at once.
 
 # Each lot an edge may consume with what it holds (quantity, unit) and what the database's edges
-# already took from it (in its unit; edges in a unit that does not convert count nothing, as in
-# a run).
+# and shipments already took from it (in its unit; those in a unit that does not convert count
+# nothing, as in a run).
 _HOLDERS = f"""
     SELECT lot_code AS code, quantity::float8 AS held, uom, 0::float8 AS used
     FROM import_lots n WHERE lot_code IS NOT NULL AND quantity IS NOT NULL AND uom IS NOT NULL
@@ -461,6 +461,8 @@ _HOLDERS = f"""
     SELECT r.code, l.quantity::float8, l.uom,
            COALESCE((SELECT sum({units.to_unit_sql("e.quantity", "e.uom", "l.uom")})
                      FROM lot_genealogy e WHERE e.parent_lot_id = l.id), 0)
+           + COALESCE((SELECT sum({units.to_unit_sql("s.quantity", "s.uom", "l.uom")})
+                       FROM shipments s WHERE s.lot_id = l.id), 0)
     FROM import_refs r JOIN lots l ON l.id = r.id WHERE r.parent
 """
 # The file's edges of the parents in $1, each with `wanted`: its quantity in the parent's unit
@@ -726,7 +728,7 @@ async def _import(
     return True
 
 
-# "<lot> holds 10 kg not yet consumed (of 10); <this> asks for 30 kg"
+# "<lot> holds 10 kg not yet consumed or shipped (of 10); <this> asks for 30 kg"
 _FILE_ASKS = "the file's edges from it, up to this row, ask"
 
 

@@ -374,14 +374,34 @@ async def test_over_consumption_is_refused_with_the_numbers(conn: asyncpg.Connec
         (2, "quantity", "2500 g", "INSUFFICIENT_QUANTITY")
     ]
     assert result.errors[0].reason == (
-        "RAW-SPICE-001 holds 5 kg not yet consumed (of 25); the file's edges from it, up to this row, ask for 5.5 kg"
+        "RAW-SPICE-001 holds 5 kg not yet consumed or shipped (of 25); the file's edges from it, up to this row, ask for 5.5 kg"
     )
     assert await _counts(conn) == before
     # A lot of the file is held to what the file says it holds.
     own = LOTS_HEADER + "SALT-1,RAW,Salt,2,kg,\n" + NEW_LOTS.split("\n", 1)[1]
     result = await _import(conn, own, EDGES_HEADER + "SALT-1,NEW-1,1.5,kg,\nSALT-1,NEW-2,0.6,kg,\n")
     assert [(e.row, e.rule) for e in result.errors] == [(2, "INSUFFICIENT_QUANTITY")]
-    assert "SALT-1 holds 2 kg not yet consumed (of 2)" in result.errors[0].reason
+    assert "SALT-1 holds 2 kg not yet consumed or shipped (of 2)" in result.errors[0].reason
+
+
+async def test_what_a_lot_shipped_is_not_there_to_consume(conn: asyncpg.Connection) -> None:
+    # The seed's spice: 25 kg, 20 kg into its run; 4 kg shipped leaves 1 kg, so 2 kg is too much.
+    await conn.execute(
+        """
+        WITH p AS (INSERT INTO trading_partners (code, name, roles) VALUES ('CUST-1', 'Deli', '{customer}')
+                   RETURNING id),
+             site AS (INSERT INTO locations (code, name) VALUES ('PLANT-1', 'Plant') RETURNING id),
+             shop AS (INSERT INTO locations (code, name, partner_id) SELECT 'DELI-1', 'Deli', id FROM p
+                      RETURNING id)
+        INSERT INTO shipments (lot_id, quantity, uom, customer_id, ship_to_location_id, ship_from_location_id,
+                               shipped_at, document_type, document_number, recorded_by)
+        SELECT l.id, 4, 'kg', p.id, shop.id, site.id, now(), 'BOL', 'B-1', 'test'
+        FROM lots l, p, site, shop WHERE l.lot_code = 'RAW-SPICE-001'
+        """
+    )
+    result = await _import(conn, NEW_LOTS, EDGES_HEADER + "RAW-SPICE-001,NEW-1,2,kg,\n")
+    assert [(e.row, e.rule) for e in result.errors] == [(1, "INSUFFICIENT_QUANTITY")]
+    assert result.errors[0].reason.startswith("RAW-SPICE-001 holds 1 kg not yet consumed or shipped (of 25)")
 
 
 async def test_units_must_convert(conn: asyncpg.Connection) -> None:

@@ -156,7 +156,7 @@ def test_a_shipment_over_what_the_lot_holds_is_refused_with_the_numbers(
     balance = http.get(f"/api/lots/{raw}/mass-balance").json()
     assert (balance["shipped"], balance["shipments"], balance["remaining"]) == (34, 2, pytest.approx(6))
     bad = ship(http, parties, raw, 1, uom="l")
-    assert bad.status_code == 400 and bad.json()["error"]["reason"] == "UOM_MISMATCH"
+    assert bad.status_code == 409 and bad.json()["error"]["reason"] == "UOM_MISMATCH"
 
 
 def test_concurrent_shipments_never_overdraw_a_lot(http: httpx.Client, parties: Parties) -> None:

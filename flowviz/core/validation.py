@@ -105,7 +105,7 @@ def gs1_check_digit(digits: str) -> int:
 
 def gln(value: str, field: str = "gln") -> str:
     """A GS1 Global Location Number: 13 digits, the last the check digit of the other 12."""
-    if not GLN_PATTERN.match(value):
+    if not GLN_PATTERN.fullmatch(value):
         raise InvalidArgument("GLN_INVALID", f"{field} must be 13 digits (a GS1 GLN)", field=field)
     expected = gs1_check_digit(value[:12])
     if int(value[12]) != expected:
@@ -120,12 +120,15 @@ def gln(value: str, field: str = "gln") -> str:
 PARTNER_ROLES = ("supplier", "customer", "carrier")
 # Reference documents of receipts and shipments (EPCIS business transaction types po, bol, inv, desadv).
 DOCUMENT_TYPES = ("PO", "BOL", "INVOICE", "ASN")
-EMAIL_PATTERN = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[^@\s\x00-\x1f]{1,190}\.[^@\s\x00-\x1f]{1,63}$")
+# Spelled without \s, whose meaning differs between Python and the JSON Schema (ECMA) regexes of
+# the OpenAPI document (\x85 is white space to Python only): no controls, no spaces, no @.
+_EMAIL_CHAR = r"[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+EMAIL_PATTERN = re.compile(rf"^{_EMAIL_CHAR}{{1,64}}@{_EMAIL_CHAR}{{1,190}}\.{_EMAIL_CHAR}{{1,63}}$")
 COUNTRY_PATTERN = re.compile(r"^[A-Z]{2}$")
 
 
 def email(value: str, field: str = "contact_email") -> str:
-    if not EMAIL_PATTERN.match(value):
+    if not EMAIL_PATTERN.fullmatch(value):
         raise InvalidArgument(
             "EMAIL_INVALID", f"{field} must be an e-mail address (name@domain)", field=field
         )
@@ -133,7 +136,7 @@ def email(value: str, field: str = "contact_email") -> str:
 
 
 def country(value: str, field: str = "country") -> str:
-    if not COUNTRY_PATTERN.match(value):
+    if not COUNTRY_PATTERN.fullmatch(value):
         raise InvalidArgument(
             "COUNTRY_INVALID",
             f"{field} must be an ISO 3166-1 alpha-2 code (two capitals, e.g. DE)",

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from flowviz.core.db import DB
 from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy import convert, effective, recall, receiving, shipping, trace
@@ -19,20 +17,16 @@ async def graph(
     if result is None:
         return None
     response = convert.graph(result)
+    found = await effective.blocks(db, {n.lot_id: n.lot_code for n in result.nodes})
+    effective.fill((n.lot for n in response.nodes), found)
     # Material in from upstream (receipts of the root and its ancestors), goods out downstream
-    # (shipments of the root and its descendants), beside the statuses.
+    # (shipments of the root and its descendants). One after the other: `db` may be one connection.
     ids = {
         side: [n.lot_id for n in result.nodes if n.side in ("root", side)]
         for side in ("upstream", "downstream")
     }
-    found, receipts, shipments = await asyncio.gather(
-        effective.blocks(db, {n.lot_id: n.lot_code for n in result.nodes}),
-        receiving.of_lots(db, ids["upstream"]),
-        shipping.of_lots(db, ids["downstream"]),
-    )
-    effective.fill((n.lot for n in response.nodes), found)
-    response.receipts.extend(receipts)
-    response.shipments.extend(shipments)
+    response.receipts.extend(await receiving.of_lots(db, ids["upstream"]))
+    response.shipments.extend(await shipping.of_lots(db, ids["downstream"]))
     return response
 
 

@@ -95,7 +95,7 @@ UNION ALL
 SELECT 'o', NULL, NULL, sum(e.quantity)::float8, e.uom, count(*), false
 FROM l JOIN lot_genealogy e ON e.parent_lot_id = l.id GROUP BY e.uom
 UNION ALL
-SELECT 's', NULL, NULL, sum(s.quantity)::float8, s.uom, count(*)
+SELECT 's', NULL, NULL, sum(s.quantity)::float8, s.uom, count(*), false
 FROM l JOIN shipments s ON s.lot_id = l.id GROUP BY s.uom
 """
 
