@@ -388,17 +388,6 @@ def test_the_layout_is_layered_and_survives_cycles(app: App) -> None:
     assert result["finite"] and result["back"] == 1 and result["forward"] == result["edges"] - 1
 
 
-def test_the_health_badge_names_what_is_down(app: App, web_system: System) -> None:
-    """Last in the module: it stops the system's qc service."""
-    page = app.open("/")
-    page.locator("#health", has_text="all systems up").wait_for()
-    qc = web_system.procs["qc-web"]
-    qc.terminate()
-    qc.wait(30)
-    page.locator("#health", has_text="down: qc").wait_for(timeout=30_000)
-    assert "down" in (page.locator("#health").get_attribute("class") or "")
-
-
 def test_a_release_from_the_lot_panel_is_signed_with_the_password(app: App, web_system: System) -> None:
     admin = bearer("ada")
     r = httpx.post(web_system.base + "/api/lots", headers=admin, timeout=10,
@@ -424,3 +413,14 @@ def test_a_release_from_the_lot_panel_is_signed_with_the_password(app: App, web_
     assert "electronic signature of quinn" in (signed.get_attribute("title") or "")
     assert page.locator("#panel-lot input[type=password]").input_value() == ""  # not kept
     app.shot("release-signed")
+
+
+def test_the_health_badge_names_what_is_down(app: App, web_system: System) -> None:
+    """Last in the module: it stops the system's qc service."""
+    page = app.open("/")
+    page.locator("#health", has_text="all systems up").wait_for()
+    qc = web_system.procs["qc-web"]
+    qc.terminate()
+    qc.wait(30)
+    page.locator("#health", has_text="down: qc").wait_for(timeout=30_000)
+    assert "down" in (page.locator("#health").get_attribute("class") or "")
