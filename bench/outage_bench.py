@@ -101,14 +101,14 @@ def main() -> int:
         if not k.startswith("FLOWVIZ_") and k not in ("DATABASE_URL", "VALKEY_URL")
     }
     env.update(FLOWVIZ_DATA_DIR=str(data), FLOWVIZ_PG_PORT=str(free_port()), FLOWVIZ_VALKEY_PORT=str(free_port()),
-               FLOWVIZ_TOKEN_SECRET=SECRET, FLOWVIZ_ADMIN_USER="bench", FLOWVIZ_ADMIN_PASSWORD="a-bench-admin-pass-2026",
+               FLOWVIZ_TOKEN_SECRET=SECRET, FLOWVIZ_ADMIN_USER="loadtest", FLOWVIZ_ADMIN_PASSWORD="an-outage-admin-pass-2026",
                FLOWVIZ_LOG_FORMAT="json")  # fmt: skip
     for name in DEFAULT_PORTS:
         env[f"FLOWVIZ_{name.upper()}_PORT"] = str(free_port())
     for name in ("health", "lots", "genealogy", "qc"):
         env[f"FLOWVIZ_{name.upper()}_METRICS_PORT"] = str(free_port())
     base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
-    token = auth.issue_token("bench", "admin", secret=SECRET.encode(), ttl_seconds=3600)
+    token = auth.issue_token("loadtest", "admin", secret=SECRET.encode(), ttl_seconds=3600)
     log = open(data / "run.log", "wb")  # noqa: SIM115 - closed at the end
     run = subprocess.Popen(
         [sys.executable, "-m", "flowviz.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT

@@ -124,7 +124,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 await context.abort(status.code, status.details, status.trailing_metadata)
             if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_ON:
                 # Another service's answer (unavailable, too slow, ...) stays what it was.
-                await context.abort(exc.code(), exc.details() or exc.code().name, exc.trailing_metadata())  # type: ignore[arg-type]
+                # With its ErrorInfo (reason, retry_after_seconds): abort() takes a tuple, not Metadata.
+                trailing: Any = tuple(exc.trailing_metadata() or ())
+                await context.abort(exc.code(), exc.details() or exc.code().name, trailing)
             if isinstance(
                 exc, asyncpg.DataError
             ):  # SQLSTATE 22: a value PostgreSQL cannot take (a NUL byte, ...)
