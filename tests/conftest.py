@@ -33,8 +33,25 @@ TOKEN_SECRET = "test-secret-" + "0123456789abcdefghijklmnopqrstuvwxyz"
 USERS = {"ana": "viewer", "omar": "operator", "quinn": "qc", "ada": "admin"}
 
 
-def token(username: str, role: str | None = None, ttl: int = 3600) -> str:
-    return auth.issue_token(username, role or USERS[username], secret=TOKEN_SECRET.encode(), ttl_seconds=ttl)
+def token(username: str, role: str | None = None, ttl: int = 3600, generation: int = 0) -> str:
+    return auth.issue_token(
+        username,
+        role or USERS[username],
+        secret=TOKEN_SECRET.encode(),
+        ttl_seconds=ttl,
+        generation=generation,
+    )
+
+
+def current_token(system: System, username: str, role: str | None = None) -> str:
+    """A token for `username` at their current token generation (as a sign-in now would give)."""
+    import valkey
+
+    from flowviz.core import revocation
+
+    with valkey.Valkey.from_url(system.env["VALKEY_URL"]) as client:
+        raw = client.get(revocation.key(system.env["DATABASE_URL"], username))
+    return token(username, role, generation=int(raw or 0))
 
 
 def bearer(username: str) -> dict[str, str]:

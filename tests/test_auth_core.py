@@ -96,8 +96,11 @@ def test_round_trip_user_token() -> None:
     assert identity.expires_at == NOW + 900
     assert identity.token_id
     payload = jwt.decode(token, options={"verify_signature": False})
-    assert set(payload) == {"iss", "aud", "sub", "role", "iat", "nbf", "exp", "jti"}
+    assert set(payload) == {"iss", "aud", "sub", "role", "iat", "nbf", "exp", "jti", "gen"}
     assert payload["iss"] == "flowviz" and payload["aud"] == "flowviz-api"
+    assert payload["gen"] == 0 and identity.generation == 0
+    later = issue_token("alice", "qc", secret=SECRET, now=NOW, generation=3)
+    assert verify_token(later, secret=SECRET, now=NOW + 1).generation == 3
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
 
 

@@ -10,7 +10,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import Servers, System, add_users, running_system, token
+from tests.conftest import Servers, System, add_users, current_token, running_system
 
 PASSWORD = "second-admin-pass-2026"
 
@@ -27,7 +27,8 @@ def users_system(servers: Servers) -> Iterator[System]:
 
 
 def _as(system: System, name: str) -> httpx.Client:
-    headers = {"authorization": f"Bearer {token(name, 'admin')}"}
+    """Signed in as `name` now (disabling, demoting or a new password ends earlier tokens)."""
+    headers = {"authorization": f"Bearer {current_token(system, name, 'admin')}"}
     return httpx.Client(base_url=system.base, timeout=10, headers=headers)
 
 
@@ -49,7 +50,8 @@ def two_admins(users_system: System) -> Iterator[None]:
         assert r.status_code in (201, 409), r.text
         for name in ("ada", "bea"):
             assert _patch(ada, name, disabled=False, role="admin").status_code == 200
-        yield
+    yield
+    with _as(users_system, "ada") as ada:  # the test may have ended ada's earlier tokens
         assert _patch(ada, "ada", disabled=False).status_code == 200
         assert _patch(ada, "bea", role="viewer").status_code == 200
     assert _active_admins(users_system) == ["ada"]
@@ -72,12 +74,16 @@ def test_the_last_admin_cannot_disable_or_demote_themself(
 
 
 def test_an_admin_may_go_while_another_remains(users_system: System, two_admins: None) -> None:
+    ada_before = _as(users_system, "ada")
     with _as(users_system, "bea") as bea:
         assert _patch(bea, "ada", disabled=True).status_code == 200
         assert _active_admins(users_system) == ["bea"]
         r = _patch(bea, "bea", role="operator")  # now the last one
         assert r.status_code == 409 and r.json()["error"]["reason"] == "LAST_ADMIN", r.text
-    with _as(users_system, "ada") as ada:  # ada's token outlives her account; the rule does not care
+    with ada_before:  # disabled: her token is refused from then on (tests/test_revocation.py)
+        r = _patch(ada_before, "bea", disabled=True)
+        assert r.status_code == 401 and r.json()["error"]["reason"] == "TOKEN_REVOKED", r.text
+    with _as(users_system, "ada") as ada:  # a token forged for her anyway: the database's rule holds
         r = _patch(ada, "bea", disabled=True)
         assert r.status_code == 409 and r.json()["error"]["reason"] == "LAST_ADMIN", r.text
     assert _active_admins(users_system) == ["bea"]
@@ -104,21 +110,28 @@ def test_two_concurrent_removals_of_the_last_two_admins_cannot_both_succeed(
     users_system: System, two_admins: None
 ) -> None:
     """ada disables bea while bea disables ada, at the same instant, many times over: exactly
-    one of each pair succeeds (each alone would)."""
+    one of each pair succeeds (each alone would); the other is refused by the rule (409) or,
+    when the winner's disable came first, as a caller whose tokens it ended (401)."""
 
     async def race(rounds: int) -> list[tuple[int, int]]:
+        def signed_in(name: str) -> dict[str, str]:  # now: the loser of a round has its tokens ended
+            return {"authorization": f"Bearer {current_token(users_system, name, 'admin')}"}
+
         async with (
-            httpx.AsyncClient(base_url=users_system.base, headers={"authorization": f"Bearer {token('ada')}"}) as ada,
-            httpx.AsyncClient(base_url=users_system.base, headers={"authorization": f"Bearer {token('bea', 'admin')}"}) as bea,
-        ):  # fmt: skip
+            httpx.AsyncClient(base_url=users_system.base) as ada,
+            httpx.AsyncClient(base_url=users_system.base) as bea,
+        ):
+            names = {id(ada): "ada", id(bea): "bea"}
             results = []
             for _ in range(rounds):
                 start = asyncio.Event()
 
                 async def go(client: httpx.AsyncClient, target: str, start: asyncio.Event) -> int:
+                    headers = signed_in(names[id(client)])
                     await start.wait()
-                    r = await client.patch(f"/api/users/{target}", json={"disabled": True})
-                    assert r.status_code in (200, 409), r.text
+                    r = await client.patch(f"/api/users/{target}", json={"disabled": True}, headers=headers)
+                    # 401 TOKEN_REVOKED: the other's disable had already ended this caller's tokens.
+                    assert r.status_code in (200, 409, 401), r.text
                     return r.status_code
 
                 tasks = [
@@ -130,12 +143,14 @@ def test_two_concurrent_removals_of_the_last_two_admins_cannot_both_succeed(
                 results.append(tuple(await asyncio.gather(*tasks)))
                 survivor = ada if results[-1][0] == 200 else bea  # the one still active re-enables
                 for name in ("ada", "bea"):
-                    r = await survivor.patch(f"/api/users/{name}", json={"disabled": False})
+                    r = await survivor.patch(
+                        f"/api/users/{name}", json={"disabled": False}, headers=signed_in(names[id(survivor)])
+                    )
                     assert r.status_code == 200, r.text
             return results  # type: ignore[return-value]
 
     results = asyncio.run(race(20))
-    assert all(sorted(pair) == [200, 409] for pair in results), results
+    assert all(sorted(pair) in ([200, 409], [200, 401]) for pair in results), results
     assert sorted(_active_admins(users_system)) == ["ada", "bea"]
 
 
@@ -148,10 +163,15 @@ def test_changing_your_own_password_needs_the_current_one(users_system: System) 
         assert r.status_code == 400 and r.json()["error"]["reason"] == "CURRENT_PASSWORD_WRONG", r.text
         r = _patch(ada, "ada", password="a-new-strong-pass-1", current_password="admin-pass-2026")
         assert r.status_code == 200, r.text
-        login = {"username": "ada", "password": "a-new-strong-pass-1"}
-        assert ada.post("/api/auth/token", json=login).status_code == 200
+        login = ada.post("/api/auth/token", json={"username": "ada", "password": "a-new-strong-pass-1"})
+        assert login.status_code == 200
+        # A new password ends the tokens from before it: the one from the sign-in goes on.
+        assert ada.get("/api/users").json()["error"]["reason"] == "TOKEN_REVOKED"
+        ada.headers["authorization"] = f"Bearer {login.json()['access_token']}"
         # Back again, the same way; an admin setting someone else's password needs no current one.
         r = _patch(ada, "ada", password="admin-pass-2026", current_password="a-new-strong-pass-1")
         assert r.status_code == 200, r.text
+        login = ada.post("/api/auth/token", json={"username": "ada", "password": "admin-pass-2026"})
+        ada.headers["authorization"] = f"Bearer {login.json()['access_token']}"
         assert _patch(ada, "ana", password="viewer-pass-2026-b").status_code == 200
         assert _patch(ada, "ana", password="viewer-pass-2026").status_code == 200

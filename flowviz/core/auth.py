@@ -124,6 +124,8 @@ class Identity:
     token_id: str = field(default="", compare=False)
     not_before: float = field(default=0.0, compare=False, repr=False)
     expires_at: float = field(default=0.0, compare=False)
+    # The user's token generation at sign-in (flowviz/core/revocation.py); 0 for services.
+    generation: int = field(default=0, compare=False)
 
 
 # The caller of the RPC being served; the server interceptor sets it, logs and audit read it.
@@ -161,7 +163,9 @@ def load_secret(environ: Mapping[str, str] | None = None) -> bytes:
 # --- tokens ------------------------------------------------------------------------------
 
 
-def _encode(subject: str, role: str, secret: bytes, ttl_seconds: int, now: float | None) -> str:
+def _encode(
+    subject: str, role: str, secret: bytes, ttl_seconds: int, now: float | None, generation: int = 0
+) -> str:
     _check_secret(secret)
     if not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
         raise ValueError(f"ttl_seconds must be 1..{MAX_TTL_SECONDS}")
@@ -177,6 +181,7 @@ def _encode(subject: str, role: str, secret: bytes, ttl_seconds: int, now: float
         "nbf": issued,
         "exp": issued + ttl_seconds,
         "jti": secrets.token_urlsafe(16),
+        "gen": generation,
     }
     return jwt.encode(payload, secret, algorithm=ALGORITHM)
 
@@ -188,13 +193,15 @@ def issue_token(
     secret: bytes,
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     now: float | None = None,
+    generation: int = 0,
 ) -> str:
-    """An access token for a user. `role` must be a user role; subjects `service:*` are reserved."""
+    """An access token for a user. `role` must be a user role; subjects `service:*` are reserved.
+    `generation` is the user's token generation now (revocation.py)."""
     if role not in USER_ROLES:
         raise ValueError(f"unknown user role {role!r}")
     if isinstance(subject, str) and subject.startswith(SERVICE_PREFIX):
         raise ValueError(f"subjects starting with {SERVICE_PREFIX!r} are reserved for services")
-    return _encode(subject, role, secret, ttl_seconds, now)
+    return _encode(subject, role, secret, ttl_seconds, now, generation)
 
 
 def issue_service_token(
@@ -251,7 +258,10 @@ def _decode(token: str, secret: bytes) -> Identity:
     expires = _numeric_date(claims, "exp")
     if expires <= issued:
         raise _invalid()
-    return Identity(subject, role, is_service, jti, float(not_before), float(expires))
+    generation = claims.get("gen", 0)
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+        raise _invalid()
+    return Identity(subject, role, is_service, jti, float(not_before), float(expires), generation)
 
 
 def verify_token(token: str, *, secret: bytes, now: float | None = None) -> Identity:

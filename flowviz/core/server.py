@@ -26,6 +26,7 @@ from flowviz.core.channels import open_channel
 from flowviz.core.config import HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
 from flowviz.core.db import create_pool
 from flowviz.core.errors import DomainError, InvalidArgument, Unavailable, to_status
+from flowviz.core.revocation import Revocations
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class Resources:
     name: str
     pool: asyncpg.Pool = field(init=False)
     cache: Cache = field(init=False)
+    revocations: Revocations = field(init=False)
     ready: bool = False
     # Run once the pool and cache are up, before the service reports SERVING.
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -126,6 +128,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 )
             if not public:
                 identity = self.verifier.verify(token) if token else None
+                if identity is not None and not identity.is_service:
+                    # Authentication, before authorization: a revoked token is a 401, not a 403.
+                    current = await resources.revocations.generation(identity.subject)
+                    if identity.generation < current:
+                        raise auth.Unauthenticated(
+                            "TOKEN_REVOKED",
+                            "the access token was revoked (disabled, role or password changed); sign in again",
+                        )
                 auth.current_identity.set(auth.check(self.policy, method, identity))
 
         async def fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
@@ -136,7 +146,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 await context.abort(status.code, status.details, status.trailing_metadata)
             if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_ON:
                 # Another service's answer (unavailable, too slow, ...) stays what it was.
-                await context.abort(exc.code(), exc.details() or exc.code().name, exc.trailing_metadata())  # type: ignore[arg-type]
+                # With its ErrorInfo (reason, retry_after_seconds): abort() takes a tuple, not Metadata.
+                trailing: Any = tuple(exc.trailing_metadata() or ())
+                await context.abort(exc.code(), exc.details() or exc.code().name, trailing)
             if (refused := database_error(exc)) is not None:
                 status = to_status(refused)
                 await context.abort(status.code, status.details, status.trailing_metadata)
@@ -252,6 +264,7 @@ async def serve(
         cfg.database_url, name=name, min_size=cfg.pool_min, max_size=cfg.pool_max
     )
     resources.cache = Cache(cfg.valkey_url, timeout=cfg.cache_timeout, ttl=cfg.cache_ttl)
+    resources.revocations = Revocations(resources.cache.client, cfg.database_url, timeout=cfg.cache_timeout)
     while not await resources.cache.ping():
         if stop.is_set():
             break

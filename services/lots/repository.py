@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from flowviz.core.db import DB
+from flowviz.core.db import DB, Conn
 from flowviz.core.lotrow import LOT_COLUMNS, LOT_STATUS_JOIN, STATUS_OF_DECISION
 
 DECISION_OF_STATUS = {status: decision for decision, status in STATUS_OF_DECISION.items()}
@@ -238,6 +238,14 @@ async def insert_user(db: DB, username: str, display_name: str, role: str, passw
         role,
         password_hash,
     )
+
+
+async def user_for_update(conn: Conn, username: str) -> asyncpg.Record | None:
+    """The user's role and state, locked until the transaction ends (what an update changes)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        "SELECT role, disabled FROM users WHERE username = $1 FOR UPDATE", username
+    )
+    return row
 
 
 async def update_user(

@@ -106,8 +106,14 @@ class Users:
             new_hash = await passwords.hash_password_async(request.password, username=request.username)
             await repository.set_password_hash(self.r.pool, row["id"], new_hash)
         cfg = self.r.settings
+        # Read now, not from the 1 s memory: a token must not start out revoked.
+        generation = await self.r.revocations.generation(request.username, fresh=True)
         token = auth.issue_token(
-            request.username, row["role"], secret=cfg.token_secret, ttl_seconds=cfg.token_ttl
+            request.username,
+            row["role"],
+            secret=cfg.token_secret,
+            ttl_seconds=cfg.token_ttl,
+            generation=generation,
         )
         return lots_pb2.IssueTokenResponse(
             access_token=token, token_type="Bearer", expires_in=cfg.token_ttl, role=row["role"]
@@ -162,8 +168,17 @@ class Users:
             password_hash = await passwords.hash_password_async(request.password, username=name)
         try:
             async with self.r.pool.acquire() as conn, conn.transaction():
-                if not await repository.update_user(conn, name, display, new_role, password_hash, disabled):
+                before = await repository.user_for_update(conn, name)
+                if before is None or not await repository.update_user(
+                    conn, name, display, new_role, password_hash, disabled
+                ):
                     raise NotFound("USER_NOT_FOUND", f"user {name} does not exist")
+                # What ends the user's tokens so far: disabled, another role, a new password.
+                revoke = bool(
+                    password_hash
+                    or (disabled and not before["disabled"])
+                    or (new_role and new_role != before["role"])
+                )
                 await audit.record(
                     conn,
                     "update",
@@ -183,6 +198,8 @@ class Users:
                 field="disabled" if disabled else "role",
                 username=name,
             ) from None
+        if revoke:  # after the commit; in every process within a second (revocation.py)
+            await self.r.revocations.revoke(name)
         return lots_pb2.UpdateUserResponse(user=await self._user(name))
 
     async def _check_current_password(self, name: str, current: str) -> None:

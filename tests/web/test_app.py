@@ -420,7 +420,6 @@ def test_a_release_from_the_lot_panel_is_signed_with_the_password(app: App, web_
     app.shot("release-signed")
 
 
-# Last: it stops the qc service of the module's system.
 def test_the_health_badge_names_what_is_down(app: App, web_system: System) -> None:
     """Last in the module: it stops the system's qc service."""
     page = app.open("/")
