@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import ipaddress
 import json
 import logging
@@ -463,3 +465,50 @@ def test_the_gateway_asks_the_role_the_service_asks_for_an_import() -> None:
     from services.genealogy.servicer import POLICY
 
     assert POLICY["/flowviz.genealogy.v1.GenealogyService/ImportGenealogy"] == UPLOAD_ROLES
+
+
+# --- 3: CSV formula injection ----------------------------------------------------------------------
+
+FORMULA_CELLS = [c + 'HYPERLINK("http://evil.example","x")' for c in ("=", "+", "-", "@", "\t", "\r")]
+
+
+@pytest.mark.parametrize("cell", FORMULA_CELLS, ids=["eq", "plus", "minus", "at", "tab", "cr"])
+def test_a_cell_a_spreadsheet_would_evaluate_is_neutralised(cell: str) -> None:
+    from gateway.exports import _csv_line
+
+    row = next(csv.reader(io.StringIO(_csv_line(["FG-1", cell, "a=b", 1.5, -2.0]).decode(), newline="")))
+    assert row == ["FG-1", "'" + cell, "a=b", "1.5", "-2.0"]  # text quoted, numbers and inner = kept
+
+
+def test_the_trace_csv_neutralises_a_formula_product(http: httpx.Client) -> None:
+    code = f"CSV-INJ-{uuid.uuid4().hex[:8].upper()}"
+    product = '=HYPERLINK("http://evil.example","click")'
+    lot = {"lot_code": code, "kind": "RAW", "product": product, "quantity": 1, "uom": "kg"}
+    assert http.post("/api/lots", json=lot).status_code == 201
+    out = f"{code}-OUT"
+    run = {"run_code": f"RUN-{code}", "inputs": [{"lot_code": code, "quantity": 1, "uom": "kg"}],
+           "outputs": [{"lot_code": out, "kind": "MIX", "product": "@SUM(A1)", "quantity": 1, "uom": "kg"}]}  # fmt: skip
+    assert http.post("/api/production-runs", json=run).status_code == 201
+    r = http.get(f"/api/traceability/{out}/export.csv")
+    assert r.status_code == 200, r.text
+    cells = {c for row in csv.reader(io.StringIO(r.text)) for c in row}
+    assert "'" + product in cells and "'@SUM(A1)" in cells
+    assert not any(c.startswith(("=", "+", "@")) for c in cells)
+
+
+def test_the_web_apps_table_csv_neutralises_too() -> None:
+    script = (
+        "import { Model } from './web/js/model.js';"
+        "const m = Object.create(Model.prototype); m.nodes = new Map();"
+        f"const cells = {json.dumps(FORMULA_CELLS)};"
+        "cells.forEach((p, i) => m.nodes.set(`L${i}`, {lot_code: `L${i}`, kind: 'RAW', product: p, quantity: -1,"
+        " uom: 'kg', status: 'passed', effective: 'passed', blockedBy: [], side: 'root', depth: 0}));"
+        "process.stdout.write(m.csv());"
+    )
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.reader(io.StringIO(done.stdout.decode(), newline="")))[1:]
+    assert [r[2] for r in rows] == ["'" + c for c in FORMULA_CELLS]
+    assert {r[3] for r in rows} == {"-1"}  # a number is not a formula
