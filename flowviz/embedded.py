@@ -13,13 +13,14 @@ import importlib.util
 import os
 import pwd
 import random
+import secrets
 import shutil
 import socket
 import stat
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -262,16 +263,24 @@ class Valkey:
     data_dir: Path
     port: int
     proc: subprocess.Popen[bytes] | None = None
+    # A new random password each start (nothing persists): other local users cannot read or poison
+    # the cache. It is in a mode-0600 config file, not on the command line (`ps` shows that).
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @property
     def url(self) -> str:
-        return f"valkey://127.0.0.1:{self.port}/0"
+        return f"valkey://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.data_dir / "valkey.log"
+        conf = self.data_dir / "valkey.conf"
+        conf.unlink(missing_ok=True)
+        with os.fdopen(os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(f"requirepass {self.password}\n")
         args = [
             str(VALKEY_SERVER),
+            str(conf),
             "--port",
             str(self.port),
             "--bind",

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -512,3 +513,96 @@ def test_the_web_apps_table_csv_neutralises_too() -> None:
     rows = list(csv.reader(io.StringIO(done.stdout.decode(), newline="")))[1:]
     assert [r[2] for r in rows] == ["'" + c for c in FORMULA_CELLS]
     assert {r[3] for r in rows} == {"-1"}  # a number is not a formula
+
+
+# --- 2: Valkey authentication; cached values carry an HMAC ----------------------------------------
+
+
+def test_valkey_refuses_a_client_without_the_password(servers: Servers) -> None:
+    import valkey as sync_valkey
+    from valkey.exceptions import AuthenticationError, ResponseError
+
+    anonymous = sync_valkey.Valkey(host="127.0.0.1", port=servers.valkey.port)
+    try:
+        with pytest.raises((AuthenticationError, ResponseError), match=r"(?i)auth"):
+            anonymous.get("fv:epoch")
+    finally:
+        anonymous.close()
+    # The password is in a file only its owner reads, not on the server's command line.
+    conf = servers.valkey.data_dir / "valkey.conf"
+    assert conf.stat().st_mode & 0o077 == 0
+    assert servers.valkey.proc is not None
+    cmdline = Path(f"/proc/{servers.valkey.proc.pid}/cmdline").read_bytes()
+    assert servers.valkey.password.encode() not in cmdline
+
+
+async def test_a_cached_value_that_fails_its_hmac_is_a_counted_miss(servers: Servers) -> None:
+    from flowviz.core.cache import Cache, signing_key
+
+    url = servers.valkey.url.rsplit("/", 1)[0] + "/6"
+    cache = Cache(url, key=signing_key(TOKEN_SECRET.encode()), timeout=1, ttl=60)
+    loads: list[bytes] = []
+
+    async def load() -> bytes:
+        loads.append(b"truth")
+        return b"truth"
+
+    try:
+        assert await cache.lot_answer("FG-1", "trace", load) == b"truth"
+        await cache.settled()
+        assert await cache.lot_answer("FG-1", "trace", load) == b"truth" and len(loads) == 1  # a hit
+        [key] = [k async for k in cache.client.scan_iter("fv:*:lot:FG-1")]
+        stored = await cache.client.hget(key, "trace")
+        for forged in (b"lie", stored[:32] + b"lie", bytes(32) + b"truth"):
+            await cache.client.hset(key, "trace", forged)
+            rejected = cache.rejected
+            assert await cache.lot_answer("FG-1", "trace", load) == b"truth"
+            assert cache.rejected == rejected + 1
+            await cache.settled()
+        assert len(loads) == 4  # each forgery cost a load, never an answer
+        # A value sealed for another lot or field is not accepted here either.
+        await cache.client.hset(key, "other", stored)
+        assert await cache.lot_answer("FG-1", "other", load) == b"truth" and len(loads) == 5
+    finally:
+        await cache.client.flushdb()
+        await cache.client.aclose()
+
+
+def test_a_poisoned_cached_trace_is_not_served(http: httpx.Client, system: System) -> None:
+    import valkey as sync_valkey
+
+    code = f"POISON-{uuid.uuid4().hex[:8].upper()}"
+    lot = {"lot_code": code, "kind": "RAW", "product": "Paprika", "quantity": 1, "uom": "kg"}
+    assert http.post("/api/lots", json=lot).status_code == 201
+    assert (
+        http.post(f"/api/lots/{code}/qc-decisions", json={"decision": "hold", "reason": "test"}).status_code
+        == 201
+    )
+    first = http.get(f"/api/traceability/{code}")
+    assert first.status_code == 200 and first.json()["lot"]["effective_status"] == "on_hold"
+    client = sync_valkey.Valkey.from_url(system.env["VALKEY_URL"])
+    try:
+        keys = list(client.scan_iter(f"fv:*:lot:{code}"))
+        assert keys, "the trace was cached"
+        for key in keys:
+            for field, value in client.hgetall(key).items():
+                client.hset(key, field, value.replace(b"on_hold", b"released"))
+    finally:
+        client.close()
+    again = http.get(f"/api/traceability/{code}")
+    assert again.status_code == 200 and again.json() == first.json()
+    metrics = httpx.get(
+        f"http://127.0.0.1:{system.env['FLOWVIZ_GENEALOGY_METRICS_PORT']}/metrics", timeout=5
+    ).text
+    assert re.search(r'flowviz_cache_rejected_total\{cache="genealogy"\} [1-9]', metrics), metrics
+
+
+def test_compose_requires_valkey_auth_and_publishes_on_loopback_only() -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "deploy/docker-compose.yml").read_text())
+    services = compose["services"]
+    published = [str(p) for s in services.values() for p in s.get("ports", [])]
+    assert published and all(p.startswith("127.0.0.1:") for p in published), published
+    assert "--requirepass" in " ".join(services["valkey"]["command"])
+    assert compose["x-app"]["environment"]["VALKEY_URL"].startswith("valkey://:${VALKEY_PASSWORD:?")

@@ -21,7 +21,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from flowviz.core import auth, logs, metrics, tracing
-from flowviz.core.cache import Cache
+from flowviz.core.cache import Cache, signing_key
 from flowviz.core.channels import open_channel
 from flowviz.core.config import HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
 from flowviz.core.db import create_pool
@@ -246,7 +246,9 @@ async def serve(
     resources.pool = await create_pool(
         cfg.database_url, name=name, min_size=cfg.pool_min, max_size=cfg.pool_max
     )
-    resources.cache = Cache(cfg.valkey_url, timeout=cfg.cache_timeout, ttl=cfg.cache_ttl)
+    resources.cache = Cache(
+        cfg.valkey_url, key=signing_key(cfg.token_secret), timeout=cfg.cache_timeout, ttl=cfg.cache_ttl
+    )
     while not await resources.cache.ping():
         if stop.is_set():
             break
