@@ -48,7 +48,7 @@ class Servers:
     tmp: Path
 
     def url(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.pg.port}/{database}"
+        return self.pg.url_of(database)
 
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.url("postgres"), autocommit=True)
