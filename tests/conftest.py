@@ -163,6 +163,7 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
         FLOWVIZ_HEALTH_INTERVAL="0.2",
         FLOWVIZ_LOG_FORMAT="json",
         FLOWVIZ_TOKEN_SECRET=TOKEN_SECRET,
+        FLOWVIZ_TOKEN_TTL="3600",  # the tests' own tokens live an hour (token()); longer are refused
         PYTHONPATH=str(ROOT),
     )
     for name in DEFAULT_PORTS:

@@ -304,8 +304,8 @@ def test_a_service_with_the_placeholder_secret_does_not_start(servers: Servers) 
 
 def test_compose_has_no_default_secret() -> None:
     compose = (ROOT / "deploy/docker-compose.yml").read_text()
-    uses = re.findall(r"\$\{(POSTGRES_PASSWORD|FLOWVIZ_TOKEN_SECRET)([^}]*)\}", compose)
-    assert {name for name, _ in uses} == {"POSTGRES_PASSWORD", "FLOWVIZ_TOKEN_SECRET"}
+    uses = re.findall(r"\$\{(POSTGRES_PASSWORD|VALKEY_PASSWORD|FLOWVIZ_TOKEN_SECRET)([^}]*)\}", compose)
+    assert {name for name, _ in uses} == {"POSTGRES_PASSWORD", "VALKEY_PASSWORD", "FLOWVIZ_TOKEN_SECRET"}
     assert all(rest.startswith(":?") for _, rest in uses), uses  # unset: compose refuses to start
     assert not any(p in compose for p in config.KNOWN_PLACEHOLDERS)
 
@@ -444,13 +444,17 @@ def capped_gateway(system: System) -> Iterator[System]:
 
 def test_a_streamed_upload_over_the_cap_is_413_and_imports_nothing(capped_gateway: System) -> None:
     tag = uuid.uuid4().hex[:8].upper()
-    rows = "".join(f"CAP-{tag}-{i:06d},RAW,x,1,kg,\n" for i in range(5000))  # ~150 kB
-    body = "lot_code,kind,product,quantity,uom,produced_at\n" + rows
+    head = f'--{BOUNDARY}\r\ncontent-disposition: form-data; name="lots"; filename="lots.csv"\r\n\r\n'
+    data = head + "lot_code,kind,product,quantity,uom,produced_at\n"
+    i = 0
+    while len(data) <= 100_000:  # just over the cap: the server finds it with the last bytes, so
+        data += f"CAP-{tag}-{i:06d},RAW,x,1,kg,\n"  # its early answer cannot race our sending
+        i += 1
+    body = (data + f"\r\n--{BOUNDARY}--\r\n").encode()
 
     def chunked() -> Iterator[bytes]:  # no Content-Length: the cap is found while streaming
-        data = f'--{BOUNDARY}\r\ncontent-disposition: form-data; name="lots"; filename="lots.csv"\r\n\r\n{body}\r\n--{BOUNDARY}--\r\n'.encode()
-        for i in range(0, len(data), 16384):
-            yield data[i : i + 16384]
+        for i in range(0, len(body), 16384):
+            yield body[i : i + 16384]
 
     with httpx.Client(base_url=capped_gateway.base, timeout=30, headers=bearer("omar")) as client:
         r = client.post("/api/import", content=chunked(), headers=MULTIPART)
@@ -606,3 +610,37 @@ def test_compose_requires_valkey_auth_and_publishes_on_loopback_only() -> None:
     assert published and all(p.startswith("127.0.0.1:") for p in published), published
     assert "--requirepass" in " ".join(services["valkey"]["command"])
     assert compose["x-app"]["environment"]["VALKEY_URL"].startswith("valkey://:${VALKEY_PASSWORD:?")
+
+
+# --- 4 (in part): a token living longer than this system issues is refused ------------------------
+
+
+def _minted(subject: str, role: str, lifetime: int) -> str:
+    """A token signed with the right key but with a lifetime of the minter's choosing."""
+    import time
+
+    import jwt
+
+    now = int(time.time())
+    claims = {"iss": auth.ISSUER, "aud": auth.AUDIENCE, "sub": subject, "role": role, "iat": now, "nbf": now,
+              "exp": now + lifetime, "jti": uuid.uuid4().hex}  # fmt: skip
+    return jwt.encode(claims, TOKEN_SECRET.encode(), algorithm=auth.ALGORITHM)
+
+
+def test_a_token_living_longer_than_the_configured_ttl_is_refused(anonymous: httpx.Client) -> None:
+    ten_years = _minted("ada", "admin", 10 * 365 * 24 * 3600)
+    with pytest.raises(auth.Unauthenticated, match="lives longer"):
+        auth.verify_token(ten_years, secret=TOKEN_SECRET.encode())
+    verifier = auth.TokenVerifier(TOKEN_SECRET.encode(), max_lifetime=900)
+    assert verifier.verify(_minted("ada", "admin", 900)).subject == "ada"
+    with pytest.raises(auth.Unauthenticated):
+        verifier.verify(_minted("ada", "admin", 901))
+    with pytest.raises(auth.Unauthenticated):  # service tokens live minutes, whatever users get
+        verifier.verify(_minted("service:genealogy", "service", 600))
+    # The running system (FLOWVIZ_TOKEN_TTL=3600 in the tests) refuses the ten-year token.
+    r = anonymous.get("/api/lots/FG-DONER-X1", headers={"authorization": f"Bearer {ten_years}"})
+    assert r.status_code == 401, r.text
+    ok = anonymous.get(
+        "/api/lots/FG-DONER-X1", headers={"authorization": f"Bearer {_minted('ada', 'admin', 3600)}"}
+    )
+    assert ok.status_code == 200

@@ -101,7 +101,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.resources = resources
         self.policy = policy
         self.public = public
-        self.verifier = auth.TokenVerifier(resources.settings.token_secret)
+        self.verifier = auth.TokenVerifier(
+            resources.settings.token_secret, max_lifetime=resources.settings.token_ttl
+        )
 
     async def intercept_service(
         self,
