@@ -440,7 +440,9 @@ class System:
 
     @property
     def database_url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.ports['pg']}/flowviz"
+        # make run's embedded PostgreSQL asks for the password it keeps beside its data folder.
+        password = (self.data_dir / "postgres-password").read_text().strip()
+        return f"postgresql://postgres:{password}@127.0.0.1:{self.ports['pg']}/flowviz"
 
     def env(self) -> dict[str, str]:
         env = {

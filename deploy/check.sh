@@ -65,7 +65,7 @@ echo "ok"
 
 echo "== compose config ($COMPOSE_FILE)"
 # The file has no default secrets: give it throw-away ones to validate.
-export POSTGRES_PASSWORD=check-only FLOWVIZ_TOKEN_SECRET=check-only
+export POSTGRES_PASSWORD=check-only VALKEY_PASSWORD=check-only FLOWVIZ_TOKEN_SECRET=check-only
 if [ -n "$COMPOSE" ]; then
     "$COMPOSE" -f "$COMPOSE_FILE" config -q
     echo "ok (docker-compose)"

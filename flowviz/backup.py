@@ -11,22 +11,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from flowviz.embedded import DATABASE, PG_BIN
-
-
-def database_url() -> str:
-    port = os.environ.get("FLOWVIZ_PG_PORT", "5433")
-    return os.environ.get("DATABASE_URL") or f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}"
-
-
-def valkey_url() -> str:
-    port = os.environ.get("FLOWVIZ_VALKEY_PORT", "6379")
-    return os.environ.get("VALKEY_URL") or f"valkey://127.0.0.1:{port}/0"
+from flowviz import local
+from flowviz.embedded import PG_BIN
 
 
 def backup(url: str, file: Path) -> None:
@@ -49,10 +39,12 @@ def restore(url: str, file: Path) -> None:
     )  # fmt: skip
 
 
-async def _orphan_cache(url: str) -> bool:
+async def _orphan_cache(url: str | None) -> bool:
     from flowviz.core.cache import Cache
 
-    cache = Cache(url, timeout=1.0, ttl=1)
+    if url is None:
+        return False
+    cache = Cache(url, key=b"", timeout=1.0, ttl=1)  # only invalidates: never reads, needs no key
     try:
         return await cache.invalidate_all()
     finally:
@@ -64,7 +56,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("command", choices=["backup", "restore"])
     parser.add_argument("file", type=Path)
     args = parser.parse_args(argv)
-    url = database_url()
+    try:
+        url = local.database_url()
+    except local.UserError as exc:
+        sys.exit(f"flowviz: {exc}")
     try:
         if args.command == "backup":
             backup(url, args.file)
@@ -76,7 +71,7 @@ def main(argv: list[str]) -> int:
     except subprocess.CalledProcessError as exc:
         sys.exit(f"{Path(exc.cmd[0]).name} failed with code {exc.returncode}; nothing was changed")
     print(f"restored from {args.file}")
-    if not asyncio.run(_orphan_cache(valkey_url())):
+    if not asyncio.run(_orphan_cache(local.valkey_url())):
         print("warning: the cache could not be reached; restart the services before serving", file=sys.stderr)
         return 1
     return 0

@@ -13,13 +13,15 @@ import importlib.util
 import os
 import pwd
 import random
+import secrets
 import shutil
 import socket
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -157,8 +159,21 @@ class Postgres:
     name: str = "postgres"
 
     @property
+    def password_file(self) -> Path:
+        """The superuser's password: beside the data folder, mode 0600, ours only (other local
+        users must not be PostgreSQL's superuser: it runs programs as the server's user)."""
+        return self.data_dir.parent / f"{self.data_dir.name}-password"
+
+    @property
+    def password(self) -> str:
+        return self.password_file.read_text().strip()
+
+    def url_of(self, database: str) -> str:
+        return f"postgresql://postgres:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    @property
     def url(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+        return self.url_of(DATABASE)
 
     def init(self, *, fast: bool = False) -> None:
         user = _pg_user()
@@ -167,21 +182,62 @@ class Postgres:
             open_traverse(self.data_dir.parent, user)
             shutil.chown(self.data_dir, user, user)
             self.data_dir.chmod(0o700)
+        if not self.password_file.exists():
+            with os.fdopen(
+                os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w"
+            ) as out:
+                out.write(secrets.token_urlsafe(32) + "\n")
         if (self.data_dir / "PG_VERSION").exists():
             return
-        args = [
-            str(PG_BIN / "initdb"),
-            "-D",
-            str(self.data_dir),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
+        # initdb (as the server's user) reads the password from a file of its own, then it is gone.
+        with tempfile.TemporaryDirectory() as tmp:
+            pwfile = Path(tmp) / "pw"
+            pwfile.write_text(self.password + "\n")
+            pwfile.chmod(0o600)
+            if user:
+                shutil.chown(tmp, user, user)
+                shutil.chown(pwfile, user, user)
+            args = [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+            ]
+            if fast:
+                args.append("--no-sync")
+            subprocess.run(args, check=True, stdout=subprocess.DEVNULL, **_as_pg_user())
+
+    def _require_passwords(self) -> None:
+        """A data folder made before passwords (trust authentication): set the password and switch
+        its pg_hba.conf to scram-sha-256, once."""
+        hba = self.data_dir / "pg_hba.conf"
+        lines = hba.read_text().splitlines()
+        trusting = [
+            i for i, line in enumerate(lines) if line.split()[-1:] == ["trust"] and not line.startswith("#")
         ]
-        if fast:
-            args.append("--no-sync")
-        subprocess.run(args, check=True, stdout=subprocess.DEVNULL, **_as_pg_user())
+        if not trusting:
+            return
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(
+            f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
+        ) as conn:
+            conn.execute(sql.SQL("ALTER ROLE postgres PASSWORD {}").format(self.password))
+            for i in trusting:
+                lines[i] = lines[i].rsplit("trust", 1)[0] + "scram-sha-256"
+            hba.write_text("\n".join(lines) + "\n")
+            conn.execute("SELECT pg_reload_conf()")
+        print(
+            f"flowviz: the embedded PostgreSQL now asks for a password (trust authentication removed from "
+            f"{hba}); the password is in {self.password_file}",
+            flush=True,
+        )
 
     def start(self, *, fast: bool = False) -> None:
         """Start the server on 127.0.0.1:port and wait until it accepts connections."""
@@ -207,6 +263,7 @@ class Postgres:
                 args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **_as_pg_user()
             )
         _wait(self._ready, self.proc, "postgres", log)
+        self._require_passwords()
         self._create_database()
 
     def _ready(self) -> bool:
@@ -225,9 +282,7 @@ class Postgres:
     def _create_database(self) -> None:
         import psycopg
 
-        with psycopg.connect(
-            f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
-        ) as conn:
+        with psycopg.connect(self.url_of("postgres"), autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
                 conn.execute(f'CREATE DATABASE "{DATABASE}"')
 
@@ -302,16 +357,24 @@ class Valkey:
     port: int
     proc: subprocess.Popen[bytes] | None = None
     name: str = "valkey"
+    # A new random password each start (nothing persists): other local users cannot read or poison
+    # the cache. It is in a mode-0600 config file, not on the command line (`ps` shows that).
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @property
     def url(self) -> str:
-        return f"valkey://127.0.0.1:{self.port}/0"
+        return f"valkey://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = self.data_dir / "valkey.log"
+        conf = self.data_dir / "valkey.conf"
+        conf.unlink(missing_ok=True)
+        with os.fdopen(os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(f"requirepass {self.password}\n")
         args = [
             str(VALKEY_SERVER),
+            str(conf),
             "--port",
             str(self.port),
             "--bind",

@@ -832,7 +832,7 @@ async def _run(
 ) -> ImportResult:
     cache = None
     if cache_url:
-        cache = Cache(cache_url, timeout=2.0, ttl=1)
+        cache = Cache(cache_url, key=b"", timeout=2.0, ttl=1)  # only invalidates: needs no signing key
         if not await cache.ping():
             await cache.close()
             raise local.UserError(

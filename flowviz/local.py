@@ -35,7 +35,8 @@ def data_dir() -> Path:
 
 def embedded_database_url() -> str:
     port = os.environ.get("FLOWVIZ_PG_PORT") or DEFAULT_PG_PORT
-    return f"postgresql://postgres@127.0.0.1:{port}/{EMBEDDED_DATABASE}"
+    # The password is in a file of make run's (mode 0600): named here, never printed.
+    return f"postgresql://postgres:$(cat {data_dir()}/postgres-password)@127.0.0.1:{port}/{EMBEDDED_DATABASE}"
 
 
 def write_state(folder: Path, **urls: str) -> None:

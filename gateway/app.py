@@ -284,7 +284,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     cfg = settings()
     logs.setup("gateway", cfg.log_format)
     app.state.upstreams = Upstreams(cfg)
-    app.state.verifier = auth.TokenVerifier(cfg.token_secret)
+    app.state.verifier = auth.TokenVerifier(cfg.token_secret, max_lifetime=cfg.token_ttl)
     app.state.service_token = auth.ServiceTokenSource("gateway", cfg.token_secret)
     # /metrics on a port of its own (the public HTTP port, and so the ingress, never serves it).
     port = cfg.metrics_port if cfg.metrics_port is not None else cfg.metrics_ports["gateway"]

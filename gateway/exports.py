@@ -21,6 +21,7 @@ from flowviz.core.errors import RpcFailure, from_rpc_error
 from flowviz.core.protojson import JsonInputError, enum_values, fill, to_json
 from flowviz.genealogy.v1 import genealogy_pb2
 from gateway import uploads
+from gateway.csvcells import neutralise
 from gateway.errors import error_response, failure_response
 
 Metadata = tuple[tuple[str, str], ...]
@@ -49,7 +50,7 @@ LOT_URN = "urn:flowviz:lot:"  # an LGTIN-like class id: <product> is not a GTIN 
 
 def _csv_line(values: Iterable[Any]) -> bytes:
     buffer = io.StringIO()
-    csv.writer(buffer).writerow(values)
+    csv.writer(buffer).writerow(map(neutralise, values))
     return buffer.getvalue().encode()
 
 

@@ -65,7 +65,7 @@ class Servers:
     tmp: Path
 
     def url(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.pg.port}/{database}"
+        return self.pg.url_of(database)
 
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(self.url("postgres"), autocommit=True)
@@ -180,6 +180,7 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
         FLOWVIZ_HEALTH_INTERVAL="0.2",
         FLOWVIZ_LOG_FORMAT="json",
         FLOWVIZ_TOKEN_SECRET=TOKEN_SECRET,
+        FLOWVIZ_TOKEN_TTL="3600",  # the tests' own tokens live an hour (token()); longer are refused
         PYTHONPATH=str(ROOT),
     )
     for name in DEFAULT_PORTS:

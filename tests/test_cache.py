@@ -12,12 +12,14 @@ import pytest
 from flowviz.core.cache import Cache
 from tests.conftest import Servers
 
+KEY = b"k" * 32  # the cache's HMAC key: any 32 bytes will do here
+
 
 @pytest.fixture
 async def cache_url(servers: Servers) -> AsyncIterator[str]:
     url = servers.valkey.url.rsplit("/", 1)[0] + "/5"
     yield url
-    flush = Cache(url, timeout=1, ttl=60)
+    flush = Cache(url, key=KEY, timeout=1, ttl=60)
     await flush.client.flushdb()
     await flush.client.aclose()
 
@@ -39,7 +41,7 @@ class Load:
 
 
 async def test_concurrent_misses_share_one_load(cache_url: str) -> None:
-    cache = Cache(cache_url, timeout=1, ttl=60)
+    cache = Cache(cache_url, key=KEY, timeout=1, ttl=60)
     load = Load(b"answer")
     first = asyncio.create_task(cache.lot_answer("LOT-A", "trace", load))
     await load.started.wait()
@@ -60,8 +62,8 @@ async def test_a_miss_after_a_write_does_not_join_a_load_from_before_it(
 ) -> None:
     """A load started before a write may have read the old rows: a request that arrives after
     the write's invalidation must load afresh, whichever process wrote."""
-    reader = Cache(cache_url, timeout=1, ttl=60)
-    writer = reader if writer_process == "same" else Cache(cache_url, timeout=1, ttl=60)
+    reader = Cache(cache_url, key=KEY, timeout=1, ttl=60)
+    writer = reader if writer_process == "same" else Cache(cache_url, key=KEY, timeout=1, ttl=60)
     before, after = Load(b"before the write"), Load(b"after the write")
     after.release.set()
     first = asyncio.create_task(reader.lot_answer("LOT-B", "trace", before))
@@ -85,7 +87,7 @@ async def test_a_miss_after_a_write_does_not_join_a_load_from_before_it(
 async def test_an_answer_is_served_while_it_is_being_stored(cache_url: str) -> None:
     """The load's caller is answered before the value reaches Valkey; a repeat request in that
     moment gets the same answer without a second load, and afterwards Valkey has it."""
-    cache = Cache(cache_url, timeout=1, ttl=60)
+    cache = Cache(cache_url, key=KEY, timeout=1, ttl=60)
     load = Load(b"answer")
     load.release.set()
     assert await cache.lot_answer("LOT-C", "trace", load) == b"answer"
@@ -93,7 +95,7 @@ async def test_an_answer_is_served_while_it_is_being_stored(cache_url: str) -> N
     await cache.settled()
     assert await cache.lot_answer("LOT-C", "trace", load) == b"answer"
     assert (load.calls, cache.misses, cache.hits) == (1, 1, 2)
-    other = Cache(cache_url, timeout=1, ttl=60)  # another process sees it stored
+    other = Cache(cache_url, key=KEY, timeout=1, ttl=60)  # another process sees it stored
     assert await other.lot_answer("LOT-C", "trace", Load(b"unused")) == b"answer"
     assert other.hits == 1
     await cache.close()

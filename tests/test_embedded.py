@@ -1,4 +1,5 @@
-"""What the embedded servers change on the machine: only what PostgreSQL needs, said when done."""
+"""What the embedded servers change on the machine (only what PostgreSQL needs, said when done),
+and who may use them (their owner, with the password: not the machine's other users)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from flowviz.embedded import open_traverse
+from flowviz.embedded import PG_BIN, Postgres, free_port, open_traverse
+from tests.conftest import Servers
 
 USER = "nobody"
 
@@ -45,3 +48,43 @@ def test_only_folders_the_user_cannot_pass_get_o_x_and_it_is_said(
         subprocess.run(["ls", "-d", str(target)], capture_output=True, check=False, **as_user).returncode == 0
     )
     assert open_traverse(target, USER) == [] and capsys.readouterr().out == ""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another local user")
+def test_another_local_user_cannot_use_the_embedded_database(servers: Servers) -> None:
+    """The reviewer's command, as `nobody`: no password, no session (so no COPY ... FROM PROGRAM)."""
+    entry = pwd.getpwnam(USER)
+    as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent"}  # no PGPASSWORD, no .pgpass
+    args = [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(servers.pg.port), "-U", "postgres", "-w",
+            "-c", "copy (select 1) to program 'id'"]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=30, check=False, **as_user)
+    assert done.returncode != 0
+    assert "password" in done.stderr, done.stderr
+    # ... nor read the password: it is ours only.
+    assert servers.pg.password_file.stat().st_mode & 0o077 == 0
+    read = subprocess.run(["cat", str(servers.pg.password_file)], capture_output=True, check=False, **as_user)
+    assert read.returncode != 0 and servers.pg.password.encode() not in read.stdout
+    # With the password, the owner connects.
+    with psycopg.connect(servers.pg.url_of("postgres")) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_an_old_trusting_data_folder_is_switched_to_passwords(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pg = Postgres(tmp_path / "pg", free_port())
+    pg.init(fast=True)
+    hba = pg.data_dir / "pg_hba.conf"
+    hba.write_text(hba.read_text().replace("scram-sha-256", "trust"))  # as initdb --auth=trust left it
+    pg.start(fast=True)
+    try:
+        assert "now asks for a password" in capsys.readouterr().out
+        assert "trust" not in [
+            line.split()[-1] for line in hba.read_text().splitlines() if line and not line.startswith("#")
+        ]
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{pg.port}/postgres").close()
+        psycopg.connect(pg.url_of("postgres")).close()
+    finally:
+        pg.stop()

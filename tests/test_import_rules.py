@@ -192,7 +192,7 @@ def test_without_database_url_or_make_run_the_message_says_what_to_set(tmp_path:
     done = cli("user", "reset-password", "ada", "--password-stdin", env={"FLOWVIZ_DATA_DIR": str(tmp_path)})
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "DATABASE_URL is not set and no `make run`" in done.stderr
-    assert "postgresql://postgres@127.0.0.1:5433/flowviz" in done.stderr
+    assert f"postgresql://postgres:$(cat {tmp_path}/postgres-password)@127.0.0.1:5433/flowviz" in done.stderr
 
 
 def test_reset_password_finds_make_runs_database_and_the_user_can_sign_in(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import ipaddress
 import json
 import logging
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -301,8 +304,8 @@ def test_a_service_with_the_placeholder_secret_does_not_start(servers: Servers) 
 
 def test_compose_has_no_default_secret() -> None:
     compose = (ROOT / "deploy/docker-compose.yml").read_text()
-    uses = re.findall(r"\$\{(POSTGRES_PASSWORD|FLOWVIZ_TOKEN_SECRET)([^}]*)\}", compose)
-    assert {name for name, _ in uses} == {"POSTGRES_PASSWORD", "FLOWVIZ_TOKEN_SECRET"}
+    uses = re.findall(r"\$\{(POSTGRES_PASSWORD|VALKEY_PASSWORD|FLOWVIZ_TOKEN_SECRET)([^}]*)\}", compose)
+    assert {name for name, _ in uses} == {"POSTGRES_PASSWORD", "VALKEY_PASSWORD", "FLOWVIZ_TOKEN_SECRET"}
     assert all(rest.startswith(":?") for _, rest in uses), uses  # unset: compose refuses to start
     assert not any(p in compose for p in config.KNOWN_PLACEHOLDERS)
 
@@ -441,13 +444,17 @@ def capped_gateway(system: System) -> Iterator[System]:
 
 def test_a_streamed_upload_over_the_cap_is_413_and_imports_nothing(capped_gateway: System) -> None:
     tag = uuid.uuid4().hex[:8].upper()
-    rows = "".join(f"CAP-{tag}-{i:06d},RAW,x,1,kg,\n" for i in range(5000))  # ~150 kB
-    body = "lot_code,kind,product,quantity,uom,produced_at\n" + rows
+    head = f'--{BOUNDARY}\r\ncontent-disposition: form-data; name="lots"; filename="lots.csv"\r\n\r\n'
+    data = head + "lot_code,kind,product,quantity,uom,produced_at\n"
+    i = 0
+    while len(data) <= 100_000:  # just over the cap: the server finds it with the last bytes, so
+        data += f"CAP-{tag}-{i:06d},RAW,x,1,kg,\n"  # its early answer cannot race our sending
+        i += 1
+    body = (data + f"\r\n--{BOUNDARY}--\r\n").encode()
 
     def chunked() -> Iterator[bytes]:  # no Content-Length: the cap is found while streaming
-        data = f'--{BOUNDARY}\r\ncontent-disposition: form-data; name="lots"; filename="lots.csv"\r\n\r\n{body}\r\n--{BOUNDARY}--\r\n'.encode()
-        for i in range(0, len(data), 16384):
-            yield data[i : i + 16384]
+        for i in range(0, len(body), 16384):
+            yield body[i : i + 16384]
 
     with httpx.Client(base_url=capped_gateway.base, timeout=30, headers=bearer("omar")) as client:
         r = client.post("/api/import", content=chunked(), headers=MULTIPART)
@@ -463,3 +470,177 @@ def test_the_gateway_asks_the_role_the_service_asks_for_an_import() -> None:
     from services.genealogy.servicer import POLICY
 
     assert POLICY["/flowviz.genealogy.v1.GenealogyService/ImportGenealogy"] == UPLOAD_ROLES
+
+
+# --- 3: CSV formula injection ----------------------------------------------------------------------
+
+FORMULA_CELLS = [c + 'HYPERLINK("http://evil.example","x")' for c in ("=", "+", "-", "@", "\t", "\r")]
+
+
+@pytest.mark.parametrize("cell", FORMULA_CELLS, ids=["eq", "plus", "minus", "at", "tab", "cr"])
+def test_a_cell_a_spreadsheet_would_evaluate_is_neutralised(cell: str) -> None:
+    from gateway.exports import _csv_line
+
+    row = next(csv.reader(io.StringIO(_csv_line(["FG-1", cell, "a=b", 1.5, -2.0]).decode(), newline="")))
+    assert row == ["FG-1", "'" + cell, "a=b", "1.5", "-2.0"]  # text quoted, numbers and inner = kept
+
+
+def test_the_trace_csv_neutralises_a_formula_product(http: httpx.Client) -> None:
+    code = f"CSV-INJ-{uuid.uuid4().hex[:8].upper()}"
+    product = '=HYPERLINK("http://evil.example","click")'
+    lot = {"lot_code": code, "kind": "RAW", "product": product, "quantity": 1, "uom": "kg"}
+    assert http.post("/api/lots", json=lot).status_code == 201
+    out = f"{code}-OUT"
+    run = {"run_code": f"RUN-{code}", "inputs": [{"lot_code": code, "quantity": 1, "uom": "kg"}],
+           "outputs": [{"lot_code": out, "kind": "MIX", "product": "@SUM(A1)", "quantity": 1, "uom": "kg"}]}  # fmt: skip
+    assert http.post("/api/production-runs", json=run).status_code == 201
+    r = http.get(f"/api/traceability/{out}/export.csv")
+    assert r.status_code == 200, r.text
+    cells = {c for row in csv.reader(io.StringIO(r.text)) for c in row}
+    assert "'" + product in cells and "'@SUM(A1)" in cells
+    assert not any(c.startswith(("=", "+", "@")) for c in cells)
+
+
+def test_the_web_apps_table_csv_neutralises_too() -> None:
+    script = (
+        "import { Model } from './web/js/model.js';"
+        "const m = Object.create(Model.prototype); m.nodes = new Map();"
+        f"const cells = {json.dumps(FORMULA_CELLS)};"
+        "cells.forEach((p, i) => m.nodes.set(`L${i}`, {lot_code: `L${i}`, kind: 'RAW', product: p, quantity: -1,"
+        " uom: 'kg', status: 'passed', effective: 'passed', blockedBy: [], side: 'root', depth: 0}));"
+        "process.stdout.write(m.csv());"
+    )
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script], cwd=ROOT, capture_output=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.reader(io.StringIO(done.stdout.decode(), newline="")))[1:]
+    assert [r[2] for r in rows] == ["'" + c for c in FORMULA_CELLS]
+    assert {r[3] for r in rows} == {"-1"}  # a number is not a formula
+
+
+# --- 2: Valkey authentication; cached values carry an HMAC ----------------------------------------
+
+
+def test_valkey_refuses_a_client_without_the_password(servers: Servers) -> None:
+    import valkey as sync_valkey
+    from valkey.exceptions import AuthenticationError, ResponseError
+
+    anonymous = sync_valkey.Valkey(host="127.0.0.1", port=servers.valkey.port)
+    try:
+        with pytest.raises((AuthenticationError, ResponseError), match=r"(?i)auth"):
+            anonymous.get("fv:epoch")
+    finally:
+        anonymous.close()
+    # The password is in a file only its owner reads, not on the server's command line.
+    conf = servers.valkey.data_dir / "valkey.conf"
+    assert conf.stat().st_mode & 0o077 == 0
+    assert servers.valkey.proc is not None
+    cmdline = Path(f"/proc/{servers.valkey.proc.pid}/cmdline").read_bytes()
+    assert servers.valkey.password.encode() not in cmdline
+
+
+async def test_a_cached_value_that_fails_its_hmac_is_a_counted_miss(servers: Servers) -> None:
+    from flowviz.core.cache import Cache, signing_key
+
+    url = servers.valkey.url.rsplit("/", 1)[0] + "/6"
+    cache = Cache(url, key=signing_key(TOKEN_SECRET.encode()), timeout=1, ttl=60)
+    loads: list[bytes] = []
+
+    async def load() -> bytes:
+        loads.append(b"truth")
+        return b"truth"
+
+    try:
+        assert await cache.lot_answer("FG-1", "trace", load) == b"truth"
+        await cache.settled()
+        assert await cache.lot_answer("FG-1", "trace", load) == b"truth" and len(loads) == 1  # a hit
+        [key] = [k async for k in cache.client.scan_iter("fv:*:lot:FG-1")]
+        stored = await cache.client.hget(key, "trace")
+        for forged in (b"lie", stored[:32] + b"lie", bytes(32) + b"truth"):
+            await cache.client.hset(key, "trace", forged)
+            rejected = cache.rejected
+            assert await cache.lot_answer("FG-1", "trace", load) == b"truth"
+            assert cache.rejected == rejected + 1
+            await cache.settled()
+        assert len(loads) == 4  # each forgery cost a load, never an answer
+        # A value sealed for another lot or field is not accepted here either.
+        await cache.client.hset(key, "other", stored)
+        assert await cache.lot_answer("FG-1", "other", load) == b"truth" and len(loads) == 5
+    finally:
+        await cache.client.flushdb()
+        await cache.client.aclose()
+
+
+def test_a_poisoned_cached_trace_is_not_served(http: httpx.Client, system: System) -> None:
+    import valkey as sync_valkey
+
+    code = f"POISON-{uuid.uuid4().hex[:8].upper()}"
+    lot = {"lot_code": code, "kind": "RAW", "product": "Paprika", "quantity": 1, "uom": "kg"}
+    assert http.post("/api/lots", json=lot).status_code == 201
+    assert (
+        http.post(f"/api/lots/{code}/qc-decisions", json={"decision": "hold", "reason": "test"}).status_code
+        == 201
+    )
+    first = http.get(f"/api/traceability/{code}")
+    assert first.status_code == 200 and first.json()["lot"]["effective_status"] == "on_hold"
+    client = sync_valkey.Valkey.from_url(system.env["VALKEY_URL"])
+    try:
+        keys = list(client.scan_iter(f"fv:*:lot:{code}"))
+        assert keys, "the trace was cached"
+        for key in keys:
+            for field, value in client.hgetall(key).items():
+                client.hset(key, field, value.replace(b"on_hold", b"released"))
+    finally:
+        client.close()
+    again = http.get(f"/api/traceability/{code}")
+    assert again.status_code == 200 and again.json() == first.json()
+    metrics = httpx.get(
+        f"http://127.0.0.1:{system.env['FLOWVIZ_GENEALOGY_METRICS_PORT']}/metrics", timeout=5
+    ).text
+    assert re.search(r'flowviz_cache_rejected_total\{cache="genealogy"\} [1-9]', metrics), metrics
+
+
+def test_compose_requires_valkey_auth_and_publishes_on_loopback_only() -> None:
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "deploy/docker-compose.yml").read_text())
+    services = compose["services"]
+    published = [str(p) for s in services.values() for p in s.get("ports", [])]
+    assert published and all(p.startswith("127.0.0.1:") for p in published), published
+    assert "--requirepass" in " ".join(services["valkey"]["command"])
+    assert compose["x-app"]["environment"]["VALKEY_URL"].startswith("valkey://:${VALKEY_PASSWORD:?")
+
+
+# --- 4 (in part): a token living longer than this system issues is refused ------------------------
+
+
+def _minted(subject: str, role: str, lifetime: int) -> str:
+    """A token signed with the right key but with a lifetime of the minter's choosing."""
+    import time
+
+    import jwt
+
+    now = int(time.time())
+    claims = {"iss": auth.ISSUER, "aud": auth.AUDIENCE, "sub": subject, "role": role, "iat": now, "nbf": now,
+              "exp": now + lifetime, "jti": uuid.uuid4().hex}  # fmt: skip
+    return jwt.encode(claims, TOKEN_SECRET.encode(), algorithm=auth.ALGORITHM)
+
+
+def test_a_token_living_longer_than_the_configured_ttl_is_refused(anonymous: httpx.Client) -> None:
+    ten_years = _minted("ada", "admin", 10 * 365 * 24 * 3600)
+    with pytest.raises(auth.Unauthenticated, match="lives longer"):
+        auth.verify_token(ten_years, secret=TOKEN_SECRET.encode())
+    verifier = auth.TokenVerifier(TOKEN_SECRET.encode(), max_lifetime=900)
+    assert verifier.verify(_minted("ada", "admin", 900)).subject == "ada"
+    with pytest.raises(auth.Unauthenticated):
+        verifier.verify(_minted("ada", "admin", 901))
+    with pytest.raises(auth.Unauthenticated):  # service tokens live minutes, whatever users get
+        verifier.verify(_minted("service:genealogy", "service", 600))
+    # The running system (FLOWVIZ_TOKEN_TTL=3600 in the tests) refuses the ten-year token.
+    r = anonymous.get("/api/lots/FG-DONER-X1", headers={"authorization": f"Bearer {ten_years}"})
+    assert r.status_code == 401, r.text
+    ok = anonymous.get(
+        "/api/lots/FG-DONER-X1", headers={"authorization": f"Bearer {_minted('ada', 'admin', 3600)}"}
+    )
+    assert ok.status_code == 200

@@ -235,8 +235,10 @@ def _check_times(identity: Identity, now: float) -> None:
         raise Unauthenticated(TOKEN_NOT_YET_VALID, "the access token is not valid yet")
 
 
-def _decode(token: str, secret: bytes) -> Identity:
-    """Signature, algorithm, issuer, audience and claim shapes; not the time window."""
+def _decode(token: str, secret: bytes, max_lifetime: int) -> Identity:
+    """Signature, algorithm, issuer, audience, claim shapes and lifetime; not the time window.
+    A lifetime (exp - iat) longer than this system issues is refused: a token minted with a
+    leaked key and a ten-year expiry is not accepted. Service tokens live SERVICE_TTL_SECONDS."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
         raise _invalid()
     try:
@@ -258,16 +260,20 @@ def _decode(token: str, secret: bytes) -> Identity:
     expires = _numeric_date(claims, "exp")
     if expires <= issued:
         raise _invalid()
+    if expires - issued > (SERVICE_TTL_SECONDS if is_service else max_lifetime):
+        raise _invalid("the access token lives longer than this system issues tokens for")
     generation = claims.get("gen", 0)
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
         raise _invalid()
     return Identity(subject, role, is_service, jti, float(not_before), float(expires), generation)
 
 
-def verify_token(token: str, *, secret: bytes, now: float | None = None) -> Identity:
+def verify_token(
+    token: str, *, secret: bytes, now: float | None = None, max_lifetime: int = MAX_TTL_SECONDS
+) -> Identity:
     """The identity a token proves; else Unauthenticated(TOKEN_INVALID|TOKEN_EXPIRED|TOKEN_NOT_YET_VALID)."""
     _check_secret(secret)
-    identity = _decode(token, secret)
+    identity = _decode(token, secret, max_lifetime)
     _check_times(identity, time.time() if now is None else now)
     return identity
 
@@ -284,11 +290,13 @@ class TokenVerifier:
         self,
         secret: bytes,
         *,
+        max_lifetime: int = MAX_TTL_SECONDS,
         cache_size: int = 4096,
         clock: Callable[[], float] = time.time,
     ) -> None:
         _check_secret(secret)
         self._secret = secret
+        self._max_lifetime = max_lifetime
         self._size = cache_size
         self._clock = clock
         self._cache: OrderedDict[str, Identity] = OrderedDict()
@@ -298,7 +306,7 @@ class TokenVerifier:
         cache = self._cache
         identity = cache.get(token) if isinstance(token, str) else None
         if identity is None:
-            identity = _decode(token, self._secret)
+            identity = _decode(token, self._secret, self._max_lifetime)
             _check_times(identity, when)
             if self._size > 0:
                 cache[token] = identity

@@ -11,6 +11,10 @@ with one UNLINK. Read-your-writes across processes:
 - a bulk import bumps the namespace `fv:ns` instead: every old entry is orphaned at once
   and ages out (TTL, LRU).
 
+Every stored answer carries an HMAC-SHA256 (over the lot, the field and the answer) with a key
+Valkey never sees: a value written into Valkey by anyone else fails it, is treated as a miss
+and counted (`rejected`), so a poisoned cache can cost a database read but never a wrong answer.
+
 Every operation is bounded by a short timeout; after a failure the cache is skipped for a
 moment (a small circuit breaker) so a dead Valkey costs nothing per request. Misses on the
 same entry at the same epoch inside one process share one load (single-flight); a miss after
@@ -20,6 +24,8 @@ an invalidation never joins a load that started before it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -58,8 +64,16 @@ return 1
 """
 
 
+TAG_BYTES = 32
+
+
+def signing_key(secret: bytes) -> bytes:
+    """The cache's HMAC key, derived from a process secret (never sent to Valkey)."""
+    return hmac.new(secret, b"flowviz cache values v1", hashlib.sha256).digest()
+
+
 class Cache:
-    def __init__(self, url: str, *, timeout: float, ttl: int, retry_after: float = 1.0) -> None:
+    def __init__(self, url: str, *, key: bytes, timeout: float, ttl: int, retry_after: float = 1.0) -> None:
         self.client = valkey.from_url(  # type: ignore[no-untyped-call]
             url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=0
         )
@@ -73,7 +87,23 @@ class Cache:
         self._inflight: dict[tuple[str, str, bytes], asyncio.Future[bytes]] = {}
         self._storing: set[asyncio.Task[None]] = set()  # strong references until they finish
         self._missed_invalidation = False
-        self.hits = self.misses = self.errors = 0
+        self.hits = self.misses = self.errors = self.rejected = 0
+        if len(key) < 32:
+            raise ValueError("the cache's HMAC key must be at least 32 bytes")
+        self._key = key
+
+    def _tag(self, lot_code: str, field: str, value: bytes) -> bytes:
+        message = b"%b\0%b\0%b" % (lot_code.encode(), field.encode(), value)
+        return hmac.new(self._key, message, hashlib.sha256).digest()
+
+    def _opened(self, lot_code: str, field: str, stored: bytes) -> bytes | None:
+        """The answer in a stored value, or None when its tag does not match (not ours)."""
+        tag, value = stored[:TAG_BYTES], stored[TAG_BYTES:]
+        if len(tag) == TAG_BYTES and hmac.compare_digest(tag, self._tag(lot_code, field, value)):
+            return value
+        self.rejected += 1
+        log.warning("cache value failed its HMAC; read from the database", extra={"lot_code": lot_code})
+        return None
 
     @property
     def available(self) -> bool:
@@ -124,9 +154,9 @@ class Cache:
         if found is None:  # cache down: straight to the database
             return await load()
         value, epoch, ns = found
-        if value:
+        if value and (answer := self._opened(lot_code, field, bytes(value))) is not None:
             self.hits += 1
-            return bytes(value)
+            return answer
         # Keyed by epoch too: a load that began before a write may have read the old rows.
         flight = (lot_code, field, bytes(epoch))
         pending = self._inflight.get(flight)
@@ -152,7 +182,8 @@ class Cache:
             return loaded
         # Stored after answering, not before: the answer leaves one round trip sooner. Until it
         # is stored, the flight stays, so a repeat request meanwhile gets it from here.
-        store = asyncio.create_task(self._store(flight, f"fv:{ns.decode()}:lot:{lot_code}", loaded))
+        sealed = self._tag(lot_code, field, loaded) + loaded
+        store = asyncio.create_task(self._store(flight, f"fv:{ns.decode()}:lot:{lot_code}", sealed))
         self._storing.add(store)
         store.add_done_callback(self._storing.discard)
         return loaded

@@ -37,7 +37,11 @@ class ConfigError(ValueError):
 # Secrets that ship in deploy/ (the dev overlay's generated Secret), and words that mark a
 # placeholder: refused unless FLOWVIZ_DEV=1 says this is a developer's own throw-away stack.
 KNOWN_PLACEHOLDERS = frozenset(
-    {"dev-only-insecure-token-secret-do-not-use-in-production", "flowviz-dev-password"}
+    {
+        "dev-only-insecure-token-secret-do-not-use-in-production",
+        "flowviz-dev-password",
+        "flowviz-dev-valkey-password",
+    }
 )
 _PLACEHOLDER_WORDS = re.compile(r"insecure|do-not-use|change-?me|placeholder|dev-password", re.IGNORECASE)
 DEV_ENV = "FLOWVIZ_DEV"

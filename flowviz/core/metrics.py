@@ -30,6 +30,7 @@ Database pool (`track_resources`, read at scrape time; `pool` is the service nam
 Cache (the `Cache` object's own counters, read at scrape time):
     flowviz_cache_hits_total{cache}, flowviz_cache_misses_total{cache},
     flowviz_cache_errors_total{cache}  (timeouts and failures; reads then go to PostgreSQL)
+    flowviz_cache_rejected_total{cache}  (values that failed their HMAC: read as misses)
 
 Traces:
     flowviz_trace_nodes             histogram of the number of lots in a traceability answer;
@@ -250,6 +251,11 @@ class _ResourceCollector(Collector):
         errors = CounterMetricFamily(
             "flowviz_cache_errors", "Cache operations that failed or timed out.", labels=["cache"]
         )
+        rejected = CounterMetricFamily(
+            "flowviz_cache_rejected",
+            "Cached values that failed their HMAC (read as misses).",
+            labels=["cache"],
+        )
         for name, resources in list(self.sources.items()):
             pool = getattr(resources, "pool", None)
             if pool is not None:
@@ -266,7 +272,8 @@ class _ResourceCollector(Collector):
                 hits.add_metric([name], cache.hits)
                 misses.add_metric([name], cache.misses)
                 errors.add_metric([name], cache.errors)
-        return [size, idle, in_use, maximum, waiting, hits, misses, errors]
+                rejected.add_metric([name], cache.rejected)
+        return [size, idle, in_use, maximum, waiting, hits, misses, errors, rejected]
 
 
 _resources = _ResourceCollector()

@@ -21,7 +21,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from flowviz.core import auth, db, logs, metrics, tracing
-from flowviz.core.cache import Cache
+from flowviz.core.cache import Cache, signing_key
 from flowviz.core.channels import open_channel
 from flowviz.core.config import HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
 from flowviz.core.db import create_pool
@@ -103,7 +103,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.resources = resources
         self.policy = policy
         self.public = public
-        self.verifier = auth.TokenVerifier(resources.settings.token_secret)
+        self.verifier = auth.TokenVerifier(
+            resources.settings.token_secret, max_lifetime=resources.settings.token_ttl
+        )
 
     async def intercept_service(
         self,
@@ -263,7 +265,9 @@ async def serve(
     resources.pool = await create_pool(
         cfg.database_url, name=name, min_size=cfg.pool_min, max_size=cfg.pool_max
     )
-    resources.cache = Cache(cfg.valkey_url, timeout=cfg.cache_timeout, ttl=cfg.cache_ttl)
+    resources.cache = Cache(
+        cfg.valkey_url, key=signing_key(cfg.token_secret), timeout=cfg.cache_timeout, ttl=cfg.cache_ttl
+    )
     resources.revocations = Revocations(resources.cache.client, cfg.database_url, timeout=cfg.cache_timeout)
     while not await resources.cache.ping():
         if stop.is_set():

@@ -64,7 +64,9 @@ def client_address(metadata: Any, peer: str, verifier: auth.TokenVerifier) -> st
 class Users:
     def __init__(self, resources: Resources) -> None:
         self.r = resources
-        self.verifier = auth.TokenVerifier(resources.settings.token_secret)
+        self.verifier = auth.TokenVerifier(
+            resources.settings.token_secret, max_lifetime=resources.settings.token_ttl
+        )
         valkey = self._valkey
         # Per user: a few free tries. Per address: more, since many people may share one (NAT).
         self.user_throttle = LoginThrottle(valkey, free=5)

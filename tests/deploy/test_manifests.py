@@ -365,7 +365,7 @@ def test_production_objects_carry_apply_phase():
 # ------------------------------------------------------------ (c) compose ---
 def test_compose_ports_and_health_checks():
     svcs = _compose()["services"]
-    assert "5433:5432" in [str(p) for p in svcs["postgres"]["ports"]]
+    assert "127.0.0.1:5433:5432" in [str(p) for p in svcs["postgres"]["ports"]]
     assert svcs["postgres"]["image"].startswith("postgres:17")
     assert svcs["valkey"]["image"].startswith("valkey/valkey:8")
     for data in ("postgres", "valkey"):
@@ -394,7 +394,7 @@ def test_compose_ports_and_health_checks():
 
     gw = svcs[GW["name"]]
     assert gw["command"] == [GW["module"]]
-    assert f"{GW['port']}:{GW['port']}" in [str(p) for p in gw["ports"]]
+    assert f"127.0.0.1:{GW['port']}:{GW['port']}" in [str(p) for p in gw["ports"]]
     assert gw["environment"][GW["port_env"]] == str(GW["port"])
     assert f"127.0.0.1:{GW['port']}{GW['health_path']}" in " ".join(gw["healthcheck"]["test"])
 

@@ -83,9 +83,10 @@ export class Model {
 
   csv() {
     const cols = ["lot_code", "kind", "product", "quantity", "uom", "status", "effective", "held_because_of", "side", "depth"];
+    // A text cell a spreadsheet would evaluate gets a leading ' (OWASP; gateway/csvcells.py).
     const q = (v) => {
-      const s = String(v ?? "");
-      return /[",\n\r]/.test(s) || /^[=+\-@]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
+      const s = typeof v === "string" && /^[=+\-@\t\r]/.test(v) ? `'${v}` : String(v ?? "");
+      return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
     };
     const lines = [cols.join(",")];
     for (const n of this.list()) {
