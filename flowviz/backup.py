@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ async def _orphan_cache(url: str | None) -> bool:
 
     if url is None:
         return False
-    cache = Cache(url, key=b"", timeout=1.0, ttl=1)  # only invalidates: never reads, needs no key
+    cache = Cache(url, key=secrets.token_bytes(32), timeout=1.0, ttl=1)  # only invalidates: any key
     try:
         return await cache.invalidate_all()
     finally:

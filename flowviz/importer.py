@@ -33,6 +33,7 @@ import csv
 import io
 import os
 import re
+import secrets
 import sys
 import time
 import uuid
@@ -832,7 +833,7 @@ async def _run(
 ) -> ImportResult:
     cache = None
     if cache_url:
-        cache = Cache(cache_url, key=b"", timeout=2.0, ttl=1)  # only invalidates: needs no signing key
+        cache = Cache(cache_url, key=secrets.token_bytes(32), timeout=2.0, ttl=1)  # only invalidates: any key
         if not await cache.ping():
             await cache.close()
             raise local.UserError(

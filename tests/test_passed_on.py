@@ -22,7 +22,7 @@ METHOD = "/t.Relay/Call"
 
 def server(behavior: Any) -> tuple[grpc.aio.Server, int]:
     resources: Any = SimpleNamespace(
-        settings=SimpleNamespace(token_secret=TOKEN_SECRET.encode()), ready=True, name="t"
+        settings=SimpleNamespace(token_secret=TOKEN_SECRET.encode(), token_ttl=900), ready=True, name="t"
     )
     srv = grpc.aio.server(interceptors=[ErrorInterceptor(resources, {}, frozenset({METHOD}))])
     handler = grpc.unary_unary_rpc_method_handler(behavior)

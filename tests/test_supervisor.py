@@ -96,6 +96,7 @@ def test_make_run_restarts_a_crashed_postgres_and_valkey(tmp_path: Path) -> None
         env[f"FLOWVIZ_{name.upper()}_PORT"] = str(free_port())
     for name in ("health", "lots", "genealogy", "qc"):
         env[f"FLOWVIZ_{name.upper()}_METRICS_PORT"] = str(free_port())
+    env["FLOWVIZ_TOKEN_TTL"] = "3600"  # the test's tokens live an hour
     base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
     admin = {"authorization": f"Bearer {token('root-admin', 'admin')}"}
     log_path = tmp_path / "run.log"
@@ -117,7 +118,10 @@ def test_make_run_restarts_a_crashed_postgres_and_valkey(tmp_path: Path) -> None
         return int((tmp_path / "data" / "postgres" / "postmaster.pid").read_text().split()[0])
 
     def valkey_pid() -> int:
-        with valkey.Valkey(port=valkey_port, socket_timeout=2) as client:
+        # make run's Valkey asks for the password it wrote into its mode-0600 config.
+        conf = (tmp_path / "data" / "valkey" / "valkey.conf").read_text()
+        password = conf.split("requirepass ", 1)[1].split()[0]
+        with valkey.Valkey(port=valkey_port, password=password, socket_timeout=2) as client:
             return int(client.info("server")["process_id"])
 
     try:
