@@ -273,6 +273,8 @@ async def test_trace_spans_gateway_grpc_and_database(
     port = free_port()
     monkeypatch.setenv("DATABASE_URL", servers.pg.url)
     monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    monkeypatch.setenv("FLOWVIZ_TOKEN_TTL", "3600")  # the tests' tokens live an hour
+    monkeypatch.setenv("FLOWVIZ_GATEWAY_METRICS_PORT", "0")
     # A Valkey database of its own: the first trace is a miss, so it reaches PostgreSQL.
     monkeypatch.setenv("VALKEY_URL", servers.valkey.url.rsplit("/", 1)[0] + "/7")
     monkeypatch.setenv("FLOWVIZ_GENEALOGY_PORT", str(port))
