@@ -793,7 +793,9 @@ class Bench:
         """What a bulk import does (flowviz.core.cache): a new namespace, so nothing is cached."""
         import valkey
 
-        client = valkey.Valkey(host="127.0.0.1", port=self.ports["valkey"], socket_timeout=5)
+        # make run's Valkey has a password of each start; make run records its URL (mode 0600).
+        url = json.loads((self.system.data_dir / "running.json").read_text())["valkey_url"]
+        client = valkey.from_url(url, socket_timeout=5)  # type: ignore[no-untyped-call]
         try:
             client.incr("fv:ns")
             client.incr("fv:epoch")
