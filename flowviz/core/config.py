@@ -147,6 +147,9 @@ class Settings:
     max_upload_bytes: int = 200 * 1024 * 1024
     # FLOWVIZ_TRUSTED_PROXIES: addresses/networks whose X-Forwarded-For the gateway believes.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # FLOWVIZ_STATEMENT_CACHE: asyncpg's prepared statements per connection; 0 behind PgBouncer in
+    # transaction mode, where a prepared statement may land on another server connection.
+    statement_cache: int = 1024
 
 
 @cache
@@ -194,6 +197,7 @@ def settings() -> Settings:
         rpc_timeout=_float("FLOWVIZ_RPC_TIMEOUT", 5.0),
         cache_timeout=_float("FLOWVIZ_CACHE_TIMEOUT", 0.2),
         cache_ttl=_int("FLOWVIZ_CACHE_TTL", 3600, 1),
+        statement_cache=_int("FLOWVIZ_STATEMENT_CACHE", 1024, 0, 100_000),
         health_interval=_float("FLOWVIZ_HEALTH_INTERVAL", 1.0),
         cors_origins=cors,
         log_format=log_format,

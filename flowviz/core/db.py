@@ -118,7 +118,14 @@ _NOT_YET: tuple[type[BaseException], ...] = (Unavailable, *CONNECTION_ERRORS)
 
 
 async def create_pool(
-    dsn: str, *, name: str, min_size: int, max_size: int, wait: float = 30.0, gate: Gate | None = None
+    dsn: str,
+    *,
+    name: str,
+    min_size: int,
+    max_size: int,
+    statement_cache: int = 1024,
+    wait: float = 30.0,
+    gate: Gate | None = None,
 ) -> asyncpg.Pool:
     """Open the pool, retrying while the server starts (bounded by `wait` seconds). New
     connections go through `gate` (one is made for the pool if not given)."""
@@ -131,8 +138,8 @@ async def create_pool(
                 min_size=min_size,
                 max_size=max_size,
                 server_settings={"application_name": f"flowviz-{name}"},
-                # Behind PgBouncer in transaction mode set FLOWVIZ_STATEMENT_CACHE=0.
-                statement_cache_size=1024,
+                # Settings.statement_cache (FLOWVIZ_STATEMENT_CACHE; 0 behind PgBouncer).
+                statement_cache_size=statement_cache,
                 reset=_session_unchanged,
                 connect=gate.connect,
             )

@@ -263,7 +263,11 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
 
     resources.pool = await create_pool(
-        cfg.database_url, name=name, min_size=cfg.pool_min, max_size=cfg.pool_max
+        cfg.database_url,
+        name=name,
+        min_size=cfg.pool_min,
+        max_size=cfg.pool_max,
+        statement_cache=cfg.statement_cache,
     )
     resources.cache = Cache(
         cfg.valkey_url, key=signing_key(cfg.token_secret), timeout=cfg.cache_timeout, ttl=cfg.cache_ttl
