@@ -8,13 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import grpc
 import orjson
 
 from flowviz import importer
 from flowviz.core import audit, auth, paging, validation
-from flowviz.core.errors import AlreadyExists, InvalidArgument, NotFound
+from flowviz.core.errors import InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lotrow import lot_message
 from flowviz.core.metrics import TRACE_NODES
@@ -162,12 +161,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         digest = runs.request_hash(request)
         # runs.record checks the inputs' QC status in its transaction (a replay answers what was
         # recorded, whatever their status is now) and names the lots whose answers it changed.
-        try:
-            recorded = await runs.record(self.r.pool, request, digest)
-        except asyncpg.UniqueViolationError as exc:
-            if "run_code" in str(exc.constraint_name):
-                raise AlreadyExists("RUN_EXISTS", f"run {request.run_code} already exists") from None
-            raise AlreadyExists("LOT_EXISTS", "an output lot already exists") from None
+        recorded = await runs.record(self.r.pool, request, digest)  # a taken code: RUN_EXISTS, LOT_EXISTS
         if recorded.run is None:  # recorded earlier under this key
             return genealogy_pb2.RecordProductionRunResponse(
                 run=await self._run(recorded.run_code), replayed=True

@@ -9,7 +9,7 @@ import asyncpg
 import grpc
 
 from flowviz.core import audit, auth, paging, passwords, validation
-from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from flowviz.core.errors import Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.ratelimit import LoginThrottle, TooManyAttempts, address_key, username_key
 from flowviz.core.server import Resources
@@ -133,12 +133,9 @@ class Users:
         name = username(request.username)
         password_hash = await passwords.hash_password_async(request.password, username=name)
         display = validation.text(request.display_name, "display_name", required=False)
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                await repository.insert_user(conn, name, display, role(request.role), password_hash)
-                await audit.record(conn, "create", "user", name, role=request.role)
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists("USER_EXISTS", f"user {name} already exists") from None
+        async with self.r.pool.acquire() as conn, conn.transaction():  # a taken name: USER_EXISTS
+            await repository.insert_user(conn, name, display, role(request.role), password_hash)
+            await audit.record(conn, "create", "user", name, role=request.role)
         return lots_pb2.CreateUserResponse(user=await self._user(name))
 
     async def list_users(
