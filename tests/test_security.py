@@ -39,7 +39,7 @@ RULES: list[tuple[Callable[[str], str], str]] = [
     (validation.lot_code, "SEC-NL"),
     (validation.kind, "RAW"),
     (validation.code, "DONER"),
-    (users.username, "eve"),
+    (validation.username, "eve"),
 ]
 
 
