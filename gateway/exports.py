@@ -20,30 +20,13 @@ from flowviz.core.config import settings
 from flowviz.core.errors import RpcFailure, from_rpc_error
 from flowviz.core.protojson import JsonInputError, enum_values, fill, to_json
 from flowviz.genealogy.v1 import genealogy_pb2
-from gateway import uploads
+from gateway import relay, uploads
 from gateway.csvcells import neutralise
 from gateway.errors import error_response, failure_response
 
 Metadata = tuple[tuple[str, str], ...]
 Call = Callable[[Request, Any, Metadata], Awaitable[Response]]
 
-CSV_COLUMNS = [
-    "traceability_lot_code",
-    "product",
-    "quantity",
-    "unit",
-    "kind",
-    "event",
-    "reference_document",
-    "event_time",
-    "location",
-    "step",
-    "input_lot_code",
-    "input_product",
-    "input_quantity",
-    "input_unit",
-    "input_kind",
-]
 EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
 LOT_URN = "urn:flowviz:lot:"  # an LGTIN-like class id: <product> is not a GTIN here
 
@@ -78,43 +61,6 @@ async def _rows(first: Any | None, rest: AsyncIterator[Any]) -> AsyncIterator[An
     yield first
     async for row in rest:
         yield row
-
-
-async def trace_csv(request: Request, upstreams: Any, metadata: Metadata) -> Response:
-    call = upstreams.genealogy.ExportTrace(
-        _export_request(request), timeout=settings().rpc_timeout * 12, metadata=metadata
-    )
-    first, rest = await _first(call)
-
-    async def body() -> AsyncIterator[bytes]:
-        yield _csv_line(CSV_COLUMNS)
-        async for r in _rows(first, rest):
-            yield _csv_line(
-                [
-                    r.output_lot_code,
-                    r.output_product,
-                    r.output_quantity,
-                    r.output_uom,
-                    r.output_kind,
-                    "transformation" if r.run_code else "link",
-                    r.run_code,
-                    r.event_time.ToJsonString(),
-                    r.stream_code,
-                    r.phase_code,
-                    r.input_lot_code,
-                    r.input_product,
-                    r.input_quantity,
-                    r.input_uom,
-                    r.input_kind,
-                ]
-            )
-
-    name = f"trace-{request.path_params['lot_code']}.csv"
-    return StreamingResponse(
-        body(),
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="{name}"'},
-    )
 
 
 def _epcis_event(rows: list[Any]) -> bytes:
@@ -407,10 +353,10 @@ STREAMING_ROUTES: list[tuple[str, str, Call, dict[str, Any]]] = [
     (
         "GET",
         "/api/traceability/{lot_code}/export.csv",
-        trace_csv,
+        relay.relay(relay.of_lot(genealogy_pb2.EXPORT_FORMAT_TRACE_CSV)),
         {
-            "summary": "The trace as a spreadsheet: one row per traceability event and input lot (FSMA 204 key data "
-            "elements), streamed",
+            "summary": "The trace as a spreadsheet: one row per transformation and input lot, receipt and shipment "
+            "(FSMA 204 key data elements), rendered by the genealogy service and streamed",
             "tags": ["traceability"],
             "operationId": "ExportTraceCsv",
             "parameters": [_lot_param(), DIRECTION],
@@ -519,6 +465,64 @@ STREAMING_ROUTES: list[tuple[str, str, Call, dict[str, Any]]] = [
                 **_errors(401, 403, 413, 503, 504),
             },
         },
+    ),
+]
+
+
+def _range_params() -> list[dict[str, Any]]:
+    text = {"type": "string"}
+    return [
+        {"name": "product", "in": "query", "required": False, "style": "form", "explode": True,
+         "description": "a product (repeat for a list); none: every product",
+         "schema": {"type": "array", "items": text}},
+        {"name": "from", "in": "query", "required": True, "schema": text,
+         "description": "start of the time range: a date (YYYY-MM-DD) or an RFC 3339 time"},
+        {"name": "to", "in": "query", "required": True, "schema": text,
+         "description": "end of the time range: a date (inclusive) or an RFC 3339 time (exclusive)"},
+        {"name": "lot_code_from", "in": "query", "required": False, "schema": text,
+         "description": "lowest traceability lot code (or lot code) of the range"},
+        {"name": "lot_code_to", "in": "query", "required": False, "schema": text,
+         "description": "highest traceability lot code (or lot code) of the range"},
+    ]  # fmt: skip
+
+
+def _csv_operation(summary: str, operation_id: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "tags": ["traceability"],
+        "operationId": operation_id,
+        "parameters": parameters,
+        "responses": {
+            "200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+            **_errors(400, 401, 403, 404, 503, 504),
+        },
+    }
+
+
+# Rendered by the genealogy service (RenderExport) and relayed as bytes (gateway/relay.py).
+STREAMING_ROUTES += [
+    (
+        "GET",
+        "/api/fsma204",
+        relay.relay(relay.of_range(genealogy_pb2.EXPORT_FORMAT_FSMA204_CSV)),
+        _csv_operation(
+            "The FSMA 204 electronic sortable spreadsheet for an FDA request: every receiving, transformation and "
+            "shipping event of the products (and/or the lot code range) in the time range, with its key data "
+            "elements, streamed",
+            "ExportFsma204",
+            _range_params(),
+        ),
+    ),
+    (
+        "GET",
+        "/api/traceability/{lot_code}/fsma204.csv",
+        relay.relay(relay.of_lot(genealogy_pb2.EXPORT_FORMAT_FSMA204_CSV)),
+        _csv_operation(
+            "The FSMA 204 sortable spreadsheet of one lot's trace (every receiving, transformation and shipping "
+            "event of its lots), streamed",
+            "ExportTraceFsma204",
+            [_lot_param(), DIRECTION],
+        ),
     ),
 ]
 

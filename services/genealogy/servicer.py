@@ -14,7 +14,7 @@ import orjson
 
 from flowviz import importer
 from flowviz.core import audit, auth, paging, validation
-from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unavailable
 from flowviz.core.identity import caller_name
 from flowviz.core.lineage import ancestors, neighbourhood_ancestors
 from flowviz.core.lotrow import apply_qc_status, lot_message
@@ -33,6 +33,7 @@ from services.genealogy import (
     exports,
     notifications,
     receiving,
+    renderings,
     repository,
     runs,
     scenarios,
@@ -72,6 +73,9 @@ POLICY: auth.Policy = {
     P + "GetShipment": auth.READ,
     P + "GetRecallNotifications": auth.READ,
     P + "TraceSupplierLot": auth.READ,
+    # Exports read what traces read; a capture records receipts, runs and shipments.
+    P + "RenderExport": auth.READ,
+    P + "CaptureEpcis": auth.OPERATE,
 }
 # Answers larger than this are computed each time rather than cached.
 MAX_CACHED_BYTES = 4 * 1024 * 1024
@@ -622,6 +626,27 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
                 )
             )
         return response
+
+    # --- exports rendered here (services/genealogy/renderings.py) ---------------------------
+
+    async def RenderExport(
+        self, request: genealogy_pb2.RenderExportRequest, context: Context
+    ) -> AsyncIterator[genealogy_pb2.RenderedChunk]:
+        rendering = await renderings.open_rendering(self.r.pool, request)
+        first = True
+        async for data in rendering.pieces:
+            if first:
+                yield genealogy_pb2.RenderedChunk(
+                    data=data, content_type=rendering.content_type, filename=rendering.filename
+                )
+                first = False
+            else:
+                yield genealogy_pb2.RenderedChunk(data=data)
+
+    async def CaptureEpcis(
+        self, request: genealogy_pb2.CaptureEpcisRequest, context: Context
+    ) -> genealogy_pb2.CaptureEpcisResponse:
+        raise Unavailable("CAPTURE_NOT_YET", "EPCIS capture is not available yet")
 
 
 def _positive_id(value: int) -> int:
