@@ -19,13 +19,23 @@ def neutralise(value: object) -> object:
     return value
 
 
+def neutralise_sql(expression: str) -> str:
+    """`neutralise` as a SQL expression over a text expression, from the same FORMULA_STARTS, for
+    spreadsheets PostgreSQL writes itself (COPY ... CSV); an empty cell becomes NULL (unquoted)."""
+    starts = ", ".join(f"chr({ord(c)})" for c in FORMULA_STARTS)
+    return (
+        f"NULLIF(CASE WHEN left({expression}, 1) = ANY (ARRAY[{starts}]) "
+        f"THEN chr(39) || {expression} ELSE {expression} END, '')"
+    )
+
+
 class Sheet:
     """Rows written into a buffer and taken out as bytes in pieces of about `chunk` bytes, so a
     streamed export holds one piece at a time, never the whole file."""
 
-    def __init__(self, chunk: int = 64 * 1024) -> None:
+    def __init__(self, chunk: int = 64 * 1024, lineterminator: str = "\r\n") -> None:
         self._buffer = io.StringIO()
-        self._writer = csv.writer(self._buffer)
+        self._writer = csv.writer(self._buffer, lineterminator=lineterminator)
         self._chunk = chunk
 
     def row(self, values: Iterable[object]) -> None:

@@ -14,11 +14,12 @@ The traceability lot code of a lot we received is the supplier's (it keeps its T
 transformation gives it a new one, 1.1320), with the supplier's ship-from site as its source; a
 lot we made has our lot code, assigned on the line (stream) that made it.
 
-Rendered from one server-side cursor in a read-only snapshot and sent in pieces of about 64 KiB:
-memory stays flat whatever the row count. Every cell passes the OWASP neutralisation."""
+Streamed from one query in a read-only snapshot (COPY, see render) in pieces of about 64 KiB:
+memory stays flat whatever the row count. Every text cell passes the OWASP neutralisation."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -26,7 +27,7 @@ from typing import Any
 import asyncpg
 
 from flowviz.core import validation
-from flowviz.core.csvcells import Sheet
+from flowviz.core.csvcells import Sheet, neutralise_sql
 from flowviz.core.errors import InvalidArgument
 
 COLUMNS = [
@@ -58,7 +59,9 @@ DOCUMENT_NAMES = {
     "ASN": "Advance Ship Notice",
 }
 MAX_PRODUCTS = 100
-FETCH = 5000
+PIECE = 64 * 1024
+QUEUED = 16
+SORT_MEMORY = "64MB"
 
 
 def _place(alias: str, business: str = "") -> str:
@@ -77,6 +80,10 @@ def _gln(alias: str) -> str:
 def _doc(column: str) -> str:
     cases = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in DOCUMENT_NAMES.items())
     return f"(CASE {column} {cases} ELSE {column} END)"
+
+
+def _n(column: str) -> str:
+    return neutralise_sql(column)
 
 
 def _date(at: str) -> str:
@@ -111,9 +118,10 @@ AND ($6::bigint[] IS NULL OR l.id = ANY($6::bigint[]))
 _LOT_MATCHES = f"($1::text[] IS NULL OR l.product = ANY($1::text[])) AND {_IN_RANGE}"
 _RUN_AT = "COALESCE(pr.ended_at, pr.started_at, pr.created_at, l.produced_at, l.created_at)"
 QUERY = f"""
-SELECT cte, tlc, product, quantity, uom, {_date("at")}, {_time("at")}, location, location_id, previous,
-       recipient, tlc_source, tlc_reference, input_tlc, input_product, input_quantity, input_uom, doc_type,
-       doc_number, lot_code
+SELECT cte, {_n("tlc")}, {_n("product")}, quantity, uom, {_date("at")}, {_time("at")}, {_n("location")},
+       {_n("location_id")}, {_n("previous")}, {_n("recipient")}, {_n("tlc_source")}, {_n("tlc_reference")},
+       {_n("input_tlc")}, {_n("input_product")}, NULLIF(input_quantity, ''), NULLIF(input_uom, ''),
+       {_n("doc_type")}, {_n("doc_number")}, {_n("lot_code")}
 FROM (
     SELECT 'Receiving' AS cte, 1 AS k, r.id AS ord, r.received_at AS at, {_TLC} AS tlc, l.product,
            trim_scale(l.quantity)::text AS quantity, l.uom, {_place("t")} AS location, {_gln("t")} AS location_id,
@@ -204,14 +212,40 @@ async def render(
     pool: asyncpg.Pool, args: tuple[Any, ...], lot_ids: list[int] | None = None
 ) -> AsyncIterator[bytes]:
     """The spreadsheet in pieces: the header, then the rows in event order (time, then receiving
-    before transformation before shipping)."""
-    sheet = Sheet()
+    before transformation before shipping). PostgreSQL writes the CSV rows itself (COPY of the
+    query, its cells neutralised in the query by the same rule): several times faster than a
+    cursor and Python's csv module, and as flat in memory, since COPY streams and a bounded queue
+    holds the connection back while the client reads."""
+    sheet = Sheet(lineterminator="\n")
     sheet.row(COLUMNS)
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        cursor = await conn.cursor(QUERY, *args, lot_ids)
-        while rows := await cursor.fetch(FETCH):
-            for row in rows:
-                sheet.row(row)
-            if sheet.full():
-                yield sheet.take()
     yield sheet.take()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=QUEUED)
+    failed: list[Exception] = []
+
+    async def copy() -> None:
+        try:
+            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                # The rows are sorted by time in the database: room for 100,000 rows in memory
+                # rather than a sort on disk (for this transaction only).
+                await conn.execute(f"SET LOCAL work_mem = '{SORT_MEMORY}'")
+                await conn.copy_from_query(QUERY, *args, lot_ids, output=queue.put, format="csv")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # handed to the reader, which raises it
+            failed.append(exc)
+        await queue.put(None)
+
+    task = asyncio.create_task(copy())
+    try:
+        piece = bytearray()
+        while (data := await queue.get()) is not None:
+            piece += data
+            if len(piece) >= PIECE:
+                yield bytes(piece)
+                piece.clear()
+        if failed:
+            raise failed[0]
+        yield bytes(piece)
+    finally:
+        if not task.done():
+            task.cancel()
