@@ -1,6 +1,6 @@
-"""Routes that stream: trace exports (CSV, GS1 EPCIS 2.0 JSON-LD), a drill's CSV, and the bulk
-import (multipart upload streamed to the genealogy service). Rows go out as they arrive, so a
-100,000-row export is never held whole in the gateway."""
+"""Routes that stream: the exports the genealogy service renders (FSMA 204 CSV, EPCIS 2.0 JSON-LD,
+relayed as bytes by gateway/relay.py), a drill's CSV, and the bulk import (multipart upload
+streamed to the genealogy service). Nothing is held whole in the gateway."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from flowviz.core import auth
 from flowviz.core.config import settings
@@ -27,106 +27,11 @@ from gateway.errors import error_response, failure_response
 Metadata = tuple[tuple[str, str], ...]
 Call = Callable[[Request, Any, Metadata], Awaitable[Response]]
 
-EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
-LOT_URN = "urn:flowviz:lot:"  # an LGTIN-like class id: <product> is not a GTIN here
-
 
 def _csv_line(values: Iterable[Any]) -> bytes:
     buffer = io.StringIO()
     csv.writer(buffer).writerow(map(neutralise, values))
     return buffer.getvalue().encode()
-
-
-def _export_request(request: Request) -> genealogy_pb2.ExportTraceRequest:
-    data: dict[str, Any] = {"lot_code": request.path_params["lot_code"]}
-    if "direction" in request.query_params:
-        data["direction"] = request.query_params["direction"]
-    message = genealogy_pb2.ExportTraceRequest()
-    fill(message, data)
-    return message
-
-
-async def _first(stream: Any) -> tuple[Any | None, AsyncIterator[Any]]:
-    """Read the first item before answering, so a failure still gets its own HTTP status."""
-    iterator = stream.__aiter__()
-    try:
-        return await iterator.__anext__(), iterator
-    except StopAsyncIteration:
-        return None, iterator
-
-
-async def _rows(first: Any | None, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    if first is None:
-        return
-    yield first
-    async for row in rest:
-        yield row
-
-
-def _epcis_event(rows: list[Any]) -> bytes:
-    """One TransformationEvent: a production run's inputs and outputs with their quantities."""
-    head = rows[0]
-    inputs: dict[str, dict[str, Any]] = {}
-    outputs: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        item = inputs.setdefault(
-            r.input_lot_code, {"epcClass": LOT_URN + r.input_lot_code, "quantity": 0.0, "uom": r.input_uom}
-        )
-        item["quantity"] += r.input_quantity
-        outputs[r.output_lot_code] = {
-            "epcClass": LOT_URN + r.output_lot_code,
-            "quantity": r.output_quantity,
-            "uom": r.output_uom,
-        }
-    event: dict[str, Any] = {
-        "type": "TransformationEvent",
-        "eventTime": head.event_time.ToJsonString(),
-        "eventTimeZoneOffset": "+00:00",
-        "inputQuantityList": list(inputs.values()),
-        "outputQuantityList": list(outputs.values()),
-        "bizStep": "transforming" if head.run_code else "commissioning",
-    }
-    if head.run_code:
-        event["transformationID"] = f"urn:flowviz:run:{head.run_code}"
-        event["bizTransactionList"] = [
-            {"type": "prodorder", "bizTransaction": f"urn:flowviz:run:{head.run_code}"}
-        ]
-    if head.stream_code:
-        event["bizLocation"] = {"id": f"urn:flowviz:stream:{head.stream_code}"}
-    return orjson.dumps(event)
-
-
-async def trace_jsonld(request: Request, upstreams: Any, metadata: Metadata) -> Response:
-    call = upstreams.genealogy.ExportTrace(
-        _export_request(request), timeout=settings().rpc_timeout * 12, metadata=metadata
-    )
-    first, rest = await _first(call)
-
-    async def body() -> AsyncIterator[bytes]:
-        yield (
-            b'{"@context":["' + EPCIS_CONTEXT.encode() + b'"],"type":"EPCISDocument","schemaVersion":"2.0",'
-            b'"creationDate":"' + _now().encode() + b'","epcisBody":{"eventList":['
-        )
-        # Rows come grouped by event (the service sorts by time, then run): one event per run.
-        group: list[Any] = []
-        separator = b""
-        async for r in _rows(first, rest):
-            key = r.run_code or f"{r.output_lot_code}"
-            if group and key != (group[0].run_code or group[0].output_lot_code):
-                yield separator + _epcis_event(group)
-                separator, group = b",", []
-            group.append(r)
-        if group:
-            yield separator + _epcis_event(group)
-        yield b"]}}"
-
-    return StreamingResponse(body(), media_type="application/ld+json")
-
-
-def _now() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 async def scenario_csv(request: Request, upstreams: Any, metadata: Metadata) -> Response:
@@ -369,10 +274,11 @@ STREAMING_ROUTES: list[tuple[str, str, Call, dict[str, Any]]] = [
     (
         "GET",
         "/api/traceability/{lot_code}/export.jsonld",
-        trace_jsonld,
+        relay.relay(relay.of_lot(genealogy_pb2.EXPORT_FORMAT_EPCIS_JSONLD)),
         {
-            "summary": "The trace as GS1 EPCIS 2.0 JSON-LD: production runs as TransformationEvents with input and "
-            "output quantity lists, streamed",
+            "summary": "The trace as GS1 EPCIS 2.0 JSON-LD (valid by GS1's schema): receipts and shipments as "
+            "ObjectEvents, production runs as TransformationEvents with input and output quantity lists, lots and "
+            "locations as master data; rendered by the genealogy service and streamed",
             "tags": ["traceability"],
             "operationId": "ExportTraceJsonLd",
             "parameters": [_lot_param(), DIRECTION],
@@ -512,6 +418,25 @@ STREAMING_ROUTES += [
             "ExportFsma204",
             _range_params(),
         ),
+    ),
+    (
+        "GET",
+        "/api/epcis",
+        relay.relay(relay.of_range(genealogy_pb2.EXPORT_FORMAT_EPCIS_JSONLD)),
+        {
+            "summary": "Every receiving, transformation and shipping event of the products (and/or the lot code range) "
+            "in the time range as one GS1 EPCIS 2.0 JSON-LD document (valid by GS1's schema), streamed",
+            "tags": ["traceability"],
+            "operationId": "ExportEpcis",
+            "parameters": _range_params(),
+            "responses": {
+                "200": {
+                    "description": "EPCIS document",
+                    "content": {"application/ld+json": {"schema": {"type": "object"}}},
+                },
+                **_errors(400, 401, 403, 503, 504),
+            },
+        },
     ),
     (
         "GET",

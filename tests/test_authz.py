@@ -83,6 +83,7 @@ HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/recall/{lot_code}/notifications.csv"): READ,
     ("POST", "/api/supplier-trace"): READ,
     ("GET", "/api/fsma204"): READ,
+    ("GET", "/api/epcis"): READ,
     ("GET", "/api/traceability/{lot_code}/fsma204.csv"): READ,
 }
 NAME_OF_ROLE = {role: name for name, role in USERS.items()}

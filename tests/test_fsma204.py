@@ -58,12 +58,12 @@ def test_an_fda_request_lists_every_event_with_its_kdes(http: httpx.Client, chai
     rows = sheet(http.get("/api/fsma204", params=params))
     assert [(r["Critical Tracking Event"], r["Internal Lot Code"], r["Input Traceability Lot Code"]) for r in rows] == [
         ("Receiving", chain["spinach"], ""),
-        ("Transformation", chain["salad"], f"S/{chain['spinach']}"),
         # The oil is no product of the request, but it went into the salad: its row is there.
         ("Transformation", chain["salad"], f"S/{chain['oil']}"),
+        ("Transformation", chain["salad"], f"S/{chain['spinach']}"),
         ("Shipping", chain["salad"], ""),
     ]  # fmt: skip
-    received, mixed, oil, shipped = rows
+    received, oil, mixed, shipped = rows
     # A received lot keeps the supplier's traceability lot code, sourced at the supplier's site.
     assert received["Traceability Lot Code"] == f"S/{chain['spinach']}"
     assert (received["Quantity"], received["Unit of Measure"]) == ("100", "kg")

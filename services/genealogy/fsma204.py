@@ -154,7 +154,7 @@ FROM (
     {_RECEIPT_OF}
     WHERE sh.shipped_at >= $4 AND sh.shipped_at < $5 AND {_LOT_MATCHES}
 ) ev
-ORDER BY at, k, ord
+ORDER BY at, k, lot_code, input_tlc, ord
 """
 
 

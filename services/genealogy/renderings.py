@@ -12,10 +12,12 @@ import asyncpg
 from flowviz.core import validation
 from flowviz.core.errors import InvalidArgument, NotFound
 from flowviz.genealogy.v1 import genealogy_pb2
-from services.genealogy import convert, exports, fsma204
+from services.genealogy import convert, epcis, exports, fsma204
 
 CSV = "text/csv; charset=utf-8"
 JSONLD = "application/ld+json"
+# Every product, lot code and time: a lot's trace names its lots by id.
+WHOLE: tuple[object, ...] = (None, None, None, *fsma204.WHOLE_TIME)
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,14 @@ async def open_rendering(pool: asyncpg.Pool, request: genealogy_pb2.RenderExport
     if fmt == genealogy_pb2.EXPORT_FORMAT_FSMA204_CSV:
         if request.lot_code:
             code, ids = await _lot(pool, request)
-            whole: tuple[object, ...] = (None, None, None, *fsma204.WHOLE_TIME)
-            return Rendering(fsma204.render(pool, whole, ids), CSV, f"fsma204-{code}.csv")
+            return Rendering(fsma204.render(pool, WHOLE, ids), CSV, f"fsma204-{code}.csv")
         args = _range(request)
         return Rendering(fsma204.render(pool, args), CSV, "fsma204.csv")
+    if fmt == genealogy_pb2.EXPORT_FORMAT_EPCIS_JSONLD:
+        if request.lot_code:
+            code, ids = await _lot(pool, request)
+            return Rendering(epcis.render(pool, WHOLE, ids), JSONLD, f"epcis-{code}.jsonld")
+        return Rendering(epcis.render(pool, _range(request)), JSONLD, "epcis.jsonld")
     raise InvalidArgument(
         "FORMAT_INVALID", "format must be fsma204_csv, epcis_jsonld or trace_csv", field="format"
     )
