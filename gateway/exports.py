@@ -452,6 +452,63 @@ STREAMING_ROUTES += [
 ]
 
 
+def _capture_reply(description: str) -> dict[str, Any]:
+    schema = {
+        "anyOf": [
+            {"$ref": "#/components/schemas/CaptureEpcisResponse"},
+            {"$ref": "#/components/schemas/Error"},
+        ]
+    }
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+STREAMING_ROUTES.append(
+    (
+        "POST",
+        "/api/epcis/capture",
+        relay.capture,
+        {
+            "summary": "Capture an EPCIS 2.0 JSON(-LD) document (ObjectEvents receiving and shipping, TransformationEvents "
+            "for runs): validated against GS1's EPCIS 2.0 JSON Schema and flowviz's rules, every event recorded in one "
+            "transaction or none (Idempotency-Key: a retry replays it), with a report per event",
+            "tags": ["traceability"],
+            "operationId": "CaptureEpcis",
+            "parameters": [
+                {
+                    "name": "idempotency-key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 180},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "application/ld+json": {"schema": {"type": "object"}},
+                },
+            },
+            "responses": {
+                "201": _capture_reply("Every event recorded"),
+                "200": _capture_reply("Recorded earlier under this Idempotency-Key (replayed)"),
+                "400": _capture_reply(
+                    "Nothing recorded: an event is malformed (the report says which and why), or the "
+                    "document is no EPCIS 2.0 document (an Error)"
+                ),
+                "404": _capture_reply(
+                    "Nothing recorded: an event names a lot, partner or location that does not exist"
+                ),
+                "409": _capture_reply(
+                    "Nothing recorded: an event is refused by the data (not enough left, a lot on hold, "
+                    "a lot that exists)"
+                ),
+                **_errors(401, 403, 413, 422, 503, 504),
+            },
+        },
+    )
+)
+
+
 async def guarded(call: Call, request: Request, upstreams: Any, metadata: Metadata) -> Response:
     try:
         return await call(request, upstreams, metadata)

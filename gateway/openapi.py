@@ -233,6 +233,7 @@ def build() -> dict[str, Any]:
             operation = _import_format(operation)
         paths.setdefault(path, {})[method.lower()] = {"security": [{"bearerAuth": []}], **operation}
     refs["ImportGenealogyResponse"] = genealogy_pb2.ImportGenealogyResponse.DESCRIPTOR
+    refs["CaptureEpcisResponse"] = genealogy_pb2.CaptureEpcisResponse.DESCRIPTOR
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "Health": HEALTH_SCHEMA, **FLAT}
     refs["Lot"] = lots_pb2.Lot.DESCRIPTOR
     done: set[str] = set()

@@ -7,12 +7,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from flowviz.core.config import settings
-from flowviz.core.protojson import fill
+from flowviz.core.protojson import fill, to_json
 from flowviz.genealogy.v1 import genealogy_pb2
+from gateway.errors import error_response
 
 Metadata = tuple[tuple[str, str], ...]
 Build = Callable[[Request], genealogy_pb2.RenderExportRequest]
@@ -70,3 +72,38 @@ def relay(build: Build) -> Callable[[Request, Any, Metadata], Any]:
         )
 
     return call
+
+
+# A captured document goes to the genealogy service whole (its gRPC limit is 16 MiB).
+CAPTURE_MAX_BYTES = 8 * 1024 * 1024
+# A refused capture's status: the gravest kind among its refused events.
+STATUS_OF_CODE = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404}
+
+
+def capture_status(reply: genealogy_pb2.CaptureEpcisResponse) -> int:
+    if reply.ok:
+        return 200 if reply.replayed else 201
+    codes = {e.code for e in reply.events if e.code}
+    return next((status for code, status in STATUS_OF_CODE.items() if code in codes), 409)
+
+
+async def capture(request: Request, upstreams: Any, metadata: Metadata) -> Response:
+    """POST /api/epcis/capture: the EPCIS document as sent, with the Idempotency-Key."""
+    if int(request.headers.get("content-length") or 0) > CAPTURE_MAX_BYTES:
+        return error_response(413, "INVALID_ARGUMENT", f"the document is larger than {CAPTURE_MAX_BYTES} bytes",
+                              "BODY_TOO_LARGE")  # fmt: skip
+    document = bytearray()
+    async for piece in request.stream():
+        document += piece
+        if len(document) > CAPTURE_MAX_BYTES:
+            return error_response(413, "INVALID_ARGUMENT", f"the document is larger than {CAPTURE_MAX_BYTES} bytes",
+                                  "BODY_TOO_LARGE")  # fmt: skip
+    message = genealogy_pb2.CaptureEpcisRequest(
+        document=bytes(document), idempotency_key=request.headers.get("idempotency-key", "")
+    )
+    reply = await upstreams.genealogy.CaptureEpcis(
+        message, timeout=settings().rpc_timeout * 12, metadata=metadata
+    )
+    return Response(
+        orjson.dumps(to_json(reply)), status_code=capture_status(reply), media_type="application/json"
+    )

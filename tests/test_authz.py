@@ -84,6 +84,7 @@ HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/supplier-trace"): READ,
     ("GET", "/api/fsma204"): READ,
     ("GET", "/api/epcis"): READ,
+    ("POST", "/api/epcis/capture"): OPERATE,
     ("GET", "/api/traceability/{lot_code}/fsma204.csv"): READ,
 }
 NAME_OF_ROLE = {role: name for name, role in USERS.items()}

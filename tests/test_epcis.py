@@ -1,6 +1,6 @@
 """EPCIS 2.0 JSON-LD exports (per lot and for a time range) of a genealogy with every event type
 (receiving, transformation, shipping), checked against GS1's published EPCIS 2.0 JSON Schema
-(tests/fixtures/epcis, formats included), and what they say of each event."""
+(services/genealogy/EPCIS-JSON-Schema.json, formats included; the capture checks with the same), and what they say of each event."""
 
 from __future__ import annotations
 
@@ -17,7 +17,9 @@ import pytest
 from flowviz.core.validation import gs1_check_digit
 from tests.test_shipping import make_parties, receive, ship, tag
 
-SCHEMA = json.loads((Path(__file__).parent / "fixtures" / "epcis" / "EPCIS-JSON-Schema.json").read_text())
+SCHEMA = json.loads(
+    (Path(__file__).parent.parent / "services" / "genealogy" / "EPCIS-JSON-Schema.json").read_text()
+)
 VALIDATOR = jsonschema.Draft7Validator(SCHEMA, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
 
 

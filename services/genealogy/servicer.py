@@ -14,7 +14,7 @@ import orjson
 
 from flowviz import importer
 from flowviz.core import audit, auth, paging, validation
-from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, Unavailable
+from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lineage import ancestors, neighbourhood_ancestors
 from flowviz.core.lotrow import apply_qc_status, lot_message
@@ -28,6 +28,7 @@ from services.genealogy import (
     accountability,
     answers,
     balance,
+    capture,
     convert,
     corrections,
     exports,
@@ -646,7 +647,53 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
     async def CaptureEpcis(
         self, request: genealogy_pb2.CaptureEpcisRequest, context: Context
     ) -> genealogy_pb2.CaptureEpcisResponse:
-        raise Unavailable("CAPTURE_NOT_YET", "EPCIS capture is not available yet")
+        key = request.idempotency_key
+        if key:
+            validation.text(key, "idempotency_key", max_len=capture.KEY_MAX)
+        body = capture.parse(request.document)
+        whole, per_event = capture.schema_errors(body)
+        if whole:
+            raise InvalidArgument(
+                "EPCIS_SCHEMA_INVALID",
+                "the document does not validate against GS1's EPCIS 2.0 JSON Schema: " + "; ".join(whole[:5]),
+                field="document",
+            )
+        events = body["epcisBody"]["eventList"]
+        if not events or len(events) > capture.MAX_EVENTS:
+            raise InvalidArgument(
+                "EPCIS_EVENTS_COUNT",
+                f"eventList must hold 1 to {capture.MAX_EVENTS} events",
+                field="document",
+            )
+        async with self.r.pool.acquire() as conn:
+            data = await capture.master_data(conn, body, events)
+        planned = capture.plan(body, data, key)
+        for index, messages in per_event.items():
+            planned[index].rejected = capture.Rejected("EPCIS_SCHEMA_INVALID", "; ".join(messages[:3]))
+        used = sorted({code for p in planned if p.rejected is None for code in p.uses})
+        lineage = await ancestors(self.r.pool, used) if used else {}
+        ok = await capture.record(self.r.pool, planned, key, self._blocked)
+        if ok:
+            created = [code for p in planned for code in p.creates]
+            await self.r.cache.invalidate(
+                [*created, *used, *(a for found in lineage.values() for a in found)]
+            )
+        return capture.report(planned, ok)
+
+    async def _blocked(self, codes: list[str]) -> dict[str, str]:
+        """Of the given lots, those QC keeps from being consumed or shipped, with the message why."""
+        rows = await self.r.pool.fetch("SELECT lot_code FROM lots WHERE lot_code = ANY($1::text[])", codes)
+        known = [r["lot_code"] for r in rows]
+        if not known:
+            return {}
+        found: dict[str, str] = {}
+        for status in await self._qc_statuses(known, await ancestors(self.r.pool, known)):
+            if status.blocked:
+                b = status.blocking[0]
+                found[status.lot_code] = runs.blocked(
+                    status.lot_code, b.status, b.lot_code, b.decision_id, b.reason, "lot"
+                )
+        return found
 
 
 def _positive_id(value: int) -> int:
