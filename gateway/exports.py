@@ -376,18 +376,21 @@ STREAMING_ROUTES: list[tuple[str, str, Call, dict[str, Any]]] = [
 
 
 def _range_params() -> list[dict[str, Any]]:
-    text = {"type": "string"}
+    when = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
+    code = {"type": "string", "pattern": r"^[^\x00-\x1f]*$", "maxLength": 64}
     return [
         {"name": "product", "in": "query", "required": False, "style": "form", "explode": True,
          "description": "a product (repeat for a list); none: every product",
-         "schema": {"type": "array", "items": text}},
-        {"name": "from", "in": "query", "required": True, "schema": text,
-         "description": "start of the time range: a date (YYYY-MM-DD) or an RFC 3339 time"},
-        {"name": "to", "in": "query", "required": True, "schema": text,
+         "schema": {"type": "array", "items": {"type": "string"}}},
+        {"name": "from", "in": "query", "required": True, "schema": when,
+         "description": "start of the time range: a date (YYYY-MM-DD) or an RFC 3339 time; before `to` (400 "
+                        "TIME_RANGE_INVALID)"},
+        {"name": "to", "in": "query", "required": True, "schema": when,
          "description": "end of the time range: a date (inclusive) or an RFC 3339 time (exclusive)"},
-        {"name": "lot_code_from", "in": "query", "required": False, "schema": text,
-         "description": "lowest traceability lot code (or lot code) of the range"},
-        {"name": "lot_code_to", "in": "query", "required": False, "schema": text,
+        {"name": "lot_code_from", "in": "query", "required": False, "schema": code,
+         "description": "lowest traceability lot code (or lot code) of the range; not after `lot_code_to` (400 "
+                        "LOT_CODE_RANGE_INVALID)"},
+        {"name": "lot_code_to", "in": "query", "required": False, "schema": code,
          "description": "highest traceability lot code (or lot code) of the range"},
     ]  # fmt: skip
 
@@ -483,6 +486,8 @@ STREAMING_ROUTES.append(
             ],
             "requestBody": {
                 "required": True,
+                "description": "An EPCIS 2.0 document (JSON or JSON-LD) that validates against GS1's EPCIS 2.0 JSON "
+                "Schema, https://gs1.github.io/EPCIS/EPCIS-JSON-Schema.json (400 EPCIS_SCHEMA_INVALID otherwise)",
                 "content": {
                     "application/json": {"schema": {"type": "object"}},
                     "application/ld+json": {"schema": {"type": "object"}},

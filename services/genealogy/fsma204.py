@@ -166,15 +166,16 @@ def time_bound(value: str, field: str, *, end: bool) -> datetime | None:
         if len(value) == 10:
             day = date.fromisoformat(value)
             start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-            return start + timedelta(days=1) if end else start
-        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return start + timedelta(days=1) if end and day < date.max else start
+        at = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
     except ValueError:
         raise InvalidArgument(
             "TIME_INVALID", f"{field} must be a date (YYYY-MM-DD) or an RFC 3339 time", field=field
         ) from None
     if at.tzinfo is None:
         raise InvalidArgument("TIME_INVALID", f"{field} needs a time zone offset (or Z)", field=field)
-    return at
+    # Within what PostgreSQL and Python both hold (an offset can push year 1 below it).
+    return max(WHOLE_TIME[0], min(at, WHOLE_TIME[1]))
 
 
 def arguments(
@@ -183,9 +184,9 @@ def arguments(
     """The query's first five parameters from a request, checked (a 400 names the field)."""
     if len(products) > MAX_PRODUCTS:
         raise InvalidArgument(
-            "PRODUCTS_TOO_MANY", f"products: at most {MAX_PRODUCTS} per request", field="products"
+            "PRODUCTS_TOO_MANY", f"product: at most {MAX_PRODUCTS} per request", field="product"
         )
-    names = [validation.text(p, "products").strip() for p in products]
+    names = [validation.text(p, "product").strip() for p in products]
     low = validation.text(lot_code_from, "lot_code_from", max_len=64) if lot_code_from else None
     high = validation.text(lot_code_to, "lot_code_to", max_len=64) if lot_code_to else None
     if low is not None and high is not None and low > high:
