@@ -160,6 +160,13 @@ def test_one_refused_event_records_none_and_the_report_says_which(http: httpx.Cl
     assert held.status_code == 201, held.text
     r = http.post(CAPTURE, json=doc)
     assert r.status_code == 409 and r.json()["events"][1]["reason"] == "LOT_BLOCKED", r.text
+    # Events that are no events: refused by the schema, each named, nothing recorded.
+    broken = {**doc, "epcisBody": {"eventList": [new, 5, {**ship, "quantityList": ["7 kg"]}]}}
+    r = http.post(CAPTURE, json=broken)
+    assert r.status_code == 400, r.text
+    assert [(e["index"], e["status"], e["reason"]) for e in r.json()["events"]] == [
+        (0, "not_recorded", ""), (1, "rejected", "EPCIS_SCHEMA_INVALID"), (2, "rejected", "EPCIS_SCHEMA_INVALID")
+    ]  # fmt: skip
     # Not an EPCIS document at all: 400 naming the document.
     for body in (b"not json", b'{"type": "EPCISDocument"}', b"[]"):
         r = http.post(CAPTURE, content=body)

@@ -343,11 +343,17 @@ def production_run(r: Reader, key: str) -> genealogy_pb2.RecordProductionRunRequ
     return request
 
 
-def plan(body: dict[str, Any], data: MasterData, key: str) -> list[Planned]:
-    """Every event of the document read as a request (or rejected, with why)."""
+def plan(body: dict[str, Any], data: MasterData, key: str, invalid: dict[int, list[str]]) -> list[Planned]:
+    """Every event of the document read as a request, or rejected with why: first by GS1's
+    schema (`invalid`: its messages per event, such an event is not read further)."""
     events = (body.get("epcisBody") or {}).get("eventList") or []
     planned: list[Planned] = []
     for i, event in enumerate(events):
+        if i in invalid or not isinstance(event, dict):
+            messages = "; ".join(invalid.get(i, ["an event must be an object"])[:3])
+            kind = str(event.get("type", "")) if isinstance(event, dict) else ""
+            planned.append(Planned(i, kind, "", rejected=Rejected("EPCIS_SCHEMA_INVALID", messages)))
+            continue
         kind, step = str(event.get("type", "")), _term(str(event.get("bizStep", "")), CBV_PREFIXES)
         item = Planned(i, kind, step)
         planned.append(item)

@@ -667,9 +667,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             )
         async with self.r.pool.acquire() as conn:
             data = await capture.master_data(conn, body, events)
-        planned = capture.plan(body, data, key)
-        for index, messages in per_event.items():
-            planned[index].rejected = capture.Rejected("EPCIS_SCHEMA_INVALID", "; ".join(messages[:3]))
+        planned = capture.plan(body, data, key, per_event)
         used = sorted({code for p in planned if p.rejected is None for code in p.uses})
         lineage = await ancestors(self.r.pool, used) if used else {}
         ok = await capture.record(self.r.pool, planned, key, self._blocked)
