@@ -7,7 +7,8 @@ By default it starts its own system (embedded PostgreSQL and Valkey on free port
 service and the gateway, as the tests do), writes --lots received lots of one product over 30
 days into it with SQL (a run per lot mixing two of them into a product of its own, and two
 shipments of each output), then asks GET /api/fsma204 for both products over the 30 days:
---lots receipts + 2 x --lots transformation rows + 2 x --lots shipments.
+--lots receipts + 2 x --lots transformation rows + 2 x --lots shipments; and once GET /api/epcis
+for the same (events/s, for comparison).
 
     .venv/bin/python bench/fsma204_bench.py --lots 20000       # 100,000 rows
 """
@@ -129,6 +130,16 @@ def main() -> None:
                             f"request {i + 1}: {rows} rows, {size / 2**20:.1f} MiB in {took:.2f} s = "
                             f"{rows / took:,.0f} rows/s; first byte {first * 1000:.0f} ms; {memory}"
                         )
+                    # The same request as one EPCIS 2.0 document (no goal; for comparison).
+                    started = time.perf_counter()
+                    r = http.get("/api/epcis", params=params)
+                    r.raise_for_status()
+                    took = time.perf_counter() - started
+                    events = len(r.json()["epcisBody"]["eventList"])
+                    print(
+                        f"EPCIS: {events} events, {len(r.content) / 2**20:.1f} MiB in {took:.2f} s = "
+                        f"{events / took:,.0f} events/s; genealogy RSS {rss(procs['genealogy']):.0f} MiB"
+                    )
         finally:
             vk.stop()
             pg.stop()

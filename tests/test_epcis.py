@@ -181,6 +181,13 @@ def test_a_time_range_export_has_only_its_events(http: httpx.Client, chain: dict
     assert [e["bizTransactionList"][0]["bizTransaction"] for e in doc["epcisBody"]["eventList"]] == [
         f"urn:flowviz:document:invoice:INV-{t}"
     ]
+    # A lot code range matches our code or the supplier's (the traceability lot code).
+    tlc = f"S/{chain['raw2']}"
+    by_tlc = document(http.get("/api/epcis", params={"lot_code_from": tlc, "lot_code_to": tlc, "from": "2026-11-01",
+                                                     "to": "2026-12-31"}))  # fmt: skip
+    assert [e["quantityList"][0]["epcClass"] for e in by_tlc["epcisBody"]["eventList"]] == [
+        f"urn:flowviz:lot:{chain['raw2']}"
+    ]
     empty = document(
         http.get("/api/epcis", params={"product": f"Mix {t}", "from": "2025-01-01", "to": "2025-01-02"})
     )

@@ -118,11 +118,16 @@ def _quantity(uri: str, quantity: float, uom: str) -> dict[str, Any]:
 # $1 products (NULL: any), $2/$3 lot code range (NULL: open), $4/$5 [since, until), $6 lot ids
 # (NULL: any). One row per receipt (k 1), run edge (k 2) and shipment (k 3), in event order; a
 # run's rows come together. A run is in when an output or an input is of the request.
-_LOT_MATCHES = """
-($1::text[] IS NULL OR l.product = ANY($1::text[]))
-AND ($2::text IS NULL OR l.lot_code >= $2) AND ($3::text IS NULL OR l.lot_code <= $3)
+# A lot is in a lot code range by our code or by the supplier's (its traceability lot code), as
+# in the FSMA 204 spreadsheet.
+_IN_RANGE = """
+((($2::text IS NULL OR l.lot_code >= $2) AND ($3::text IS NULL OR l.lot_code <= $3))
+ OR ($2::text IS NOT NULL OR $3::text IS NOT NULL) AND EXISTS (
+    SELECT 1 FROM receipts rr WHERE rr.lot_id = l.id
+    AND ($2::text IS NULL OR rr.supplier_lot_code >= $2) AND ($3::text IS NULL OR rr.supplier_lot_code <= $3)))
 AND ($6::bigint[] IS NULL OR l.id = ANY($6::bigint[]))
 """
+_LOT_MATCHES = f"($1::text[] IS NULL OR l.product = ANY($1::text[])) AND {_IN_RANGE}"
 _RUN_AT = "COALESCE(pr.ended_at, pr.started_at, pr.created_at, l.produced_at, l.created_at)"
 _COLUMNS = """k, at, id, lot_id, lot_code, product, quantity, uom, doc_type, doc_number, partner_code,
 partner_gln, from_code, from_gln, to_code, to_gln, carrier_code, carrier_gln, run_code, stream_code, phase_code,
@@ -149,8 +154,7 @@ SELECT {_COLUMNS} FROM (
       AND (($1::text[] IS NULL OR l.product = ANY($1::text[]) OR EXISTS (
               SELECT 1 FROM lot_genealogy e2 JOIN lots p2 ON p2.id = e2.parent_lot_id
               WHERE e2.child_lot_id = l.id AND p2.product = ANY($1::text[])))
-           AND ($2::text IS NULL OR l.lot_code >= $2) AND ($3::text IS NULL OR l.lot_code <= $3)
-           AND ($6::bigint[] IS NULL OR l.id = ANY($6::bigint[])))
+           AND {_IN_RANGE})
   UNION ALL
     SELECT 3, sh.shipped_at, sh.id, l.id, l.lot_code, l.product, sh.quantity::float8, sh.uom, sh.document_type,
            sh.document_number, c.code, c.gln, f.code, f.gln, t.code, t.gln, k.code, k.gln, '', '', '', NULL, '', '',
