@@ -2,13 +2,15 @@
 time range the FDA names, every receiving, transformation and shipping event with its key data
 elements, one row per event (a transformation: one row per input lot).
 
-Columns. The FDA publishes a downloadable sortable-spreadsheet template (announced with its
-Food Traceability Rule resources, see e.g. https://albawheelsup.com/trade_news/fda-updates-food-
-traceability-resources/). The template file itself was not at hand when this was written, so the
-column names below follow the wording of the key data elements in the rule itself, in its order:
+Columns. The FDA publishes an electronic sortable spreadsheet template (an xlsx,
+https://www.fda.gov/media/179617/download, announced with the rule's resources, e.g.
+https://albawheelsup.com/trade_news/fda-updates-food-traceability-resources/; the FDA calls it
+illustrative, not mandatory). Its column names could not be read from the references at hand,
+so the names below follow the wording of the key data elements in the rule itself, in its order:
 receiving 21 CFR 1.1345(a), transformation 1.1350(a), shipping 1.1340(a) (text as quoted in
-https://regulations.justia.com/regulations/fedreg/2022/11/21/2022-24417.html). A column a CTE
-does not have is empty in its rows; the last column, Internal Lot Code, is flowviz's own.
+https://regulations.justia.com/regulations/fedreg/2022/11/21/2022-24417.html). One CSV holds
+every CTE (the CTE in the first column), where the template is said to give each CTE a tab; a
+column a CTE does not have is empty in its rows; the last, Internal Lot Code, is flowviz's own.
 
 The traceability lot code of a lot we received is the supplier's (it keeps its TLC until a
 transformation gives it a new one, 1.1320), with the supplier's ship-from site as its source; a
