@@ -49,7 +49,6 @@ from flowviz import local
 from flowviz.core import audit, validation
 from flowviz.core.cache import Cache
 from flowviz.core.identity import caller_name
-from flowviz.core.lotrow import STATUS_OF_DECISION
 from services.genealogy import runs, units
 
 LOTS_COLUMNS = ("lot_code", "kind", "product", "quantity", "uom", "produced_at")
@@ -508,23 +507,20 @@ ORDER BY x.parent, x.rn
 RULE_MISMATCHED = _CONSUMPTION + "SELECT e.parent, e.rn, e.edge_uom, e.uom FROM e WHERE e.wanted IS NULL"
 
 # Edges that consume a lot of the database that is on hold or rejected, itself or through an
-# ancestor (a lot's latest QC decision is its own status, as qc decides it). One block per
-# edge: the lot's own first, else the earliest decision.
+# ancestor (qc's read model qc_lot_blocks: lots whose latest decision is hold or reject). One
+# block per edge: the lot's own first, else the earliest decision.
 RULE_BLOCKED = """
 WITH RECURSIVE up(root, id) AS (
     SELECT id, id FROM import_refs WHERE parent AND id IS NOT NULL
     UNION
     SELECT up.root, e.parent_lot_id FROM lot_genealogy e JOIN up ON e.child_lot_id = up.id
 ), b AS (
-    SELECT DISTINCT ON (up.root) up.root, up.id, d.id AS decision_id, d.decision, d.reason
-    FROM up CROSS JOIN LATERAL (
-        SELECT q.id, q.decision, q.reason FROM qc_decisions q WHERE q.lot_id = up.id ORDER BY q.id DESC LIMIT 1
-    ) d
-    WHERE d.decision IN ('hold', 'reject')
-    ORDER BY up.root, up.id <> up.root, d.id
+    SELECT DISTINCT ON (up.root) up.root, up.id, d.decision_id, d.status, d.reason
+    FROM up JOIN qc_lot_blocks d ON d.lot_id = up.id
+    ORDER BY up.root, up.id <> up.root, d.decision_id
 )
 SELECT s.rn, s.parent, (SELECT l.lot_code FROM lots l WHERE l.id = b.id) AS blocking_lot,
-       b.decision_id, b.decision, b.reason
+       b.decision_id, b.status, b.reason
 FROM b JOIN import_refs r ON r.id = b.root JOIN import_edges s ON s.parent = r.code
 """
 
@@ -753,8 +749,7 @@ async def _rule_violations(conn: asyncpg.Connection) -> list[RowError]:
                 RowError("genealogy", c["rn"], "quantity", reason, value, runs.INSUFFICIENT_QUANTITY)
             )
     for b in await conn.fetch(RULE_BLOCKED):
-        status = STATUS_OF_DECISION[b["decision"]]
-        reason = runs.blocked(b["parent"], status, b["blocking_lot"], b["decision_id"], b["reason"])
+        reason = runs.blocked(b["parent"], b["status"], b["blocking_lot"], b["decision_id"], b["reason"])
         found.append(RowError("genealogy", b["rn"], "parent_lot_code", reason, b["parent"], runs.LOT_BLOCKED))
     return sorted(found, key=lambda e: e.row)
 

@@ -17,12 +17,11 @@ from starlette.responses import Response
 
 from flowviz.core import auth
 from flowviz.core.config import settings
-from flowviz.core.errors import RpcFailure, from_rpc_error
-from flowviz.core.protojson import JsonInputError, enum_values, fill, to_json
+from flowviz.core.protojson import enum_values, fill, to_json
 from flowviz.genealogy.v1 import genealogy_pb2
 from gateway import relay, uploads
 from gateway.csvcells import neutralise
-from gateway.errors import error_response, failure_response
+from gateway.errors import error_response
 
 Metadata = tuple[tuple[str, str], ...]
 Call = Callable[[Request, Any, Metadata], Awaitable[Response]]
@@ -171,10 +170,7 @@ async def import_files(request: Request, upstreams: Any, metadata: Metadata) -> 
     """multipart/form-data with files `lots` and/or `genealogy`, streamed on as the body arrives."""
     # The caller's role first: a viewer's upload is refused before a byte of it is read.
     identity = request.app.state.verifier.verify(auth.bearer(request.headers.get("authorization")) or "")
-    try:
-        auth.require(identity, *UPLOAD_ROLES)
-    except auth.PermissionDenied as exc:
-        return failure_response(RpcFailure(exc.code, exc.message, exc.reason, exc.metadata))
+    auth.require(identity, *UPLOAD_ROLES)
     mode = IMPORT_MODES.get(request.query_params.get("mode", "strict"))
     if mode is None:
         return error_response(
@@ -205,7 +201,7 @@ async def import_files(request: Request, upstreams: Any, metadata: Metadata) -> 
         if not refused:
             raise
     if refused:
-        return error_response(refused[0].status, "INVALID_ARGUMENT", refused[0].message, refused[0].reason)
+        raise refused[0]
     return Response(
         orjson.dumps(to_json(reply)), status_code=200 if reply.ok else 400, media_type="application/json"
     )
@@ -512,12 +508,3 @@ STREAMING_ROUTES.append(
         },
     )
 )
-
-
-async def guarded(call: Call, request: Request, upstreams: Any, metadata: Metadata) -> Response:
-    try:
-        return await call(request, upstreams, metadata)
-    except JsonInputError as exc:
-        return error_response(400, "INVALID_ARGUMENT", f"{exc.field} {exc.message}", "FIELD_INVALID")
-    except grpc.aio.AioRpcError as exc:
-        return failure_response(from_rpc_error(exc))

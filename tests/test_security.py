@@ -25,9 +25,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from flowviz import supervisor
 from flowviz.core import auth, config, logs, validation
 from flowviz.core.config import ConfigError, settings
+from flowviz.core.constraints import database_error
 from flowviz.core.errors import DomainError
+from flowviz.core.interceptors import interceptors
 from flowviz.core.ratelimit import LoginThrottle
-from flowviz.core.server import ErrorInterceptor, Resources, database_error
+from flowviz.core.server import Resources
 from services.lots import users
 from tests.conftest import ROOT, TOKEN_SECRET, Servers, System, bearer, system_env, token
 
@@ -234,7 +236,7 @@ async def test_a_forged_grpc_request_id_is_replaced(
     handler = grpc.method_handlers_generic_handler(
         "flowviz.test.v1.Echo", {"RequestId": grpc.unary_unary_rpc_method_handler(request_id)}
     )
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(resources, {}, frozenset({method}))])
+    server = grpc.aio.server(interceptors=interceptors(resources, {}, frozenset({method})))
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

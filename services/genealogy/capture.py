@@ -14,7 +14,6 @@ event (the same body) or fails with 422 (another body), as the native routes do.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -29,6 +28,7 @@ import orjson
 from google.protobuf.message import Message
 
 from flowviz.core import audit
+from flowviz.core.constraints import database_error
 from flowviz.core.db import Conn
 from flowviz.core.errors import DomainError, InvalidArgument
 from flowviz.genealogy.v1 import genealogy_pb2
@@ -390,16 +390,10 @@ def plan(body: dict[str, Any], data: MasterData, key: str, invalid: dict[int, li
     return planned
 
 
-Blocked = Callable[[list[str]], Awaitable[dict[str, str]]]
-
-
-async def record(pool: asyncpg.Pool, planned: list[Planned], key: str, blocked: Blocked) -> bool:
+async def record(pool: asyncpg.Pool, planned: list[Planned], key: str, refusals: dict[str, str]) -> bool:
     """Record every planned event in one transaction, or none: False (nothing written) when one
-    is refused, each refused event carrying its reason. `blocked` names the lots among those
-    given that QC keeps from being consumed or shipped (with the message why)."""
-    created = {code for p in planned if p.rejected is None for code in p.creates}
-    existing = sorted({code for p in planned if p.rejected is None for code in p.uses} - created)
-    refusals = await blocked(existing) if existing else {}
+    is refused, each refused event carrying its reason. `refusals` names the lots already there
+    that QC keeps from being shipped (with the message why); a run checks its inputs itself."""
     for p in planned:
         hit = next((refusals[c] for c in p.uses if c in refusals), None)
         if p.rejected is None and hit is not None:
@@ -420,10 +414,12 @@ async def record(pool: asyncpg.Pool, planned: list[Planned], key: str, blocked: 
                 except DomainError as exc:
                     p.rejected = Rejected(exc.reason, f"epcisBody/eventList/{p.index}: {exc.message}",
                                           CODE_OF_ERROR.get(exc.code, "INVALID_ARGUMENT"))  # fmt: skip
-                except asyncpg.UniqueViolationError as exc:
-                    what = "run" if "run_code" in str(exc.constraint_name) else "lot"
-                    p.rejected = Rejected(f"{what.upper()}_EXISTS", f"epcisBody/eventList/{p.index}: the {what} "
-                                          "already exists", "ALREADY_EXISTS")  # fmt: skip
+                except asyncpg.PostgresError as exc:
+                    refused = database_error(exc)  # a value the database refused, as the 4xx it is
+                    if refused is None:
+                        raise
+                    p.rejected = Rejected(refused.reason, f"epcisBody/eventList/{p.index}: {refused.message}",
+                                          CODE_OF_ERROR.get(refused.code, "INVALID_ARGUMENT"))  # fmt: skip
             ok = not any(p.rejected for p in planned)
             if ok and not all(p.replayed for p in planned):
                 await audit.record(conn, "capture", "epcis_document", key or "-", events=len(planned),

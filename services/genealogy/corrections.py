@@ -21,8 +21,8 @@ from flowviz.core import audit, validation
 from flowviz.core.db import DB, Conn
 from flowviz.core.errors import Conflict, NotFound
 from flowviz.core.identity import caller_name
-from flowviz.core.lineage import related
 from flowviz.genealogy.v1 import genealogy_pb2
+from services.genealogy.lineage import related
 from services.genealogy.runs import EPSILON
 from services.genealogy.units import to_unit
 
@@ -43,7 +43,7 @@ async def _affected(conn: Conn, lot_codes: list[str]) -> list[str]:
     """Every lot whose cached answer can show these lots or their incoming edges: the lots,
     their ancestors, their descendants and the other parents of those (whose one-level
     answers show a descendant's effective status)."""
-    return await related(conn, lot_codes, up=True, down=True, down_parents=True)
+    return await related(conn, lot_codes)
 
 
 # --- runs -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from flowviz.core.db import DB, Conn
 from flowviz.core.errors import AlreadyExists, Conflict, DomainError, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.genealogy.v1 import genealogy_pb2
-from services.genealogy import balance
+from services.genealogy import balance, effective
 from services.genealogy.balance import RunLine
 from services.genealogy.units import to_unit
 
@@ -56,6 +56,26 @@ def blocked(
     return f"{noun} {lot_code} is {status}{via} (decision {decision_id}: {reason})"
 
 
+async def check_releasable(db: DB, lots: Mapping[int, str], noun: str = "input") -> list[str]:
+    """409 when a lot (id -> code) is on hold or rejected, itself or through an ancestor (qc's
+    rule, from its read model: effective.lineage); else the lots and all their ancestors, whose
+    cached answers consuming or shipping the lots changes. A run calls this inside its own
+    transaction, after locking its inputs."""
+    found = await effective.lineage(db, lots)
+    for code in lots.values():  # the first blocked in the caller's order
+        if blocking := found.blocked.get(code):
+            block = blocking[0]
+            raise Conflict(
+                LOT_BLOCKED,
+                blocked(code, block.status, block.lot_code, block.decision_id, block.reason, noun),
+                lot_code=code,
+                blocking_lot=block.lot_code,
+                decision_id=block.decision_id,
+                status=block.status,
+            )
+    return found.codes
+
+
 class IdempotencyMismatch(DomainError):
     """The same idempotency key came back with a different request."""
 
@@ -67,6 +87,8 @@ class Recorded:
     run_code: str
     # The run as written (None for a replay: the caller reads the earlier run back).
     run: genealogy_pb2.ProductionRun | None
+    # The lots whose cached answers the run changed: its inputs and their ancestors.
+    affected: tuple[str, ...] = ()
 
 
 def request_hash(request: Message) -> str:
@@ -259,6 +281,9 @@ async def record(
             return Recorded(
                 same_request(key, rows[0]["earlier"], rows[0]["request_hash"], digest, "run"), None
             )
+        # Checked here, in the run's transaction, against qc's read model: one statement.
+        id_of = {r["lot_code"]: r["id"] for r in lots}
+        affected = await check_releasable(conn, {id_of[code]: code for code in inputs})
         check_not_voided(lots, rows[0], "input", "consumed")
         check_consumption(lots, inputs, [u for u in rows if u["parent_lot_id"] is not None], "the run")
         written = await conn.fetchrow(
@@ -307,7 +332,7 @@ async def record(
         "phase_code": request.phase_code,
         **{k: written[k] for k in ("operator", "started_at", "ended_at", "created_at", "recorded_by")},
     }
-    return Recorded(request.run_code, message(header_fields, found))
+    return Recorded(request.run_code, message(header_fields, found), tuple(affected))
 
 
 def _outputs(request: genealogy_pb2.RecordProductionRunRequest) -> tuple[list[Any], ...]:

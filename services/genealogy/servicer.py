@@ -8,22 +8,18 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import grpc
 import orjson
 
 from flowviz import importer
 from flowviz.core import audit, auth, paging, validation
-from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from flowviz.core.errors import InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
-from flowviz.core.lineage import ancestors, neighbourhood_ancestors
-from flowviz.core.lotrow import apply_qc_status, lot_message
+from flowviz.core.lotrow import lot_message
 from flowviz.core.metrics import TRACE_NODES
 from flowviz.core.protojson import to_json
 from flowviz.core.server import Resources
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
-from flowviz.lots.v1 import lots_pb2
-from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
 from services.genealogy import (
     accountability,
     answers,
@@ -31,7 +27,9 @@ from services.genealogy import (
     capture,
     convert,
     corrections,
+    effective,
     exports,
+    lineage,
     notifications,
     receiving,
     renderings,
@@ -49,7 +47,8 @@ MAX_BATCH = 1000
 P = "/flowviz.genealogy.v1.GenealogyService/"
 POLICY: auth.Policy = {
     P + "GetTraceability": auth.READ,
-    P + "GetAncestors": auth.READ_OR_SERVICE,
+    P + "BatchGetEffectiveStatus": auth.READ_OR_SERVICE,
+    P + "QcStatusChanged": auth.SERVICE_ONLY,
     P + "RecordProductionRun": auth.OPERATE,
     P + "GetProductionRun": auth.READ,
     P + "GetTraceGraph": auth.READ,
@@ -85,10 +84,6 @@ MAX_CACHED_BYTES = 4 * 1024 * 1024
 class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.r = resources
-        self.qc: qc_pb2_grpc.QcServiceAsyncStub
-
-    async def start(self) -> None:
-        self.qc = qc_pb2_grpc.QcServiceStub(self.r.channel("qc"))
 
     async def GetTraceability(
         self, request: genealogy_pb2.GetTraceabilityRequest, context: Context
@@ -103,25 +98,34 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         return genealogy_pb2.GetTraceabilityResponse.FromString(blob)
 
     async def _neighbours(self, code: str) -> genealogy_pb2.GetTraceabilityResponse:
-        # Side by side: the lot with its parents and children (one query), and the QC status of
-        # all of them, for which we first find their ancestors (qc needs them for inherited holds).
-        async def statuses() -> dict[str, qc_pb2.LotQcStatus]:
-            lineage = await neighbourhood_ancestors(self.r.pool, code)
-            return {s.lot_code: s for s in await self._qc_statuses(list(lineage), lineage)}
-
+        # Side by side: the lot with its parents, children and their effective status (one
+        # statement, repository.NEIGHBOURS), and the lot's receipts and shipments.
         async def events() -> tuple[list[genealogy_pb2.Receipt], list[genealogy_pb2.Shipment]]:
             async with self.r.pool.acquire() as conn:
                 return await receiving.of_lot(conn, code), await shipping.of_lot(conn, code)
 
-        rows, known, (receipts, shipments) = await asyncio.gather(
-            repository.neighbours(self.r.pool, code), statuses(), events()
-        )
+        rows, (receipts, shipments) = await asyncio.gather(repository.neighbours(self.r.pool, code), events())
         if not rows or rows[0]["rel"] != "self":
             raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
         response = genealogy_pb2.GetTraceabilityResponse(
             lot=lot_message(rows[0]), receipts=receipts, shipments=shipments
         )
+        code_of = {rows[0]["lot_id"]: code}
+        block_rows = []
         for row in rows[1:]:
+            if row["rel"] == "block":
+                block_rows.append(
+                    (
+                        row["lot_id"],
+                        row["lot_code"],
+                        row["qc_status"],
+                        row["edge_id"],
+                        row["run_code"],
+                        row["own"],
+                    )
+                )
+                continue
+            code_of[row["lot_id"]] = row["lot_code"]
             linked = genealogy_pb2.LinkedLot(
                 lot=lot_message(row),
                 edge_quantity=float(row["edge_quantity"]),
@@ -131,112 +135,44 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             )
             (response.parents if row["rel"] == "parent" else response.children).append(linked)
         lots = [response.lot, *(p.lot for p in response.parents), *(c.lot for c in response.children)]
-        for lot in lots:
-            if (found := known.get(lot.lot_code)) is not None:
-                apply_qc_status(lot, found)
-        # A lot a concurrent write added between the two queries is asked about on its own.
-        await self._fill_effective_status([lot for lot in lots if not lot.effective_status])
+        effective.fill(lots, effective.blocks_of(block_rows, code_of))
         return response
 
-    async def _qc_statuses(
-        self, lot_codes: list[str], lineage: dict[str, list[str]] | None = None
-    ) -> list[qc_pb2.LotQcStatus]:
-        """Own and effective QC status from the qc service (the owner of decisions). We pass the
-        lots' ancestors along (`lineage`, else looked up), so qc need not ask us back."""
-        codes = list(dict.fromkeys(lot_codes))
-        statuses: list[qc_pb2.LotQcStatus] = []
-        for start in range(0, len(codes), MAX_BATCH):
-            batch = codes[start : start + MAX_BATCH]
-            if lineage is None:
-                known = await ancestors(self.r.pool, batch)
-            else:
-                known = {c: lineage[c] for c in batch if c in lineage}
-            reply = await self.qc.BatchGetQcStatus(
-                qc_pb2.BatchGetQcStatusRequest(
-                    lot_codes=batch,
-                    lineage=[qc_pb2.LotLineage(lot_code=c, ancestor_codes=a) for c, a in known.items()],
-                ),
-                timeout=self.r.settings.rpc_timeout,
-                metadata=self.r.outgoing_metadata(),
-            )
-            statuses.extend(reply.statuses)
-        return statuses
-
-    async def _fill_effective_status(self, lots: list[lots_pb2.Lot]) -> None:
-        if not lots:
-            return
-        codes = [lot.lot_code for lot in lots]
-        known = {s.lot_code: s for s in await self._qc_statuses(codes)}
-        for lot in lots:
-            if (found := known.get(lot.lot_code)) is not None:
-                apply_qc_status(lot, found)
-            else:
-                lot.effective_status = lot.status
-
-    async def GetAncestors(
-        self, request: genealogy_pb2.GetAncestorsRequest, context: Context
-    ) -> genealogy_pb2.GetAncestorsResponse:
+    async def BatchGetEffectiveStatus(
+        self, request: genealogy_pb2.BatchGetEffectiveStatusRequest, context: Context
+    ) -> genealogy_pb2.BatchGetEffectiveStatusResponse:
         if len(request.lot_codes) > MAX_BATCH:
             raise InvalidArgument(
                 "BATCH_TOO_LARGE", f"lot_codes: at most {MAX_BATCH} per call", field="lot_codes"
             )
         codes = [validation.lot_code(c, "lot_codes") for c in request.lot_codes]
-        found = await ancestors(self.r.pool, codes)
-        return genealogy_pb2.GetAncestorsResponse(
-            lots=[
-                genealogy_pb2.LotAncestors(lot_code=c, ancestor_codes=found[c]) for c in codes if c in found
-            ]
+        return genealogy_pb2.BatchGetEffectiveStatusResponse(
+            statuses=await effective.statuses(self.r.pool, codes)
         )
+
+    async def QcStatusChanged(
+        self, request: genealogy_pb2.QcStatusChangedRequest, context: Context
+    ) -> genealogy_pb2.QcStatusChangedResponse:
+        code = validation.lot_code(request.lot_code)
+        # Every answer that shows the lot's status: its own, its ancestors' and descendants'
+        # (effective status is inherited downwards), and the other parents of those.
+        await self.r.cache.invalidate(await lineage.related(self.r.pool, [code]))
+        return genealogy_pb2.QcStatusChangedResponse()
 
     async def RecordProductionRun(
         self, request: genealogy_pb2.RecordProductionRunRequest, context: Context
     ) -> genealogy_pb2.RecordProductionRunResponse:
         runs.validate(request)
         digest = runs.request_hash(request)
-        key = request.idempotency_key
-        codes = [line.lot_code for line in request.inputs]
-        # An input's ancestors cannot change under a run (runs only add new lots below), so the
-        # lineage fetched for the QC check also names every lot whose cached answers the run changes.
-        lineage = await ancestors(self.r.pool, codes)
-        try:
-            await self._check_releasable(codes, lineage)
-        except Exception:
-            # A replay answers what was recorded, whatever the inputs' QC status (or qc) is now.
-            # Looked up only here: runs.record finds replays itself, under the inputs' locks.
-            if key and (earlier := await runs.replay(self.r.pool, key, digest)):
-                return genealogy_pb2.RecordProductionRunResponse(run=await self._run(earlier), replayed=True)
-            raise
-        try:
-            recorded = await runs.record(self.r.pool, request, digest)
-        except asyncpg.UniqueViolationError as exc:
-            if "run_code" in str(exc.constraint_name):
-                raise AlreadyExists("RUN_EXISTS", f"run {request.run_code} already exists") from None
-            raise AlreadyExists("LOT_EXISTS", "an output lot already exists") from None
+        # runs.record checks the inputs' QC status in its transaction (a replay answers what was
+        # recorded, whatever their status is now) and names the lots whose answers it changed.
+        recorded = await runs.record(self.r.pool, request, digest)  # a taken code: RUN_EXISTS, LOT_EXISTS
         if recorded.run is None:  # recorded earlier under this key
             return genealogy_pb2.RecordProductionRunResponse(
                 run=await self._run(recorded.run_code), replayed=True
             )
-        await self.r.cache.invalidate([*codes, *(a for found in lineage.values() for a in found)])
+        await self.r.cache.invalidate(recorded.affected)
         return genealogy_pb2.RecordProductionRunResponse(run=recorded.run, replayed=False)
-
-    async def _check_releasable(
-        self, lot_codes: list[str], lineage: dict[str, list[str]], noun: str = "input"
-    ) -> None:
-        """A lot on hold or rejected (itself or through an ancestor) cannot be consumed by a run
-        (noun "input") or shipped (noun "lot")."""
-        for status in await self._qc_statuses(lot_codes, lineage):
-            if status.blocked:
-                block = status.blocking[0]
-                raise Conflict(
-                    runs.LOT_BLOCKED,
-                    runs.blocked(
-                        status.lot_code, block.status, block.lot_code, block.decision_id, block.reason, noun
-                    ),
-                    lot_code=status.lot_code,
-                    blocking_lot=block.lot_code,
-                    decision_id=block.decision_id,
-                    status=block.status,
-                )
 
     async def GetProductionRun(
         self, request: genealogy_pb2.GetProductionRunRequest, context: Context
@@ -411,7 +347,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         trace_ms = (time.perf_counter() - started) * 1000
         drill = accountability.account(down, self.r.settings.drill_tolerance, trace_ms)
         lot_balance = await self.GetLotBalance(genealogy_pb2.GetLotBalanceRequest(lot_code=code), context)
-        status = (await self._qc_statuses([code]))[0]
+        [status] = await effective.statuses(self.r.pool, [code])
         duration_ms = (time.perf_counter() - started) * 1000
         snapshot = orjson.dumps(
             {
@@ -487,7 +423,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         row = await self.r.pool.fetchrow(repository.LOT, code)
         assert row is not None
         lot = lot_message(row)
-        await self._fill_effective_status([lot])
+        effective.fill([lot], await effective.blocks(self.r.pool, {row["id"]: code}))
         return genealogy_pb2.CorrectLotResponse(lot=lot, correction=correction)
 
     async def ListLotCorrections(
@@ -541,9 +477,13 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         key = request.idempotency_key
         # As for a run: the lot's ancestors cannot change under us, and name every lot whose
         # cached answers (downstream traces, recalls) now show this shipment.
-        lineage = await ancestors(self.r.pool, [request.lot_code])
+        lot_id = await self.r.pool.fetchval("SELECT id FROM lots WHERE lot_code = $1", request.lot_code)
         try:
-            await self._check_releasable([request.lot_code], lineage, "lot")
+            affected = (
+                []
+                if lot_id is None
+                else await runs.check_releasable(self.r.pool, {lot_id: request.lot_code}, "lot")
+            )
         except Exception:
             # A replay answers what was recorded, whatever the lot's QC status (or qc) is now.
             if key and (earlier := await shipping.replay(self.r.pool, key, digest)):
@@ -553,9 +493,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             raise
         recorded = await shipping.record(self.r.pool, request, fields, digest)
         if not recorded.replayed:
-            await self.r.cache.invalidate(
-                [request.lot_code, *(a for found in lineage.values() for a in found)]
-            )
+            await self.r.cache.invalidate([request.lot_code, *affected])
         return genealogy_pb2.RecordShipmentResponse(
             shipment=await self._shipment(recorded.shipment_id), replayed=recorded.replayed
         )
@@ -669,29 +607,28 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             data = await capture.master_data(conn, body, events)
         planned = capture.plan(body, data, key, per_event)
         used = sorted({code for p in planned if p.rejected is None for code in p.uses})
-        lineage = await ancestors(self.r.pool, used) if used else {}
-        ok = await capture.record(self.r.pool, planned, key, self._blocked)
+        refusals, affected = await self._shipping_lineage(used)
+        ok = await capture.record(self.r.pool, planned, key, refusals)
         if ok:
             created = [code for p in planned for code in p.creates]
-            await self.r.cache.invalidate(
-                [*created, *used, *(a for found in lineage.values() for a in found)]
-            )
+            await self.r.cache.invalidate([*created, *affected])
         return capture.report(planned, ok)
 
-    async def _blocked(self, codes: list[str]) -> dict[str, str]:
-        """Of the given lots, those QC keeps from being consumed or shipped, with the message why."""
-        rows = await self.r.pool.fetch("SELECT lot_code FROM lots WHERE lot_code = ANY($1::text[])", codes)
-        known = [r["lot_code"] for r in rows]
-        if not known:
-            return {}
-        found: dict[str, str] = {}
-        for status in await self._qc_statuses(known, await ancestors(self.r.pool, known)):
-            if status.blocked:
-                b = status.blocking[0]
-                found[status.lot_code] = runs.blocked(
-                    status.lot_code, b.status, b.lot_code, b.decision_id, b.reason, "lot"
-                )
-        return found
+    async def _shipping_lineage(self, codes: list[str]) -> tuple[dict[str, str], list[str]]:
+        """Of the lots given that exist, those QC keeps from being shipped (with the message why),
+        and every one of them with its ancestors (whose cached answers the capture changes)."""
+        rows = await self.r.pool.fetch(
+            "SELECT id, lot_code FROM lots WHERE lot_code = ANY($1::text[])", codes
+        )
+        if not rows:
+            return {}, []
+        found = await effective.lineage(self.r.pool, {r["id"]: r["lot_code"] for r in rows})
+        refusals = {
+            code: runs.blocked(code, b.status, b.lot_code, b.decision_id, b.reason, "lot")
+            for code in codes
+            for b in found.blocked.get(code, [])[:1]
+        }
+        return refusals, list(found.codes)
 
 
 def _positive_id(value: int) -> int:
@@ -729,6 +666,5 @@ def _require_admin_for_historical() -> None:
 
 def register(server: grpc.aio.Server, resources: Resources) -> list[str]:
     servicer = GenealogyServicer(resources)
-    resources.on_start.append(servicer.start)
     genealogy_pb2_grpc.add_GenealogyServiceServicer_to_server(servicer, server)
     return [genealogy_pb2.DESCRIPTOR.services_by_name["GenealogyService"].full_name]

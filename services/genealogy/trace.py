@@ -20,7 +20,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from flowviz.core.errors import InvalidArgument
-from flowviz.core.lotrow import LOT_STATUS_JOIN, STATUS_OF_DECISION
+from services.genealogy.repository import LOT_STATUS_JOIN
 
 DEFAULT_MAX_DEPTH = 50
 HARD_MAX_DEPTH = 200
@@ -164,9 +164,9 @@ uniq AS ({unique}),
 kept AS (SELECT id, depth, side FROM uniq WHERE depth <= $2 ORDER BY depth, side DESC, id LIMIT $3),
 ids AS (SELECT array_agg(id ORDER BY id) AS a FROM kept),
 edges AS ({edges})
--- lotrow.LOT_COLUMNS with quantity as float8: decoding numeric into Decimal costs more.
+-- repository.LOT_COLUMNS with quantity as float8: decoding numeric into Decimal costs more.
 SELECT 'n' AS rel, k.id, k.depth, k.side, l.lot_code, l.kind, l.product,
-       l.quantity::float8 AS quantity, l.uom, l.produced_at, q.decision,
+       l.quantity::float8 AS quantity, l.uom, l.produced_at, q.status,
        NULL::bigint AS parent_id, NULL::text AS run_code, l.created_at, NULL::bigint AS edge_id
 FROM kept k JOIN lots l ON l.id = k.id {LOT_STATUS_JOIN}
 UNION ALL
@@ -285,7 +285,7 @@ def _parse(rows: Sequence[asyncpg.Record]) -> Walk | None:
                     product=row[6],
                     quantity=row[7],
                     uom=row[8],
-                    status=STATUS_OF_DECISION[row[10] or ""],
+                    status=row[10] or "pending",
                     produced_at=row[9],
                     created_at=row[13],
                     depth=row[2],

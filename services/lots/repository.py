@@ -9,9 +9,15 @@ from typing import Any
 import asyncpg
 
 from flowviz.core.db import DB, Conn
-from flowviz.core.lotrow import LOT_COLUMNS, LOT_STATUS_JOIN, STATUS_OF_DECISION
 
-DECISION_OF_STATUS = {status: decision for decision, status in STATUS_OF_DECISION.items()}
+# A lot's own QC status (qc publishes it: the read model qc_lot_status; no row is pending).
+STATUSES = ("pending", "passed", "on_hold", "released", "rejected")
+
+# Columns of a lot row (flowviz.core.lotrow.lot_message); use with `FROM lots l` + LOT_STATUS_JOIN.
+LOT_COLUMNS = (
+    "l.lot_code, l.kind, l.product, l.quantity, l.uom, l.produced_at, l.created_at, q.status AS qc_status"
+)
+LOT_STATUS_JOIN = "LEFT JOIN qc_lot_status q ON q.lot_id = l.id"
 
 # The voided run that produced the lot, when it has no live inputs left (Lot.voided_run).
 VOIDED_RUN = """(SELECT r.run_code FROM voided_edges v JOIN production_runs r ON r.id = v.run_id
@@ -23,7 +29,7 @@ GET_LOT = f"SELECT {LOT_COLUMNS}, {VOIDED_RUN} FROM lots l {LOT_STATUS_JOIN} WHE
 INSERT_LOT = """
 INSERT INTO lots (lot_code, kind, product, quantity, uom, produced_at, created_by)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
-RETURNING lot_code, kind, product, quantity, uom, produced_at, created_at, NULL::text AS decision
+RETURNING lot_code, kind, product, quantity, uom, produced_at, created_at, NULL::text AS qc_status
 """
 
 
@@ -38,20 +44,20 @@ class LotFilter:
     lot_code_prefix: str = ""
     product: str = ""  # a substring, any case
     kind: str = ""
-    decision: str | None = None  # own status as the latest decision ("" = none: pending)
+    status: str = ""  # own QC status
     effective: str = ""  # effective status
     produced_after: datetime | None = None
     produced_before: datetime | None = None
 
 
-# The latest decision of a lot is $decision (one index probe per candidate decision row).
-_LATEST_IS = """l.id IN (SELECT d.lot_id FROM qc_decisions d WHERE d.decision = {p}
-    AND NOT EXISTS (SELECT 1 FROM qc_decisions n WHERE n.lot_id = d.lot_id AND n.id > d.id))"""
-# Each lot blocked by its own or an ancestor's latest hold or reject, and whether a reject is
-# among the blocks (qc's rule: rejected wins over on_hold). UNION: each (lot, rejected) once.
+# The lot's own status is {p}, from qc's read model (its index on status drives the scan).
+_STATUS_IS = "l.id IN (SELECT s.lot_id FROM qc_lot_status s WHERE s.status = {p})"
+_PENDING = "NOT EXISTS (SELECT 1 FROM qc_lot_status s WHERE s.lot_id = l.id)"
+# Each lot blocked by its own or an ancestor's latest hold or reject (qc's read model
+# qc_lot_blocks), and whether a reject is among the blocks (qc's rule: rejected wins over
+# on_hold). UNION: each (lot, rejected) once.
 _BLOCKED = """blocked(id, rejected) AS (
-    SELECT d.lot_id, d.decision = 'reject' FROM qc_decisions d WHERE d.decision IN ('hold', 'reject')
-        AND NOT EXISTS (SELECT 1 FROM qc_decisions n WHERE n.lot_id = d.lot_id AND n.id > d.id)
+    SELECT b.lot_id, b.status = 'rejected' FROM qc_lot_blocks b
     UNION
     SELECT e.child_lot_id, b.rejected FROM blocked b JOIN lot_genealogy e ON e.parent_lot_id = b.id
 )"""
@@ -98,10 +104,10 @@ def list_lots_query(f: LotFilter, after: int | tuple[int, int] | None, limit: in
         where.append(f"l.product ILIKE {arg(f'%{escaped}%')}")
     if f.kind:
         where.append(f"l.kind = {arg(f.kind)}")
-    if f.decision == "":
-        where.append("NOT EXISTS (SELECT 1 FROM qc_decisions d WHERE d.lot_id = l.id)")
-    elif f.decision:
-        where.append(_LATEST_IS.format(p=arg(f.decision)))
+    if f.status == "pending":
+        where.append(_PENDING)
+    elif f.status:
+        where.append(_STATUS_IS.format(p=arg(f.status)))
     if f.produced_after is not None:
         where.append(f"l.produced_at >= {arg(f.produced_after)}")
     if f.produced_before is not None:
@@ -119,11 +125,10 @@ def list_lots_query(f: LotFilter, after: int | tuple[int, int] | None, limit: in
             )
         else:  # not blocked: the own status decides
             where.append("l.id NOT IN (SELECT id FROM blocked)")
-            decision = DECISION_OF_STATUS[f.effective]
-            if not decision:
-                where.append("NOT EXISTS (SELECT 1 FROM qc_decisions d WHERE d.lot_id = l.id)")
+            if f.effective == "pending":
+                where.append(_PENDING)
             else:
-                where.append(_LATEST_IS.format(p=arg(decision)))
+                where.append(_STATUS_IS.format(p=arg(f.effective)))
     order = "l.produced_at, l.id" if by_produced else "l.id"
     sql = (
         f"{blocked}SELECT l.id, {LOT_COLUMNS}, {VOIDED_RUN} FROM lots l {LOT_STATUS_JOIN} "

@@ -11,15 +11,15 @@ import asyncpg
 import grpc
 
 from flowviz.core import audit, auth, paging, validation
-from flowviz.core.errors import AlreadyExists, InvalidArgument, NotFound
+from flowviz.core.errors import InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
-from flowviz.core.lotrow import apply_qc_status, lot_message
+from flowviz.core.lotrow import lot_message
 from flowviz.core.server import Resources
+from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
 from flowviz.lots.v1 import lots_pb2, lots_pb2_grpc
-from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
 from services.lots import repository
 from services.lots.partners import Partners
-from services.lots.repository import DECISION_OF_STATUS
+from services.lots.repository import STATUSES
 from services.lots.users import Users
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -56,25 +56,27 @@ PUBLIC = frozenset({P + "IssueToken"})
 class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.r = resources
-        self.qc: qc_pb2_grpc.QcServiceAsyncStub
+        self.genealogy: genealogy_pb2_grpc.GenealogyServiceAsyncStub
         self.users = Users(resources)
         self.partners = Partners(resources)
 
     async def start(self) -> None:
-        self.qc = qc_pb2_grpc.QcServiceStub(self.r.channel("qc"))
+        self.genealogy = genealogy_pb2_grpc.GenealogyServiceStub(self.r.channel("genealogy"))
 
     async def _with_effective_status(self, lots: list[lots_pb2.Lot]) -> list[lots_pb2.Lot]:
-        """Fill effective_status (holds inherited from ancestors) from the qc service."""
+        """Fill effective_status (holds inherited from ancestors) from the genealogy service,
+        which computes it where the lineage is (from qc's read models)."""
         if lots:
-            reply = await self.qc.BatchGetQcStatus(
-                qc_pb2.BatchGetQcStatusRequest(lot_codes=[lot.lot_code for lot in lots]),
+            reply = await self.genealogy.BatchGetEffectiveStatus(
+                genealogy_pb2.BatchGetEffectiveStatusRequest(lot_codes=[lot.lot_code for lot in lots]),
                 timeout=self.r.settings.rpc_timeout,
                 metadata=self.r.outgoing_metadata(),
             )
             effective = {s.lot_code: s for s in reply.statuses}
             for lot in lots:
                 if (found := effective.get(lot.lot_code)) is not None:
-                    apply_qc_status(lot, found)
+                    lot.effective_status = found.effective_status
+                    lot.blocking.extend(found.blocking)
                 else:
                     lot.effective_status = lot.status
         return lots
@@ -123,14 +125,11 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
             "uom": validation.uom(request.uom),
         }
         produced_at = request.produced_at.ToDatetime(tzinfo=UTC) if request.HasField("produced_at") else None
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                row = await repository.insert_lot(
-                    conn, lot_code=code, produced_at=produced_at, created_by=caller_name(), **fields
-                )
-                await audit.record(conn, "create", "lot", code, **fields)
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists("LOT_EXISTS", f"lot {code} already exists", lot_code=code) from None
+        async with self.r.pool.acquire() as conn, conn.transaction():  # a taken code: LOT_EXISTS
+            row = await repository.insert_lot(
+                conn, lot_code=code, produced_at=produced_at, created_by=caller_name(), **fields
+            )
+            await audit.record(conn, "create", "lot", code, **fields)
         lot = lot_message(row)
         lot.effective_status = lot.status
         return lots_pb2.CreateLotResponse(lot=lot)
@@ -164,12 +163,9 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         code = validation.code(request.code)
         name = validation.text(request.name, "name")
         description = validation.text(request.description, "description", required=False, max_len=1000)
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                await repository.insert_stream(conn, code, name, description)
-                await audit.record(conn, "create", "stream", code, name=name)
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists("STREAM_EXISTS", f"stream {code} already exists") from None
+        async with self.r.pool.acquire() as conn, conn.transaction():  # a taken code: STREAM_EXISTS
+            await repository.insert_stream(conn, code, name, description)
+            await audit.record(conn, "create", "stream", code, name=name)
         return lots_pb2.CreateStreamResponse(stream=(await self._stream(code))[1])
 
     async def GetStream(
@@ -215,17 +211,11 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
             raise InvalidArgument(
                 "SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)", field="seq"
             )
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                await repository.insert_phase(conn, stream_id, code, name, request.seq)
-                await audit.record(
-                    conn, "create", "phase", f"{request.stream_code}/{code}", name=name, seq=request.seq
-                )
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists(
-                "PHASE_EXISTS",
-                f"stream {request.stream_code} already has phase {code} or position {request.seq}",
-            ) from None
+        async with self.r.pool.acquire() as conn, conn.transaction():  # code or seq taken: PHASE_EXISTS
+            await repository.insert_phase(conn, stream_id, code, name, request.seq)
+            await audit.record(
+                conn, "create", "phase", f"{request.stream_code}/{code}", name=name, seq=request.seq
+            )
         _, stream = await self._stream(request.stream_code)
         return lots_pb2.CreatePhaseResponse(phase=self._phase(stream, code))
 
@@ -239,19 +229,14 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
             raise InvalidArgument(
                 "SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)", field="seq"
             )
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                if not await repository.update_phase(conn, stream_id, code, name, request.seq):
-                    raise NotFound(
-                        "PHASE_NOT_FOUND", f"phase {code} of stream {request.stream_code} does not exist"
-                    )
-                await audit.record(
-                    conn, "update", "phase", f"{request.stream_code}/{code}", name=name, seq=request.seq
+        async with self.r.pool.acquire() as conn, conn.transaction():  # seq taken: PHASE_EXISTS
+            if not await repository.update_phase(conn, stream_id, code, name, request.seq):
+                raise NotFound(
+                    "PHASE_NOT_FOUND", f"phase {code} of stream {request.stream_code} does not exist"
                 )
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists(
-                "PHASE_EXISTS", f"position {request.seq} is taken in {request.stream_code}"
-            ) from None
+            await audit.record(
+                conn, "update", "phase", f"{request.stream_code}/{code}", name=name, seq=request.seq
+            )
         _, stream = await self._stream(request.stream_code)
         return lots_pb2.UpdatePhaseResponse(phase=self._phase(stream, code))
 
@@ -324,10 +309,8 @@ _PREFIX = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 def _status(value: str, field: str) -> str:
-    if value not in DECISION_OF_STATUS:
-        raise InvalidArgument(
-            "STATUS_INVALID", f"{field} must be one of {', '.join(DECISION_OF_STATUS)}", field=field
-        )
+    if value not in STATUSES:
+        raise InvalidArgument("STATUS_INVALID", f"{field} must be one of {', '.join(STATUSES)}", field=field)
     return value
 
 
@@ -361,7 +344,7 @@ def _lot_filter(request: lots_pb2.ListLotsRequest) -> repository.LotFilter:
         lot_code_prefix=request.lot_code_prefix,
         product=request.product.strip(),
         kind=request.kind,
-        decision=DECISION_OF_STATUS[_status(request.status, "status")] if request.status else None,
+        status=_status(request.status, "status") if request.status else "",
         effective=_status(request.effective_status, "effective_status") if request.effective_status else "",
         produced_after=after,
         produced_before=before,

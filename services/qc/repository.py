@@ -14,17 +14,6 @@ LEFT JOIN LATERAL (
 WHERE l.lot_code = $1
 """
 
-# The latest decision of each lot in $1 that is blocking (hold or reject), and of each lot in
-# $2 whatever it is (a subset of $1: their own status); one row per lot, decision NULL if none.
-LATEST_DECISIONS = """
-SELECT l.lot_code, d.id, d.decision, d.reason
-FROM lots l
-LEFT JOIN LATERAL (
-    SELECT d.id, d.decision, d.reason FROM qc_decisions d WHERE d.lot_id = l.id ORDER BY d.id DESC LIMIT 1
-) d ON true
-WHERE l.lot_code = ANY($1::text[]) AND (d.decision IN ('hold', 'reject') OR l.lot_code = ANY($2::text[]))
-"""
-
 DECISION_COLUMNS = """
 d.id, l.lot_code, COALESCE(g.code, '') AS gate_code, d.decision, d.reason, u.username AS decided_by,
 d.decided_at, COALESCE(d.supersedes_id, 0) AS supersedes_id, d.signer_name, d.signed_at, d.signature_meaning
@@ -61,13 +50,6 @@ GATE_FROM = "qc_gates g JOIN phases p ON p.id = g.phase_id JOIN streams s ON s.i
 
 async def lot(conn: DB, lot_code: str) -> asyncpg.Record | None:
     return await conn.fetchrow(LOT, lot_code)
-
-
-async def latest_decisions(
-    pool: asyncpg.Pool, lineage_codes: list[str], lot_codes: list[str]
-) -> list[asyncpg.Record]:
-    """Blocking latest decisions among `lineage_codes`, and the latest of each of `lot_codes`."""
-    return await pool.fetch(LATEST_DECISIONS, lineage_codes, lot_codes)
 
 
 async def list_decisions(pool: asyncpg.Pool, lot_id: int, after_id: int, limit: int) -> list[asyncpg.Record]:

@@ -1,7 +1,10 @@
 """flowviz.qc.v1.QcService: append-only QC decisions, gates, and effective status.
 
-A lot is blocked when it or any ancestor's latest decision is hold or reject. Ancestors
-come from the genealogy service (gRPC), so a hold counts the instant it is recorded.
+A lot is blocked when it or any ancestor's latest decision is hold or reject. qc owns the
+decisions and their transition rules, and publishes each lot's own state as read models
+(qc_lot_status, qc_lot_blocks: kept by triggers in the decision's transaction, so a hold counts
+the instant it commits). Effective status needs the lineage, so the genealogy service computes
+it from those; qc asks it (one way: genealogy never calls qc).
 """
 
 from __future__ import annotations
@@ -12,10 +15,8 @@ import asyncpg
 import grpc
 
 from flowviz.core import audit, auth, paging, passwords, validation
-from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from flowviz.core.errors import Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
-from flowviz.core.lineage import related
-from flowviz.core.lotrow import STATUS_OF_DECISION, effective_status
 from flowviz.core.ratelimit import LoginThrottle, TooManyAttempts, username_key
 from flowviz.core.server import Resources
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
@@ -39,7 +40,14 @@ ALLOWED = {
     "released": {"hold", "reject"},
     "rejected": set(),
 }
-BLOCKING_STATUS = {"hold": "on_hold", "reject": "rejected"}
+# Latest decision -> the lot's own status (what qc_lot_status holds; migration 0015).
+STATUS_OF_DECISION = {
+    "": "pending",
+    "pass": "passed",
+    "hold": "on_hold",
+    "release": "released",
+    "reject": "rejected",
+}
 # What an electronic signature of each decision means (recorded with it, shown in its history).
 MEANING = {"release": "released for use", "reject": "rejected", "hold": "placed on hold"}
 
@@ -108,51 +116,29 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
     async def start(self) -> None:
         self.genealogy = genealogy_pb2_grpc.GenealogyServiceStub(self.r.channel("genealogy"))
 
-    async def _statuses(
-        self, lot_codes: list[str], known: list[qc_pb2.LotLineage] | None = None
-    ) -> list[qc_pb2.LotQcStatus]:
-        """Own and effective status of each known lot, in request order."""
-        if known is None:
-            reply = await self.genealogy.GetAncestors(
-                genealogy_pb2.GetAncestorsRequest(lot_codes=lot_codes),
-                timeout=self.r.settings.rpc_timeout,
-                metadata=self.r.outgoing_metadata(),
+    async def _statuses(self, lot_codes: list[str]) -> list[qc_pb2.LotQcStatus]:
+        """Own and effective status of each known lot, in request order (from genealogy, which
+        computes effective status where the lineage is)."""
+        reply = await self.genealogy.BatchGetEffectiveStatus(
+            genealogy_pb2.BatchGetEffectiveStatusRequest(lot_codes=lot_codes),
+            timeout=self.r.settings.rpc_timeout,
+            metadata=self.r.outgoing_metadata(),
+        )
+        return [
+            qc_pb2.LotQcStatus(
+                lot_code=s.lot_code,
+                status=s.status,
+                effective_status=s.effective_status,
+                blocked=s.blocked,
+                blocking=[
+                    qc_pb2.Block(
+                        lot_code=b.lot_code, status=b.status, decision_id=b.decision_id, reason=b.reason
+                    )
+                    for b in s.blocking
+                ],
             )
-            known = [
-                qc_pb2.LotLineage(lot_code=i.lot_code, ancestor_codes=i.ancestor_codes) for i in reply.lots
-            ]
-        lineage = {item.lot_code: [item.lot_code, *item.ancestor_codes] for item in known}
-        everyone = sorted({code for codes in lineage.values() for code in codes})
-        asked = [c for c in lot_codes if c in lineage]
-        rows = await repository.latest_decisions(self.r.pool, everyone, asked)
-        blocks = {
-            row["lot_code"]: qc_pb2.Block(
-                lot_code=row["lot_code"],
-                status=BLOCKING_STATUS[row["decision"]],
-                decision_id=row["id"],
-                reason=row["reason"],
-            )
-            for row in rows
-            if row["decision"] in BLOCKING_STATUS
-        }
-        own = {row["lot_code"]: row["decision"] or "" for row in rows}
-        statuses = []
-        for code in lot_codes:
-            if code not in lineage:
-                continue
-            blocking = [blocks[c] for c in lineage[code] if c in blocks]
-            status = STATUS_OF_DECISION[own.get(code, "")]
-            effective = effective_status(status, (b.status for b in blocking))
-            statuses.append(
-                qc_pb2.LotQcStatus(
-                    lot_code=code,
-                    status=status,
-                    effective_status=effective,
-                    blocked=bool(blocking),
-                    blocking=blocking,
-                )
-            )
-        return statuses
+            for s in reply.statuses
+        ]
 
     async def GetQcStatus(
         self, request: qc_pb2.GetQcStatusRequest, context: Context
@@ -178,15 +164,7 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 "BATCH_TOO_LARGE", f"lot_codes: at most {MAX_BATCH} per call", field="lot_codes"
             )
         codes = [validation.lot_code(c, "lot_codes") for c in request.lot_codes]
-        known: list[qc_pb2.LotLineage] | None = None
-        if request.lineage:
-            caller = auth.current_identity.get()
-            if caller is None or caller.subject != "service:genealogy":
-                raise InvalidArgument(
-                    "LINEAGE_NOT_ALLOWED", "lineage is given only by the genealogy service", field="lineage"
-                )
-            known = list(request.lineage)
-        return qc_pb2.BatchGetQcStatusResponse(statuses=await self._statuses(codes, known))
+        return qc_pb2.BatchGetQcStatusResponse(statuses=await self._statuses(codes))
 
     async def _lot_id(self, lot_code: str) -> int:
         code = validation.lot_code(lot_code)
@@ -286,12 +264,22 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 decision=decision,
                 signed=inserted["signature_meaning"] or "",
             )
-        # Traces show statuses: drop cached answers of every lot this one is related to.
-        await self.r.cache.invalidate(
-            await related(self.r.pool, [code], up=True, down=True, down_parents=True)
-        )
+        await self._status_changed(code)
         status = await self.GetQcStatus(qc_pb2.GetQcStatusRequest(lot_code=code), context)
         return qc_pb2.RecordQcDecisionResponse(decision=decision_message(inserted), status=status)
+
+    async def _status_changed(self, code: str) -> None:
+        """After a decision commits: genealogy's cached answers show statuses, and it knows which
+        show this lot's. If it cannot be told, every cached answer is orphaned instead, so none
+        can be stale once the decision is acknowledged."""
+        try:
+            await self.genealogy.QcStatusChanged(
+                genealogy_pb2.QcStatusChangedRequest(lot_code=code),
+                timeout=self.r.settings.rpc_timeout,
+                metadata=self.r.outgoing_metadata(),
+            )
+        except grpc.aio.AioRpcError:
+            await self.r.cache.invalidate_all()
 
     async def _signature(self, decision: str, password: str) -> str | None:
         """The signer's name when `decision` must be signed and `password` is the caller's own."""
@@ -328,10 +316,7 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 "PHASE_NOT_FOUND",
                 f"phase {request.phase_code} of stream {request.stream_code} does not exist",
             )
-        try:
-            await repository.insert_gate(self.r.pool, code, name, phase, description)
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists("GATE_EXISTS", f"QC gate {code} already exists") from None
+        await repository.insert_gate(self.r.pool, code, name, phase, description)  # taken: GATE_EXISTS
         return qc_pb2.CreateQcGateResponse(gate=await self._gate(code))
 
     async def _gate(self, code: str) -> qc_pb2.QcGate:

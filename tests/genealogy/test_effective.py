@@ -1,12 +1,12 @@
-"""Effective status on every lot of graph and recall answers, from qc's read model
-(qc_lot_blocks), against a real database."""
+"""Effective status on every lot of graph, recall and one-level answers, batches and run
+checks, from qc's read models (qc_lot_blocks, qc_lot_status), against a real database."""
 
 from __future__ import annotations
 
 import asyncpg
 
 from flowviz.lots.v1 import lots_pb2
-from services.genealogy import answers
+from services.genealogy import answers, effective, repository
 
 from .graphs import build, decide
 
@@ -90,3 +90,59 @@ async def test_blocks_from_outside_the_walk_and_rejected_over_hold(conn: asyncpg
     found = statuses(await recall_lots(conn, "R"))
     assert found["M"] == ("passed", "on_hold", [("X0", "on_hold")])
     assert found["F"] == ("pending", "on_hold", [("X0", "on_hold")])
+
+
+async def own_statuses(conn: asyncpg.Connection) -> dict[str, str]:
+    rows = await conn.fetch("SELECT l.lot_code, s.status FROM qc_lot_status s JOIN lots l ON l.id = s.lot_id")
+    return {r["lot_code"]: r["status"] for r in rows}
+
+
+async def test_own_status_read_model_follows_the_latest_decision(conn: asyncpg.Connection) -> None:
+    await build(conn, "A > B")
+    assert await own_statuses(conn) == {}  # no decision: pending
+    await decide(conn, "A", "hold")
+    await decide(conn, "B", "pass")
+    assert await own_statuses(conn) == {"A": "on_hold", "B": "passed"}
+    await decide(conn, "A", "release")
+    assert await own_statuses(conn) == {"A": "released", "B": "passed"}
+    await decide(conn, "B", "reject")
+    assert await own_statuses(conn) == {"A": "released", "B": "rejected"}
+
+
+async def test_batch_statuses_in_one_statement(conn: asyncpg.Connection) -> None:
+    await build(conn, "A > B > C; D > C")
+    await decide(conn, "A", "hold")
+    await decide(conn, "D", "pass")
+    await decide(conn, "C", "reject")
+    found = {
+        s.lot_code: (s.status, s.effective_status, s.blocked, [(b.lot_code, b.status) for b in s.blocking])
+        for s in await effective.statuses(conn, ["C", "NOPE", "B", "D"])
+    }
+    assert list(found) == ["C", "B", "D"]  # request order, unknown lots left out
+    assert found["C"] == ("rejected", "rejected", True, [("C", "rejected"), ("A", "on_hold")])
+    assert found["B"] == ("pending", "on_hold", True, [("A", "on_hold")])
+    assert found["D"] == ("passed", "passed", False, [])
+
+
+async def test_run_lineage_names_every_ancestor_and_the_blocks(conn: asyncpg.Connection) -> None:
+    ids = await build(conn, "A > B > C; D > C; E > F")
+    found = await effective.lineage(conn, {ids["C"]: "C", ids["F"]: "F"})
+    assert sorted(found.codes) == ["A", "B", "C", "D", "E", "F"] and found.blocked == {}
+    await decide(conn, "B", "hold")
+    await decide(conn, "C", "hold")
+    found = await effective.lineage(conn, {ids["C"]: "C", ids["F"]: "F"})
+    assert {c: [(b.lot_code, b.status) for b in bs] for c, bs in found.blocked.items()} == {
+        "C": [("C", "on_hold"), ("B", "on_hold")]
+    }
+
+
+async def test_one_level_trace_carries_effective_status(conn: asyncpg.Connection) -> None:
+    await build(conn, "X > A > B > C; Y > B")
+    await decide(conn, "X", "hold")
+    rows = await conn.fetch(repository.NEIGHBOURS, "B")
+    lots = {r["lot_code"]: r["qc_status"] for r in rows if r["rel"] != "block"}
+    assert lots == {"B": None, "A": None, "Y": None, "C": None}
+    blocked = {(r["lot_id"], r["lot_code"], r["qc_status"]) for r in rows if r["rel"] == "block"}
+    id_of = {r["lot_code"]: r["lot_id"] for r in rows if r["rel"] != "block"}
+    # X blocks A and B (in the answer) and C (below B); Y is not blocked.
+    assert blocked == {(id_of[c], "X", "on_hold") for c in ("A", "B", "C")}
