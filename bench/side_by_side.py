@@ -140,7 +140,8 @@ class Monolith:
         if port_in_use(self.port):
             raise HarnessError(f"port {self.port} in use (another bench running? try --port-offset 100)")
         out = open(self.log_dir / "monolith.log", "wb")  # noqa: SIM115 (the child owns it)
-        # No access log: neither side writes a line per request in this bench.
+        # Access log off (and no SQLAlchemy echo), unlike flowviz's gateway, which writes its JSON
+        # access line per request as in production: this favours the monolith, never flowviz.
         cmd = [str(MONO_PY), "-m", "uvicorn", "app:app", "--app-dir", str(MONO), "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", "1", "--no-access-log", "--log-level", "warning"]  # fmt: skip
         log(f"starting the monolith ({' '.join(cmd[1:4])} ..., {self.base})")
