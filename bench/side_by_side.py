@@ -314,8 +314,9 @@ def main(argv: list[str] | None = None) -> int:
                     system.stop()
                 finally:
                     sampler.stop()
-    except HarnessError as exc:
-        log(f"harness failure: {exc}")
+    except (HarnessError, RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        # RuntimeError: wrk failed (run_wrk); OSError: a server stopped answering.
+        log(f"harness failure: {type(exc).__name__}: {exc}")
         return 2
     except KeyboardInterrupt:
         log("interrupted; everything started was stopped")
