@@ -4,8 +4,8 @@ Starts flowviz as bench/run.py does (`flowviz.cli run`: its own embedded Postgre
 migrated and seeded, the bench's ports) and the monolith it replaced, re-created in
 bench/monolith/ (FastAPI + async SQLAlchemy + asyncpg, one uvicorn worker, its own venv from
 bench/monolith/requirements.txt) on a database of its own in the same PostgreSQL, loaded with
-the same seed file. Checks that both answer the hot lot's trace with the same lot, parents and
-children, then loads each with the same wrk command on `GET /api/traceability/FG-DONER-X1`,
+the same seed file. Checks that both answer every seed lot's trace with the same lot, parents
+and children, then loads each with the same wrk command on `GET /api/traceability/FG-DONER-X1`,
 flowviz first and the monolith right after, twice, and prints req/s, P50, P99 and the ratio.
 Figures only, never asserted; exit code 2 when the harness fails (a tool missing, a server
 that does not start, answers that differ), 130 when interrupted.
