@@ -203,3 +203,36 @@ def test_the_migrate_job_refuses_a_url_naming_another_role(servers: Servers) -> 
     placeholder = dbroles.role_url(servers.pg.url, "flowviz_qc", "flowviz-dev-password")
     with pytest.raises(ConfigError, match="placeholder"):
         dbroles.from_environment({"FLOWVIZ_QC_DATABASE_URL": placeholder})
+
+
+def test_a_data_folder_migrated_by_the_superuser_is_handed_to_the_owner(tmp_path: Path) -> None:
+    """make run's data folder from before the owner role: its tables become the owner's at the next
+    start, and the owner migrates on from there."""
+    pg = Postgres(tmp_path / "pg", free_port())
+    pg.init(fast=True)
+    pg.start(fast=True)
+    try:
+        migrate.upgrade(pg.url, "0010")  # as the superuser, as make run did
+        with psycopg.connect(pg.url, autocommit=True) as conn:
+            conn.execute("ALTER DATABASE flowviz OWNER TO postgres")
+            conn.execute("ALTER SCHEMA public OWNER TO pg_database_owner")
+            conn.execute("REASSIGN OWNED BY flowviz_owner TO postgres")
+        pg.stop()
+        pg.start(fast=True)
+        migrate.upgrade(pg.owner_url)
+        pg.enable_service_roles()
+        with psycopg.connect(pg.url) as conn:
+            owners = {
+                r[0]
+                for r in conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")
+            }
+            functions = conn.execute(
+                "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+                "WHERE n.nspname = 'public' AND p.proname LIKE 'flowviz%%' AND pg_get_userbyid(p.proowner) <> %s",
+                (OWNER_ROLE,),
+            ).fetchone()
+        assert owners == {OWNER_ROLE} and functions == (0,)
+        with psycopg.connect(pg.service_url("qc")) as conn, pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM audit_log")
+    finally:
+        pg.stop()
