@@ -14,7 +14,7 @@ from psycopg import errors
 
 from flowviz import dbroles, migrate
 from flowviz.core.config import DATABASE_ROLES, OWNER_ROLE, ConfigError
-from flowviz.embedded import Postgres, free_port
+from flowviz.embedded import PG_BIN, Postgres, free_port
 from tests.conftest import ROOT, Servers, System
 
 # Who may INSERT into each table (the services' roles); a new table needs its writer here and a
@@ -234,5 +234,53 @@ def test_a_data_folder_migrated_by_the_superuser_is_handed_to_the_owner(tmp_path
         assert owners == {OWNER_ROLE} and functions == (0,)
         with psycopg.connect(pg.service_url("qc")) as conn, pytest.raises(errors.InsufficientPrivilege):
             conn.execute("DELETE FROM audit_log")
+    finally:
+        pg.stop()
+
+
+def test_the_deployments_path_init_script_migrate_job_and_services(tmp_path: Path) -> None:
+    """What compose and the dev overlay do, on an embedded server: the postgres image's init
+    script (deploy/k8s/overlays/dev/postgres-owner.sh, run with psql as the superuser) makes the
+    owner; the migrate job migrates as the owner and sets the roles' passwords; a service's URL
+    then connects with only its grants."""
+    pg = Postgres(tmp_path / "pg", free_port())
+    pg.init(fast=True)
+    pg.start(fast=True)
+    try:
+        with psycopg.connect(pg.url_of("postgres"), autocommit=True) as conn:  # a fresh server's state
+            conn.execute("DROP DATABASE flowviz")
+            conn.execute("DROP ROLE flowviz_owner")
+        script = ROOT / "deploy/k8s/overlays/dev/postgres-owner.sh"
+        env = {"PATH": f"{PG_BIN}:{os.environ['PATH']}", "POSTGRES_USER": "postgres", "PGHOST": "127.0.0.1",
+               "PGPORT": str(pg.port), "PGPASSWORD": pg.password, "FLOWVIZ_OWNER_PASSWORD": "owner-pw-for-this-test-1"}  # fmt: skip
+        done = subprocess.run(
+            ["sh", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        owner = dbroles.role_url(pg.url, OWNER_ROLE, "owner-pw-for-this-test-1")
+        services = {
+            s: dbroles.role_url(pg.url, r, f"{s}-pw-for-this-test-1") for s, r in DATABASE_ROLES.items()
+        }
+        job = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL")}
+        job |= {"DATABASE_URL": owner, "PYTHONPATH": str(ROOT)}
+        job |= {f"FLOWVIZ_{s.upper()}_DATABASE_URL": url for s, url in services.items()}
+        for module in ("flowviz.migrate", "flowviz.dbroles", "flowviz.seed"):
+            done = subprocess.run(
+                [sys.executable, "-m", module],
+                env=job,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, (module, done.stderr)
+        with psycopg.connect(services["genealogy"]) as conn:
+            assert conn.execute("SELECT count(*) > 0 FROM lots").fetchone() == (True,)
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute("INSERT INTO qc_gates (code, name) VALUES ('G-X', 'x')")
+        with psycopg.connect(owner) as conn:
+            assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone() == (
+                False,
+            )
     finally:
         pg.stop()
