@@ -284,3 +284,21 @@ def test_the_deployments_path_init_script_migrate_job_and_services(tmp_path: Pat
             )
     finally:
         pg.stop()
+
+
+def test_tls_urls_to_the_data_stores_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the README's TLS note says works today: sslmode in DATABASE_URL, valkeys:// for Valkey."""
+    from flowviz.core.config import settings
+    from tests.conftest import TOKEN_SECRET
+
+    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    monkeypatch.setenv(
+        "DATABASE_URL", "postgresql://flowviz_lots:a-real-one-7@db.example:5432/flowviz?sslmode=verify-full"
+    )
+    monkeypatch.setenv("VALKEY_URL", "valkeys://:a-real-one-8@cache.example:6380/0")
+    settings.cache_clear()
+    try:
+        assert settings().valkey_url.startswith("valkeys://")
+        assert settings().database_url.endswith("?sslmode=verify-full")
+    finally:
+        settings.cache_clear()

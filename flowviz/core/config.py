@@ -176,8 +176,10 @@ def settings() -> Settings:
     # Empty is allowed here (the gateway needs neither); serve() requires both for a service.
     if database_url and not database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("DATABASE_URL must be a postgresql:// URL")
-    if valkey_url and not valkey_url.startswith(("valkey://", "redis://", "unix://")):
-        raise ConfigError("VALKEY_URL must be a valkey:// URL")
+    if valkey_url and not valkey_url.startswith(
+        ("valkey://", "valkeys://", "redis://", "rediss://", "unix://")
+    ):
+        raise ConfigError("VALKEY_URL must be a valkey:// URL (valkeys:// for TLS)")
     for name, url in (("DATABASE_URL", database_url), ("VALKEY_URL", valkey_url)):
         if password := urlsplit(url).password:
             hint = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
