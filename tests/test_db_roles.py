@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -302,3 +303,20 @@ def test_tls_urls_to_the_data_stores_are_accepted(monkeypatch: pytest.MonkeyPatc
         assert settings().database_url.endswith("?sslmode=verify-full")
     finally:
         settings.cache_clear()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as another local user")
+def test_another_local_user_can_use_no_role(servers: Servers) -> None:
+    """As `nobody`: no role logs in without its password, and the passwords are not readable."""
+    entry = pwd.getpwnam("nobody")
+    as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": "/nonexistent"}  # no PGPASSWORD, no .pgpass
+    for role in [OWNER_ROLE, *DATABASE_ROLES.values()]:
+        args = [str(PG_BIN / "psql"), "-h", "127.0.0.1", "-p", str(servers.pg.port), "-U", role, "-w",
+                "-d", "flowviz", "-c", "select 1"]  # fmt: skip
+        done = subprocess.run(
+            args, capture_output=True, text=True, env=env, timeout=30, check=False, **as_user
+        )
+        assert done.returncode != 0 and "password" in done.stderr, (role, done.stderr)
+    read = subprocess.run(["cat", str(servers.pg.roles_file)], capture_output=True, check=False, **as_user)
+    assert read.returncode != 0 and b"flowviz_owner" not in read.stdout
