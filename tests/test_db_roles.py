@@ -159,6 +159,8 @@ def test_the_running_system_connects_as_the_service_roles(servers: Servers, syst
             ).fetchall()
         )
     assert seen == {f"flowviz-{s}": r for s, r in DATABASE_ROLES.items()}
+    for service in DATABASE_ROLES:
+        assert "not connected as this service's own role" not in system.log(service)
     # The gateway holds no database secret: not in its environment at all.
     gateway = system.procs["gateway"].pid
     environ = Path(f"/proc/{gateway}/environ").read_bytes().split(b"\0")
