@@ -66,7 +66,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ.update(env)
         # So that `flowviz import`, `flowviz user ...` in another terminal use these servers too
         # (a file only its owner reads, beside the token secret).
-        local.write_state(data, database_url=os.environ["DATABASE_URL"], valkey_url=os.environ["VALKEY_URL"])
+        # The owner's URL for the command line; the superuser's only for `flowviz restore`.
+        admin = {"admin_database_url": pg.url} if pg else {}
+        local.write_state(
+            data, database_url=os.environ["DATABASE_URL"], valkey_url=os.environ["VALKEY_URL"], **admin
+        )
         wrote_state = True
         migrate.upgrade(os.environ["DATABASE_URL"])
         seed.load(os.environ["DATABASE_URL"])

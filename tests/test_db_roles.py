@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from flowviz import dbroles, migrate
+from flowviz import dbroles, local, migrate, seed
 from flowviz.core.config import DATABASE_ROLES, OWNER_ROLE, ConfigError
-from flowviz.embedded import PG_BIN, Postgres, free_port
+from flowviz.embedded import PG_BIN, Postgres, Valkey, free_port
 from tests.conftest import ROOT, Servers, System
 
 # Who may INSERT into each table (the services' roles); a new table needs its writer here and a
@@ -322,3 +322,41 @@ def test_another_local_user_can_use_no_role(servers: Servers) -> None:
         assert done.returncode != 0 and "password" in done.stderr, (role, done.stderr)
     read = subprocess.run(["cat", str(servers.pg.roles_file)], capture_output=True, check=False, **as_user)
     assert read.returncode != 0 and b"flowviz_owner" not in read.stdout
+
+
+def test_backup_and_restore_from_make_runs_state_on_a_handed_over_folder(tmp_path: Path) -> None:
+    """The command line finds make run's owner URL; a restore uses its superuser (an older data
+    folder's pg_trgm belongs to the superuser, and a restore replaces it)."""
+    pg = Postgres(tmp_path / "pg", free_port())
+    vk = Valkey(tmp_path / "valkey", free_port())
+    pg.init(fast=True)
+    pg.start(fast=True)
+    vk.start()
+    try:
+        migrate.upgrade(pg.url, "0010")  # as the superuser, as make run did
+        pg.stop()
+        pg.start(fast=True)
+        migrate.upgrade(pg.owner_url)
+        pg.enable_service_roles()
+        seed.load(pg.owner_url)
+        local.write_state(
+            tmp_path / "data", database_url=pg.owner_url, valkey_url=vk.url, admin_database_url=pg.url
+        )
+        env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "VALKEY_URL")}
+        env |= {"FLOWVIZ_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
+        for command in ("backup", "restore"):
+            done = subprocess.run(
+                [sys.executable, "-m", "flowviz.cli", command, str(tmp_path / "flowviz.dump")],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+            assert done.returncode == 0, (command, done.stderr)
+        with psycopg.connect(pg.service_url("lots")) as conn:  # the grants came back with the data
+            assert conn.execute("SELECT count(*) > 0 FROM lots").fetchone() == (True,)
+    finally:
+        local.clear_state(tmp_path / "data")
+        vk.stop()
+        pg.stop()
