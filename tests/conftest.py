@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from flowviz import migrate, seed
+from flowviz import dbroles, migrate, seed
 from flowviz.core import auth, passwords
 from flowviz.core.config import DATABASE_ROLES, DEFAULT_METRICS_PORTS, DEFAULT_PORTS, OWNER_ROLE
 from flowviz.embedded import Postgres, Valkey, free_port
@@ -193,10 +193,14 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
         FLOWVIZ_TOKEN_TTL="3600",  # the tests' own tokens live an hour (token()); longer are refused
         PYTHONPATH=str(ROOT),
     )
-    if database_url:  # each service's own role on the same database (System.start picks it)
-        database = database_url.rsplit("/", 1)[-1]
-        for name in DATABASE_ROLES:
-            env[f"FLOWVIZ_{name.upper()}_DATABASE_URL"] = servers.pg.service_url(name, database)
+    # Each service's own role on the same database (System.start picks it); the roles' passwords
+    # are `servers.pg`'s (enable_service_roles()).
+    if database_url:
+        passwords = servers.pg.role_passwords()
+        for name, role in DATABASE_ROLES.items():
+            env[f"FLOWVIZ_{name.upper()}_DATABASE_URL"] = dbroles.role_url(
+                database_url, role, passwords[role]
+            )
     for name in DEFAULT_PORTS:
         env[f"FLOWVIZ_{name.upper()}_PORT"] = str(free_port())
     for name in DEFAULT_METRICS_PORTS:
