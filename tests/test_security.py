@@ -263,7 +263,9 @@ def _dev_overlay_secrets() -> dict[str, str]:
     import yaml
 
     doc = yaml.safe_load((ROOT / "deploy/k8s/overlays/dev/kustomization.yaml").read_text())
-    literals = next(g for g in doc["secretGenerator"] if g["name"] == "flowviz-secrets")["literals"]
+    # flowviz-secrets, and a service's DATABASE_URL (each has a Secret of its own).
+    wanted = ("flowviz-secrets", "flowviz-db-lots")
+    literals = [item for g in doc["secretGenerator"] if g["name"] in wanted for item in g["literals"]]
     config = next(g for g in doc["configMapGenerator"] if g["name"] == "flowviz-config")["literals"]
     assert "FLOWVIZ_DEV=1" in config  # the overlay says it is dev, so its values are accepted there
     return dict(item.split("=", 1) for item in literals)

@@ -13,6 +13,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import grpc
@@ -23,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from flowviz.core import auth, logs, metrics, tracing
 from flowviz.core.cache import Cache, signing_key
 from flowviz.core.channels import open_channel
-from flowviz.core.config import HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
+from flowviz.core.config import DATABASE_ROLES, HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
 from flowviz.core.db import create_pool
 from flowviz.core.interceptors import interceptors
 from flowviz.core.revocation import Revocations
@@ -83,6 +84,12 @@ async def serve(
     if not (cfg.database_url and cfg.valkey_url):
         raise ConfigError("DATABASE_URL and VALKEY_URL must be set (make run sets them for you)")
     logs.setup(name, cfg.log_format)
+    if (user := urlsplit(cfg.database_url).username) != DATABASE_ROLES[name]:
+        # Allowed (a developer's own database, a bench), but then the grants do not hold this
+        # service to its own tables: say so once.
+        log.warning(
+            "not connected as this service's own role", extra={"user": user, "role": DATABASE_ROLES[name]}
+        )
     tracing.setup(name)  # no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set; before any server/channel
     resources = Resources(settings=cfg, name=name)
     server = grpc.aio.server(
