@@ -7,6 +7,7 @@ from typing import Any
 
 from flowviz.core import passwords
 from flowviz.core.errors import InvalidArgument
+from flowviz.core.units import UNITS
 
 LOT_CODE_MAX = 64
 # Patterns are used with fullmatch (Python's `$` also matches before a final newline); they keep
@@ -31,9 +32,6 @@ def lot_code(value: str, field: str = "lot_code") -> str:
 
 
 KIND_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,15}$")
-# Units a lot or an edge may be counted in; mass units convert among themselves.
-MASS_UNITS = {"kg": 1.0, "g": 0.001, "lb": 0.45359237, "t": 1000.0}
-UNITS = {*MASS_UNITS, "l", "ml", "ea"}
 TEXT_MAX = 200
 
 
