@@ -15,10 +15,9 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $@
 
 # Generated code lands next to the shared package: `from flowviz.lots.v1 import lots_pb2`.
-$(GEN): %_pb2.py: protos/%.proto $(STAMP)
-	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. \
-	  --plugin=protoc-gen-mypy=.venv/bin/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=.venv/bin/protoc-gen-mypy_grpc \
-	  --mypy_out=. --mypy_grpc_out=. $<
+# The one protoc invocation (the Dockerfile runs it too).
+$(GEN): %_pb2.py: protos/%.proto scripts/protoc.py $(STAMP)
+	$(PY) scripts/protoc.py $<
 
 proto: $(GEN)
 
