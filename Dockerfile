@@ -23,12 +23,10 @@ RUN python -m venv /opt/venv
 COPY . .
 
 # 1) install the project and its dependencies (grpcio-tools included),
-# 2) run the same protobuf codegen as `make proto`,
+# 2) run the protobuf codegen `make proto` runs (scripts/protoc.py),
 # 3) byte-compile the source so a read-only root filesystem costs nothing at start.
 RUN pip install --no-cache-dir . \
- && python -m grpc_tools.protoc -I protos \
-        --python_out=. --grpc_python_out=. --pyi_out=. \
-        protos/flowviz/*/v1/*.proto \
+ && python scripts/protoc.py protos/flowviz/*/v1/*.proto \
  && rm -rf build ./*.egg-info \
  && python -m compileall -q .
 

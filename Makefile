@@ -4,7 +4,7 @@ STAMP   := .venv/.installed
 PROTOS  := $(wildcard protos/flowviz/*/v1/*.proto)
 GEN     := $(PROTOS:protos/%.proto=%_pb2.py)
 
-.PHONY: run test lint proto migrate seed bench bench-quick clean deploy-check vendor bench-web
+.PHONY: run test lint proto migrate seed bench bench-quick clean deploy-check vendor bench-web buf buf-install
 
 $(PY):
 	python3 -m venv .venv
@@ -15,10 +15,9 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $@
 
 # Generated code lands next to the shared package: `from flowviz.lots.v1 import lots_pb2`.
-$(GEN): %_pb2.py: protos/%.proto $(STAMP)
-	$(PY) -m grpc_tools.protoc -I protos --python_out=. --grpc_python_out=. \
-	  --plugin=protoc-gen-mypy=.venv/bin/protoc-gen-mypy --plugin=protoc-gen-mypy_grpc=.venv/bin/protoc-gen-mypy_grpc \
-	  --mypy_out=. --mypy_grpc_out=. $<
+# The one protoc invocation (the Dockerfile runs it too).
+$(GEN): %_pb2.py: protos/%.proto scripts/protoc.py $(STAMP)
+	$(PY) scripts/protoc.py $<
 
 proto: $(GEN)
 
@@ -69,10 +68,28 @@ vendor:
 bench-web: proto
 	$(PY) bench/web_bench.py
 
+# buf (npm @bufbuild/buf at the version of scripts/buf/package-lock.json; npm ci, install scripts
+# off: the binary comes in its platform package) lints the protos (buf.yaml) and refuses a change
+# that breaks the protos of BUF_AGAINST, the commit before this one unless told.
+BUF         := scripts/buf/node_modules/.bin/buf
+BUF_AGAINST ?= HEAD~1
+$(BUF): scripts/buf/package-lock.json
+	cd scripts/buf && npm ci --ignore-scripts --no-audit --no-fund --silent
+	touch $@
+
+buf-install: $(BUF)
+
+buf: $(BUF)
+	$(BUF) lint
+	@if git rev-parse -q --verify '$(BUF_AGAINST)^{commit}' >/dev/null; then \
+	  echo "$(BUF) breaking --against .git#ref=$(BUF_AGAINST),subdir=protos"; \
+	  $(BUF) breaking --against '.git#ref=$(BUF_AGAINST),subdir=protos'; \
+	else echo "buf breaking: no commit $(BUF_AGAINST) to compare with (first commit or shallow clone)"; fi
+
 deploy-check: $(STAMP)
 	bash deploy/install-tools.sh
 	bash deploy/check.sh
 
 clean:
-	rm -rf .venv .data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .venv .data .pytest_cache .mypy_cache .ruff_cache scripts/buf/node_modules
 	find flowviz -name '*_pb2*.py*' -delete

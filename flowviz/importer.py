@@ -46,10 +46,10 @@ from typing import BinaryIO
 import asyncpg
 
 from flowviz import local
-from flowviz.core import audit, validation
+from flowviz.core import audit, units, validation
 from flowviz.core.cache import Cache
 from flowviz.core.identity import caller_name
-from services.genealogy import runs, units
+from services.genealogy import runs
 
 LOTS_COLUMNS = ("lot_code", "kind", "product", "quantity", "uom", "produced_at")
 GENEALOGY_COLUMNS = ("parent_lot_code", "child_lot_code", "quantity", "uom", "run_code")
@@ -135,8 +135,8 @@ class _Errors:
 
 _CODE = validation.LOT_CODE_PATTERN.fullmatch
 _KIND = validation.KIND_PATTERN.fullmatch
-_UNITS = frozenset(validation.UNITS)
-_UOM_RULE = "must be one of " + ", ".join(sorted(validation.UNITS))
+_UNITS = frozenset(units.UNITS)
+_UOM_RULE = "must be one of " + ", ".join(sorted(units.UNITS))
 # numeric(18, 3): up to 15 digits before the point, 3 after it (trailing zeros aside).
 _QUANTITY = re.compile(r"[0-9]{1,15}(?:\.[0-9]{0,3}0*)?|\.[0-9]{1,3}0*").fullmatch
 _NONZERO = re.compile(r"[1-9]").search

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from google.protobuf.descriptor import Descriptor
 
-from flowviz.core import validation
+from flowviz.core import units, validation
 from flowviz.core.protojson import TIMESTAMP, field_schema, flat_schema, message_schema, schema_name
 from flowviz.core.validation import field_rule
 from flowviz.genealogy.v1 import genealogy_pb2
@@ -183,7 +183,7 @@ def _csv_file(columns: tuple[str, ...], rules: str) -> dict[str, Any]:
 IMPORT_ROWS = (
     "Each row is checked on its own (the columns' rules are those of the JSON routes: "
     "lot codes, kind, product, a decimal quantity with at most 3 decimals, a unit of "
-    f"{', '.join(sorted(validation.UNITS))}) and against the other rows and the data (a lot once, not "
+    f"{', '.join(sorted(units.UNITS))}) and against the other rows and the data (a lot once, not "
     "already there; edges between lots that exist or come in the file). Any bad row: 400 with the "
     "report (file, row, field, reason) and nothing imported."
 )

@@ -12,10 +12,10 @@ import grpc
 import httpx
 import pytest
 
+from flowviz.core.errors import from_rpc_error
 from flowviz.lots.v1 import lots_pb2, lots_pb2_grpc
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
 from tests.conftest import System, grpc_channel
-from tests.test_services import reason_of
 
 PASSWORD = "a revocable passphrase"
 # One route a service: lots, genealogy (a cached answer too: the token is checked first), qc.
@@ -66,14 +66,17 @@ def test_disabling_a_user_ends_their_tokens_in_every_service(
                 metadata=[("authorization", token)],
                 timeout=5,
             )
-        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED and reason_of(e.value) == "TOKEN_REVOKED"
+        assert (
+            e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            and from_rpc_error(e.value).reason == "TOKEN_REVOKED"
+        )
         with grpc.insecure_channel(system.addr("qc")) as ch, pytest.raises(grpc.RpcError) as e:
             qc_pb2_grpc.QcServiceStub(ch).GetQcStatus(
                 qc_pb2.GetQcStatusRequest(lot_code="RAW-BEEF-001"),
                 metadata=[("authorization", token)],
                 timeout=5,
             )
-        assert reason_of(e.value) == "TOKEN_REVOKED"
+        assert from_rpc_error(e.value).reason == "TOKEN_REVOKED"
     r = httpx.post(system.base + "/api/auth/token", json={"username": user, "password": PASSWORD}, timeout=10)
     assert r.status_code == 401  # and no new one while disabled
     # Enabled again: the old token stays ended; a new sign-in works.

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from flowviz.core.config import HEALTH_SERVICE_NAMES
+from flowviz.core.errors import from_rpc_error
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
 from flowviz.lots.v1 import lots_pb2, lots_pb2_grpc
 from flowviz.qc.v1 import qc_pb2, qc_pb2_grpc
@@ -24,16 +24,6 @@ def channels(system: System) -> Iterator[dict[str, grpc.Channel]]:
     yield chans
     for c in chans.values():
         c.close()
-
-
-def reason_of(err: grpc.RpcError) -> str:
-    for key, value in err.trailing_metadata() or ():  # type: ignore[attr-defined]
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            info = error_details_pb2.ErrorInfo()
-            status.details[0].Unpack(info)
-            return info.reason
-    return ""
 
 
 @pytest.mark.parametrize("name", ["lots", "genealogy", "qc", "health"])
@@ -73,7 +63,7 @@ def test_get_unknown_lot_is_not_found_with_reason(channels: dict[str, grpc.Chann
     with pytest.raises(grpc.RpcError) as err:
         stub.GetLot(lots_pb2.GetLotRequest(lot_code="NO-SUCH-LOT"), timeout=5)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
-    assert reason_of(err.value) == "LOT_NOT_FOUND"
+    assert from_rpc_error(err.value).reason == "LOT_NOT_FOUND"
 
 
 def test_create_lot_then_duplicate_is_already_exists(channels: dict[str, grpc.Channel]) -> None:
@@ -85,7 +75,7 @@ def test_create_lot_then_duplicate_is_already_exists(channels: dict[str, grpc.Ch
     with pytest.raises(grpc.RpcError) as err:
         stub.CreateLot(request, timeout=5)
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS  # type: ignore[attr-defined]
-    assert reason_of(err.value) == "LOT_EXISTS"
+    assert from_rpc_error(err.value).reason == "LOT_EXISTS"
 
 
 @pytest.mark.parametrize(
@@ -114,7 +104,7 @@ def test_create_lot_rejects_bad_input(
     with pytest.raises(grpc.RpcError) as err:
         stub.CreateLot(lots_pb2.CreateLotRequest(**fields), timeout=5)  # type: ignore[arg-type]
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
-    assert reason_of(err.value) == reason
+    assert from_rpc_error(err.value).reason == reason
 
 
 def test_list_lots_filters_by_kind_and_product(channels: dict[str, grpc.Channel]) -> None:
@@ -148,7 +138,7 @@ def test_bad_page_token_is_invalid_argument(channels: dict[str, grpc.Channel]) -
     stub = lots_pb2_grpc.LotsServiceStub(channels["lots"])
     with pytest.raises(grpc.RpcError) as err:
         stub.ListLots(lots_pb2.ListLotsRequest(page_token="garbage!"), timeout=5)
-    assert reason_of(err.value) == "PAGE_TOKEN_INVALID"
+    assert from_rpc_error(err.value).reason == "PAGE_TOKEN_INVALID"
 
 
 def test_traceability_of_the_mix(channels: dict[str, grpc.Channel]) -> None:

@@ -1,26 +1,48 @@
-"""The one conversion of a lot row to its proto message.
+"""The one way a Lot message is built (`lot`), and the conversion of a lot row to it.
 
 A row has the lot's columns and `qc_status`, its own QC status as qc publishes it (the read
-model qc_lot_status; each service's repository names the columns it selects).
+model qc_lot_status; each service's repository names the columns it selects). The trace engine
+builds its lots from its nodes with `lot` too (services/genealogy/convert.py).
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import asyncpg
 
 from flowviz.lots.v1 import lots_pb2
 
 
+def lot(
+    *,
+    lot_code: str,
+    kind: str,
+    product: str,
+    quantity: float,
+    uom: str,
+    status: str,
+    produced_at: datetime | None,
+    created_at: datetime,
+) -> lots_pb2.Lot:
+    """A Lot with its own fields; effective_status, blocking and voided_run are the callers'."""
+    message = lots_pb2.Lot(
+        lot_code=lot_code, kind=kind, product=product, quantity=quantity, uom=uom, status=status
+    )
+    if produced_at is not None:
+        message.produced_at.FromDatetime(produced_at)
+    message.created_at.FromDatetime(created_at)
+    return message
+
+
 def lot_message(row: asyncpg.Record) -> lots_pb2.Lot:
-    lot = lots_pb2.Lot(
+    return lot(
         lot_code=row["lot_code"],
         kind=row["kind"],
         product=row["product"],
         quantity=float(row["quantity"]),
         uom=row["uom"],
         status=row["qc_status"] or "pending",
+        produced_at=row["produced_at"],
+        created_at=row["created_at"],
     )
-    if row["produced_at"] is not None:
-        lot.produced_at.FromDatetime(row["produced_at"])
-    lot.created_at.FromDatetime(row["created_at"])
-    return lot

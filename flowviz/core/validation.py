@@ -7,6 +7,7 @@ from typing import Any
 
 from flowviz.core import auth, passwords
 from flowviz.core.errors import InvalidArgument
+from flowviz.core.units import UNITS
 
 LOT_CODE_MAX = 64
 # Patterns are used with fullmatch (Python's `$` also matches before a final newline); they keep
@@ -31,9 +32,6 @@ def lot_code(value: str, field: str = "lot_code") -> str:
 
 
 KIND_PATTERN = re.compile(r"^[A-Z][A-Z0-9_]{0,15}$")
-# Units a lot or an edge may be counted in; mass units convert among themselves.
-MASS_UNITS = {"kg": 1.0, "g": 0.001, "lb": 0.45359237, "t": 1000.0}
-UNITS = {*MASS_UNITS, "l", "ml", "ea"}
 TEXT_MAX = 200
 
 
@@ -189,6 +187,15 @@ def _password(words: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return required, optional | {"maxLength": passwords.MAX_LENGTH, "description": words}
 
 
+# Opaque (flowviz.core.paging): which strings this API issued no schema can state.
+_PAGE_TOKEN = {
+    "type": "string",
+    "pattern": r"^[A-Za-z0-9_-]{0,64}$",
+    "description": "Opaque: a next_page_token this API gave, passed back unchanged; empty for the "
+    "first page. Any other string is a 400 PAGE_TOKEN_INVALID.",
+}
+
+
 # field name -> (schema when the field is required, schema when it may be left out or empty);
 # "Message.field" overrides "field".
 FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -210,8 +217,7 @@ FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "gate_code": _CODE,
     "run_code": _CODE,
     "page_size": ({"type": "integer", "minimum": 0, "maximum": 500},) * 2,
-    "page_token": _either(r"^[0-9]{1,18}$"),
-    "ListLotsRequest.page_token": _either(r"^[0-9]{1,18}(\.[0-9]{1,18})?$"),
+    "page_token": (_PAGE_TOKEN,) * 2,
     "seq": (
         {"type": "integer", "minimum": 1, "maximum": 1000},
         {"type": "integer", "minimum": 0, "maximum": 1000},

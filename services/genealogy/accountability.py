@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flowviz.core.units import to_unit
 from services.genealogy.recall import RecallResult
-from services.genealogy.units import to_unit
 
 YIELD_LOSS = "YIELD_LOSS"
 YIELD_GAIN = "YIELD_GAIN"

@@ -12,8 +12,8 @@ import math
 from dataclasses import dataclass
 
 from flowviz.core.errors import InvalidArgument
+from flowviz.core.units import common_unit, in_unit
 from services.genealogy.trace import DB
-from services.genealogy.units import common_unit, convert
 
 DEFAULT_TOLERANCE = 0.02
 
@@ -120,10 +120,10 @@ async def lot_balance(db: DB, lot_code: str, tolerance: float = DEFAULT_TOLERANC
     if unit is None:
         flags.append(UNITS_MIXED)
     else:
-        quantity = convert(lot["quantity"], lot["uom"], unit)
-        inputs = sum(convert(q, u, unit) for q, u, _ in ins)
-        consumed = sum(convert(q, u, unit) for q, u, _ in outs)
-        shipped = sum(convert(q, u, unit) for q, u, _ in sent)
+        quantity = in_unit(lot["quantity"], lot["uom"], unit)
+        inputs = sum(in_unit(q, u, unit) for q, u, _ in ins)
+        consumed = sum(in_unit(q, u, unit) for q, u, _ in outs)
+        shipped = sum(in_unit(q, u, unit) for q, u, _ in sent)
         remaining = quantity - consumed - shipped
         if input_edges:
             diff = inputs - quantity
@@ -205,8 +205,8 @@ def summarize_run(
     if unit is None:
         flags.append(UNITS_MIXED)
     else:
-        total_in = sum(convert(line.quantity, line.uom, unit) for line in inputs)
-        total_out = sum(convert(line.quantity, line.uom, unit) for line in outputs)
+        total_in = sum(in_unit(line.quantity, line.uom, unit) for line in inputs)
+        total_out = sum(in_unit(line.quantity, line.uom, unit) for line in outputs)
         diff = total_in - total_out
         if inputs and _exceeds(total_out, total_in, tolerance):
             flags.append(YIELD_GAIN)

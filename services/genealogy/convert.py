@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flowviz.core import lotrow
 from flowviz.genealogy.v1 import genealogy_pb2
 from flowviz.lots.v1 import lots_pb2
 from services.genealogy.accountability import Accountability
@@ -24,18 +25,16 @@ INT64_MAX = 2**63 - 1
 
 
 def lot(node: TraceNode) -> lots_pb2.Lot:
-    message = lots_pb2.Lot(
+    return lotrow.lot(
         lot_code=node.lot_code,
         kind=node.kind,
         product=node.product,
         quantity=node.quantity,
         uom=node.uom,
         status=node.status,
+        produced_at=node.produced_at,
+        created_at=node.created_at,
     )
-    if node.produced_at is not None:
-        message.produced_at.FromDatetime(node.produced_at)
-    message.created_at.FromDatetime(node.created_at)
-    return message
 
 
 def node(n: TraceNode) -> genealogy_pb2.TraceNode:

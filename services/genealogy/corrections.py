@@ -21,10 +21,10 @@ from flowviz.core import audit, validation
 from flowviz.core.db import DB, Conn
 from flowviz.core.errors import Conflict, NotFound
 from flowviz.core.identity import caller_name
+from flowviz.core.units import to_unit
 from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy.lineage import related
 from services.genealogy.runs import EPSILON
-from services.genealogy.units import to_unit
 
 REASON_MAX = 1000
 

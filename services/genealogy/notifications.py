@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import asyncpg
 
 from flowviz.core.db import DB
+from flowviz.core.units import KG, to_unit
 from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy import shipping
 from services.genealogy.runs import EPSILON
-from services.genealogy.units import to_kg, to_unit
 
 _SHIPMENTS = (
     shipping.SHIPMENT
@@ -81,7 +81,7 @@ def _customers(
             shipment=shipping.message(row), depth=lot.depth, root_share=share, root_quantity=root_quantity
         )
         customer.shipments += 1
-        kg = to_kg(row["quantity"], row["uom"])
+        kg = to_unit(row["quantity"], row["uom"], KG)
         if kg is None:
             customer.shipments_not_in_kg += 1
             continue
@@ -137,7 +137,7 @@ async def notifications(
         answer.shipped_kg += customer.quantity_kg
         answer.root_shipped_kg += customer.root_quantity_kg
     for item in answer.in_plant:
-        kg = to_kg(item.remaining, item.lot.uom)
+        kg = to_unit(item.remaining, item.lot.uom, KG)
         if kg is not None:
             answer.in_plant_kg += kg
             answer.root_in_plant_kg += kg * (item.root_share if item.HasField("root_share") else 0.0)

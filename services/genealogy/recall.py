@@ -14,7 +14,7 @@ what the lots nothing consumed further hold of the root, plus what the others st
 same fractions the other way: share(parent in root) = sum share(child) * fraction.
 
 held counts ALL incoming edges of the child, including those from lots outside the walk.
-Quantities convert via services.genealogy.units: kg for mass units, else one shared unit
+Quantities convert via flowviz.core.units: kg for mass units, else one shared unit
 (10 ea of A + 30 ea of B -> 25 % A); a lot whose quantity does not convert into the unit of
 its inputs (an FG counted in ea made from kg) holds its inputs. Inputs in units that do not
 convert into each other (kg with ea) give an unknown share (None), and everything it feeds
@@ -32,7 +32,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from flowviz.core.validation import MASS_UNITS
+from flowviz.core.units import KG, MASS_UNITS, common_unit, to_unit
 from services.genealogy.trace import (
     DB,
     DEFAULT_MAX_DEPTH,
@@ -48,7 +48,6 @@ from services.genealogy.trace import (
     successors,
     trace_edges,
 )
-from services.genealogy.units import KG, common_unit, to_kg, to_unit
 
 Inputs = Mapping[int, Sequence[tuple[float, str]]]  # child id -> [(quantity, uom)]
 
@@ -319,7 +318,7 @@ def kind_totals(lots: Iterable[RecallLot]) -> list[KindTotal]:
     for r in lots:
         t = acc.setdefault(r.lot.kind, [0, 0.0, 0.0, 0])
         t[0] += 1
-        kg = to_kg(r.lot.quantity, r.lot.uom)
+        kg = to_unit(r.lot.quantity, r.lot.uom, KG)
         if kg is None:
             t[3] += 1
             continue

@@ -22,10 +22,10 @@ from flowviz.core import audit, validation
 from flowviz.core.db import DB, Conn
 from flowviz.core.errors import AlreadyExists, Conflict, DomainError, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
+from flowviz.core.units import to_unit
 from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy import balance, effective
 from services.genealogy.balance import RunLine
-from services.genealogy.units import to_unit
 
 MAX_LINES = validation.MAX_ITEMS
 # Slack on "consumed beyond what it holds" for decimal rounding (3 decimals in the schema).

@@ -101,7 +101,7 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         # that order (see repository.list_lots_query). Either form is read in either mode.
         if found.produced_after is None and found.produced_before is None:
             rows, token = await paging.fetch_page(
-                request.page_size, request.page_token, fetch, decode_token=_after_id
+                request.page_size, request.page_token, fetch, decode_token=paging.decode_last_id
             )
         else:
             rows, token = await paging.fetch_page(
@@ -318,12 +318,6 @@ def _lot(row: asyncpg.Record) -> lots_pb2.Lot:
     lot = lot_message(row)
     lot.voided_run = row["voided_run"] or ""
     return lot
-
-
-def _after_id(token: str) -> int:
-    """The id of a page token in either form ("id" or "produced.id")."""
-    pair = paging.decode_pair(token)
-    return 0 if pair is None else pair[1] if "." in token else pair[0]
 
 
 def _lot_filter(request: lots_pb2.ListLotsRequest) -> repository.LotFilter:

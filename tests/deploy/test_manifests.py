@@ -479,7 +479,9 @@ def test_dockerfile_contract():
     assert f"USER {CONTRACT['uid']}" in text
     assert 'ENTRYPOINT ["python", "-m"]' in text
     assert "PYTHONDONTWRITEBYTECODE=1" in text
-    assert "grpc_tools.protoc -I protos" in text
+    # One protoc invocation, shared with `make proto`.
+    assert "python scripts/protoc.py protos/flowviz/*/v1/*.proto" in text
+    assert "$(PY) scripts/protoc.py $<" in (ROOT / "Makefile").read_text()
     ignore = (ROOT / ".dockerignore").read_text().split()
     for entry in (".venv", ".data", ".git", "**/__pycache__", ".pytest_cache", "flowviz/**/*_pb2*.py"):
         assert entry in ignore, f".dockerignore lacks {entry}"

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowviz.core.validation import MASS_UNITS
+from flowviz.core.units import KG, to_unit
 from services.genealogy.accountability import YIELD_GAIN, YIELD_LOSS, account
 from services.genealogy.recall import RecallResult, composition, recall
 
@@ -201,8 +201,7 @@ def genealogies(draw: st.DrawFn) -> tuple[list[tuple[int, str]], list[tuple[int,
 
 
 def kg(quantity: float, uom: str) -> float | None:
-    factor = MASS_UNITS.get(uom)
-    return None if factor is None else quantity * factor
+    return to_unit(quantity, uom, KG)
 
 
 async def _check_every_root(

@@ -7,10 +7,10 @@ from datetime import UTC, datetime
 
 import pytest
 
+from flowviz.core.units import common_unit
 from services.genealogy.recall import (
     Propagation,
     RecallLot,
-    common_unit,
     input_fractions,
     kind_totals,
     propagate,
