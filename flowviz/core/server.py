@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from flowviz.core import auth, db, logs, metrics, tracing
+from flowviz.core import auth, db, heavy, logs, metrics, tracing
 from flowviz.core.cache import Cache, signing_key
 from flowviz.core.channels import open_channel
 from flowviz.core.config import HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
@@ -59,6 +60,7 @@ class Resources:
     pool: asyncpg.Pool = field(init=False)
     cache: Cache = field(init=False)
     revocations: Revocations = field(init=False)
+    heavy_calls: heavy.HeavyCalls = field(init=False)
     ready: bool = False
     # Run once the pool and cache are up, before the service reports SERVING.
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -121,9 +123,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         resources = self.resources
         public = method in self.public
         token = None if public else auth.bearer(metadata)
+        is_heavy = method in heavy.HEAVY_METHODS and resources.settings.heavy_calls > 0
 
-        async def guard(context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        async def guard(context: grpc.aio.ServicerContext[Any, Any]) -> heavy.Lease | None:
+            """Checks before the call; the heavy-call lease it took (release it after), if any."""
             logs.request_id.set(logs.accept_request_id(rid))
+            left = context.time_remaining()
+            # Every query of this call: statement_timeout below this deadline (db.py).
+            db.call_deadline.set(None if left is None else time.monotonic() + left)
             if not resources.ready:
                 raise Unavailable(
                     "NOT_READY", f"{resources.name} is starting or draining", retry_after_seconds=1
@@ -139,6 +146,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                             "the access token was revoked (disabled, role or password changed); sign in again",
                         )
                 auth.current_identity.set(auth.check(self.policy, method, identity))
+                if is_heavy and identity is not None and not identity.is_service:
+                    # The lease outlives the call's deadline by a little, then expires by itself.
+                    ttl = (left if left is not None else 600.0) + 5.0
+                    return await resources.heavy_calls.acquire(identity.subject, ttl)
+            return None
+
+        def release(lease: heavy.Lease | None) -> None:
+            if lease is not None:
+                resources.heavy_calls.release(lease)
 
         async def fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
             if isinstance(exc, _ABORT):
@@ -168,11 +184,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             behavior: Any = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                lease = None
                 try:
-                    await guard(context)
+                    lease = await guard(context)
                     return await behavior(request, context)
                 except BaseException as exc:
                     await fail(context, exc)
+                finally:
+                    release(lease)
 
             return grpc.unary_unary_rpc_method_handler(
                 unary, handler.request_deserializer, handler.response_serializer
@@ -181,12 +200,15 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             stream_behavior: Any = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                lease = None
                 try:
-                    await guard(context)
+                    lease = await guard(context)
                     async for item in stream_behavior(request, context):
                         yield item
                 except BaseException as exc:
                     await fail(context, exc)
+                finally:
+                    release(lease)
 
             return grpc.unary_stream_rpc_method_handler(
                 stream, handler.request_deserializer, handler.response_serializer
@@ -195,11 +217,14 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             upload_behavior: Any = handler.stream_unary
 
             async def upload(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                lease = None
                 try:
-                    await guard(context)
+                    lease = await guard(context)
                     return await upload_behavior(requests, context)
                 except BaseException as exc:
                     await fail(context, exc)
+                finally:
+                    release(lease)
 
             return grpc.stream_unary_rpc_method_handler(
                 upload, handler.request_deserializer, handler.response_serializer
@@ -273,6 +298,9 @@ async def serve(
         cfg.valkey_url, key=signing_key(cfg.token_secret), timeout=cfg.cache_timeout, ttl=cfg.cache_ttl
     )
     resources.revocations = Revocations(resources.cache.client, cfg.database_url, timeout=cfg.cache_timeout)
+    resources.heavy_calls = heavy.HeavyCalls(
+        lambda: resources.cache.client, cfg.database_url, limit=cfg.heavy_calls, timeout=cfg.cache_timeout
+    )
     while not await resources.cache.ping():
         if stop.is_set():
             break
