@@ -67,6 +67,7 @@ def _capture_refusal(body: Any) -> bool:
         return True
     return (body.get("error") or {}).get("reason") in CAPTURE_REFUSALS
 
+
 # Rules of a field on every operation that has it.
 ANY_OPERATION: dict[str, str] = {
     # Opaque page tokens carry a digest (flowviz.core.paging): only tokens this API issued pass.

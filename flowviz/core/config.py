@@ -166,6 +166,9 @@ class Settings:
     # FLOWVIZ_STATEMENT_CACHE: asyncpg's prepared statements per connection; 0 behind PgBouncer in
     # transaction mode, where a prepared statement may land on another server connection.
     statement_cache: int = 1024
+    # FLOWVIZ_HEAVY_CALLS: a user's concurrent traces, recalls, exports and drills (across every
+    # replica, via Valkey); past it 429 with Retry-After. 0: no bound.
+    heavy_calls: int = 4
 
 
 @cache
@@ -227,4 +230,5 @@ def settings() -> Settings:
         metrics_port=_int("FLOWVIZ_METRICS_PORT", 0, 0, 65535) if env.get("FLOWVIZ_METRICS_PORT") else None,
         drill_tolerance=_fraction("FLOWVIZ_DRILL_TOLERANCE", 0.02),
         sign_holds=_int("FLOWVIZ_SIGN_HOLDS", 0, 0, 1) == 1,
+        heavy_calls=_int("FLOWVIZ_HEAVY_CALLS", 4, 0, 10_000),
     )

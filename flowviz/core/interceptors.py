@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import grpc
 
-from flowviz.core import auth, db, logs
+from flowviz.core import auth, db, heavy, logs
 from flowviz.core.constraints import database_error
 from flowviz.core.errors import DomainError, Unavailable, to_status
 
@@ -47,11 +48,16 @@ _PASSED_ON = frozenset(
 def _around(
     handler: Any,
     method: str,
-    before: Callable[[Context], Awaitable[None]] | None,
+    before: Callable[[Context], Awaitable[Callable[[], None] | None]] | None,
     fail: Callable[[Context, BaseException], Awaitable[None]] | None,
 ) -> Any:
-    """`handler` with `before` awaited ahead of it and `fail` given what it raises (re-raised
-    when there is no `fail`), for each of the three kinds of method flowviz serves."""
+    """`handler` with `before` awaited ahead of it (what it returns is called when the call
+    ends) and `fail` given what it raises (re-raised when there is no `fail`), for each of the
+    three kinds of method flowviz serves."""
+
+    def done(after: Callable[[], None] | None) -> None:
+        if after is not None:
+            after()
 
     async def failed(context: Context, exc: BaseException) -> None:
         if fail is None:
@@ -62,12 +68,15 @@ def _around(
         behavior: Any = handler.unary_unary
 
         async def unary(request: Any, context: Context) -> Any:
+            after = None
             try:
                 if before is not None:
-                    await before(context)
+                    after = await before(context)
                 return await behavior(request, context)
             except BaseException as exc:
                 await failed(context, exc)
+            finally:
+                done(after)
 
         return grpc.unary_unary_rpc_method_handler(
             unary, handler.request_deserializer, handler.response_serializer
@@ -76,13 +85,16 @@ def _around(
         stream_behavior: Any = handler.unary_stream
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            after = None
             try:
                 if before is not None:
-                    await before(context)
+                    after = await before(context)
                 async for item in stream_behavior(request, context):
                     yield item
             except BaseException as exc:
                 await failed(context, exc)
+            finally:
+                done(after)
 
         return grpc.unary_stream_rpc_method_handler(
             stream, handler.request_deserializer, handler.response_serializer
@@ -91,12 +103,15 @@ def _around(
         upload_behavior: Any = handler.stream_unary
 
         async def upload(requests: Any, context: Context) -> Any:
+            after = None
             try:
                 if before is not None:
-                    await before(context)
+                    after = await before(context)
                 return await upload_behavior(requests, context)
             except BaseException as exc:
                 await failed(context, exc)
+            finally:
+                done(after)
 
         return grpc.stream_unary_rpc_method_handler(
             upload, handler.request_deserializer, handler.response_serializer
@@ -144,8 +159,8 @@ class StatusInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Request id in; calls refused until the service is ready; the caller authenticated, then
-    authorized by the service's policy."""
+    """Request id and deadline in; calls refused until the service is ready; the caller
+    authenticated, then authorized by the service's policy; a user's heavy calls bounded."""
 
     def __init__(self, resources: Resources, policy: auth.Policy, public: frozenset[str]) -> None:
         self.resources = resources
@@ -166,14 +181,20 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         public = method in self.public
         token = None if public else auth.bearer(metadata)
 
-        async def guard(context: Context) -> None:
+        is_heavy = method in heavy.HEAVY_METHODS and resources.settings.heavy_calls > 0
+
+        async def guard(context: Context) -> Callable[[], None] | None:
+            """Checks before the call; what gives back the heavy-call lease it took, if any."""
             logs.request_id.set(logs.accept_request_id(rid))
+            left = context.time_remaining()
+            # Every query of this call: statement_timeout below this deadline (db.py).
+            db.call_deadline.set(None if left is None else time.monotonic() + left)
             if not resources.ready:
                 raise Unavailable(
                     "NOT_READY", f"{resources.name} is starting or draining", retry_after_seconds=1
                 )
             if public:
-                return
+                return None
             identity = self.verifier.verify(token) if token else None
             if identity is not None and not identity.is_service:
                 # Authentication, before authorization: a revoked token is a 401, not a 403.
@@ -184,6 +205,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                         "the access token was revoked (disabled, role or password changed); sign in again",
                     )
             auth.current_identity.set(auth.check(self.policy, method, identity))
+            if is_heavy and identity is not None and not identity.is_service:
+                # The lease outlives the call's deadline by a little, then expires by itself.
+                lease = await resources.heavy_calls.acquire(
+                    identity.subject, (600.0 if left is None else left) + 5.0
+                )
+                return lambda: resources.heavy_calls.release(lease)
+            return None
 
         return _around(handler, method, guard, None)
 

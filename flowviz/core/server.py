@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from flowviz.core import auth, logs, metrics, tracing
+from flowviz.core import auth, heavy, logs, metrics, tracing
 from flowviz.core.cache import Cache, signing_key
 from flowviz.core.channels import open_channel
 from flowviz.core.config import DATABASE_ROLES, HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
@@ -44,6 +44,7 @@ class Resources:
     pool: asyncpg.Pool = field(init=False)
     cache: Cache = field(init=False)
     revocations: Revocations = field(init=False)
+    heavy_calls: heavy.HeavyCalls = field(init=False)
     ready: bool = False
     # Run once the pool and cache are up, before the service reports SERVING.
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -137,6 +138,9 @@ async def serve(
         cfg.valkey_url, key=signing_key(cfg.token_secret), timeout=cfg.cache_timeout, ttl=cfg.cache_ttl
     )
     resources.revocations = Revocations(resources.cache.client, cfg.database_url, timeout=cfg.cache_timeout)
+    resources.heavy_calls = heavy.HeavyCalls(
+        lambda: resources.cache.client, cfg.database_url, limit=cfg.heavy_calls, timeout=cfg.cache_timeout
+    )
     while not await resources.cache.ping():
         if stop.is_set():
             break
