@@ -49,10 +49,9 @@ from flowviz import local
 from flowviz.core import audit, units, validation
 from flowviz.core.cache import Cache
 from flowviz.core.identity import caller_name
+from flowviz.core.importformat import GENEALOGY_COLUMNS, LOTS_COLUMNS
 from services.genealogy import runs
 
-LOTS_COLUMNS = ("lot_code", "kind", "product", "quantity", "uom", "produced_at")
-GENEALOGY_COLUMNS = ("parent_lot_code", "child_lot_code", "quantity", "uom", "run_code")
 FILES = ("lots", "genealogy")
 IMPORT_OPERATOR = "import"
 CLI_ACTOR = "cli"  # the audit log's actor for `flowviz import` (as for `flowviz user`)

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from google.protobuf.descriptor import Descriptor
 
-from flowviz.core import units, validation
+from flowviz.core import importformat, units, validation
 from flowviz.core.protojson import TIMESTAMP, field_schema, flat_schema, message_schema, schema_name
 from flowviz.core.validation import field_rule
 from flowviz.genealogy.v1 import genealogy_pb2
@@ -192,14 +192,14 @@ IMPORT_ROWS = (
 def _import_format(operation: dict[str, Any]) -> dict[str, Any]:
     """The import's files as the documented CSV formats (the importer's own column lists); the
     rest of the operation (other form fields, parameters) as its route declares it."""
-    from flowviz import importer
-
     content = copy.deepcopy(operation["requestBody"]["content"])
     form = content["multipart/form-data"]
     schema = form["schema"]
     schema["properties"] |= {
-        "lots": _csv_file(importer.LOTS_COLUMNS, "produced_at may be empty (ISO 8601, UTC if no offset)."),
-        "genealogy": _csv_file(importer.GENEALOGY_COLUMNS, "run_code may be empty (one run per child)."),
+        "lots": _csv_file(
+            importformat.LOTS_COLUMNS, "produced_at may be empty (ISO 8601, UTC if no offset)."
+        ),
+        "genealogy": _csv_file(importformat.GENEALOGY_COLUMNS, "run_code may be empty (one run per child)."),
     }
     schema |= {
         "additionalProperties": False,

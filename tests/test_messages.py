@@ -14,7 +14,7 @@ from tests.conftest import ROOT, USERS, System, bearer
 
 # The one 400 that cannot know its field: PostgreSQL refused a value (SQLSTATE class 22) that
 # every field rule let through; it is a safety net, not a rule.
-NO_FIELD = {("flowviz/core/server.py", "VALUE_INVALID")}
+NO_FIELD = {("flowviz/core/constraints.py", "VALUE_INVALID")}
 
 
 def _invalid_arguments() -> list[tuple[str, int, str, bool]]:
@@ -221,11 +221,11 @@ def test_every_scalar_input_of_every_route_has_its_rule_in_the_document() -> Non
 
 
 def test_the_import_files_are_documented_as_the_importers_csv_formats() -> None:
-    from flowviz import importer
+    from flowviz.core import importformat
     from gateway.openapi import DOCUMENT
 
     form = DOCUMENT["paths"]["/api/import"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    for name, columns in (("lots", importer.LOTS_COLUMNS), ("genealogy", importer.GENEALOGY_COLUMNS)):
+    for name, columns in (("lots", importformat.LOTS_COLUMNS), ("genealogy", importformat.GENEALOGY_COLUMNS)):
         file = form["schema"]["properties"][name]
         header = ",".join(columns)
         assert re.search(file["pattern"], f"{header}\nA-1,RAW,x,1,kg,\n") and not re.search(
