@@ -44,6 +44,15 @@ bench-quick: proto
 
 bench: proto
 	$(PY) bench/run.py --mode full
+	$(PY) bench/side_by_side.py
+
+# flowviz and the monolith it replaced (re-created in bench/monolith/, its own venv there from
+# bench/monolith/requirements.txt, built by the script), the same wrk command on the hot seed
+# trace, one after the other, twice; the ratio printed. wrk: apt-get install wrk (the script
+# does it when missing and root).
+.PHONY: bench-monolith
+bench-monolith: proto
+	$(PY) bench/side_by_side.py
 
 # The web app's third-party JavaScript, at the exact versions of web/vendor/package-lock.json
 # (npm ci, install scripts off), copied with each package's licence into web/vendor/.

@@ -11,9 +11,7 @@ import orjson
 import psycopg
 
 from flowviz import local
-from flowviz.core import passwords
-from services.lots.users import role as valid_role
-from services.lots.users import username as valid_username
+from flowviz.core import passwords, validation
 
 INSERT = """
 INSERT INTO users (username, display_name, role, password_hash) VALUES (%s, %s, %s, %s)
@@ -41,8 +39,8 @@ def _connect(database_url: str) -> psycopg.Connection:
 
 def add_user(database_url: str, username: str, role: str, password: str, display_name: str = "") -> bool:
     """Create a user; False when the username is taken (nothing changes then)."""
-    valid_username(username)
-    valid_role(role)
+    validation.username(username)
+    validation.role(role)
     password_hash = passwords.hash_password(password, username=username)
     with _connect(database_url) as conn:
         created = conn.execute(INSERT, (username, display_name or username, role, password_hash)).fetchone()
@@ -54,7 +52,7 @@ def add_user(database_url: str, username: str, role: str, password: str, display
 def reset_password(database_url: str, username: str, password: str) -> bool | None:
     """Set a user's password (audited). None when there is no such user (the seed's `system`
     user cannot sign in and is not one); else whether the user is disabled."""
-    valid_username(username)
+    validation.username(username)
     password_hash = passwords.hash_password(password, username=username)
     with _connect(database_url) as conn:
         row = conn.execute(RESET, (password_hash, username)).fetchone()

@@ -58,7 +58,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("file", type=Path)
     args = parser.parse_args(argv)
     try:
-        url = local.database_url()
+        url = local.database_url(admin=args.command == "restore")
     except local.UserError as exc:
         sys.exit(f"flowviz: {exc}")
     try:

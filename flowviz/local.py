@@ -63,9 +63,17 @@ def running_state(folder: Path | None = None) -> dict[str, str]:
     return {k: v for k, v in state.items() if k != "pid" and isinstance(v, str)}
 
 
-def database_url(given: str | None = None) -> str:
-    """`given`, else DATABASE_URL, else the running `make run`'s embedded database."""
-    url = given or os.environ.get("DATABASE_URL") or running_state().get("database_url")
+def database_url(given: str | None = None, *, admin: bool = False) -> str:
+    """`given`, else DATABASE_URL, else the running `make run`'s embedded database: as its owner
+    role, or (`admin`: a restore, which may replace what only a superuser may, such as an
+    extension a superuser installed) as its superuser."""
+    state = running_state()
+    url = (
+        given
+        or os.environ.get("DATABASE_URL")
+        or (admin and state.get("admin_database_url"))
+        or state.get("database_url")
+    )
     if not url:
         raise UserError(
             "DATABASE_URL is not set and no `make run` of this checkout is running. Start `make run` "

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +32,8 @@ RESTART_WINDOW = 60.0
 class Child:
     name: str
     argv: Sequence[str]
+    # On top of the supervisor's environment; None removes a variable (the gateway's DATABASE_URL).
+    env: dict[str, str | None] = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
     restarts: list[float] = field(default_factory=list)
 
@@ -132,9 +134,10 @@ class Supervisor:
             print(readable(child.name, raw.decode(errors="replace").rstrip()), flush=True)
 
     async def _start(self, child: Child) -> None:
+        env = {k: v for k, v in {**self.env, **child.env}.items() if v is not None}
         child.proc = await asyncio.create_subprocess_exec(
             *child.argv,
-            env=self.env,
+            env=env,
             stdout=asyncio.subprocess.PIPE if self.readable else None,  # None: our own stdout
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
@@ -221,17 +224,34 @@ class Supervisor:
                     proc.kill()
 
 
-def service_children(python: str = sys.executable) -> list[Child]:
-    return [
-        Child(name, [python, "-m", f"services.{name}"]) for name in ("lots", "genealogy", "qc", "health")
-    ] + [Child("gateway", [python, "-m", "gateway"])]
+def service_children(
+    python: str = sys.executable, database_urls: Mapping[str, str] | None = None
+) -> list[Child]:
+    """The four services (each with its own DATABASE_URL when `database_urls` has one) and the
+    gateway, which gets no database URL at all (it has no pool; a compromised gateway holds no
+    database secret)."""
+    urls = database_urls or {}
+    services = [
+        Child(name, [python, "-m", f"services.{name}"], {"DATABASE_URL": urls[name]} if name in urls else {})
+        for name in ("lots", "genealogy", "qc", "health")
+    ]
+    return [*services, Child("gateway", [python, "-m", "gateway"], {"DATABASE_URL": None})]
 
 
-def run_children(env: dict[str, str], drain_seconds: float, servers: Sequence[Server] = ()) -> int:
+def run_children(
+    env: dict[str, str],
+    drain_seconds: float,
+    servers: Sequence[Server] = (),
+    database_urls: Mapping[str, str] | None = None,
+) -> int:
     import uvloop
 
     merged = {**os.environ, **env}
     supervisor = Supervisor(
-        service_children(), merged, drain_seconds, readable=sys.stdout.isatty(), servers=servers
+        service_children(database_urls=database_urls),
+        merged,
+        drain_seconds,
+        readable=sys.stdout.isatty(),
+        servers=servers,
     )
     return uvloop.run(supervisor.run())

@@ -7,7 +7,6 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import grpc
 import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -18,35 +17,16 @@ from starlette.routing import BaseRoute, Route
 
 from flowviz.core import auth, logs, metrics, tracing
 from flowviz.core.config import settings
-from flowviz.core.errors import from_rpc_error
-from flowviz.core.protojson import JsonInputError, fill
+from flowviz.core.protojson import fill
 from gateway import exports, observability, openapi, web
 from gateway.clients import client_address
-from gateway.errors import error_response, failure_response
+from gateway.errors import BadRequest, ClientGone, Unauthorized, error_response, failure
 from gateway.routes import ROUTES, RpcRoute
 from gateway.upstreams import Upstreams
 
 MAX_BODY = 1024 * 1024
 
 Handler = Callable[[Request], Awaitable[Response]]
-
-
-class Unauthorized(Exception):
-    """No valid bearer token."""
-
-    def __init__(self, reason: str, message: str = "a valid bearer token is required") -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-class BadRequest(Exception):
-    def __init__(self, reason: str, message: str, status: int = 400, field: str = "") -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.status = status
-        self.details = {"field": field} if field else None
 
 
 def check_query(request: Request, accepted: frozenset[str]) -> None:
@@ -87,10 +67,6 @@ async def _json_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("BODY_INVALID", "the body must be a JSON object", field="body")
     return body
-
-
-class ClientGone(Exception):
-    """The client closed the connection before the answer was ready."""
 
 
 async def _unless_disconnected(request: Request, call: Any) -> Any:
@@ -141,25 +117,30 @@ def _metadata(request: Request, rid: str, public: bool = False) -> tuple[tuple[s
     return (*metadata, ("authorization", f"Bearer {bearer_token}"))
 
 
-def _unauthorized(exc: Unauthorized) -> Response:
-    response = error_response(401, "UNAUTHENTICATED", exc.message, exc.reason)
-    response.headers["www-authenticate"] = 'Bearer realm="flowviz"'
-    return response
+def endpoint(handle: Handler) -> Handler:
+    """Every /api endpoint: its request id set first and echoed, and whatever it raises answered
+    by the one handler (gateway.errors.failure)."""
+
+    async def answer(request: Request) -> Response:
+        rid = _request_id(request)
+        try:
+            response = await handle(request)
+        except Exception as exc:
+            if (refused := failure(exc)) is None:
+                raise
+            response = refused
+        response.headers["x-request-id"] = rid
+        return response
+
+    return answer
 
 
 def streaming_endpoint(call: exports.Call, accepted: frozenset[str]) -> Handler:
+    @endpoint
     async def handle(request: Request) -> Response:
-        rid = _request_id(request)
-        try:
-            metadata = _metadata(request, rid)
-            check_query(request, accepted)
-            response = await exports.guarded(call, request, request.app.state.upstreams, metadata)
-        except Unauthorized as exc:
-            response = _unauthorized(exc)
-        except BadRequest as exc:
-            response = error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason, exc.details)
-        response.headers["x-request-id"] = rid
-        return response
+        metadata = _metadata(request, logs.request_id.get())
+        check_query(request, accepted)
+        return await call(request, request.app.state.upstreams, metadata)
 
     return handle
 
@@ -169,43 +150,27 @@ def rpc_endpoint(route: RpcRoute) -> Handler:
     path_params = route.path_params
     accepted = frozenset(route.query)
 
+    @endpoint
     async def handle(request: Request) -> Response:
-        rid = _request_id(request)
-        try:
-            metadata = _metadata(request, rid, route.public)
-            check_query(request, accepted)
-            data: dict[str, Any] = await _json_body(request) if route.body else {}
-            for name in path_params:
-                if name in data and data[name] != request.path_params[name]:
-                    raise BadRequest(
-                        "FIELD_CONFLICT", f"{name} in the body differs from the path", field=name
-                    )
-            query = request.query_params
-            data.update((name, query[name]) for name in route.query if name in query)
-            data.update((f, request.headers[h]) for h, f in route.headers.items() if h in request.headers)
-            data.update(request.path_params)
-            missing = [name for name in route.required if data.get(name) is None]
-            if missing:
-                raise BadRequest("FIELD_REQUIRED", f"{', '.join(missing)} required", field=missing[0])
-            message = fill(route.request_class(), data)
-            stub = getattr(request.app.state.upstreams, route.upstream)
-            call = getattr(stub, route.rpc)(message, timeout=settings().rpc_timeout, metadata=metadata)
-            reply = await (_unless_disconnected(request, call) if route.cancellable else call)
-            status = route.status_of(reply) if route.status_of else route.status
-            response = json(route.render(reply), status)
-        except JsonInputError as exc:
-            response = error_response(400, "INVALID_ARGUMENT", f"{exc.field} {exc.message}", "FIELD_INVALID",
-                                      {"field": exc.field})  # fmt: skip
-        except BadRequest as exc:
-            response = error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason, exc.details)
-        except Unauthorized as exc:
-            response = _unauthorized(exc)
-        except ClientGone:
-            response = error_response(499, "CANCELLED", "the client closed the request", "CLIENT_CLOSED")
-        except grpc.aio.AioRpcError as exc:
-            response = failure_response(from_rpc_error(exc))
-        response.headers["x-request-id"] = rid
-        return response
+        metadata = _metadata(request, logs.request_id.get(), route.public)
+        check_query(request, accepted)
+        data: dict[str, Any] = await _json_body(request) if route.body else {}
+        for name in path_params:
+            if name in data and data[name] != request.path_params[name]:
+                raise BadRequest("FIELD_CONFLICT", f"{name} in the body differs from the path", field=name)
+        query = request.query_params
+        data.update((name, query[name]) for name in route.query if name in query)
+        data.update((f, request.headers[h]) for h, f in route.headers.items() if h in request.headers)
+        data.update(request.path_params)
+        missing = [name for name in route.required if data.get(name) is None]
+        if missing:
+            raise BadRequest("FIELD_REQUIRED", f"{', '.join(missing)} required", field=missing[0])
+        message = fill(route.request_class(), data)
+        stub = getattr(request.app.state.upstreams, route.upstream)
+        call = getattr(stub, route.rpc)(message, timeout=settings().rpc_timeout, metadata=metadata)
+        reply = await (_unless_disconnected(request, call) if route.cancellable else call)
+        status = route.status_of(reply) if route.status_of else route.status
+        return json(route.render(reply), status)
 
     return handle
 
@@ -213,11 +178,9 @@ def rpc_endpoint(route: RpcRoute) -> Handler:
 def no_query(handler: Handler) -> Handler:
     """A route that takes no query parameters (health, the documents)."""
 
+    @endpoint
     async def handle(request: Request) -> Response:
-        try:
-            check_query(request, frozenset())
-        except BadRequest as exc:
-            return error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason, exc.details)
+        check_query(request, frozenset())
         return await handler(request)
 
     return handle

@@ -1,15 +1,5 @@
-"""CSV cells a spreadsheet would evaluate, neutralised (OWASP "CSV Injection"): a text cell that
-begins with = + - @ tab or carriage return gets a leading single quote, so `=HYPERLINK(...)` in a
-product name is shown as text, never run. Numbers are left as they are. Every CSV the gateway
-writes passes each cell through `neutralise` (the web app's table CSV applies the same rule in
-web/js/model.js)."""
+"""The OWASP CSV cell rule lives in flowviz.core.csvcells (services render CSV too)."""
 
-from __future__ import annotations
+from flowviz.core.csvcells import FORMULA_STARTS, neutralise
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise(value: object) -> object:
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+__all__ = ["FORMULA_STARTS", "neutralise"]

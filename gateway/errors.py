@@ -1,4 +1,5 @@
-"""The gateway's one table from gRPC status to HTTP status, and the JSON error body."""
+"""The gateway's errors: the one table from gRPC status to HTTP status, the one handler from
+anything an endpoint raises to its answer (`failure`), and the JSON error body."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import grpc
 import orjson
 from starlette.responses import Response
 
-from flowviz.core.errors import RpcFailure
+from flowviz.core.errors import DomainError, RpcFailure, from_rpc_error
+from flowviz.core.protojson import JsonInputError
+from gateway.uploads import UploadError
 
 HTTP_OF_GRPC = {
     grpc.StatusCode.INVALID_ARGUMENT: 400,
@@ -25,6 +28,28 @@ HTTP_OF_GRPC = {
 }
 # Reasons whose HTTP status differs from their gRPC code's default.
 HTTP_OF_REASON = {"IDEMPOTENCY_KEY_REUSED": 422, "BODY_TOO_LARGE": 413}
+
+
+class Unauthorized(Exception):
+    """No valid bearer token."""
+
+    def __init__(self, reason: str, message: str = "a valid bearer token is required") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class BadRequest(Exception):
+    def __init__(self, reason: str, message: str, status: int = 400, field: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.status = status
+        self.details = {"field": field} if field else None
+
+
+class ClientGone(Exception):
+    """The client closed the connection before the answer was ready."""
 
 
 def error_response(
@@ -49,3 +74,26 @@ def failure_response(failure: RpcFailure) -> Response:
     if status == 503:  # an outage (database, a service starting or gone): worth retrying soon
         response.headers["retry-after"] = failure.metadata.get("retry_after_seconds", "1")
     return response
+
+
+def failure(exc: BaseException) -> Response | None:
+    """The answer to what an endpoint raised (None: not a refusal; a bug, left to the 500 handler)."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return failure_response(from_rpc_error(exc))
+    if isinstance(exc, BadRequest):
+        return error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason, exc.details)
+    if isinstance(exc, JsonInputError):
+        return error_response(
+            400, "INVALID_ARGUMENT", f"{exc.field} {exc.message}", "FIELD_INVALID", {"field": exc.field}
+        )
+    if isinstance(exc, Unauthorized):
+        response = error_response(401, "UNAUTHENTICATED", exc.message, exc.reason)
+        response.headers["www-authenticate"] = 'Bearer realm="flowviz"'
+        return response
+    if isinstance(exc, DomainError):  # checked in the gateway itself (an upload's role, a token)
+        return failure_response(RpcFailure(exc.code, exc.message, exc.reason, exc.metadata))
+    if isinstance(exc, UploadError):
+        return error_response(exc.status, "INVALID_ARGUMENT", exc.message, exc.reason)
+    if isinstance(exc, ClientGone):
+        return error_response(499, "CANCELLED", "the client closed the request", "CLIENT_CLOSED")
+    return None

@@ -1,6 +1,6 @@
-"""Routes that stream: trace exports (CSV, GS1 EPCIS 2.0 JSON-LD), a drill's CSV, and the bulk
-import (multipart upload streamed to the genealogy service). Rows go out as they arrive, so a
-100,000-row export is never held whole in the gateway."""
+"""Routes that stream: the exports the genealogy service renders (FSMA 204 CSV, EPCIS 2.0 JSON-LD,
+relayed as bytes by gateway/relay.py), a drill's CSV, and the bulk import (multipart upload
+streamed to the genealogy service). Nothing is held whole in the gateway."""
 
 from __future__ import annotations
 
@@ -13,174 +13,24 @@ from typing import Any
 import grpc
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from flowviz.core import auth
 from flowviz.core.config import settings
-from flowviz.core.errors import RpcFailure, from_rpc_error
-from flowviz.core.protojson import JsonInputError, enum_values, fill, to_json
+from flowviz.core.protojson import enum_values, fill, to_json
 from flowviz.genealogy.v1 import genealogy_pb2
-from gateway import uploads
+from gateway import relay, uploads
 from gateway.csvcells import neutralise
-from gateway.errors import error_response, failure_response
+from gateway.errors import error_response
 
 Metadata = tuple[tuple[str, str], ...]
 Call = Callable[[Request, Any, Metadata], Awaitable[Response]]
-
-CSV_COLUMNS = [
-    "traceability_lot_code",
-    "product",
-    "quantity",
-    "unit",
-    "kind",
-    "event",
-    "reference_document",
-    "event_time",
-    "location",
-    "step",
-    "input_lot_code",
-    "input_product",
-    "input_quantity",
-    "input_unit",
-    "input_kind",
-]
-EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
-LOT_URN = "urn:flowviz:lot:"  # an LGTIN-like class id: <product> is not a GTIN here
 
 
 def _csv_line(values: Iterable[Any]) -> bytes:
     buffer = io.StringIO()
     csv.writer(buffer).writerow(map(neutralise, values))
     return buffer.getvalue().encode()
-
-
-def _export_request(request: Request) -> genealogy_pb2.ExportTraceRequest:
-    data: dict[str, Any] = {"lot_code": request.path_params["lot_code"]}
-    if "direction" in request.query_params:
-        data["direction"] = request.query_params["direction"]
-    message = genealogy_pb2.ExportTraceRequest()
-    fill(message, data)
-    return message
-
-
-async def _first(stream: Any) -> tuple[Any | None, AsyncIterator[Any]]:
-    """Read the first item before answering, so a failure still gets its own HTTP status."""
-    iterator = stream.__aiter__()
-    try:
-        return await iterator.__anext__(), iterator
-    except StopAsyncIteration:
-        return None, iterator
-
-
-async def _rows(first: Any | None, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    if first is None:
-        return
-    yield first
-    async for row in rest:
-        yield row
-
-
-async def trace_csv(request: Request, upstreams: Any, metadata: Metadata) -> Response:
-    call = upstreams.genealogy.ExportTrace(
-        _export_request(request), timeout=settings().rpc_timeout * 12, metadata=metadata
-    )
-    first, rest = await _first(call)
-
-    async def body() -> AsyncIterator[bytes]:
-        yield _csv_line(CSV_COLUMNS)
-        async for r in _rows(first, rest):
-            yield _csv_line(
-                [
-                    r.output_lot_code,
-                    r.output_product,
-                    r.output_quantity,
-                    r.output_uom,
-                    r.output_kind,
-                    "transformation" if r.run_code else "link",
-                    r.run_code,
-                    r.event_time.ToJsonString(),
-                    r.stream_code,
-                    r.phase_code,
-                    r.input_lot_code,
-                    r.input_product,
-                    r.input_quantity,
-                    r.input_uom,
-                    r.input_kind,
-                ]
-            )
-
-    name = f"trace-{request.path_params['lot_code']}.csv"
-    return StreamingResponse(
-        body(),
-        media_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="{name}"'},
-    )
-
-
-def _epcis_event(rows: list[Any]) -> bytes:
-    """One TransformationEvent: a production run's inputs and outputs with their quantities."""
-    head = rows[0]
-    inputs: dict[str, dict[str, Any]] = {}
-    outputs: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        item = inputs.setdefault(
-            r.input_lot_code, {"epcClass": LOT_URN + r.input_lot_code, "quantity": 0.0, "uom": r.input_uom}
-        )
-        item["quantity"] += r.input_quantity
-        outputs[r.output_lot_code] = {
-            "epcClass": LOT_URN + r.output_lot_code,
-            "quantity": r.output_quantity,
-            "uom": r.output_uom,
-        }
-    event: dict[str, Any] = {
-        "type": "TransformationEvent",
-        "eventTime": head.event_time.ToJsonString(),
-        "eventTimeZoneOffset": "+00:00",
-        "inputQuantityList": list(inputs.values()),
-        "outputQuantityList": list(outputs.values()),
-        "bizStep": "transforming" if head.run_code else "commissioning",
-    }
-    if head.run_code:
-        event["transformationID"] = f"urn:flowviz:run:{head.run_code}"
-        event["bizTransactionList"] = [
-            {"type": "prodorder", "bizTransaction": f"urn:flowviz:run:{head.run_code}"}
-        ]
-    if head.stream_code:
-        event["bizLocation"] = {"id": f"urn:flowviz:stream:{head.stream_code}"}
-    return orjson.dumps(event)
-
-
-async def trace_jsonld(request: Request, upstreams: Any, metadata: Metadata) -> Response:
-    call = upstreams.genealogy.ExportTrace(
-        _export_request(request), timeout=settings().rpc_timeout * 12, metadata=metadata
-    )
-    first, rest = await _first(call)
-
-    async def body() -> AsyncIterator[bytes]:
-        yield (
-            b'{"@context":["' + EPCIS_CONTEXT.encode() + b'"],"type":"EPCISDocument","schemaVersion":"2.0",'
-            b'"creationDate":"' + _now().encode() + b'","epcisBody":{"eventList":['
-        )
-        # Rows come grouped by event (the service sorts by time, then run): one event per run.
-        group: list[Any] = []
-        separator = b""
-        async for r in _rows(first, rest):
-            key = r.run_code or f"{r.output_lot_code}"
-            if group and key != (group[0].run_code or group[0].output_lot_code):
-                yield separator + _epcis_event(group)
-                separator, group = b",", []
-            group.append(r)
-        if group:
-            yield separator + _epcis_event(group)
-        yield b"]}}"
-
-    return StreamingResponse(body(), media_type="application/ld+json")
-
-
-def _now() -> str:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 async def scenario_csv(request: Request, upstreams: Any, metadata: Metadata) -> Response:
@@ -320,10 +170,7 @@ async def import_files(request: Request, upstreams: Any, metadata: Metadata) -> 
     """multipart/form-data with files `lots` and/or `genealogy`, streamed on as the body arrives."""
     # The caller's role first: a viewer's upload is refused before a byte of it is read.
     identity = request.app.state.verifier.verify(auth.bearer(request.headers.get("authorization")) or "")
-    try:
-        auth.require(identity, *UPLOAD_ROLES)
-    except auth.PermissionDenied as exc:
-        return failure_response(RpcFailure(exc.code, exc.message, exc.reason, exc.metadata))
+    auth.require(identity, *UPLOAD_ROLES)
     mode = IMPORT_MODES.get(request.query_params.get("mode", "strict"))
     if mode is None:
         return error_response(
@@ -354,7 +201,7 @@ async def import_files(request: Request, upstreams: Any, metadata: Metadata) -> 
         if not refused:
             raise
     if refused:
-        return error_response(refused[0].status, "INVALID_ARGUMENT", refused[0].message, refused[0].reason)
+        raise refused[0]
     return Response(
         orjson.dumps(to_json(reply)), status_code=200 if reply.ok else 400, media_type="application/json"
     )
@@ -407,10 +254,10 @@ STREAMING_ROUTES: list[tuple[str, str, Call, dict[str, Any]]] = [
     (
         "GET",
         "/api/traceability/{lot_code}/export.csv",
-        trace_csv,
+        relay.relay(relay.of_lot(genealogy_pb2.EXPORT_FORMAT_TRACE_CSV)),
         {
-            "summary": "The trace as a spreadsheet: one row per traceability event and input lot (FSMA 204 key data "
-            "elements), streamed",
+            "summary": "The trace as a spreadsheet: one row per transformation and input lot, receipt and shipment "
+            "(FSMA 204 key data elements), rendered by the genealogy service and streamed",
             "tags": ["traceability"],
             "operationId": "ExportTraceCsv",
             "parameters": [_lot_param(), DIRECTION],
@@ -423,10 +270,11 @@ STREAMING_ROUTES: list[tuple[str, str, Call, dict[str, Any]]] = [
     (
         "GET",
         "/api/traceability/{lot_code}/export.jsonld",
-        trace_jsonld,
+        relay.relay(relay.of_lot(genealogy_pb2.EXPORT_FORMAT_EPCIS_JSONLD)),
         {
-            "summary": "The trace as GS1 EPCIS 2.0 JSON-LD: production runs as TransformationEvents with input and "
-            "output quantity lists, streamed",
+            "summary": "The trace as GS1 EPCIS 2.0 JSON-LD (valid by GS1's schema): receipts and shipments as "
+            "ObjectEvents, production runs as TransformationEvents with input and output quantity lists, lots and "
+            "locations as master data; rendered by the genealogy service and streamed",
             "tags": ["traceability"],
             "operationId": "ExportTraceJsonLd",
             "parameters": [_lot_param(), DIRECTION],
@@ -523,10 +371,140 @@ STREAMING_ROUTES: list[tuple[str, str, Call, dict[str, Any]]] = [
 ]
 
 
-async def guarded(call: Call, request: Request, upstreams: Any, metadata: Metadata) -> Response:
-    try:
-        return await call(request, upstreams, metadata)
-    except JsonInputError as exc:
-        return error_response(400, "INVALID_ARGUMENT", f"{exc.field} {exc.message}", "FIELD_INVALID")
-    except grpc.aio.AioRpcError as exc:
-        return failure_response(from_rpc_error(exc))
+def _range_params() -> list[dict[str, Any]]:
+    when = {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
+    code = {"type": "string", "pattern": r"^[^\x00-\x1f]*$", "maxLength": 64}
+    return [
+        {"name": "product", "in": "query", "required": False, "style": "form", "explode": True,
+         "description": "a product (repeat for a list); none: every product",
+         "schema": {"type": "array", "items": {"type": "string"}}},
+        {"name": "from", "in": "query", "required": True, "schema": when,
+         "description": "start of the time range: a date (YYYY-MM-DD) or an RFC 3339 time; before `to` (400 "
+                        "TIME_RANGE_INVALID)"},
+        {"name": "to", "in": "query", "required": True, "schema": when,
+         "description": "end of the time range: a date (inclusive) or an RFC 3339 time (exclusive)"},
+        {"name": "lot_code_from", "in": "query", "required": False, "schema": code,
+         "description": "lowest traceability lot code (or lot code) of the range; not after `lot_code_to` (400 "
+                        "LOT_CODE_RANGE_INVALID)"},
+        {"name": "lot_code_to", "in": "query", "required": False, "schema": code,
+         "description": "highest traceability lot code (or lot code) of the range"},
+    ]  # fmt: skip
+
+
+def _csv_operation(summary: str, operation_id: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "tags": ["traceability"],
+        "operationId": operation_id,
+        "parameters": parameters,
+        "responses": {
+            "200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+            **_errors(400, 401, 403, 404, 503, 504),
+        },
+    }
+
+
+# Rendered by the genealogy service (RenderExport) and relayed as bytes (gateway/relay.py).
+STREAMING_ROUTES += [
+    (
+        "GET",
+        "/api/fsma204",
+        relay.relay(relay.of_range(genealogy_pb2.EXPORT_FORMAT_FSMA204_CSV)),
+        _csv_operation(
+            "The FSMA 204 electronic sortable spreadsheet for an FDA request: every receiving, transformation and "
+            "shipping event of the products (and/or the lot code range) in the time range, with its key data "
+            "elements, streamed",
+            "ExportFsma204",
+            _range_params(),
+        ),
+    ),
+    (
+        "GET",
+        "/api/epcis",
+        relay.relay(relay.of_range(genealogy_pb2.EXPORT_FORMAT_EPCIS_JSONLD)),
+        {
+            "summary": "Every receiving, transformation and shipping event of the products (and/or the lot code range) "
+            "in the time range as one GS1 EPCIS 2.0 JSON-LD document (valid by GS1's schema), streamed",
+            "tags": ["traceability"],
+            "operationId": "ExportEpcis",
+            "parameters": _range_params(),
+            "responses": {
+                "200": {
+                    "description": "EPCIS document",
+                    "content": {"application/ld+json": {"schema": {"type": "object"}}},
+                },
+                **_errors(400, 401, 403, 503, 504),
+            },
+        },
+    ),
+    (
+        "GET",
+        "/api/traceability/{lot_code}/fsma204.csv",
+        relay.relay(relay.of_lot(genealogy_pb2.EXPORT_FORMAT_FSMA204_CSV)),
+        _csv_operation(
+            "The FSMA 204 sortable spreadsheet of one lot's trace (every receiving, transformation and shipping "
+            "event of its lots), streamed",
+            "ExportTraceFsma204",
+            [_lot_param(), DIRECTION],
+        ),
+    ),
+]
+
+
+def _capture_reply(description: str) -> dict[str, Any]:
+    schema = {
+        "anyOf": [
+            {"$ref": "#/components/schemas/CaptureEpcisResponse"},
+            {"$ref": "#/components/schemas/Error"},
+        ]
+    }
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+STREAMING_ROUTES.append(
+    (
+        "POST",
+        "/api/epcis/capture",
+        relay.capture,
+        {
+            "summary": "Capture an EPCIS 2.0 JSON(-LD) document (ObjectEvents receiving and shipping, TransformationEvents "
+            "for runs): validated against GS1's EPCIS 2.0 JSON Schema and flowviz's rules, every event recorded in one "
+            "transaction or none (Idempotency-Key: a retry replays it), with a report per event",
+            "tags": ["traceability"],
+            "operationId": "CaptureEpcis",
+            "parameters": [
+                {
+                    "name": "idempotency-key",
+                    "in": "header",
+                    "required": False,
+                    "schema": {"type": "string", "maxLength": 180},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "description": "An EPCIS 2.0 document (JSON or JSON-LD) that validates against GS1's EPCIS 2.0 JSON "
+                "Schema, https://gs1.github.io/EPCIS/EPCIS-JSON-Schema.json (400 EPCIS_SCHEMA_INVALID otherwise)",
+                "content": {
+                    "application/json": {"schema": {"type": "object"}},
+                    "application/ld+json": {"schema": {"type": "object"}},
+                },
+            },
+            "responses": {
+                "201": _capture_reply("Every event recorded"),
+                "200": _capture_reply("Recorded earlier under this Idempotency-Key (replayed)"),
+                "400": _capture_reply(
+                    "Nothing recorded: an event is malformed (the report says which and why), or the "
+                    "document is no EPCIS 2.0 document (an Error)"
+                ),
+                "404": _capture_reply(
+                    "Nothing recorded: an event names a lot, partner or location that does not exist"
+                ),
+                "409": _capture_reply(
+                    "Nothing recorded: an event is refused by the data (not enough left, a lot on hold, "
+                    "a lot that exists)"
+                ),
+                **_errors(401, 403, 413, 422, 503, 504),
+            },
+        },
+    )
+)

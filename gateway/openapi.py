@@ -151,12 +151,19 @@ def _operation(route: RpcRoute, refs: dict[str, Descriptor]) -> dict[str, Any]:
     return op
 
 
+def _rule_of(param: dict[str, Any]) -> dict[str, Any] | None:
+    """The input rule of the field a parameter names; for a repeated query parameter
+    (product=a&product=b) the rule of a given value, for each item."""
+    if param["schema"].get("type") == "array":
+        rule = field_rule("", param["name"], required=True)
+        return None if rule is None else {**param["schema"], "items": dict(rule)}
+    rule = field_rule("", param["name"], required=param["required"])
+    return None if rule is None else dict(rule)
+
+
 def _with_field_rules(operation: dict[str, Any]) -> dict[str, Any]:
     """A streaming route's parameters with the input rules of the fields they name."""
-    params = [
-        {**p, "schema": dict(rule)} if (rule := field_rule("", p["name"], required=p["required"])) else p
-        for p in operation.get("parameters", ())
-    ]
+    params = [{**p, "schema": rule} if (rule := _rule_of(p)) else p for p in operation.get("parameters", ())]
     return {**operation, "parameters": params}
 
 
@@ -233,6 +240,7 @@ def build() -> dict[str, Any]:
             operation = _import_format(operation)
         paths.setdefault(path, {})[method.lower()] = {"security": [{"bearerAuth": []}], **operation}
     refs["ImportGenealogyResponse"] = genealogy_pb2.ImportGenealogyResponse.DESCRIPTOR
+    refs["CaptureEpcisResponse"] = genealogy_pb2.CaptureEpcisResponse.DESCRIPTOR
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "Health": HEALTH_SCHEMA, **FLAT}
     refs["Lot"] = lots_pb2.Lot.DESCRIPTOR
     done: set[str] = set()

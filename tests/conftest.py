@@ -20,9 +20,9 @@ import httpx
 import psycopg
 import pytest
 
-from flowviz import migrate, seed
+from flowviz import dbroles, migrate, seed
 from flowviz.core import auth, passwords
-from flowviz.core.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS
+from flowviz.core.config import DATABASE_ROLES, DEFAULT_METRICS_PORTS, DEFAULT_PORTS, OWNER_ROLE
 from flowviz.embedded import Postgres, Valkey, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,9 +82,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     s = Servers(pg, vk, tmp)
     (tmp / "logs").mkdir()
     with s.admin() as conn:
-        conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
-    migrate.upgrade(s.url(TEMPLATE))
-    migrate.upgrade(pg.url)
+        conn.execute(f'CREATE DATABASE "{TEMPLATE}" OWNER {OWNER_ROLE}')
+    # As make run does: migrations as the owner, then the service roles they made may log in.
+    migrate.upgrade(pg.owner_url_of(TEMPLATE))
+    migrate.upgrade(pg.owner_url)
+    pg.enable_service_roles()
     seed.load(pg.url)
     add_users(pg.url)
     yield s
@@ -129,10 +131,18 @@ class System:
         return f"127.0.0.1:{self.env[f'FLOWVIZ_{name.upper()}_PORT']}"
 
     def start(self, name: str, module: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Run `module`; a service connects as its own role (FLOWVIZ_<SVC>_DATABASE_URL, from
+        system_env), the gateway gets no DATABASE_URL, as under make run."""
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
+        child = {k: v for k, v in self.env.items() if not k.endswith("_DATABASE_URL")}
+        service = module.removeprefix("services.")
+        if own := self.env.get(f"FLOWVIZ_{service.upper()}_DATABASE_URL"):
+            child["DATABASE_URL"] = own
+        if module == "gateway":
+            child.pop("DATABASE_URL", None)
         proc = subprocess.Popen(
             [sys.executable, "-m", module],
-            env={**self.env, **(env or {})},
+            env={**child, **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -183,6 +193,14 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
         FLOWVIZ_TOKEN_TTL="3600",  # the tests' own tokens live an hour (token()); longer are refused
         PYTHONPATH=str(ROOT),
     )
+    # Each service's own role on the same database (System.start picks it); the roles' passwords
+    # are `servers.pg`'s (enable_service_roles()).
+    if database_url:
+        passwords = servers.pg.role_passwords()
+        for name, role in DATABASE_ROLES.items():
+            env[f"FLOWVIZ_{name.upper()}_DATABASE_URL"] = dbroles.role_url(
+                database_url, role, passwords[role]
+            )
     for name in DEFAULT_PORTS:
         env[f"FLOWVIZ_{name.upper()}_PORT"] = str(free_port())
     for name in DEFAULT_METRICS_PORTS:

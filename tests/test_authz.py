@@ -82,6 +82,10 @@ HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/recall/{lot_code}/notifications"): READ,
     ("GET", "/api/recall/{lot_code}/notifications.csv"): READ,
     ("POST", "/api/supplier-trace"): READ,
+    ("GET", "/api/fsma204"): READ,
+    ("GET", "/api/epcis"): READ,
+    ("POST", "/api/epcis/capture"): OPERATE,
+    ("GET", "/api/traceability/{lot_code}/fsma204.csv"): READ,
 }
 NAME_OF_ROLE = {role: name for name, role in USERS.items()}
 SECRET = TOKEN_SECRET.encode()
@@ -291,6 +295,8 @@ RPC_EXPECTED: dict[str, set[str]] = {
     "/flowviz.genealogy.v1.GenealogyService/GetShipment": READ,
     "/flowviz.genealogy.v1.GenealogyService/GetRecallNotifications": READ,
     "/flowviz.genealogy.v1.GenealogyService/TraceSupplierLot": READ,
+    "/flowviz.genealogy.v1.GenealogyService/RenderExport": READ,
+    "/flowviz.genealogy.v1.GenealogyService/CaptureEpcis": OPERATE,
     "/flowviz.qc.v1.QcService/GetQcStatus": READ,
     "/flowviz.qc.v1.QcService/BatchGetQcStatus": READ | {"service"},
     "/flowviz.qc.v1.QcService/ListQcDecisions": READ,

@@ -61,6 +61,7 @@ def own(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Own]:
     vk = Valkey(tmp / "valkey", free_port())
     vk.start()
     migrate.upgrade(pg.url)
+    pg.enable_service_roles()  # as make run: each service connects as its own role
     seed.load(pg.url)
     add_users(pg.url)
     servers = Servers(pg, vk, tmp)

@@ -14,7 +14,7 @@ import pytest
 
 from flowviz.core import db
 from flowviz.core.errors import from_rpc_error
-from flowviz.core.server import ErrorInterceptor
+from flowviz.core.interceptors import interceptors
 from tests.conftest import TOKEN_SECRET
 
 METHOD = "/t.Relay/Call"
@@ -24,7 +24,7 @@ def server(behavior: Any) -> tuple[grpc.aio.Server, int]:
     resources: Any = SimpleNamespace(
         settings=SimpleNamespace(token_secret=TOKEN_SECRET.encode(), token_ttl=900), ready=True, name="t"
     )
-    srv = grpc.aio.server(interceptors=[ErrorInterceptor(resources, {}, frozenset({METHOD}))])
+    srv = grpc.aio.server(interceptors=interceptors(resources, {}, frozenset({METHOD})))
     handler = grpc.unary_unary_rpc_method_handler(behavior)
     srv.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("t.Relay", {"Call": handler})])
     return srv, srv.add_insecure_port("127.0.0.1:0")

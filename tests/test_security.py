@@ -25,9 +25,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from flowviz import supervisor
 from flowviz.core import auth, config, logs, validation
 from flowviz.core.config import ConfigError, settings
+from flowviz.core.constraints import database_error
 from flowviz.core.errors import DomainError
+from flowviz.core.interceptors import interceptors
 from flowviz.core.ratelimit import LoginThrottle
-from flowviz.core.server import ErrorInterceptor, Resources, database_error
+from flowviz.core.server import Resources
 from services.lots import users
 from tests.conftest import ROOT, TOKEN_SECRET, Servers, System, bearer, system_env, token
 
@@ -37,7 +39,7 @@ RULES: list[tuple[Callable[[str], str], str]] = [
     (validation.lot_code, "SEC-NL"),
     (validation.kind, "RAW"),
     (validation.code, "DONER"),
-    (users.username, "eve"),
+    (validation.username, "eve"),
 ]
 
 
@@ -234,7 +236,7 @@ async def test_a_forged_grpc_request_id_is_replaced(
     handler = grpc.method_handlers_generic_handler(
         "flowviz.test.v1.Echo", {"RequestId": grpc.unary_unary_rpc_method_handler(request_id)}
     )
-    server = grpc.aio.server(interceptors=[ErrorInterceptor(resources, {}, frozenset({method}))])
+    server = grpc.aio.server(interceptors=interceptors(resources, {}, frozenset({method})))
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -261,7 +263,9 @@ def _dev_overlay_secrets() -> dict[str, str]:
     import yaml
 
     doc = yaml.safe_load((ROOT / "deploy/k8s/overlays/dev/kustomization.yaml").read_text())
-    literals = next(g for g in doc["secretGenerator"] if g["name"] == "flowviz-secrets")["literals"]
+    # flowviz-secrets, and a service's DATABASE_URL (each has a Secret of its own).
+    wanted = ("flowviz-secrets", "flowviz-db-lots")
+    literals = [item for g in doc["secretGenerator"] if g["name"] in wanted for item in g["literals"]]
     config = next(g for g in doc["configMapGenerator"] if g["name"] == "flowviz-config")["literals"]
     assert "FLOWVIZ_DEV=1" in config  # the overlay says it is dev, so its values are accepted there
     return dict(item.split("=", 1) for item in literals)

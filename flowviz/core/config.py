@@ -28,6 +28,22 @@ HEALTH_SERVICE_NAMES = {
     "health": "flowviz.health.v1.SystemHealthService",
 }
 UPSTREAMS = ("lots", "genealogy", "qc", "health")
+# The PostgreSQL role each service connects as (grants: migration 0011); the gateway has none.
+# Migrations, the seed and the command line run as OWNER_ROLE, which owns the schema.
+DATABASE_ROLES = {
+    "lots": "flowviz_lots",
+    "genealogy": "flowviz_genealogy",
+    "qc": "flowviz_qc",
+    "health": "flowviz_health",
+}
+OWNER_ROLE = "flowviz_owner"
+
+
+def service_database_urls(environ: Mapping[str, str]) -> dict[str, str]:
+    """FLOWVIZ_<SERVICE>_DATABASE_URL of each service that has one: what the migrate job gives
+    each role as its password (a service's own pods get that URL as their DATABASE_URL)."""
+    found = {s: environ.get(f"FLOWVIZ_{s.upper()}_DATABASE_URL", "") for s in DATABASE_ROLES}
+    return {s: url for s, url in found.items() if url}
 
 
 class ConfigError(ValueError):
@@ -150,6 +166,9 @@ class Settings:
     # FLOWVIZ_STATEMENT_CACHE: asyncpg's prepared statements per connection; 0 behind PgBouncer in
     # transaction mode, where a prepared statement may land on another server connection.
     statement_cache: int = 1024
+    # FLOWVIZ_HEAVY_CALLS: a user's concurrent traces, recalls, exports and drills (across every
+    # replica, via Valkey); past it 429 with Retry-After. 0: no bound.
+    heavy_calls: int = 4
 
 
 @cache
@@ -160,8 +179,10 @@ def settings() -> Settings:
     # Empty is allowed here (the gateway needs neither); serve() requires both for a service.
     if database_url and not database_url.startswith(("postgresql://", "postgres://")):
         raise ConfigError("DATABASE_URL must be a postgresql:// URL")
-    if valkey_url and not valkey_url.startswith(("valkey://", "redis://", "unix://")):
-        raise ConfigError("VALKEY_URL must be a valkey:// URL")
+    if valkey_url and not valkey_url.startswith(
+        ("valkey://", "valkeys://", "redis://", "rediss://", "unix://")
+    ):
+        raise ConfigError("VALKEY_URL must be a valkey:// URL (valkeys:// for TLS)")
     for name, url in (("DATABASE_URL", database_url), ("VALKEY_URL", valkey_url)):
         if password := urlsplit(url).password:
             hint = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(24))'"
@@ -209,4 +230,5 @@ def settings() -> Settings:
         metrics_port=_int("FLOWVIZ_METRICS_PORT", 0, 0, 65535) if env.get("FLOWVIZ_METRICS_PORT") else None,
         drill_tolerance=_fraction("FLOWVIZ_DRILL_TOLERANCE", 0.02),
         sign_holds=_int("FLOWVIZ_SIGN_HOLDS", 0, 0, 1) == 1,
+        heavy_calls=_int("FLOWVIZ_HEAVY_CALLS", 4, 0, 10_000),
     )

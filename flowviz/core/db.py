@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
+from contextvars import ContextVar
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -113,6 +115,59 @@ async def _session_unchanged(conn: asyncpg.Connection) -> None:
     pg_advisory_xact_lock), and it holds no cursors or LISTENs across a release."""
 
 
+# The monotonic time by which the gRPC call being served must answer (None: no deadline, as
+# for work outside a call). The server interceptor sets it from the call's time_remaining().
+call_deadline: ContextVar[float | None] = ContextVar("flowviz_call_deadline", default=None)
+
+
+def statement_timeout_ms(remaining: float | None) -> int | None:
+    """The statement_timeout (ms) for a call with `remaining` seconds left (None: the server's
+    default). A margin below the deadline, so PostgreSQL cancels the statement (and the call
+    answers DEADLINE_EXCEEDED itself) before the caller gives up; above a second it is rounded
+    down to 100 ms so that calls with the same deadline find it already set on the connection."""
+    if remaining is None:
+        return None
+    ms = (remaining - min(0.25, 0.1 * remaining)) * 1000
+    if ms > 1000:
+        ms = math.floor(ms / 100) * 100
+    return max(1, int(ms))
+
+
+class Connection(asyncpg.Connection):
+    """A pooled connection that remembers the statement_timeout it was last given (the pool's
+    reset does not touch session settings), so following the deadline costs a round trip only
+    when the value changes."""
+
+    __slots__ = ("_statement_timeout_ms",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._statement_timeout_ms: int | None = None
+
+    async def follow_deadline(self, ms: int | None) -> None:
+        if ms == self._statement_timeout_ms:
+            return
+        # Session-level (not SET LOCAL): it must hold for queries outside a transaction too;
+        # kept across acquires (no reset query). A transaction may still SET LOCAL its own.
+        await self.execute(
+            "SET statement_timeout TO DEFAULT" if ms is None else f"SET statement_timeout = {ms}"
+        )
+        self._statement_timeout_ms = ms
+
+
+def remaining() -> float | None:
+    """Seconds left for the call being served (None: no deadline)."""
+    deadline = call_deadline.get()
+    return None if deadline is None else deadline - time.monotonic()
+
+
+async def _follow_deadline(conn: PoolConnectionProxy) -> None:
+    """The pool's `setup`, run at every acquire (pool.fetch() included): this statement_timeout
+    follows the deadline of the call that acquired the connection. One helper for every pool."""
+    connection: Connection = conn  # type: ignore[assignment]  # the proxy passes lookups on
+    await connection.follow_deadline(statement_timeout_ms(remaining()))
+
+
 # What opening the pool sees while the server is still starting.
 _NOT_YET: tuple[type[BaseException], ...] = (Unavailable, *CONNECTION_ERRORS)
 
@@ -128,7 +183,8 @@ async def create_pool(
     gate: Gate | None = None,
 ) -> asyncpg.Pool:
     """Open the pool, retrying while the server starts (bounded by `wait` seconds). New
-    connections go through `gate` (one is made for the pool if not given)."""
+    connections go through `gate` (one is made for the pool if not given); each acquire sets
+    the connection's statement_timeout from the call's deadline (`call_deadline`)."""
     gate = gate or Gate(name)
     deadline = time.monotonic() + wait
     while True:
@@ -141,6 +197,8 @@ async def create_pool(
                 # Settings.statement_cache (FLOWVIZ_STATEMENT_CACHE; 0 behind PgBouncer).
                 statement_cache_size=statement_cache,
                 reset=_session_unchanged,
+                setup=_follow_deadline,
+                connection_class=Connection,
                 connect=gate.connect,
             )
             assert pool is not None

@@ -2,7 +2,7 @@
 
 One call, `serve()`, gives a service: grpc.health.v1 (NOT_SERVING until its pool and cache
 are up, NOT_SERVING again on SIGTERM while in-flight calls drain), server reflection, the
-error interceptor, a request id in every log line, and its own asyncpg pool and cache.
+status and auth interceptors (core/interceptors.py), a request id in every log line, and its own asyncpg pool and cache.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import grpc
@@ -20,34 +21,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from flowviz.core import auth, db, logs, metrics, tracing
+from flowviz.core import auth, heavy, logs, metrics, tracing
 from flowviz.core.cache import Cache, signing_key
 from flowviz.core.channels import open_channel
-from flowviz.core.config import HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
+from flowviz.core.config import DATABASE_ROLES, HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
 from flowviz.core.db import create_pool
-from flowviz.core.errors import DomainError, InvalidArgument, Unavailable, to_status
+from flowviz.core.interceptors import interceptors
 from flowviz.core.revocation import Revocations
 
 log = logging.getLogger(__name__)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-# Open to probes and tools whatever the service's state.
-_OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
-# Codes from a call to another service that the caller should see as they are.
-_PASSED_ON = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.CANCELLED,
-    }
-)
-# Raised by context.abort(): it must pass through untouched.
-_ABORT = grpc.aio.AbortError
 
 
 @dataclass
@@ -59,6 +44,7 @@ class Resources:
     pool: asyncpg.Pool = field(init=False)
     cache: Cache = field(init=False)
     revocations: Revocations = field(init=False)
+    heavy_calls: heavy.HeavyCalls = field(init=False)
     ready: bool = False
     # Run once the pool and cache are up, before the service reports SERVING.
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -81,133 +67,6 @@ class Resources:
         return tuple(metadata)
 
 
-def database_error(exc: BaseException) -> DomainError | None:
-    """A value PostgreSQL refused, as the 400 it is (None: not a refusal of a value)."""
-    if isinstance(exc, asyncpg.CheckViolationError):
-        # Column checks are named <table>_<column>_check (PostgreSQL's naming, migration 0009).
-        name, prefix, suffix = exc.constraint_name or "", f"{exc.table_name}_", "_check"
-        column = name.startswith(prefix) and name.endswith(suffix) and len(name) > len(prefix) + len(suffix)
-        field = name[len(prefix) : -len(suffix)] if column else name
-        return InvalidArgument("FIELD_INVALID", f"{field} is not valid (database rule {name})", field=field)
-    if isinstance(exc, asyncpg.DataError):  # SQLSTATE 22: a value PostgreSQL cannot take (a NUL byte, ...)
-        return InvalidArgument("VALUE_INVALID", "a value is not valid here")
-    return None
-
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Request ids in; the caller authenticated and authorized by the service's policy (every
-    method not listed as public needs a token whose role the policy allows: fail closed);
-    domain errors out as statuses with ErrorInfo; calls refused until the service is ready."""
-
-    def __init__(self, resources: Resources, policy: auth.Policy, public: frozenset[str]) -> None:
-        self.resources = resources
-        self.policy = policy
-        self.public = public
-        self.verifier = auth.TokenVerifier(
-            resources.settings.token_secret, max_lifetime=resources.settings.token_ttl
-        )
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[Any], Awaitable[Any]],
-        details: Any,
-    ) -> Any:
-        handler = await continuation(details)
-        method: str = details.method
-        if handler is None or method.startswith(_OPEN_PREFIXES):
-            return handler
-        metadata = details.invocation_metadata or ()
-        rid = next((v for k, v in metadata if k == "x-request-id"), None)
-        resources = self.resources
-        public = method in self.public
-        token = None if public else auth.bearer(metadata)
-
-        async def guard(context: grpc.aio.ServicerContext[Any, Any]) -> None:
-            logs.request_id.set(logs.accept_request_id(rid))
-            if not resources.ready:
-                raise Unavailable(
-                    "NOT_READY", f"{resources.name} is starting or draining", retry_after_seconds=1
-                )
-            if not public:
-                identity = self.verifier.verify(token) if token else None
-                if identity is not None and not identity.is_service:
-                    # Authentication, before authorization: a revoked token is a 401, not a 403.
-                    current = await resources.revocations.generation(identity.subject)
-                    if identity.generation < current:
-                        raise auth.Unauthenticated(
-                            "TOKEN_REVOKED",
-                            "the access token was revoked (disabled, role or password changed); sign in again",
-                        )
-                auth.current_identity.set(auth.check(self.policy, method, identity))
-
-        async def fail(context: grpc.aio.ServicerContext[Any, Any], exc: BaseException) -> None:
-            if isinstance(exc, _ABORT):
-                raise exc
-            if isinstance(exc, DomainError):
-                status = to_status(exc)
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            if isinstance(exc, grpc.aio.AioRpcError) and exc.code() in _PASSED_ON:
-                # Another service's answer (unavailable, too slow, ...) stays what it was.
-                # With its ErrorInfo (reason, retry_after_seconds): abort() takes a tuple, not Metadata.
-                trailing: Any = tuple(exc.trailing_metadata() or ())
-                await context.abort(exc.code(), exc.details() or exc.code().name, trailing)
-            if (refused := database_error(exc)) is not None:
-                status = to_status(refused)
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            if db.is_outage(exc):  # the server went away mid-call: its transaction is rolled back
-                status = to_status(db.unavailable())
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            if isinstance(exc, asyncpg.QueryCanceledError):
-                await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "the query was cancelled")
-            if isinstance(exc, asyncio.CancelledError):
-                raise exc
-            log.exception("unhandled error", extra={"method": method})
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-
-        if handler.unary_unary:
-            behavior: Any = handler.unary_unary
-
-            async def unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                try:
-                    await guard(context)
-                    return await behavior(request, context)
-                except BaseException as exc:
-                    await fail(context, exc)
-
-            return grpc.unary_unary_rpc_method_handler(
-                unary, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.unary_stream:
-            stream_behavior: Any = handler.unary_stream
-
-            async def stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                try:
-                    await guard(context)
-                    async for item in stream_behavior(request, context):
-                        yield item
-                except BaseException as exc:
-                    await fail(context, exc)
-
-            return grpc.unary_stream_rpc_method_handler(
-                stream, handler.request_deserializer, handler.response_serializer
-            )
-        if handler.stream_unary:
-            upload_behavior: Any = handler.stream_unary
-
-            async def upload(requests: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-                try:
-                    await guard(context)
-                    return await upload_behavior(requests, context)
-                except BaseException as exc:
-                    await fail(context, exc)
-
-            return grpc.stream_unary_rpc_method_handler(
-                upload, handler.request_deserializer, handler.response_serializer
-            )
-        # No bidirectional streams here: refuse rather than serve one unguarded.
-        raise RuntimeError(f"{method}: stream-stream methods are not supported")
-
-
 Register = Callable[[grpc.aio.Server, Resources], Sequence[str]]
 
 
@@ -226,10 +85,16 @@ async def serve(
     if not (cfg.database_url and cfg.valkey_url):
         raise ConfigError("DATABASE_URL and VALKEY_URL must be set (make run sets them for you)")
     logs.setup(name, cfg.log_format)
+    if (user := urlsplit(cfg.database_url).username) != DATABASE_ROLES[name]:
+        # Allowed (a developer's own database, a bench), but then the grants do not hold this
+        # service to its own tables: say so once.
+        log.warning(
+            "not connected as this service's own role", extra={"user": user, "role": DATABASE_ROLES[name]}
+        )
     tracing.setup(name)  # no-op unless OTEL_EXPORTER_OTLP_ENDPOINT is set; before any server/channel
     resources = Resources(settings=cfg, name=name)
     server = grpc.aio.server(
-        interceptors=[metrics.RpcMetrics(), ErrorInterceptor(resources, policy, public)],
+        interceptors=[metrics.RpcMetrics(), *interceptors(resources, policy, public)],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
     )
     health = HealthServicer()
@@ -273,6 +138,9 @@ async def serve(
         cfg.valkey_url, key=signing_key(cfg.token_secret), timeout=cfg.cache_timeout, ttl=cfg.cache_ttl
     )
     resources.revocations = Revocations(resources.cache.client, cfg.database_url, timeout=cfg.cache_timeout)
+    resources.heavy_calls = heavy.HeavyCalls(
+        lambda: resources.cache.client, cfg.database_url, limit=cfg.heavy_calls, timeout=cfg.cache_timeout
+    )
     while not await resources.cache.ping():
         if stop.is_set():
             break

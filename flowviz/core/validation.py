@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from flowviz.core import passwords
+from flowviz.core import auth, passwords
 from flowviz.core.errors import InvalidArgument
 from flowviz.core.units import UNITS
 
@@ -333,3 +333,20 @@ IN_WORDS: dict[str, str] = {
 def field_rule(message: str, field: str, *, required: bool) -> dict[str, object] | None:
     rule = FIELD_RULES.get(f"{message}.{field}") or FIELD_RULES.get(field)
     return None if rule is None else rule[0 if required else 1]
+
+
+USERNAME = re.compile(r"^[a-z0-9_.-]{1,64}$")
+
+
+def username(value: str) -> str:
+    if not USERNAME.fullmatch(value):
+        raise InvalidArgument("USERNAME_INVALID", "username must be 1-64 of a-z 0-9 _ . -", field="username")
+    return value
+
+
+def role(value: str) -> str:
+    if value not in auth.USER_ROLES:
+        raise InvalidArgument(
+            "ROLE_INVALID", f"role must be one of {', '.join(auth.USER_ROLES)}", field="role"
+        )
+    return value

@@ -8,11 +8,15 @@ walk from one input reaches the mix but not the mix's other inputs, so those are
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import NamedTuple
 
+import asyncpg
+
+from flowviz.core.csvcells import Sheet
 from flowviz.core.db import DB
 from flowviz.genealogy.v1 import genealogy_pb2
+from services.genealogy import receiving, shipping
 from services.genealogy import trace as engine
 
 RUNS = """
@@ -49,6 +53,13 @@ async def rows(
     result = await engine.trace(db, lot_code, direction=direction, max_nodes=engine.HARD_MAX_NODES)
     if result is None:
         return
+    async for chunk in _rows(db, result, direction):
+        yield chunk
+
+
+async def _rows(
+    db: DB, result: engine.TraceResult, direction: engine.Direction
+) -> AsyncIterator[list[genealogy_pb2.ExportRow]]:
     lots = {n.lot_code: n for n in result.nodes}
     inputs: dict[str, engine.TraceNode | Lot] = dict(lots)
     edges = list(result.edges)
@@ -91,3 +102,80 @@ async def rows(
             chunk = []
     if chunk:
         yield chunk
+
+
+# --- the trace as flowviz's own spreadsheet (rendered here, relayed by the gateway as bytes) ----
+
+CSV_COLUMNS = [
+    "traceability_lot_code",
+    "product",
+    "quantity",
+    "unit",
+    "kind",
+    "event",
+    "reference_document",
+    "event_time",
+    "location",
+    "step",
+    "input_lot_code",
+    "input_product",
+    "input_quantity",
+    "input_unit",
+    "input_kind",
+    # Receiving and shipping rows (the columns above keep their meaning for transformations).
+    "partner_code",
+    "from_location",
+    "to_location",
+    "traceability_lot_code_source",
+    "document_type",
+]
+Line = tuple[datetime, int, list[object]]
+
+
+async def trace_lot_ids(db: DB, lot_code: str, direction: engine.Direction) -> list[int] | None:
+    """The ids of the lots in a lot's trace; None when the lot does not exist."""
+    result = await engine.trace(db, lot_code, direction=direction, max_nodes=engine.HARD_MAX_NODES)
+    return None if result is None else [n.lot_id for n in result.nodes]
+
+
+async def trace_csv(pool: asyncpg.Pool, lot_code: str, direction: engine.Direction) -> AsyncIterator[bytes]:
+    """One row per transformation and input lot (as ExportTrace streams them), and one per receipt
+    and shipment of a lot in the trace, all in event order."""
+    result = await engine.trace(pool, lot_code, direction=direction, max_nodes=engine.HARD_MAX_NODES)
+    if result is None:
+        return
+    lines: list[Line] = []
+    async for chunk in _rows(pool, result, direction):
+        for r in chunk:
+            at = r.event_time.ToDatetime(tzinfo=UTC)
+            lines.append((at, 1, [
+                r.output_lot_code, r.output_product, r.output_quantity, r.output_uom, r.output_kind,
+                "transformation" if r.run_code else "link", r.run_code, r.event_time.ToJsonString(),
+                r.stream_code, r.phase_code, r.input_lot_code, r.input_product, r.input_quantity,
+                r.input_uom, r.input_kind,
+            ]))  # fmt: skip
+    lot_ids = [n.lot_id for n in result.nodes]
+    kinds = {n.lot_code: n.kind for n in result.nodes}
+    async with pool.acquire() as conn:
+        receipts = await receiving.of_lots(conn, lot_ids)
+        shipments = await shipping.of_lots(conn, lot_ids)
+    for rc in receipts:
+        lines.append((rc.received_at.ToDatetime(tzinfo=UTC), 0, [
+            rc.lot_code, rc.product, rc.quantity, rc.uom, rc.kind, "receiving", rc.document_number,
+            rc.received_at.ToJsonString(), rc.receiving_location_code, "", "", "", "", "", "", rc.supplier_code,
+            rc.ship_from_location_code, rc.receiving_location_code, rc.supplier_lot_code, rc.document_type,
+        ]))  # fmt: skip
+    for s in shipments:
+        lines.append((s.shipped_at.ToDatetime(tzinfo=UTC), 2, [
+            s.lot_code, s.product, s.quantity, s.uom, kinds.get(s.lot_code, ""), "shipping", s.document_number,
+            s.shipped_at.ToJsonString(), s.ship_from_location_code, "", "", "", "", "", "", s.customer_code,
+            s.ship_from_location_code, s.ship_to_location_code, "", s.document_type,
+        ]))  # fmt: skip
+    lines.sort(key=lambda line: (line[0], line[1]))
+    sheet = Sheet()
+    sheet.row(CSV_COLUMNS)
+    for _, _, cells in lines:
+        sheet.row(cells + [""] * (len(CSV_COLUMNS) - len(cells)))
+        if sheet.full():
+            yield sheet.take()
+    yield sheet.take()

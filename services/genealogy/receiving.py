@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 from flowviz.core import audit, validation
-from flowviz.core.db import DB
+from flowviz.core.db import DB, Conn
 from flowviz.core.errors import AlreadyExists, InvalidArgument
 from flowviz.core.identity import caller_name
 from flowviz.genealogy.v1 import genealogy_pb2
@@ -95,10 +95,13 @@ async def _earlier(db: DB, key: str, digest: str) -> Recorded | None:
 
 
 async def record(
-    pool: asyncpg.Pool, request: genealogy_pb2.RecordReceiptRequest, fields: dict[str, Any], digest: str
+    pool: asyncpg.Pool | Conn,
+    request: genealogy_pb2.RecordReceiptRequest,
+    fields: dict[str, Any],
+    digest: str,
 ) -> Recorded:
     key = request.idempotency_key or None
-    async with pool.acquire() as conn, conn.transaction():
+    async with runs.transaction(pool) as conn:
         if key and (earlier := await _earlier(conn, key, digest)):
             return earlier
         found = await parties.resolve(conn, *_parties(request))

@@ -8,8 +8,9 @@ order so concurrent runs cannot over-consume one lot between the check and the i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -194,6 +195,18 @@ LEFT JOIN LATERAL (
 _USED_AND_EARLIER = used_and_earlier("production_runs", "run_code")
 
 
+@contextlib.asynccontextmanager
+async def transaction(db: asyncpg.Pool | Conn) -> AsyncIterator[Conn]:
+    """A transaction on a connection of the pool, or a savepoint inside the transaction a given
+    connection is in (an EPCIS capture records many events in one)."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn, conn.transaction():
+            yield conn
+    else:
+        async with db.transaction():
+            yield db
+
+
 async def lock_lots(conn: Conn, codes: list[str], noun: str) -> list[asyncpg.Record]:
     """The lots FOR UPDATE in id order; 404 naming the first that does not exist."""
     lots = await conn.fetch(LOCK_LOTS, codes)
@@ -253,14 +266,14 @@ FROM h
 
 
 async def record(
-    pool: asyncpg.Pool, request: genealogy_pb2.RecordProductionRunRequest, digest: str
+    pool: asyncpg.Pool | Conn, request: genealogy_pb2.RecordProductionRunRequest, digest: str
 ) -> Recorded:
     """Write the run in one transaction (raises DomainError on any refusal) and return it as
     written, so that answering needs no second read. A retry of a recorded run returns
     Recorded(run_code, None); 422 if its body differs."""
     key = request.idempotency_key or None
     inputs = {line.lot_code: line for line in request.inputs}
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         stream_id, phase_id = await _process_step(conn, request.stream_code, request.phase_code)
         lots = await lock_lots(conn, list(inputs), "input lot")
         rows = await conn.fetch(_USED_AND_EARLIER, [r["id"] for r in lots], key)

@@ -8,13 +8,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 import grpc
 import orjson
 
 from flowviz import importer
 from flowviz.core import audit, auth, paging, validation
-from flowviz.core.errors import AlreadyExists, InvalidArgument, NotFound
+from flowviz.core.errors import InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lotrow import lot_message
 from flowviz.core.metrics import TRACE_NODES
@@ -25,6 +24,7 @@ from services.genealogy import (
     accountability,
     answers,
     balance,
+    capture,
     convert,
     corrections,
     effective,
@@ -32,6 +32,7 @@ from services.genealogy import (
     lineage,
     notifications,
     receiving,
+    renderings,
     repository,
     runs,
     scenarios,
@@ -72,6 +73,9 @@ POLICY: auth.Policy = {
     P + "GetShipment": auth.READ,
     P + "GetRecallNotifications": auth.READ,
     P + "TraceSupplierLot": auth.READ,
+    # Exports read what traces read; a capture records receipts, runs and shipments.
+    P + "RenderExport": auth.READ,
+    P + "CaptureEpcis": auth.OPERATE,
 }
 # Answers larger than this are computed each time rather than cached.
 MAX_CACHED_BYTES = 4 * 1024 * 1024
@@ -162,12 +166,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         digest = runs.request_hash(request)
         # runs.record checks the inputs' QC status in its transaction (a replay answers what was
         # recorded, whatever their status is now) and names the lots whose answers it changed.
-        try:
-            recorded = await runs.record(self.r.pool, request, digest)
-        except asyncpg.UniqueViolationError as exc:
-            if "run_code" in str(exc.constraint_name):
-                raise AlreadyExists("RUN_EXISTS", f"run {request.run_code} already exists") from None
-            raise AlreadyExists("LOT_EXISTS", "an output lot already exists") from None
+        recorded = await runs.record(self.r.pool, request, digest)  # a taken code: RUN_EXISTS, LOT_EXISTS
         if recorded.run is None:  # recorded earlier under this key
             return genealogy_pb2.RecordProductionRunResponse(
                 run=await self._run(recorded.run_code), replayed=True
@@ -566,6 +565,70 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
                 )
             )
         return response
+
+    # --- exports rendered here (services/genealogy/renderings.py) ---------------------------
+
+    async def RenderExport(
+        self, request: genealogy_pb2.RenderExportRequest, context: Context
+    ) -> AsyncIterator[genealogy_pb2.RenderedChunk]:
+        rendering = await renderings.open_rendering(self.r.pool, request)
+        first = True
+        async for data in rendering.pieces:
+            if first:
+                yield genealogy_pb2.RenderedChunk(
+                    data=data, content_type=rendering.content_type, filename=rendering.filename
+                )
+                first = False
+            else:
+                yield genealogy_pb2.RenderedChunk(data=data)
+
+    async def CaptureEpcis(
+        self, request: genealogy_pb2.CaptureEpcisRequest, context: Context
+    ) -> genealogy_pb2.CaptureEpcisResponse:
+        key = request.idempotency_key
+        if key:
+            validation.text(key, "idempotency_key", max_len=capture.KEY_MAX)
+        body = capture.parse(request.document)
+        whole, per_event = capture.schema_errors(body)
+        if whole:
+            raise InvalidArgument(
+                "EPCIS_SCHEMA_INVALID",
+                "the document does not validate against GS1's EPCIS 2.0 JSON Schema: " + "; ".join(whole[:5]),
+                field="document",
+            )
+        events = body["epcisBody"]["eventList"]
+        if not events or len(events) > capture.MAX_EVENTS:
+            raise InvalidArgument(
+                "EPCIS_EVENTS_COUNT",
+                f"eventList must hold 1 to {capture.MAX_EVENTS} events",
+                field="document",
+            )
+        async with self.r.pool.acquire() as conn:
+            data = await capture.master_data(conn, body, events)
+        planned = capture.plan(body, data, key, per_event)
+        used = sorted({code for p in planned if p.rejected is None for code in p.uses})
+        refusals, affected = await self._shipping_lineage(used)
+        ok = await capture.record(self.r.pool, planned, key, refusals)
+        if ok:
+            created = [code for p in planned for code in p.creates]
+            await self.r.cache.invalidate([*created, *affected])
+        return capture.report(planned, ok)
+
+    async def _shipping_lineage(self, codes: list[str]) -> tuple[dict[str, str], list[str]]:
+        """Of the lots given that exist, those QC keeps from being shipped (with the message why),
+        and every one of them with its ancestors (whose cached answers the capture changes)."""
+        rows = await self.r.pool.fetch(
+            "SELECT id, lot_code FROM lots WHERE lot_code = ANY($1::text[])", codes
+        )
+        if not rows:
+            return {}, []
+        found = await effective.lineage(self.r.pool, {r["id"]: r["lot_code"] for r in rows})
+        refusals = {
+            code: runs.blocked(code, b.status, b.lot_code, b.decision_id, b.reason, "lot")
+            for code in codes
+            for b in found.blocked.get(code, [])[:1]
+        }
+        return refusals, list(found.codes)
 
 
 def _positive_id(value: int) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from flowviz.core import audit, validation
-from flowviz.core.db import DB
+from flowviz.core.db import DB, Conn
 from flowviz.core.identity import caller_name
 from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy import parties, runs
@@ -92,10 +92,13 @@ async def replay(db: DB, key: str, digest: str) -> int | None:
 
 
 async def record(
-    pool: asyncpg.Pool, request: genealogy_pb2.RecordShipmentRequest, fields: dict[str, Any], digest: str
+    pool: asyncpg.Pool | Conn,
+    request: genealogy_pb2.RecordShipmentRequest,
+    fields: dict[str, Any],
+    digest: str,
 ) -> Recorded:
     key = request.idempotency_key or None
-    async with pool.acquire() as conn, conn.transaction():
+    async with runs.transaction(pool) as conn:
         found = await parties.resolve(conn, *_parties(request))
         lots = await runs.lock_lots(conn, [request.lot_code], "lot")
         rows = await conn.fetch(_USED_AND_EARLIER, [lots[0]["id"]], key)

@@ -10,7 +10,7 @@ import asyncpg
 
 from flowviz.core import audit, paging, validation
 from flowviz.core.db import DB
-from flowviz.core.errors import AlreadyExists, InvalidArgument, NotFound
+from flowviz.core.errors import InvalidArgument, NotFound
 from flowviz.core.server import Resources
 from flowviz.lots.v1 import lots_pb2
 
@@ -84,14 +84,6 @@ def location_message(row: asyncpg.Record) -> lots_pb2.Location:
     return location
 
 
-def _taken(exc: asyncpg.UniqueViolationError, what: str, code: str, gln: str) -> AlreadyExists:
-    if "gln" in str(exc.constraint_name):
-        return AlreadyExists(
-            "GLN_TAKEN", f"GLN {gln} already belongs to another {what}", field="gln", gln=gln
-        )
-    return AlreadyExists(f"{what.upper()}_EXISTS", f"{what} {code} already exists", code=code)
-
-
 def _set_clause(fields: dict[str, Any]) -> tuple[str, list[Any]]:
     """SET for the fields that were given (empty: unchanged), $1 being the code."""
     given = {k: v for k, v in fields.items() if v not in ("", [])}
@@ -124,17 +116,17 @@ class Partners:
     async def create_partner(self, request: lots_pb2.CreateTradingPartnerRequest) -> lots_pb2.TradingPartner:
         code = validation.code(request.code)
         fields = _partner_fields(request, create=True)
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                await conn.execute(
-                    "INSERT INTO trading_partners (code, name, roles, gln, contact_name, contact_email, "
-                    "contact_phone) VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, $7)",
-                    code,
-                    *fields.values(),
-                )
-                await audit.record(conn, "create", "trading_partner", code, **fields)
-        except asyncpg.UniqueViolationError as exc:
-            raise _taken(exc, "partner", code, fields["gln"]) from None
+        async with (
+            self.r.pool.acquire() as conn,
+            conn.transaction(),
+        ):  # code or GLN taken: PARTNER_EXISTS, GLN_TAKEN
+            await conn.execute(
+                "INSERT INTO trading_partners (code, name, roles, gln, contact_name, contact_email, "
+                "contact_phone) VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, $7)",
+                code,
+                *fields.values(),
+            )
+            await audit.record(conn, "create", "trading_partner", code, **fields)
         return partner_message(await self._partner(self.r.pool, code))
 
     async def get_partner(self, code: str) -> lots_pb2.TradingPartner:
@@ -164,14 +156,14 @@ class Partners:
         code = validation.code(request.code)
         fields = _partner_fields(request, create=False)
         sets, values = _set_clause(fields)
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                await self._partner(conn, code)
-                if sets:
-                    await conn.execute(f"UPDATE trading_partners SET {sets} WHERE code = $1", code, *values)
-                await audit.record(conn, "update", "trading_partner", code, **fields)
-        except asyncpg.UniqueViolationError as exc:
-            raise _taken(exc, "partner", code, fields["gln"]) from None
+        async with (
+            self.r.pool.acquire() as conn,
+            conn.transaction(),
+        ):  # code or GLN taken: PARTNER_EXISTS, GLN_TAKEN
+            await self._partner(conn, code)
+            if sets:
+                await conn.execute(f"UPDATE trading_partners SET {sets} WHERE code = $1", code, *values)
+            await audit.record(conn, "update", "trading_partner", code, **fields)
         await self._names_changed()
         return partner_message(await self._partner(self.r.pool, code))
 
@@ -179,20 +171,20 @@ class Partners:
         code = validation.code(request.code)
         fields = _location_fields(request, create=True)
         partner = validation.code(request.partner_code, "partner_code") if request.partner_code else ""
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                partner_id = (await self._partner(conn, partner))["id"] if partner else None
-                await conn.execute(
-                    "INSERT INTO locations (code, name, partner_id, gln, address, city, postal_code, country) "
-                    "VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, $7, $8)",
-                    code,
-                    fields["name"],
-                    partner_id,
-                    *[fields[k] for k in ("gln", "address", "city", "postal_code", "country")],
-                )
-                await audit.record(conn, "create", "location", code, partner_code=partner, **fields)
-        except asyncpg.UniqueViolationError as exc:
-            raise _taken(exc, "location", code, fields["gln"]) from None
+        async with (
+            self.r.pool.acquire() as conn,
+            conn.transaction(),
+        ):  # code or GLN taken: LOCATION_EXISTS, GLN_TAKEN
+            partner_id = (await self._partner(conn, partner))["id"] if partner else None
+            await conn.execute(
+                "INSERT INTO locations (code, name, partner_id, gln, address, city, postal_code, country) "
+                "VALUES ($1, $2, $3, NULLIF($4, ''), $5, $6, $7, $8)",
+                code,
+                fields["name"],
+                partner_id,
+                *[fields[k] for k in ("gln", "address", "city", "postal_code", "country")],
+            )
+            await audit.record(conn, "create", "location", code, partner_code=partner, **fields)
         return location_message(await self._location(self.r.pool, code))
 
     async def get_location(self, code: str) -> lots_pb2.Location:
@@ -220,13 +212,13 @@ class Partners:
         code = validation.code(request.code)
         fields = _location_fields(request, create=False)
         sets, values = _set_clause(fields)
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                await self._location(conn, code)
-                if sets:
-                    await conn.execute(f"UPDATE locations SET {sets} WHERE code = $1", code, *values)
-                await audit.record(conn, "update", "location", code, **fields)
-        except asyncpg.UniqueViolationError as exc:
-            raise _taken(exc, "location", code, fields["gln"]) from None
+        async with (
+            self.r.pool.acquire() as conn,
+            conn.transaction(),
+        ):  # code or GLN taken: LOCATION_EXISTS, GLN_TAKEN
+            await self._location(conn, code)
+            if sets:
+                await conn.execute(f"UPDATE locations SET {sets} WHERE code = $1", code, *values)
+            await audit.record(conn, "update", "location", code, **fields)
         await self._names_changed()
         return location_message(await self._location(self.r.pool, code))

@@ -11,7 +11,7 @@ import asyncpg
 import grpc
 
 from flowviz.core import audit, auth, paging, validation
-from flowviz.core.errors import AlreadyExists, InvalidArgument, NotFound
+from flowviz.core.errors import InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lotrow import lot_message
 from flowviz.core.server import Resources
@@ -125,14 +125,11 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
             "uom": validation.uom(request.uom),
         }
         produced_at = request.produced_at.ToDatetime(tzinfo=UTC) if request.HasField("produced_at") else None
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                row = await repository.insert_lot(
-                    conn, lot_code=code, produced_at=produced_at, created_by=caller_name(), **fields
-                )
-                await audit.record(conn, "create", "lot", code, **fields)
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists("LOT_EXISTS", f"lot {code} already exists", lot_code=code) from None
+        async with self.r.pool.acquire() as conn, conn.transaction():  # a taken code: LOT_EXISTS
+            row = await repository.insert_lot(
+                conn, lot_code=code, produced_at=produced_at, created_by=caller_name(), **fields
+            )
+            await audit.record(conn, "create", "lot", code, **fields)
         lot = lot_message(row)
         lot.effective_status = lot.status
         return lots_pb2.CreateLotResponse(lot=lot)
@@ -166,12 +163,9 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         code = validation.code(request.code)
         name = validation.text(request.name, "name")
         description = validation.text(request.description, "description", required=False, max_len=1000)
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                await repository.insert_stream(conn, code, name, description)
-                await audit.record(conn, "create", "stream", code, name=name)
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists("STREAM_EXISTS", f"stream {code} already exists") from None
+        async with self.r.pool.acquire() as conn, conn.transaction():  # a taken code: STREAM_EXISTS
+            await repository.insert_stream(conn, code, name, description)
+            await audit.record(conn, "create", "stream", code, name=name)
         return lots_pb2.CreateStreamResponse(stream=(await self._stream(code))[1])
 
     async def GetStream(
@@ -217,17 +211,11 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
             raise InvalidArgument(
                 "SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)", field="seq"
             )
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                await repository.insert_phase(conn, stream_id, code, name, request.seq)
-                await audit.record(
-                    conn, "create", "phase", f"{request.stream_code}/{code}", name=name, seq=request.seq
-                )
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists(
-                "PHASE_EXISTS",
-                f"stream {request.stream_code} already has phase {code} or position {request.seq}",
-            ) from None
+        async with self.r.pool.acquire() as conn, conn.transaction():  # code or seq taken: PHASE_EXISTS
+            await repository.insert_phase(conn, stream_id, code, name, request.seq)
+            await audit.record(
+                conn, "create", "phase", f"{request.stream_code}/{code}", name=name, seq=request.seq
+            )
         _, stream = await self._stream(request.stream_code)
         return lots_pb2.CreatePhaseResponse(phase=self._phase(stream, code))
 
@@ -241,19 +229,14 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
             raise InvalidArgument(
                 "SEQ_INVALID", "seq must be 1-1000 (the phase's position in the stream)", field="seq"
             )
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                if not await repository.update_phase(conn, stream_id, code, name, request.seq):
-                    raise NotFound(
-                        "PHASE_NOT_FOUND", f"phase {code} of stream {request.stream_code} does not exist"
-                    )
-                await audit.record(
-                    conn, "update", "phase", f"{request.stream_code}/{code}", name=name, seq=request.seq
+        async with self.r.pool.acquire() as conn, conn.transaction():  # seq taken: PHASE_EXISTS
+            if not await repository.update_phase(conn, stream_id, code, name, request.seq):
+                raise NotFound(
+                    "PHASE_NOT_FOUND", f"phase {code} of stream {request.stream_code} does not exist"
                 )
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists(
-                "PHASE_EXISTS", f"position {request.seq} is taken in {request.stream_code}"
-            ) from None
+            await audit.record(
+                conn, "update", "phase", f"{request.stream_code}/{code}", name=name, seq=request.seq
+            )
         _, stream = await self._stream(request.stream_code)
         return lots_pb2.UpdatePhaseResponse(phase=self._phase(stream, code))
 

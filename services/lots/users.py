@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import asyncpg
 import grpc
 
 from flowviz.core import audit, auth, paging, passwords, validation
-from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from flowviz.core.errors import Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.ratelimit import LoginThrottle, TooManyAttempts, address_key, username_key
 from flowviz.core.server import Resources
@@ -17,23 +16,8 @@ from flowviz.lots.v1 import lots_pb2
 from services.lots import repository
 
 Context = grpc.aio.ServicerContext[Any, Any]
-USERNAME = re.compile(r"^[a-z0-9_.-]{1,64}$")
 # The database refuses to disable, demote or delete the last active admin (migration 0007).
 LAST_ADMIN_SQLSTATE = "FV001"
-
-
-def username(value: str) -> str:
-    if not USERNAME.fullmatch(value):
-        raise InvalidArgument("USERNAME_INVALID", "username must be 1-64 of a-z 0-9 _ . -", field="username")
-    return value
-
-
-def role(value: str) -> str:
-    if value not in auth.USER_ROLES:
-        raise InvalidArgument(
-            "ROLE_INVALID", f"role must be one of {', '.join(auth.USER_ROLES)}", field="role"
-        )
-    return value
 
 
 def user_message(row: asyncpg.Record) -> lots_pb2.User:
@@ -93,7 +77,7 @@ class Users:
         # A name that cannot exist is looked up as nobody (same cost: the dummy hash is verified).
         row = (
             await repository.user_credentials(self.r.pool, request.username)
-            if USERNAME.fullmatch(request.username)
+            if validation.USERNAME.fullmatch(request.username)
             else None
         )
         ok = await passwords.verify_password_async(
@@ -130,15 +114,12 @@ class Users:
     async def create_user(
         self, request: lots_pb2.CreateUserRequest, context: Context
     ) -> lots_pb2.CreateUserResponse:
-        name = username(request.username)
+        name = validation.username(request.username)
         password_hash = await passwords.hash_password_async(request.password, username=name)
         display = validation.text(request.display_name, "display_name", required=False)
-        try:
-            async with self.r.pool.acquire() as conn, conn.transaction():
-                await repository.insert_user(conn, name, display, role(request.role), password_hash)
-                await audit.record(conn, "create", "user", name, role=request.role)
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists("USER_EXISTS", f"user {name} already exists") from None
+        async with self.r.pool.acquire() as conn, conn.transaction():  # a taken name: USER_EXISTS
+            await repository.insert_user(conn, name, display, validation.role(request.role), password_hash)
+            await audit.record(conn, "create", "user", name, role=request.role)
         return lots_pb2.CreateUserResponse(user=await self._user(name))
 
     async def list_users(
@@ -154,8 +135,8 @@ class Users:
     async def update_user(
         self, request: lots_pb2.UpdateUserRequest, context: Context
     ) -> lots_pb2.UpdateUserResponse:
-        name = username(request.username)
-        new_role = role(request.role) if request.role else ""
+        name = validation.username(request.username)
+        new_role = validation.role(request.role) if request.role else ""
         display = validation.text(request.display_name, "display_name", required=False)
         disabled = request.disabled if request.HasField("disabled") else None
         if len(request.current_password) > passwords.MAX_LENGTH:

@@ -15,7 +15,7 @@ import asyncpg
 import grpc
 
 from flowviz.core import audit, auth, paging, passwords, validation
-from flowviz.core.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from flowviz.core.errors import Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.ratelimit import LoginThrottle, TooManyAttempts, username_key
 from flowviz.core.server import Resources
@@ -316,10 +316,7 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 "PHASE_NOT_FOUND",
                 f"phase {request.phase_code} of stream {request.stream_code} does not exist",
             )
-        try:
-            await repository.insert_gate(self.r.pool, code, name, phase, description)
-        except asyncpg.UniqueViolationError:
-            raise AlreadyExists("GATE_EXISTS", f"QC gate {code} already exists") from None
+        await repository.insert_gate(self.r.pool, code, name, phase, description)  # taken: GATE_EXISTS
         return qc_pb2.CreateQcGateResponse(gate=await self._gate(code))
 
     async def _gate(self, code: str) -> qc_pb2.QcGate:

@@ -305,10 +305,14 @@ def test_secrets_come_from_secret_refs(overlay):
             for e in c.get("env", [])
             if "secretKeyRef" in e.get("valueFrom", {})
         }
-        for key in CONTRACT["secret_keys"]:
-            assert key in refs, f"{name}: {key} must come from a Secret"
+        # The gateway has no pool and no cache: none of their secrets (issue 19).
+        keys = ["FLOWVIZ_TOKEN_SECRET"] if name == GW["name"] else CONTRACT["secret_keys"]
+        assert set(refs) == set(keys), f"{name}: secrets {sorted(refs)}"
+        for key in keys:
             assert refs[key]["key"] == key
-            assert refs[key]["name"].startswith("flowviz-secrets")
+            # Each service's DATABASE_URL is its own role's, in a Secret of its own.
+            want = f"flowviz-db-{name}" if key == "DATABASE_URL" else "flowviz-secrets"
+            assert refs[key]["name"].startswith(want), (name, key, refs[key]["name"])
             if overlay == "dev":  # generated in-overlay, hash-suffixed
                 assert refs[key]["name"] in secret_names
         plain = {e["name"] for e in c.get("env", []) if "value" in e}
@@ -487,3 +491,238 @@ def test_dockerfile_contract():
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_reflection_is_off_in_production_only(overlay):
     assert _config(_render(overlay)).get("FLOWVIZ_REFLECTION") == ("0" if overlay == "production" else None)
+
+
+# ------------------------------------------- (d) least privilege (issue 19) ---
+def _secrets_of(pod: dict) -> set[str]:
+    """Every Secret a pod template can read: env, envFrom and volumes, any container."""
+    found = set()
+    for c in pod.get("initContainers", []) + pod["containers"]:
+        for e in c.get("env", []):
+            if ref := e.get("valueFrom", {}).get("secretKeyRef"):
+                found.add(ref["name"])
+        for e in c.get("envFrom", []):
+            if "secretRef" in e:
+                found.add(e["secretRef"]["name"])
+    for v in pod.get("volumes", []):
+        if "secret" in v:
+            found.add(v["secret"]["secretName"])
+        for source in v.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                found.add(source["secret"]["name"])
+    return found
+
+
+def _unsuffixed(name: str) -> str:
+    """A kustomize-generated name without its hash suffix (flowviz-db-lots-6gtt5fkdfm)."""
+    return re.sub(r"-[a-z0-9]{10}$", "", name)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_pod_gets_only_its_own_database_secret(overlay):
+    docs = _render(overlay)
+    for d, pod in _pod_templates(docs):
+        app = d["metadata"]["name"]
+        db = {_unsuffixed(s) for s in _secrets_of(pod) if _unsuffixed(s).startswith("flowviz-db-")}
+        if app in GRPC:
+            assert db == {f"flowviz-db-{app}"}, (app, db)
+        elif app == "migrate":  # the owner, and each service's URL to set its role's password
+            assert db == {"flowviz-db-owner", *(f"flowviz-db-{s}" for s in GRPC)}, db
+        elif app == "postgres":  # dev: the owner's password for its init script
+            assert db == {"flowviz-db-owner"}, db
+        else:
+            assert db == set(), (app, db)
+    gateway = _find(docs, "Deployment", GW["name"])["spec"]["template"]["spec"]
+    assert {_unsuffixed(s) for s in _secrets_of(gateway)} == {"flowviz-secrets"}
+    env = {e["name"] for c in gateway["containers"] for e in c.get("env", [])}
+    assert not env & {"DATABASE_URL", "VALKEY_URL"}
+    # The migrate job's role step reads each service's URL under the name flowviz.dbroles reads.
+    job = _find(docs, "Job", "migrate")["spec"]["template"]["spec"]
+    roles = next(c for c in job["initContainers"] if c["args"] == ["flowviz.dbroles"])
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in roles["env"]}
+    for svc in GRPC:
+        ref = refs[f"FLOWVIZ_{svc.upper()}_DATABASE_URL"]
+        assert (_unsuffixed(ref["name"]), ref["key"]) == (f"flowviz-db-{svc}", "DATABASE_URL")
+    assert _unsuffixed(refs["DATABASE_URL"]["name"]) == "flowviz-db-owner"
+    steps = [c["args"] for c in job["initContainers"]]
+    assert steps.index(["flowviz.dbroles"]) == steps.index([CONTRACT["migrate_module"]]) + 1
+
+
+def test_dev_database_urls_name_each_services_own_role():
+    doc = _yaml().safe_load((ROOT / "deploy/k8s/overlays/dev/kustomization.yaml").read_text())
+    urls = {
+        g["name"]: dict(item.split("=", 1) for item in g["literals"])["DATABASE_URL"]
+        for g in doc["secretGenerator"]
+        if g["name"].startswith("flowviz-db-")
+    }
+    assert set(urls) == {"flowviz-db-owner", *(f"flowviz-db-{s}" for s in GRPC)}
+    for name, url in urls.items():
+        assert url.startswith(f"postgresql://flowviz_{name.removeprefix('flowviz-db-')}:"), url
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    """Kubernetes label-selector semantics (matchLabels and matchExpressions)."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _pods(docs) -> dict[str, dict]:
+    """app name -> labels of its pods, for every pod template."""
+    return {d["metadata"]["name"]: pod_labels(d) for d, _ in _pod_templates(docs)}
+
+
+def pod_labels(d: dict) -> dict:
+    return d["spec"]["template"]["metadata"]["labels"]
+
+
+def _policies(docs) -> list[dict]:
+    return [d for d in docs if d["kind"] == "NetworkPolicy"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_pod_is_selected_by_a_default_deny_policy(overlay):
+    docs = _render(overlay)
+    deny = [
+        p
+        for p in _policies(docs)
+        if set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
+        and not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+    ]
+    assert deny, "no default-deny NetworkPolicy"
+    for app, labels in _pods(docs).items():
+        assert any(_selects(p["spec"]["podSelector"], labels) for p in deny), f"{app}: no default deny"
+
+
+def _peer_matches(peer: dict, labels: dict | None, same_namespace: bool) -> bool:
+    """Whether a from/to entry matches a pod (labels; None: an address outside the cluster)."""
+    if labels is None:
+        return "ipBlock" in peer
+    if "ipBlock" in peer:
+        return False
+    if "namespaceSelector" in peer:
+        if peer["namespaceSelector"] != {} and not same_namespace:
+            return False  # other namespaces are modelled without labels
+    elif not same_namespace:
+        return False
+    return _selects(peer.get("podSelector", {}), labels)
+
+
+def _port_matches(rule: dict, port: int) -> bool:
+    if not rule.get("ports"):
+        return True
+    for p in rule["ports"]:
+        assert isinstance(p.get("port"), int), f"use port numbers in NetworkPolicies: {p}"
+        if p["port"] == port or p["port"] <= port <= p.get("endPort", p["port"]):
+            return True
+    return False
+
+
+def _allowed(policies, direction: str, me: dict, peer: dict | None, port: int, same_ns: bool = True) -> bool:
+    """Whether `direction` (ingress/egress) traffic of pod `me` with `peer` on `port` is allowed:
+    isolated by a policy selecting it, then allowed by some rule of one that does."""
+    kind = direction.capitalize()
+    mine = [
+        p for p in policies if kind in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], me)
+    ]
+    assert mine, "every pod is isolated (test above)"
+    side = "from" if direction == "ingress" else "to"
+    for p in mine:
+        for rule in p["spec"].get(direction, []):
+            peers = rule.get(side)
+            if _port_matches(rule, port) and (
+                not peers or any(_peer_matches(x, peer, same_ns) for x in peers)
+            ):
+                return True
+    return False
+
+
+CALLS = {  # (from, to, port): what the code calls (grep .channel( in services/)
+    ("gateway", "lots", 50051),
+    ("gateway", "genealogy", 50052),
+    ("gateway", "qc", 50053),
+    ("gateway", "health", 50050),
+    ("health", "lots", 50051),
+    ("health", "genealogy", 50052),
+    ("health", "qc", 50053),
+    ("lots", "qc", 50053),
+    ("genealogy", "qc", 50053),
+    ("qc", "genealogy", 50052),
+}
+DATA_CLIENTS = ["lots", "genealogy", "qc", "health", "migrate"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_network_policies_allow_only_the_calls_the_architecture_makes(overlay):
+    docs = _render(overlay)
+    policies, pods = _policies(docs), _pods(docs)
+    ports = {50050, 50051, 50052, 50053, 8000, 5432, 6379, *range(9150, 9155)}
+    want = set(CALLS)
+    if overlay == "dev":  # in-cluster data stores
+        want |= {(c, "postgres", 5432) for c in DATA_CLIENTS} | {(c, "valkey", 6379) for c in DATA_CLIENTS}
+    allowed = {
+        (src, dst, port)
+        for src in pods
+        for dst in pods
+        for port in ports
+        if src != dst
+        and _allowed(policies, "egress", pods[src], pods[dst], port)
+        and _allowed(policies, "ingress", pods[dst], pods[src], port)
+    }
+    assert allowed == want
+    # Outside the cluster (production's managed PostgreSQL and Valkey): the data clients only.
+    outward = {
+        (src, port) for src in pods for port in ports if _allowed(policies, "egress", pods[src], None, port)
+    }
+    assert outward == {(c, p) for c in DATA_CLIENTS for p in (5432, 6379)}
+    # From outside the namespace: the gateway's HTTP port; metrics only for labelled scrapers.
+    stranger = {"app": "anything"}
+    entry = {
+        (dst, port)
+        for dst in pods
+        for port in ports
+        if _allowed(policies, "ingress", pods[dst], stranger, port, same_ns=False)
+    }
+    assert entry == {("gateway", GW["port"])}
+    scraper = {"flowviz/scrape-metrics": "true"}
+    scraped = {
+        dst
+        for dst in pods
+        if _allowed(policies, "ingress", pods[dst], scraper, GRPC.get(dst, GW)["metrics_port"], same_ns=False)
+    }
+    assert scraped == set(ALL_APPS)
+
+
+def test_compose_gives_each_service_its_own_database_role():
+    svcs = _compose()["services"]
+    for name in GRPC:
+        assert svcs[name]["environment"]["DATABASE_URL"].startswith(f"postgresql://flowviz_{name}:")
+    gw = svcs[GW["name"]]["environment"]
+    assert "DATABASE_URL" not in gw and not gw.get("VALKEY_URL")
+    migrate = svcs["migrate"]
+    assert migrate["environment"]["DATABASE_URL"].startswith("postgresql://flowviz_owner:")
+    for name in GRPC:
+        assert (
+            migrate["environment"][f"FLOWVIZ_{name.upper()}_DATABASE_URL"]
+            == svcs[name]["environment"]["DATABASE_URL"]
+        )
+    assert "python -m flowviz.dbroles" in " ".join(migrate["entrypoint"])
+    assert svcs["postgres"]["environment"]["POSTGRES_USER"] != "flowviz_owner"
+
+
+def test_compose_role_passwords_have_no_default():
+    uses = re.findall(r"\$\{(FLOWVIZ_[A-Z]+_DB_PASSWORD)([^}]*)\}", COMPOSE_FILE.read_text())
+    names = {name for name, _ in uses}
+    assert names == {f"FLOWVIZ_{r}_DB_PASSWORD" for r in ("OWNER", *(s.upper() for s in GRPC))}
+    assert all(rest.startswith(":?") for _, rest in uses), uses  # unset: compose refuses to start

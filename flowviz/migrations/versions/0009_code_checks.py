@@ -1,7 +1,7 @@
 """Codes are checked by the database with the services' own patterns (whole string), so a value
 that got past a service (or SQL by hand) cannot store a code the API would refuse.
 
-Named <table>_<column>_check, PostgreSQL's own naming: flowviz.core.errors.database_error reads
+Named <table>_<column>_check, PostgreSQL's own naming: flowviz.core.constraints.database_error reads
 the field from the name. PostgreSQL's `$` matches only at the very end (no newline mode), so the
 patterns are the ones in flowviz/core/validation.py. Run codes take the lot-code rule: the
 importer accepts any lot-code-shaped run code (the API's rule is narrower).

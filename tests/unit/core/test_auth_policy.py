@@ -26,8 +26,8 @@ ALL: auth.Policy = {**LOTS, **GENEALOGY, **QC}
 # Read-only verbs: open to every signed-in role (but the user list, which is an admin's).
 # Writing verbs: never to a viewer.
 ADMIN_READS = {"/flowviz.lots.v1.LotsService/ListUsers"}
-READS = ("Get", "List", "BatchGet", "Export", "Stream", "Trace")
-WRITES = ("Create", "Update", "Record", "Void", "Correct", "Import", "QcStatusChanged")
+READS = ("Get", "List", "BatchGet", "Export", "Render", "Stream", "Trace")
+WRITES = ("Create", "Update", "Record", "Void", "Correct", "Import", "Capture", "QcStatusChanged")
 # The only calls a service makes to another (service:<name> with role `service`).
 SERVICE_CALLS = {
     "/flowviz.genealogy.v1.GenealogyService/BatchGetEffectiveStatus",

@@ -1,0 +1,153 @@
+"""A bound on each user's concurrent heavy calls (graph traces, recalls, exports, drills).
+
+One viewer firing 20 large traces at once would otherwise hold 20 database connections and
+starve every other user. Each heavy call takes a lease before it runs and gives it back when it
+ends; a user holding `limit` leases gets RESOURCE_EXHAUSTED (HTTP 429) with Retry-After.
+
+The leases live in Valkey, one sorted set per user (member: the lease id, score: when it
+expires, on Valkey's clock), so the bound holds across every replica of every service. A lease
+expires on its own `ttl` after the call's deadline: a process that dies holding leases gives
+them back. While Valkey cannot be reached, each process counts its own leases instead (the
+bound is then per process: Valkey is never a reason for an error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import grpc
+
+from flowviz.core.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+_G: Final = "/flowviz.genealogy.v1.GenealogyService/"
+# The calls that walk the genealogy without a bound known in advance.
+HEAVY_METHODS: Final = frozenset(
+    _G + m
+    for m in (
+        "GetTraceGraph",
+        "StreamTraceGraph",
+        "GetRecallImpact",
+        "GetRecallNotifications",
+        "TraceSupplierLot",
+        "ExportTrace",
+        "RenderExport",
+        "CreateScenario",
+    )
+)
+RETRY_AFTER_SECONDS: Final = 1
+
+
+class TooManyHeavyCalls(DomainError):
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            "HEAVY_CALLS_LIMITED",
+            f"at most {limit} traces, recalls, exports or drills at a time per user; retry when one ends",
+            retry_after_seconds=RETRY_AFTER_SECONDS,
+            limit=limit,
+        )
+
+
+# KEYS[1]: the user's set. ARGV: limit, lease id, lease ttl (ms). 1 if the lease was taken.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+    return 0
+end
+local expires = now + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], expires, ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
+    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return 1
+"""
+
+
+def key(database_url: str, subject: str) -> str:
+    """The user's lease set: users are rows of one database (as revocation.key)."""
+    database = urlsplit(database_url).path.lstrip("/") or "flowviz"
+    return f"fv:heavy:{database}:" + hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass
+class Lease:
+    subject: str
+    lease_id: str
+    shared: bool  # in Valkey (else in this process's counts)
+
+
+class HeavyCalls:
+    """`acquire(subject, ttl)` before a heavy call, `release(lease)` after (module docstring).
+    `client()` gives the Valkey client (or None)."""
+
+    def __init__(
+        self, client: Callable[[], Any], database_url: str, *, limit: int, timeout: float = 0.2
+    ) -> None:
+        self._client = client
+        self.database_url = database_url
+        self.limit = limit
+        self.timeout = timeout
+        self._script: Any = None
+        self._local: Counter[str] = Counter()
+        self._releasing: set[asyncio.Task[None]] = set()
+        self.fallbacks = 0  # leases counted in memory because Valkey failed
+
+    async def acquire(self, subject: str, ttl: float) -> Lease:
+        """A lease for one heavy call of `subject`, or TooManyHeavyCalls."""
+        lease_id = uuid.uuid4().hex
+        client = self._client()
+        if client is not None:
+            try:
+                if self._script is None:
+                    self._script = client.register_script(_ACQUIRE)
+                async with asyncio.timeout(self.timeout):
+                    taken = await self._script(
+                        keys=[key(self.database_url, subject)],
+                        args=[self.limit, lease_id, max(1, int(ttl * 1000))],
+                    )
+            except Exception as exc:  # Valkey down or slow: count in this process instead
+                self.fallbacks += 1
+                log.warning("heavy-call limit falls back to this process", extra={"error": repr(exc)})
+            else:
+                if not int(taken):
+                    raise TooManyHeavyCalls(self.limit)
+                return Lease(subject, lease_id, shared=True)
+        if self._local[subject] >= self.limit:
+            raise TooManyHeavyCalls(self.limit)
+        self._local[subject] += 1
+        return Lease(subject, lease_id, shared=False)
+
+    def release(self, lease: Lease) -> None:
+        """Give the lease back; never waits (the call's answer must not wait for Valkey, and a
+        cancelled call releases too). A lease Valkey does not hear about expires on its own."""
+        if not lease.shared:
+            self._local[lease.subject] -= 1
+            if self._local[lease.subject] <= 0:
+                del self._local[lease.subject]
+            return
+        task = asyncio.create_task(self._remove(lease))
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
+
+    async def _remove(self, lease: Lease) -> None:
+        client = self._client()
+        if client is None:
+            return
+        try:
+            async with asyncio.timeout(self.timeout):
+                await client.zrem(key(self.database_url, lease.subject), lease.lease_id)
+        except Exception as exc:
+            log.warning("heavy-call lease not released; it expires on its own", extra={"error": repr(exc)})
