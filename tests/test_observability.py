@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client.parser import text_string_to_metric_families
 
-from flowviz.core import logs, tracing
+from flowviz.core import cache, logs, tracing
 from flowviz.core.cache import Cache
 from flowviz.core.config import settings
 from flowviz.embedded import free_port
@@ -193,12 +193,14 @@ def test_tracing_is_off_without_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
     server_factory, bounded = grpc.aio.server, Cache._bounded
+    assert cache.round_trip_hook() is None
     assert tracing.setup("test") is None
     assert not tracing.enabled()
     assert tracing.asgi_middleware([]) == []
     # Nothing was wrapped: the off path is the plain code.
     assert grpc.aio.server is server_factory
     assert Cache._bounded is bounded
+    assert cache.round_trip_hook() is None  # no hook: a round trip is the plain call
     assert logs.span_ids is None
 
 
@@ -218,6 +220,7 @@ async def traced(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
         yield exporter
     finally:
         tracing.teardown()
+        assert cache.round_trip_hook() is None and logs.span_ids is None  # every hook removed
         settings.cache_clear()
         root.handlers[:] = handlers
         root.setLevel(level)

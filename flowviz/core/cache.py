@@ -66,6 +66,23 @@ return 1
 
 TAG_BYTES = 32
 
+# What may watch every Valkey round trip of the cache: `hook(op, run)` awaits `run()` (the round
+# trip, None when the cache is down or fails) and returns its result. flowviz.core.tracing puts a
+# span around each while tracing is on; without a hook a round trip is the plain call.
+RoundTripHook = Callable[[str, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+_round_trip_hook: RoundTripHook | None = None
+
+
+def watch_round_trips(hook: RoundTripHook | None) -> RoundTripHook | None:
+    """Set the hook (None: none); returns the one it replaces."""
+    global _round_trip_hook
+    previous, _round_trip_hook = _round_trip_hook, hook
+    return previous
+
+
+def round_trip_hook() -> RoundTripHook | None:
+    return _round_trip_hook
+
 
 def signing_key(secret: bytes) -> bytes:
     """The cache's HMAC key, derived from a process secret (never sent to Valkey)."""
@@ -120,7 +137,16 @@ class Cache:
     async def _bounded(
         self, op: str, call: Callable[[], Awaitable[Any]], limit: float | None = None, force: bool = False
     ) -> Any:
-        """`call()` within the time limit; None when the cache is down or fails."""
+        """`call()` within the time limit; None when the cache is down or fails. Every Valkey
+        round trip goes through here, seen by the round-trip hook when one is set."""
+        hook = _round_trip_hook
+        if hook is None:
+            return await self._round_trip(op, call, limit, force)
+        return await hook(op, lambda: self._round_trip(op, call, limit, force))
+
+    async def _round_trip(
+        self, op: str, call: Callable[[], Awaitable[Any]], limit: float | None, force: bool
+    ) -> Any:
         if not (force or self.available):
             return None
         try:

@@ -13,8 +13,18 @@ from collections.abc import Callable
 import orjson
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
-# Set by flowviz.core.tracing while tracing is on: (trace_id, span_id) of the current span.
-span_ids: Callable[[], tuple[str, str] | None] | None = None
+SpanIds = Callable[[], tuple[str, str] | None]
+# (trace_id, span_id) of the current span, for each log line: registered by flowviz.core.tracing
+# with use_span_ids while tracing is on; None otherwise.
+span_ids: SpanIds | None = None
+
+
+def use_span_ids(source: SpanIds | None) -> SpanIds | None:
+    """Set where log lines get their trace and span ids (None: nowhere); returns the previous."""
+    global span_ids
+    previous, span_ids = span_ids, source
+    return previous
+
 
 # A request id from a caller (HTTP header or gRPC metadata) is kept only when it is this short and
 # plain; otherwise a fresh one is made (a caller must not write into our logs).

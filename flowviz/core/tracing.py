@@ -8,10 +8,10 @@ OTLP/gRPC endpoint, and instruments:
 - grpc.aio servers and channels created from then on (`grpc.aio.server`, `grpc.aio.insecure_channel`):
   trace context travels in gRPC metadata gateway -> service and service -> service;
 - asyncpg: one span per query, under the RPC's server span;
-- the cache: a span per Valkey round trip (`Cache._bounded` is wrapped only now);
+- the cache: a span per Valkey round trip (the hook `flowviz.core.cache.watch_round_trips` sets);
 - the gateway's ASGI app: `asgi_middleware()` returns the server-span middleware, named by
   route template (`GET /api/traceability/{lot_code}`);
-- log lines: `trace_id` and `span_id` of the current span (`flowviz.core.logs`).
+- log lines: `trace_id` and `span_id` of the current span (`flowviz.core.logs.use_span_ids`).
 
 Without the variable `setup()` returns at once: no provider, no instrumentation, no wrappers,
 so tracing costs nothing. grpc.health.v1 calls, `/api/health` and `/metrics` are not traced,
@@ -25,9 +25,8 @@ and call `teardown()` afterwards.
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -203,34 +202,29 @@ def _instrument_asyncpg(state: _State) -> None:
 
 
 def _trace_cache(state: _State, tracer: Tracer) -> None:
-    """A client span around every Valkey round trip of the cache (`Cache._bounded`, which each
-    operation goes through), named `cache <op>` (lookup, fill, invalidate, ...)."""
+    """A client span around every Valkey round trip of the cache (its round-trip hook, see
+    flowviz.core.cache), named `cache <op>` (lookup, fill, invalidate, ...)."""
     from opentelemetry.trace import SpanKind
 
-    from flowviz.core.cache import Cache
+    from flowviz.core import cache
 
-    original: Any = getattr(Cache, "_bounded", None)
-    if original is None:  # the cache changed shape: say so rather than fail the process
-        logging.getLogger(__name__).warning("cache operations are not traced: Cache._bounded is gone")
-        return
-
-    async def traced(self: Cache, op: str, *args: Any, **kwargs: Any) -> Any:
+    async def traced(op: str, run: Callable[[], Awaitable[Any]]) -> Any:
         with tracer.start_as_current_span(
             f"cache {op}",
             kind=SpanKind.CLIENT,
             attributes={"db.system.name": "valkey", "db.operation.name": op},
         ) as span:
-            result = await original(self, op, *args, **kwargs)
+            result = await run()
             if result is None:  # the cache was down, failed or timed out: the caller reads through
                 span.set_attribute("flowviz.cache.skipped", True)
             elif op == "lookup":
                 span.set_attribute("flowviz.cache.hit", bool(result[0]))
             return result
 
-    setattr(Cache, "_bounded", traced)  # noqa: B010 - a private method, swapped while tracing is on
+    previous = cache.watch_round_trips(traced)
 
     def undo() -> None:
-        setattr(Cache, "_bounded", original)  # noqa: B010
+        cache.watch_round_trips(previous)
 
     state.undo.append(undo)
 
@@ -246,9 +240,9 @@ def _log_span_ids(state: _State) -> None:
             return None
         return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
-    logs.span_ids = span_ids
+    previous = logs.use_span_ids(span_ids)
 
     def undo() -> None:
-        logs.span_ids = None
+        logs.use_span_ids(previous)
 
     state.undo.append(undo)
