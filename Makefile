@@ -4,7 +4,7 @@ STAMP   := .venv/.installed
 PROTOS  := $(wildcard protos/flowviz/*/v1/*.proto)
 GEN     := $(PROTOS:protos/%.proto=%_pb2.py)
 
-.PHONY: run test lint proto migrate seed bench bench-quick clean deploy-check vendor bench-web
+.PHONY: run test lint proto migrate seed bench bench-quick clean deploy-check vendor bench-web bench-fairness
 
 $(PY):
 	python3 -m venv .venv
@@ -45,6 +45,11 @@ bench-quick: proto
 
 bench: proto
 	$(PY) bench/run.py --mode full
+	$(PY) bench/fairness_bench.py
+
+# One viewer's 20 concurrent graph traces vs another user's hot trace (~1 minute; issue 15).
+bench-fairness: proto
+	$(PY) bench/fairness_bench.py
 
 # The web app's third-party JavaScript, at the exact versions of web/vendor/package-lock.json
 # (npm ci, install scripts off), copied with each package's licence into web/vendor/.
