@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -34,6 +34,9 @@ class Child:
     argv: Sequence[str]
     proc: asyncio.subprocess.Process | None = None
     restarts: list[float] = field(default_factory=list)
+    # Which replica of which service (its own ports: Supervisor.replica_env); "" for the gateway.
+    service: str = ""
+    replica: int = 0
 
 
 class Server(Protocol):
@@ -125,6 +128,8 @@ class Supervisor:
         self.drain_seconds = drain_seconds
         self.stopping = False
         self.failed = False
+        # (service, replica) -> its own settings (ports), over env.
+        self.replica_env: dict[tuple[str, int], dict[str, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _pump(self, child: Child, stream: asyncio.StreamReader) -> None:
@@ -134,7 +139,7 @@ class Supervisor:
     async def _start(self, child: Child) -> None:
         child.proc = await asyncio.create_subprocess_exec(
             *child.argv,
-            env=self.env,
+            env={**self.env, **self.replica_env.get((child.service, child.replica), {})},
             stdout=asyncio.subprocess.PIPE if self.readable else None,  # None: our own stdout
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
@@ -221,17 +226,63 @@ class Supervisor:
                     proc.kill()
 
 
-def service_children(python: str = sys.executable) -> list[Child]:
-    return [
-        Child(name, [python, "-m", f"services.{name}"]) for name in ("lots", "genealogy", "qc", "health")
-    ] + [Child("gateway", [python, "-m", "gateway"])]
+# Replica i (from 0) of a service listens on its port + i * REPLICA_PORT_STEP (its metrics too).
+REPLICA_PORT_STEP = 1000
+SERVICES = ("lots", "genealogy", "qc", "health")
+
+
+def replica_layout(
+    replicas: int, ports: Mapping[str, int], metrics_ports: Mapping[str, int], env: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, list[dict[str, str]]]]:
+    """(what every process gets, each service's replicas' own settings). With more than one
+    replica, every client dials the service's whole list with round robin
+    (`ipv4:127.0.0.1:p1,127.0.0.1:p2`), unless FLOWVIZ_<SVC>_ADDR says otherwise."""
+    shared: dict[str, str] = {}
+    own: dict[str, list[dict[str, str]]] = {}
+    for name in SERVICES:
+        up = name.upper()
+        listen = [ports[name] + i * REPLICA_PORT_STEP for i in range(replicas)]
+        metrics = [
+            metrics_ports[name] + i * REPLICA_PORT_STEP if metrics_ports[name] else 0 for i in range(replicas)
+        ]
+        own[name] = [
+            {f"FLOWVIZ_{up}_PORT": str(p), f"FLOWVIZ_{up}_METRICS_PORT": str(m)}
+            for p, m in zip(listen, metrics, strict=True)
+        ]
+        if replicas > 1 and f"FLOWVIZ_{up}_ADDR" not in env:
+            shared[f"FLOWVIZ_{up}_ADDR"] = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in listen)
+    return shared, own
+
+
+def service_children(python: str = sys.executable, replicas: int = 1) -> list[Child]:
+    children = []
+    for name in SERVICES:
+        for i in range(replicas):
+            label = name if replicas == 1 else f"{name}-{i + 1}"
+            children.append(Child(label, [python, "-m", f"services.{name}"], service=name, replica=i))
+    return [*children, Child("gateway", [python, "-m", "gateway"])]
 
 
 def run_children(env: dict[str, str], drain_seconds: float, servers: Sequence[Server] = ()) -> int:
     import uvloop
 
+    from flowviz.core.config import settings
+
     merged = {**os.environ, **env}
+    cfg = settings()
+    shared, own = replica_layout(cfg.replicas, cfg.ports, cfg.metrics_ports, merged)
+    merged.update(shared)
     supervisor = Supervisor(
-        service_children(), merged, drain_seconds, readable=sys.stdout.isatty(), servers=servers
+        service_children(replicas=cfg.replicas),
+        merged,
+        drain_seconds,
+        readable=sys.stdout.isatty(),
+        servers=servers,
     )
+    supervisor.replica_env = {(name, i): e for name, envs in own.items() for i, e in enumerate(envs)}
+    if cfg.replicas > 1:
+        print(
+            f"{cfg.replicas} replicas of each service: " + " ".join(f"{k}={v}" for k, v in shared.items()),
+            flush=True,
+        )
     return uvloop.run(supervisor.run())
