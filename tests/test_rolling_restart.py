@@ -6,6 +6,7 @@ retries: only the channel's transparent retries (calls that never reached a serv
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -31,7 +32,7 @@ def replicated(servers: Servers, seeded_db_url: str) -> Iterator[System]:
     ports: dict[str, list[int]] = {name: [free_port(), free_port()] for name in SERVICES}
     for name, pair in ports.items():
         env[f"FLOWVIZ_{name.upper()}_ADDR"] = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in pair)
-    sys_.env["replica_ports"] = repr(ports)
+    sys_.env["replica_ports"] = json.dumps(ports)
     for name, pair in ports.items():
         for i, port in enumerate(pair):
             sys_.start(f"{name}-r{i}", f"services.{name}", _replica_env(name, port))
@@ -97,7 +98,7 @@ class Load:
 
 
 def test_sigterm_of_one_replica_of_each_service_in_turn_fails_no_request(replicated: System) -> None:
-    ports: dict[str, list[int]] = eval(replicated.env["replica_ports"])  # noqa: S307 - our own repr
+    ports: dict[str, list[int]] = json.loads(replicated.env["replica_ports"])
     tag = uuid.uuid4().hex[:6].upper()
     load = Load(replicated.base, tag)
     threads = [threading.Thread(target=load.worker, args=(n,)) for n in range(4)]
@@ -115,7 +116,7 @@ def test_sigterm_of_one_replica_of_each_service_in_turn_fails_no_request(replica
                 assert time.monotonic() < deadline, f"{name}-r0 not serving again"
                 time.sleep(0.05)
             # Requests went on while it was gone (the load is not stuck).
-            _wait(lambda: load.requests > before + 20)
+            _wait(lambda before=before: load.requests > before + 20)  # type: ignore[misc]
     finally:
         load.stop.set()
         for t in threads:
