@@ -4,7 +4,7 @@ STAMP   := .venv/.installed
 PROTOS  := $(wildcard protos/flowviz/*/v1/*.proto)
 GEN     := $(PROTOS:protos/%.proto=%_pb2.py)
 
-.PHONY: run test lint proto migrate seed bench bench-quick clean deploy-check vendor bench-web buf buf-install
+.PHONY: run test lint proto migrate seed bench bench-quick clean deploy-check vendor bench-web buf buf-install bench-fairness faults
 
 $(PY):
 	python3 -m venv .venv
@@ -44,6 +44,7 @@ bench-quick: proto
 
 bench: proto
 	$(PY) bench/run.py --mode full
+	$(PY) bench/fairness_bench.py
 	$(PY) bench/side_by_side.py
 
 # flowviz and the monolith it replaced (re-created in bench/monolith/, its own venv there from
@@ -53,6 +54,15 @@ bench: proto
 .PHONY: bench-monolith
 bench-monolith: proto
 	$(PY) bench/side_by_side.py
+
+# The issue-15 fault suite on its own make run (Valkey killed and frozen, a rolling restart of
+# every service, PostgreSQL kill -9) under load; a table per phase (~1-2 minutes). See bench/faults.py.
+faults: proto
+	$(PY) bench/faults.py
+
+# One viewer's 20 concurrent graph traces vs another user's hot trace (~1 minute; issue 15).
+bench-fairness: proto
+	$(PY) bench/fairness_bench.py
 
 # The web app's third-party JavaScript, at the exact versions of web/vendor/package-lock.json
 # (npm ci, install scripts off), copied with each package's licence into web/vendor/.

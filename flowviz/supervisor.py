@@ -36,6 +36,9 @@ class Child:
     env: dict[str, str | None] = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
     restarts: list[float] = field(default_factory=list)
+    # Which replica of which service (its own ports: Supervisor.replica_env); "" for the gateway.
+    service: str = ""
+    replica: int = 0
 
 
 class Server(Protocol):
@@ -127,6 +130,8 @@ class Supervisor:
         self.drain_seconds = drain_seconds
         self.stopping = False
         self.failed = False
+        # (service, replica) -> its own settings (ports), over env.
+        self.replica_env: dict[tuple[str, int], dict[str, str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def _pump(self, child: Child, stream: asyncio.StreamReader) -> None:
@@ -137,7 +142,7 @@ class Supervisor:
         env = {k: v for k, v in {**self.env, **child.env}.items() if v is not None}
         child.proc = await asyncio.create_subprocess_exec(
             *child.argv,
-            env=env,
+            env={**env, **self.replica_env.get((child.service, child.replica), {})},
             stdout=asyncio.subprocess.PIPE if self.readable else None,  # None: our own stdout
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
@@ -224,18 +229,50 @@ class Supervisor:
                     proc.kill()
 
 
+# Replica i (from 0) of a service listens on its port + i * REPLICA_PORT_STEP (its metrics too).
+REPLICA_PORT_STEP = 1000
+SERVICES = ("lots", "genealogy", "qc", "health")
+
+
+def replica_layout(
+    replicas: int, ports: Mapping[str, int], metrics_ports: Mapping[str, int], env: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, list[dict[str, str]]]]:
+    """(what every process gets, each service's replicas' own settings). With more than one
+    replica, every client dials the service's whole list with round robin
+    (`ipv4:127.0.0.1:p1,127.0.0.1:p2`), unless FLOWVIZ_<SVC>_ADDR says otherwise."""
+    shared: dict[str, str] = {}
+    own: dict[str, list[dict[str, str]]] = {}
+    for name in SERVICES:
+        up = name.upper()
+        listen = [ports[name] + i * REPLICA_PORT_STEP for i in range(replicas)]
+        metrics = [
+            metrics_ports[name] + i * REPLICA_PORT_STEP if metrics_ports[name] else 0 for i in range(replicas)
+        ]
+        own[name] = [
+            {f"FLOWVIZ_{up}_PORT": str(p), f"FLOWVIZ_{up}_METRICS_PORT": str(m)}
+            for p, m in zip(listen, metrics, strict=True)
+        ]
+        if replicas > 1 and f"FLOWVIZ_{up}_ADDR" not in env:
+            shared[f"FLOWVIZ_{up}_ADDR"] = "ipv4:" + ",".join(f"127.0.0.1:{p}" for p in listen)
+    return shared, own
+
+
 def service_children(
-    python: str = sys.executable, database_urls: Mapping[str, str] | None = None
+    python: str = sys.executable, replicas: int = 1, database_urls: Mapping[str, str] | None = None
 ) -> list[Child]:
-    """The four services (each with its own DATABASE_URL when `database_urls` has one) and the
-    gateway, which gets no database URL at all (it has no pool; a compromised gateway holds no
-    database secret)."""
+    """`replicas` of each of the four services (each with its own DATABASE_URL when
+    `database_urls` has one) and the gateway, which gets no database URL at all (it has no pool;
+    a compromised gateway holds no database secret)."""
     urls = database_urls or {}
-    services = [
-        Child(name, [python, "-m", f"services.{name}"], {"DATABASE_URL": urls[name]} if name in urls else {})
-        for name in ("lots", "genealogy", "qc", "health")
-    ]
-    return [*services, Child("gateway", [python, "-m", "gateway"], {"DATABASE_URL": None})]
+    children = []
+    for name in SERVICES:
+        env: dict[str, str | None] = {"DATABASE_URL": urls[name]} if name in urls else {}
+        for i in range(replicas):
+            label = name if replicas == 1 else f"{name}-{i + 1}"
+            children.append(
+                Child(label, [python, "-m", f"services.{name}"], dict(env), service=name, replica=i)
+            )
+    return [*children, Child("gateway", [python, "-m", "gateway"], {"DATABASE_URL": None})]
 
 
 def run_children(
@@ -246,12 +283,23 @@ def run_children(
 ) -> int:
     import uvloop
 
+    from flowviz.core.config import settings
+
     merged = {**os.environ, **env}
+    cfg = settings()
+    shared, own = replica_layout(cfg.replicas, cfg.ports, cfg.metrics_ports, merged)
+    merged.update(shared)
     supervisor = Supervisor(
-        service_children(database_urls=database_urls),
+        service_children(replicas=cfg.replicas, database_urls=database_urls),
         merged,
         drain_seconds,
         readable=sys.stdout.isatty(),
         servers=servers,
     )
+    supervisor.replica_env = {(name, i): e for name, envs in own.items() for i, e in enumerate(envs)}
+    if cfg.replicas > 1:
+        print(
+            f"{cfg.replicas} replicas of each service: " + " ".join(f"{k}={v}" for k, v in shared.items()),
+            flush=True,
+        )
     return uvloop.run(supervisor.run())

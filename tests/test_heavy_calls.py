@@ -168,7 +168,7 @@ def test_without_valkey_the_bound_holds_per_process() -> None:
         await calls.acquire("omar", 10)
         calls.release(a)
         await calls.acquire("ana", 10)
-        assert calls.fallbacks == 5
+        assert calls.fallbacks == 1  # then Valkey is skipped for a second, not waited for each time
         await down.aclose()
 
     asyncio.run(scenario())

@@ -169,6 +169,11 @@ class Settings:
     # FLOWVIZ_HEAVY_CALLS: a user's concurrent traces, recalls, exports and drills (across every
     # replica, via Valkey); past it 429 with Retry-After. 0: no bound.
     heavy_calls: int = 4
+    # FLOWVIZ_SHUTDOWN_DELAY: seconds between NOT_SERVING and no longer accepting calls on SIGTERM
+    # (the clients' health watches see it in milliseconds; DNS or a Service endpoint takes longer).
+    shutdown_delay: float = 0.5
+    # FLOWVIZ_REPLICAS: processes per service under `flowviz run` (ports: README "Replicas").
+    replicas: int = 1
 
 
 @cache
@@ -231,4 +236,6 @@ def settings() -> Settings:
         drill_tolerance=_fraction("FLOWVIZ_DRILL_TOLERANCE", 0.02),
         sign_holds=_int("FLOWVIZ_SIGN_HOLDS", 0, 0, 1) == 1,
         heavy_calls=_int("FLOWVIZ_HEAVY_CALLS", 4, 0, 10_000),
+        shutdown_delay=_float("FLOWVIZ_SHUTDOWN_DELAY", 0.5),
+        replicas=_int("FLOWVIZ_REPLICAS", 1, 1, 9),
     )

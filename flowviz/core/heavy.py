@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -104,11 +105,14 @@ class HeavyCalls:
         self._local: Counter[str] = Counter()
         self._releasing: set[asyncio.Task[None]] = set()
         self.fallbacks = 0  # leases counted in memory because Valkey failed
+        # After a failure Valkey is skipped for a second: a frozen Valkey must not add its
+        # timeout to every heavy call (slower calls would pile up against the bound).
+        self._skip_until = 0.0
 
     async def acquire(self, subject: str, ttl: float) -> Lease:
         """A lease for one heavy call of `subject`, or TooManyHeavyCalls."""
         lease_id = uuid.uuid4().hex
-        client = self._client()
+        client = self._client() if time.monotonic() >= self._skip_until else None
         if client is not None:
             try:
                 if self._script is None:
@@ -120,6 +124,7 @@ class HeavyCalls:
                     )
             except Exception as exc:  # Valkey down or slow: count in this process instead
                 self.fallbacks += 1
+                self._skip_until = time.monotonic() + 1.0
                 log.warning("heavy-call limit falls back to this process", extra={"error": repr(exc)})
             else:
                 if not int(taken):

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 
 from flowviz.core import auth, heavy, logs, metrics, tracing
 from flowviz.core.cache import Cache, signing_key
-from flowviz.core.channels import open_channel
+from flowviz.core.channels import SERVER_KEEPALIVE_OPTIONS, open_channel
 from flowviz.core.config import DATABASE_ROLES, HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
 from flowviz.core.db import create_pool
 from flowviz.core.interceptors import interceptors
@@ -95,7 +95,11 @@ async def serve(
     resources = Resources(settings=cfg, name=name)
     server = grpc.aio.server(
         interceptors=[metrics.RpcMetrics(), *interceptors(resources, policy, public)],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 16 * 1024 * 1024)],
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            *SERVER_KEEPALIVE_OPTIONS,
+        ],
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -155,8 +159,11 @@ async def serve(
         log.info("serving", extra={"services": service_names})
 
     await stop.wait()
-    log.info("draining", extra={"grace_seconds": cfg.drain_seconds})
+    # NOT_SERVING first, still serving: the clients' health watches take this replica out of
+    # their pickers; only then stop accepting (GOAWAY) and drain what is in flight.
+    log.info("draining", extra={"grace_seconds": cfg.drain_seconds, "delay_seconds": cfg.shutdown_delay})
     await health.enter_graceful_shutdown()
+    await asyncio.sleep(cfg.shutdown_delay)
     await server.stop(cfg.drain_seconds)
     resources.ready = False
     for close in resources.on_close:
