@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -33,6 +33,8 @@ class Child:
     name: str
     argv: Sequence[str]
     proc: asyncio.subprocess.Process | None = None
+    # Settings of this child only (its own private key), on top of the shared ones.
+    env: dict[str, str] = field(default_factory=dict)
     restarts: list[float] = field(default_factory=list)
 
 
@@ -134,7 +136,7 @@ class Supervisor:
     async def _start(self, child: Child) -> None:
         child.proc = await asyncio.create_subprocess_exec(
             *child.argv,
-            env=self.env,
+            env={**self.env, **child.env},
             stdout=asyncio.subprocess.PIPE if self.readable else None,  # None: our own stdout
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,  # Ctrl-C reaches us only; we stop children in order
@@ -227,11 +229,17 @@ def service_children(python: str = sys.executable) -> list[Child]:
     ] + [Child("gateway", [python, "-m", "gateway"])]
 
 
-def run_children(env: dict[str, str], drain_seconds: float, servers: Sequence[Server] = ()) -> int:
+def run_children(
+    env: dict[str, str],
+    drain_seconds: float,
+    servers: Sequence[Server] = (),
+    child_env: Callable[[str], dict[str, str]] | None = None,
+) -> int:
     import uvloop
 
     merged = {**os.environ, **env}
-    supervisor = Supervisor(
-        service_children(), merged, drain_seconds, readable=sys.stdout.isatty(), servers=servers
-    )
+    children = service_children()
+    for child in children:
+        child.env = child_env(child.name) if child_env else {}
+    supervisor = Supervisor(children, merged, drain_seconds, readable=sys.stdout.isatty(), servers=servers)
     return uvloop.run(supervisor.run())

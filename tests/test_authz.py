@@ -17,9 +17,10 @@ import pytest
 from google.protobuf import descriptor_pool
 from google.protobuf.message_factory import GetMessageClass
 
+from flowviz.core import auth, keys
 from gateway.exports import STREAMING_ROUTES
 from gateway.routes import ROUTES
-from tests.conftest import TOKEN_SECRET, USERS, System, token
+from tests.conftest import SERVICE_KEYS, TOKEN_KEY, USERS, System, token
 
 READ = {"viewer", "operator", "qc", "admin"}
 OPERATE = {"operator", "admin"}
@@ -84,7 +85,6 @@ HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/supplier-trace"): READ,
 }
 NAME_OF_ROLE = {role: name for name, role in USERS.items()}
-SECRET = TOKEN_SECRET.encode()
 
 
 def _b64(data: dict[str, Any]) -> str:
@@ -96,16 +96,18 @@ def bad_tokens() -> dict[str, str]:
     good = token("ada")
     header, payload, signature = good.split(".")
     claims = {"iss": "flowviz", "aud": "flowviz-api", "sub": "ada", "role": "admin", "iat": now, "nbf": now,
-              "exp": now + 600, "jti": "x"}  # fmt: skip
+              "exp": now + 600, "jti": "x", "sst": now - 900}  # fmt: skip
+    kid = {"kid": "user"}
     return {
         "none": "",
         "expired": jwt.encode(
-            {**claims, "iat": now - 900, "nbf": now - 900, "exp": now - 300}, SECRET, "HS256"
+            {**claims, "iat": now - 900, "nbf": now - 900, "exp": now - 300}, TOKEN_KEY, "EdDSA", kid
         ),
         "tampered": f"{header}.{payload}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}",
         "alg-none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
-        "wrong-audience": jwt.encode({**claims, "aud": "someone-else"}, SECRET, "HS256"),
-        "wrong-key": jwt.encode(claims, b"another-secret-that-is-long-enough-0123456789", "HS256"),
+        "wrong-audience": jwt.encode({**claims, "aud": "someone-else"}, TOKEN_KEY, "EdDSA", kid),
+        "wrong-key": jwt.encode(claims, keys.generate(), "EdDSA", kid),
+        "hs256": jwt.encode(claims, b"another-secret-that-is-long-enough-0123456789", "HS256", kid),
     }
 
 
@@ -240,7 +242,7 @@ def test_http_matrix(system: System) -> None:
             checked += 1
     print(f"\nHTTP authorization matrix: {checked} route x role/token cases")
     assert not failures, "\n".join(failures)
-    assert checked == len(HTTP_EXPECTED) * 10
+    assert checked == len(HTTP_EXPECTED) * (4 + len(bad_tokens()))
 
 
 # Every RPC of lots, genealogy and qc, with the roles allowed (service: the internal identity).
@@ -327,10 +329,7 @@ def rpc_caller(channel: grpc.Channel, path: str, method: Any) -> Any:
 
 def test_rpc_matrix_on_the_service_ports(system: System) -> None:
     pool = descriptor_pool.Default()
-    service_token = jwt.encode(
-        {"iss": "flowviz", "aud": "flowviz-api", "sub": "service:qc", "role": "service", "iat": int(time.time()),
-         "nbf": int(time.time()), "exp": int(time.time()) + 300, "jti": "svc"}, SECRET, "HS256",
-    )  # fmt: skip
+    service_token = auth.issue_service_token("qc", SERVICE_KEYS["qc"])
     checked = 0
     failures = []
     for name, full in SERVICE_OF.items():

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from flowviz.core import audit, auth, paging, passwords, validation
+from flowviz.core import audit, auth, keys, paging, passwords, validation
 from flowviz.core.errors import Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.ratelimit import LoginThrottle, TooManyAttempts, address_key, username_key
@@ -64,8 +64,11 @@ def client_address(metadata: Any, peer: str, verifier: auth.TokenVerifier) -> st
 class Users:
     def __init__(self, resources: Resources) -> None:
         self.r = resources
+        cfg = resources.settings
+        # Only this service holds the user-token private key; it refuses to start without it.
+        self.signing_key = keys.token_signing_key(cfg.token_private_key, cfg.token_public_key)
         self.verifier = auth.TokenVerifier(
-            resources.settings.token_secret, max_lifetime=resources.settings.token_ttl
+            auth.TrustedKeys(cfg.token_public_key, cfg.service_public_keys), max_lifetime=cfg.token_ttl
         )
         valkey = self._valkey
         # Per user: a few free tries. Per address: more, since many people may share one (NAT).
@@ -113,7 +116,7 @@ class Users:
         token = auth.issue_token(
             request.username,
             row["role"],
-            secret=cfg.token_secret,
+            key=self.signing_key,
             ttl_seconds=cfg.token_ttl,
             generation=generation,
         )

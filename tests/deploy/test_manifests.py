@@ -70,7 +70,14 @@ CONTRACT: dict[str, Any] = {
     "seed_module": "flowviz.seed",
     "drain_seconds": 10,  # FLOWVIZ_DRAIN_SECONDS default
     "uid": 10001,
-    "secret_keys": ["DATABASE_URL", "VALKEY_URL", "FLOWVIZ_TOKEN_SECRET"],
+    "secret_keys": ["DATABASE_URL", "VALKEY_URL"],
+    # Issue 19: the cache's HMAC key for the services (not the gateway), each process's own
+    # service key from a Secret of its own, the user-token private key for lots alone.
+    "service_secret_keys": ["FLOWVIZ_CACHE_SECRET"],
+    "key_secrets": {
+        "FLOWVIZ_SERVICE_KEY": "flowviz-service-key-{name}",
+        "FLOWVIZ_TOKEN_PRIVATE_KEY": "flowviz-token-key",
+    },
     "hpa": ["gateway", "genealogy"],
 }
 
@@ -305,14 +312,26 @@ def test_secrets_come_from_secret_refs(overlay):
             for e in c.get("env", [])
             if "secretKeyRef" in e.get("valueFrom", {})
         }
-        for key in CONTRACT["secret_keys"]:
+        shared = [*CONTRACT["secret_keys"], *(CONTRACT["service_secret_keys"] if name != GW["name"] else [])]
+        if name == GW["name"]:
+            assert not set(CONTRACT["service_secret_keys"]) & set(refs), "the gateway needs no cache secret"
+        for key in shared:
             assert key in refs, f"{name}: {key} must come from a Secret"
             assert refs[key]["key"] == key
             assert refs[key]["name"].startswith("flowviz-secrets")
             if overlay == "dev":  # generated in-overlay, hash-suffixed
                 assert refs[key]["name"] in secret_names
+        # Keys: its own service key; the user-token private key in lots only.
+        own = {"FLOWVIZ_SERVICE_KEY"} | ({"FLOWVIZ_TOKEN_PRIVATE_KEY"} if name == "lots" else set())
+        assert {k for k in refs if k in CONTRACT["key_secrets"]} == own, name
+        for key in own:
+            assert refs[key]["name"].startswith(CONTRACT["key_secrets"][key].format(name=name)), (name, key)
+            if overlay == "dev":
+                assert refs[key]["name"] in secret_names
+        public = [e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e]
+        assert any(n.startswith("flowviz-public-keys") for n in public), f"{name}: no public keys"
         plain = {e["name"] for e in c.get("env", []) if "value" in e}
-        assert not plain & set(CONTRACT["secret_keys"]), f"{name}: secret in plain env"
+        assert not plain & {*shared, *CONTRACT["key_secrets"]}, f"{name}: secret in plain env"
 
 
 def test_production_contains_no_secret_values():
