@@ -64,13 +64,20 @@ def own_keys(service: str) -> dict[str, str]:
 USERS = {"ana": "viewer", "omar": "operator", "quinn": "qc", "ada": "admin"}
 
 
-def token(username: str, role: str | None = None, ttl: int = 3600, generation: int = 0) -> str:
+def token(
+    username: str,
+    role: str | None = None,
+    ttl: int = 3600,
+    generation: int = 0,
+    session_start: int | None = None,
+) -> str:
     return auth.issue_token(
         username,
         role or USERS[username],
         key=TOKEN_KEY,
         ttl_seconds=ttl,
         generation=generation,
+        session_start=session_start,
     )
 
 

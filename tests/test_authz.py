@@ -31,6 +31,8 @@ PUBLIC = {"anyone"}
 # (method, path) -> roles allowed. Every route of the gateway must be listed.
 HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/auth/token"): PUBLIC,
+    ("POST", "/api/auth/refresh"): READ,
+    ("POST", "/api/auth/logout"): READ,
     ("GET", "/api/users"): ADMIN,
     ("POST", "/api/users"): ADMIN,
     ("PATCH", "/api/users/{username}"): ADMIN,
@@ -202,6 +204,15 @@ def valid_body(method: str, path: str) -> dict[str, Any] | None:
 
 
 _serial = itertools.count(1)
+# Signing out ends every token of the caller: these are called as users of their own, made up
+# for each call, so that the session's ana, omar, quinn and ada keep theirs.
+SIGN_OUT = {"/api/auth/logout", "/flowviz.lots.v1.LotsService/Logout"}
+
+
+def role_token(role: str, path: str) -> str:
+    if path in SIGN_OUT:
+        return token(f"signout-{role}-{next(_serial)}", role)
+    return token(NAME_OF_ROLE[role])
 
 
 def _call(system: System, method: str, path: str, authorization: str | None) -> httpx.Response:
@@ -226,7 +237,7 @@ def test_http_matrix(system: System) -> None:
     failures = []
     for (method, path), allowed in HTTP_EXPECTED.items():
         for role in ("viewer", "operator", "qc", "admin"):
-            r = _call(system, method, path, f"Bearer {token(NAME_OF_ROLE[role])}")
+            r = _call(system, method, path, f"Bearer {role_token(role, path)}")
             ok = r.status_code not in (401, 403) or r.json()["error"]["reason"] in ("LOGIN_FAILED",)
             if ok != (role in allowed or allowed == PUBLIC):
                 failures.append(f"{role} {method} {path}: {r.status_code} {r.text[:120]}")
@@ -257,6 +268,8 @@ RPC_EXPECTED: dict[str, set[str]] = {
     "/flowviz.lots.v1.LotsService/CreatePhase": ADMIN,
     "/flowviz.lots.v1.LotsService/UpdatePhase": ADMIN,
     "/flowviz.lots.v1.LotsService/IssueToken": PUBLIC,
+    "/flowviz.lots.v1.LotsService/RefreshToken": READ,
+    "/flowviz.lots.v1.LotsService/Logout": READ,
     "/flowviz.lots.v1.LotsService/CreateUser": ADMIN,
     "/flowviz.lots.v1.LotsService/ListUsers": ADMIN,
     "/flowviz.lots.v1.LotsService/UpdateUser": ADMIN,
@@ -339,9 +352,7 @@ def test_rpc_matrix_on_the_service_ports(system: System) -> None:
                 request = GetMessageClass(method.input_type)()
                 call = rpc_caller(channel, path, method)
                 allowed = RPC_EXPECTED[path]
-                identities = {
-                    role: token(NAME_OF_ROLE[role]) for role in ("viewer", "operator", "qc", "admin")
-                }
+                identities = {role: role_token(role, path) for role in ("viewer", "operator", "qc", "admin")}
                 identities["service"] = service_token
                 for who, tok in [*identities.items(), *bad_tokens().items()]:
                     metadata = (("authorization", f"Bearer {tok}"),) if tok else ()
