@@ -27,11 +27,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowviz.core import auth  # noqa: E402
+from flowviz.core import auth, keys  # noqa: E402
 from flowviz.core.config import DEFAULT_PORTS  # noqa: E402
 from flowviz.embedded import free_port  # noqa: E402
 
-SECRET = "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 ROUTES = {"uncached": "/api/lots?lot_code_prefix=RAW", "cached": "/api/traceability/FG-DONER-X1"}
 
 
@@ -101,14 +100,18 @@ def main() -> int:
         if not k.startswith("FLOWVIZ_") and k not in ("DATABASE_URL", "VALKEY_URL")
     }
     env.update(FLOWVIZ_DATA_DIR=str(data), FLOWVIZ_PG_PORT=str(free_port()), FLOWVIZ_VALKEY_PORT=str(free_port()),
-               FLOWVIZ_TOKEN_SECRET=SECRET, FLOWVIZ_ADMIN_USER="loadtest", FLOWVIZ_ADMIN_PASSWORD="an-outage-admin-pass-2026",
+               FLOWVIZ_ADMIN_USER="loadtest", FLOWVIZ_ADMIN_PASSWORD="an-outage-admin-pass-2026",
                FLOWVIZ_LOG_FORMAT="json")  # fmt: skip
     for name in DEFAULT_PORTS:
         env[f"FLOWVIZ_{name.upper()}_PORT"] = str(free_port())
     for name in ("health", "lots", "genealogy", "qc"):
         env[f"FLOWVIZ_{name.upper()}_METRICS_PORT"] = str(free_port())
     base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
-    token = auth.issue_token("loadtest", "admin", secret=SECRET.encode(), ttl_seconds=3600)
+    # make run keeps the keys it finds in its data folder: made here, so this script can sign in.
+    signing = keys.parse_private(
+        "token.key", keys.write_keys(data / "keys")["FLOWVIZ_TOKEN_PRIVATE_KEY@lots"]
+    )
+    token = auth.issue_token("loadtest", "admin", key=signing, ttl_seconds=900)
     log = open(data / "run.log", "wb")  # noqa: SIM115 - closed at the end
     run = subprocess.Popen(
         [sys.executable, "-m", "flowviz.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT

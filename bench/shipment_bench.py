@@ -5,7 +5,7 @@ Sets up a supplier, a customer with a site, our plant and --lots received lots, 
 --shipments shipments of 1 kg spread over those lots, each with its own Idempotency-Key, and
 replays --replays of them. Afterwards it checks that every lot's mass balance counts exactly
 the shipments acknowledged for it (none lost, none recorded twice) and prints shipments/s, P50,
-P99 and max. Tokens are minted with FLOWVIZ_TOKEN_SECRET (or the secret in --data-dir).
+P99 and max. Tokens are minted with FLOWVIZ_TOKEN_PRIVATE_KEY (or make run's key in --data-dir).
 
     .venv/bin/python bench/shipment_bench.py --base http://127.0.0.1:8000 --shipments 3000
 """
@@ -23,13 +23,15 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from flowviz.core import auth
+from flowviz.core import auth, keys
 
 
-def secret(data_dir: Path) -> bytes:
-    value = os.environ.get("FLOWVIZ_TOKEN_SECRET") or (data_dir / "token-secret").read_text().strip()
-    return value.encode()
+def signing_key(data_dir: Path) -> Ed25519PrivateKey:
+    """The user-token private key: FLOWVIZ_TOKEN_PRIVATE_KEY, or make run's in --data-dir."""
+    value = os.environ.get(keys.TOKEN_PRIVATE_ENV) or str(data_dir / "keys" / "token.key")
+    return keys.parse_private(keys.TOKEN_PRIVATE_ENV, value)
 
 
 async def setup(client: httpx.AsyncClient, tag: str, lots: int, quantity: float) -> list[str]:
@@ -52,7 +54,7 @@ async def setup(client: httpx.AsyncClient, tag: str, lots: int, quantity: float)
 
 
 async def main_async(args: argparse.Namespace) -> None:
-    token = auth.issue_token("admin", "admin", secret=secret(args.data_dir), ttl_seconds=3600)
+    token = auth.issue_token("admin", "admin", key=signing_key(args.data_dir), ttl_seconds=3600)
     limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
     async with httpx.AsyncClient(
         base_url=args.base, headers={"authorization": f"Bearer {token}"}, timeout=30, limits=limits

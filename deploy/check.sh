@@ -65,9 +65,12 @@ echo "ok"
 
 echo "== compose config ($COMPOSE_FILE)"
 # The file has no default secrets: give it throw-away ones to validate.
-export POSTGRES_PASSWORD=check-only VALKEY_PASSWORD=check-only FLOWVIZ_TOKEN_SECRET=check-only
-export FLOWVIZ_OWNER_DB_PASSWORD=check-only FLOWVIZ_LOTS_DB_PASSWORD=check-only FLOWVIZ_GENEALOGY_DB_PASSWORD=check-only
-export FLOWVIZ_QC_DB_PASSWORD=check-only FLOWVIZ_HEALTH_DB_PASSWORD=check-only
+export POSTGRES_PASSWORD=check-only VALKEY_PASSWORD=check-only FLOWVIZ_CACHE_SECRET=check-only \
+    FLOWVIZ_TOKEN_PUBLIC_KEY=check-only FLOWVIZ_SERVICE_PUBLIC_KEYS=check-only FLOWVIZ_TOKEN_PRIVATE_KEY=check-only \
+    FLOWVIZ_SERVICE_KEY_GATEWAY=check-only FLOWVIZ_SERVICE_KEY_LOTS=check-only FLOWVIZ_SERVICE_KEY_GENEALOGY=check-only \
+    FLOWVIZ_SERVICE_KEY_QC=check-only FLOWVIZ_SERVICE_KEY_HEALTH=check-only \
+    FLOWVIZ_OWNER_DB_PASSWORD=check-only FLOWVIZ_LOTS_DB_PASSWORD=check-only FLOWVIZ_GENEALOGY_DB_PASSWORD=check-only \
+    FLOWVIZ_QC_DB_PASSWORD=check-only FLOWVIZ_HEALTH_DB_PASSWORD=check-only
 if [ -n "$COMPOSE" ]; then
     "$COMPOSE" -f "$COMPOSE_FILE" config -q
     echo "ok (docker-compose)"

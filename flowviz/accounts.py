@@ -82,11 +82,11 @@ def ensure_admin(database_url: str) -> None:
     )
 
 
-def token_secret(data_dir: Path) -> str:
-    """FLOWVIZ_TOKEN_SECRET, or a random one kept in the data folder across runs."""
-    if secret := os.environ.get("FLOWVIZ_TOKEN_SECRET"):
+def cache_secret(data_dir: Path) -> str:
+    """FLOWVIZ_CACHE_SECRET, or a random one kept in the data folder across runs."""
+    if secret := os.environ.get("FLOWVIZ_CACHE_SECRET"):
         return secret
-    path = data_dir / "token-secret"
+    path = data_dir / "cache-secret"
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)

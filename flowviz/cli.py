@@ -35,6 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import threading
 
     from flowviz import accounts, migrate, seed
+    from flowviz.core import keys
     from flowviz.core.config import DATABASE_ROLES
     from flowviz.embedded import Postgres, Valkey, port_in_use
     from flowviz.supervisor import run_children
@@ -62,7 +63,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"starting embedded Valkey on 127.0.0.1:{port}", flush=True)
             vk.start()
             env["VALKEY_URL"] = vk.url
-        env["FLOWVIZ_TOKEN_SECRET"] = accounts.token_secret(data)
+        env["FLOWVIZ_CACHE_SECRET"] = accounts.cache_secret(data)
+        # Token keys: made once under .data/keys (0600); each process gets only its own private
+        # key, the user-token one only the lots service (unless the keys are set outside).
+        own_keys: dict[str, str] = {}
+        if not os.environ.get(keys.TOKEN_PUBLIC_ENV):
+            own_keys = keys.write_keys(data / "keys")
+            env.update(keys.process_env(own_keys, ""))
         os.environ.update(env)
         # So that `flowviz import`, `flowviz user ...` in another terminal use these servers too
         # (a file only its owner reads, beside the token secret).
@@ -93,7 +100,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         threading.Thread(target=announce, daemon=True).start()
         drain = float(os.environ.get("FLOWVIZ_DRAIN_SECONDS", "10"))
-        return run_children(env, drain, servers=[s for s in (pg, vk) if s], database_urls=database_urls)
+        return run_children(
+            env,
+            drain,
+            servers=[s for s in (pg, vk) if s],
+            database_urls=database_urls,
+            child_env=lambda name: keys.process_env(own_keys, name),
+        )
     finally:
         if wrote_state:
             local.clear_state(data)
@@ -102,6 +115,29 @@ def cmd_run(args: argparse.Namespace) -> int:
         if pg:
             pg.stop()
             print("stopped; data kept for the next run", flush=True)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """Write a system's Ed25519 keys into DIR (kept if there) and print the settings of each process."""
+    from pathlib import Path
+
+    from flowviz.core import keys
+
+    folder = Path(args.dir)
+    made = keys.write_keys(folder)
+    if args.env:  # docker compose's .env: the keys themselves, one private key per process
+        for name, value in keys.compose_env(made).items():
+            print(f"{name}={value}")
+        return 0
+    print(f"# keys in {folder} (mode 0600; the public ones also in {folder / 'public.env'}). Every process:")
+    for name, value in keys.process_env(made, "").items():
+        print(f"{name}={value}")
+    for service in keys.SERVICE_NAMES:
+        print(f"# {service} only:")
+        for name, value in made.items():
+            if name.endswith(f"@{service}"):
+                print(f"{name.partition('@')[0]}={value}")
+    return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -200,6 +236,12 @@ def _main(args_in: list[str]) -> int:
         "migrate", help="apply database migrations (DATABASE_URL, else make run's database)"
     ).set_defaults(fn=cmd_migrate)
     sub.add_parser("seed", help="load the seed data (DATABASE_URL)").set_defaults(fn=cmd_seed)
+    keys_cmd = sub.add_parser(
+        "keys", help="keys DIR: write the token and service keys (0600), print the settings"
+    )
+    keys_cmd.add_argument("dir")
+    keys_cmd.add_argument("--env", action="store_true", help="print .env lines for docker compose instead")
+    keys_cmd.set_defaults(fn=cmd_keys)
     sub.add_parser("generate", help="write a synthetic genealogy: --lots N --seed S --out DIR")
     sub.add_parser("import", help="bulk import LOTS.csv GENEALOGY.csv (DATABASE_URL), all rows or none")
     sub.add_parser("audit", help="audit verify: walk the audit log's hash chain (DATABASE_URL)")

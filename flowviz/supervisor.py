@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,7 +32,8 @@ RESTART_WINDOW = 60.0
 class Child:
     name: str
     argv: Sequence[str]
-    # On top of the supervisor's environment; None removes a variable (the gateway's DATABASE_URL).
+    # This child's own settings (its database URL, its private keys) on top of the supervisor's
+    # environment; None removes a variable (the gateway's DATABASE_URL).
     env: dict[str, str | None] = field(default_factory=dict)
     proc: asyncio.subprocess.Process | None = None
     restarts: list[float] = field(default_factory=list)
@@ -280,6 +281,7 @@ def run_children(
     drain_seconds: float,
     servers: Sequence[Server] = (),
     database_urls: Mapping[str, str] | None = None,
+    child_env: Callable[[str], dict[str, str]] | None = None,
 ) -> int:
     import uvloop
 
@@ -289,8 +291,11 @@ def run_children(
     cfg = settings()
     shared, own = replica_layout(cfg.replicas, cfg.ports, cfg.metrics_ports, merged)
     merged.update(shared)
+    children = service_children(replicas=cfg.replicas, database_urls=database_urls)
+    for child in children:  # each process's own keys (flowviz.core.keys), beside its database URL
+        child.env.update(child_env(child.service or child.name) if child_env else {})
     supervisor = Supervisor(
-        service_children(replicas=cfg.replicas, database_urls=database_urls),
+        children,
         merged,
         drain_seconds,
         readable=sys.stdout.isatty(),

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from flowviz.core import auth, logs, metrics, tracing
+from flowviz.core import auth, keys, logs, metrics, tracing
 from flowviz.core.config import settings
 from flowviz.core.protojson import fill
 from gateway import exports, observability, openapi, web
@@ -247,8 +247,12 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     cfg = settings()
     logs.setup("gateway", cfg.log_format)
     app.state.upstreams = Upstreams(cfg)
-    app.state.verifier = auth.TokenVerifier(cfg.token_secret, max_lifetime=cfg.token_ttl)
-    app.state.service_token = auth.ServiceTokenSource("gateway", cfg.token_secret)
+    # The gateway verifies users' tokens and signs its own identity; it holds no key that signs users'.
+    app.state.verifier = auth.TokenVerifier(
+        auth.TrustedKeys(cfg.token_public_key), max_lifetime=cfg.token_ttl
+    )
+    own_key = keys.own_service_key(cfg.service_key, cfg.service_public_keys, "gateway")
+    app.state.service_token = auth.ServiceTokenSource("gateway", own_key)
     # /metrics on a port of its own (the public HTTP port, and so the ingress, never serves it).
     port = cfg.metrics_port if cfg.metrics_port is not None else cfg.metrics_ports["gateway"]
     await metrics.serve_metrics("gateway", cfg.bind_host, port)

@@ -75,6 +75,12 @@ ROUTES: list[RpcRoute] = [
     RpcRoute("POST", "/api/auth/token", "lots", "IssueToken",
              "Exchange a username and password for a short-lived bearer token", "auth", required=("username", "password"), body=True,
              errors=(400, 429), public=True),
+    RpcRoute("POST", "/api/auth/refresh", "lots", "RefreshToken",
+             "A new token for the caller's still-valid one, without the password, within the session "
+             "(FLOWVIZ_SESSION_MAX_HOURS after the password sign-in)", "auth", errors=()),
+    RpcRoute("POST", "/api/auth/logout", "lots", "Logout",
+             "Sign out: every token of the caller is refused from the next request, in every service", "auth",
+             errors=()),
     RpcRoute("GET", "/api/users", "lots", "ListUsers", "List users (admin)", "auth", query=PAGE),
     RpcRoute("POST", "/api/users", "lots", "CreateUser", "Create a user (admin)", "auth", status=201, required=("username", "role", "password"), body=True,
              errors=(400, 409)),

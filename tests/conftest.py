@@ -4,8 +4,10 @@ end-to-end tests) every service and the gateway as real processes."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -19,27 +21,63 @@ import grpc
 import httpx
 import psycopg
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from flowviz import dbroles, migrate, seed
-from flowviz.core import auth, passwords
+from flowviz.core import auth, keys, passwords
 from flowviz.core.config import DATABASE_ROLES, DEFAULT_METRICS_PORTS, DEFAULT_PORTS, OWNER_ROLE
 from flowviz.embedded import Postgres, Valkey, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "flowviz_template"
-# Test-only signing key (every process of the test system gets it).
-TOKEN_SECRET = "test-secret-" + "0123456789abcdefghijklmnopqrstuvwxyz"
+# Keys made for this test session: the user-token key (its private half only the lots process
+# gets), one service key per process, and the cache's HMAC secret (the services get it). From a
+# random seed kept in the environment: pytest imports this file as `conftest` and the tests as
+# `tests.conftest`, and both must hold the same keys.
+_SEED = os.environ.setdefault("FLOWVIZ_TEST_KEY_SEED", secrets.token_hex(32))
+
+
+def _session_key(name: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(f"{_SEED}:{name}".encode()).digest())
+
+
+TOKEN_KEY = _session_key("token")
+SERVICE_KEYS = {name: _session_key(name) for name in keys.SERVICE_NAMES}
+TRUSTED = auth.TrustedKeys(TOKEN_KEY.public_key(), {n: k.public_key() for n, k in SERVICE_KEYS.items()})
+CACHE_SECRET = "test-cache-" + "0123456789abcdefghijklmnopqrstuvwxyz"
+PUBLIC_KEY_ENV = {
+    keys.TOKEN_PUBLIC_ENV: keys.text(TOKEN_KEY.public_key()),
+    keys.SERVICE_PUBLIC_ENV: ",".join(f"{n}={keys.text(k.public_key())}" for n, k in SERVICE_KEYS.items()),
+}
+
+
+def own_keys(service: str) -> dict[str, str]:
+    """The private settings of process `service` (lots, ..., gateway): its own service key, and
+    for lots the user-token key."""
+    env = {keys.SERVICE_KEY_ENV: keys.text(SERVICE_KEYS[service])}
+    if service == "lots":
+        env[keys.TOKEN_PRIVATE_ENV] = keys.text(TOKEN_KEY)
+    return env
+
+
 # One user per role, created in the session database, with password f"{role}-pass-2026".
 USERS = {"ana": "viewer", "omar": "operator", "quinn": "qc", "ada": "admin"}
 
 
-def token(username: str, role: str | None = None, ttl: int = 3600, generation: int = 0) -> str:
+def token(
+    username: str,
+    role: str | None = None,
+    ttl: int = 3600,
+    generation: int = 0,
+    session_start: int | None = None,
+) -> str:
     return auth.issue_token(
         username,
         role or USERS[username],
-        secret=TOKEN_SECRET.encode(),
+        key=TOKEN_KEY,
         ttl_seconds=ttl,
         generation=generation,
+        session_start=session_start,
     )
 
 
@@ -131,8 +169,9 @@ class System:
         return f"127.0.0.1:{self.env[f'FLOWVIZ_{name.upper()}_PORT']}"
 
     def start(self, name: str, module: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        """Run `module`; a service connects as its own role (FLOWVIZ_<SVC>_DATABASE_URL, from
-        system_env), the gateway gets no DATABASE_URL, as under make run."""
+        """Run `module` with its own keys; a service connects as its own role
+        (FLOWVIZ_<SVC>_DATABASE_URL, from system_env), the gateway gets no DATABASE_URL, as under
+        make run; `env` on top."""
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed with the process
         child = {k: v for k, v in self.env.items() if not k.endswith("_DATABASE_URL")}
         service = module.removeprefix("services.")
@@ -142,7 +181,7 @@ class System:
             child.pop("DATABASE_URL", None)
         proc = subprocess.Popen(
             [sys.executable, "-m", module],
-            env={**child, **(env or {})},
+            env={**child, **own_keys(module.rsplit(".", 1)[-1]), **(env or {})},
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -189,7 +228,8 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
         FLOWVIZ_DRAIN_SECONDS="2",
         FLOWVIZ_HEALTH_INTERVAL="0.2",
         FLOWVIZ_LOG_FORMAT="json",
-        FLOWVIZ_TOKEN_SECRET=TOKEN_SECRET,
+        FLOWVIZ_CACHE_SECRET=CACHE_SECRET,
+        **PUBLIC_KEY_ENV,
         FLOWVIZ_TOKEN_TTL="3600",  # the tests' own tokens live an hour (token()); longer are refused
         PYTHONPATH=str(ROOT),
     )

@@ -10,14 +10,17 @@ import hashlib
 import hmac
 import json
 import secrets
+from pathlib import Path
 from typing import Any
 
 import grpc
 import jwt
 import pytest
 from argon2 import PasswordHasher, Type, extract_parameters
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from flowviz.core import auth, passwords
+from flowviz.core import auth, keys, passwords
 from flowviz.core.auth import (
     ADMIN,
     ADMIN_ONLY,
@@ -32,12 +35,12 @@ from flowviz.core.auth import (
     PermissionDenied,
     ServiceTokenSource,
     TokenVerifier,
+    TrustedKeys,
     Unauthenticated,
     bearer,
     check,
     issue_service_token,
     issue_token,
-    load_secret,
     require,
     validate_policy,
     verify_token,
@@ -46,9 +49,18 @@ from flowviz.core.config import ConfigError
 from flowviz.core.errors import InvalidArgument, to_status
 from flowviz.core.ratelimit import LoginThrottle, TooManyAttempts, address_key, username_key
 
-SECRET = secrets.token_bytes(64)
-OTHER_SECRET = secrets.token_bytes(40)
+KEY = keys.generate()  # the user-token key
+OTHER_KEY = keys.generate()
+GATEWAY_KEY = keys.generate()
+GENEALOGY_KEY = keys.generate()
+KEYS = TrustedKeys(
+    KEY.public_key(), {"gateway": GATEWAY_KEY.public_key(), "genealogy": GENEALOGY_KEY.public_key()}
+)
 NOW = 1_800_000_000.0
+PUBLIC_PEM = KEY.public_key().public_bytes(
+    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+)
+PUBLIC_RAW = KEY.public_key().public_bytes_raw()
 
 
 # --- helpers -----------------------------------------------------------------------------
@@ -68,17 +80,25 @@ def claims(**overrides: Any) -> dict[str, Any]:
         "nbf": int(NOW),
         "exp": int(NOW) + 900,
         "jti": "j1",
+        "sst": int(NOW),
     }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not ...}
 
 
-def hand_made(header: dict[str, Any], payload: dict[str, Any], sign: str | None = "sha256") -> str:
-    """A JWT built without pyjwt, signed with SECRET by HMAC-`sign` (None: empty signature)."""
+def signed(payload: dict[str, Any], key: Ed25519PrivateKey = KEY, kid: str | None = "user") -> str:
+    """A token signed with EdDSA by `key`, with header `kid`."""
+    return jwt.encode(payload, key, algorithm="EdDSA", headers={"kid": kid} if kid is not None else None)
+
+
+def hand_made(
+    header: dict[str, Any], payload: dict[str, Any], secret: bytes | None = PUBLIC_RAW, sign: str = "sha256"
+) -> str:
+    """A JWT built without pyjwt, MACed by HMAC-`sign` with `secret` (None: empty signature)."""
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
-    if sign is None:
+    if secret is None:
         return signing_input + "."
-    mac = hmac.new(SECRET, signing_input.encode(), getattr(hashlib, sign)).digest()
+    mac = hmac.new(secret, signing_input.encode(), getattr(hashlib, sign)).digest()
     return f"{signing_input}.{b64(mac)}"
 
 
@@ -90,133 +110,145 @@ def reason_of(excinfo: pytest.ExceptionInfo[Any]) -> str:
 
 
 def test_round_trip_user_token() -> None:
-    token = issue_token("alice", "qc", secret=SECRET, now=NOW)
-    identity = verify_token(token, secret=SECRET, now=NOW + 1)
+    token = issue_token("alice", "qc", key=KEY, now=NOW)
+    identity = verify_token(token, keys=KEYS, now=NOW + 1)
     assert identity == Identity("alice", "qc", False)
     assert identity.expires_at == NOW + 900
     assert identity.token_id
     payload = jwt.decode(token, options={"verify_signature": False})
-    assert set(payload) == {"iss", "aud", "sub", "role", "iat", "nbf", "exp", "jti", "gen"}
+    assert set(payload) == {"iss", "aud", "sub", "role", "iat", "nbf", "exp", "jti", "gen", "sst"}
     assert payload["iss"] == "flowviz" and payload["aud"] == "flowviz-api"
     assert payload["gen"] == 0 and identity.generation == 0
-    later = issue_token("alice", "qc", secret=SECRET, now=NOW, generation=3)
-    assert verify_token(later, secret=SECRET, now=NOW + 1).generation == 3
-    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    assert payload["sst"] == int(NOW) and identity.session_start == NOW
+    later = issue_token("alice", "qc", key=KEY, now=NOW, generation=3, session_start=int(NOW) - 60)
+    refreshed = verify_token(later, keys=KEYS, now=NOW + 1)
+    assert refreshed.generation == 3 and refreshed.session_start == NOW - 60
+    assert jwt.get_unverified_header(token) == {"alg": "EdDSA", "typ": "JWT", "kid": "user"}
 
 
 def test_every_token_has_its_own_jti() -> None:
-    a = issue_token("alice", "viewer", secret=SECRET, now=NOW)
-    b = issue_token("alice", "viewer", secret=SECRET, now=NOW)
+    a = issue_token("alice", "viewer", key=KEY, now=NOW)
+    b = issue_token("alice", "viewer", key=KEY, now=NOW)
     assert a != b
-    assert (
-        verify_token(a, secret=SECRET, now=NOW).token_id != verify_token(b, secret=SECRET, now=NOW).token_id
-    )
+    assert verify_token(a, keys=KEYS, now=NOW).token_id != verify_token(b, keys=KEYS, now=NOW).token_id
 
 
 def test_round_trip_service_token() -> None:
-    token = issue_service_token("gateway", SECRET, now=NOW)
-    identity = verify_token(token, secret=SECRET, now=NOW)
+    token = issue_service_token("gateway", GATEWAY_KEY, now=NOW)
+    identity = verify_token(token, keys=KEYS, now=NOW)
     assert identity == Identity("service:gateway", SERVICE, True)
     assert identity.expires_at == NOW + auth.SERVICE_TTL_SECONDS
+    assert jwt.get_unverified_header(token)["kid"] == "service:gateway"
+
+
+def test_each_key_signs_only_its_own_identities() -> None:
+    """The user-token key cannot mint a service identity, a service key neither a user's token
+    nor another service's identity, and a key nobody trusts nothing at all."""
+    forged = {
+        "service by the user key": issue_service_token("gateway", KEY, now=NOW),
+        "service labelled as the user key": signed(
+            claims(sub="service:gateway", role="service", exp=int(NOW) + 60)
+        ),
+        "user by a service key": signed(claims(role="admin"), GATEWAY_KEY, "service:gateway"),
+        "user by a service key labelled user": signed(claims(role="admin"), GATEWAY_KEY),
+        "gateway by genealogy's key": issue_service_token("gateway", GENEALOGY_KEY, now=NOW),
+        "gateway labelled as genealogy": signed(
+            claims(sub="service:gateway", role="service", exp=int(NOW) + 60),
+            GENEALOGY_KEY,
+            "service:genealogy",
+        ),
+        "a service nobody knows": issue_service_token("qc", keys.generate(), now=NOW),
+        "no key id": signed(claims(), KEY, None),
+        "an unknown key id": signed(claims(), KEY, "admin"),
+    }
+    for case, token in forged.items():
+        with pytest.raises(Unauthenticated) as e:
+            verify_token(token, keys=KEYS, now=NOW)
+        assert reason_of(e) == "TOKEN_INVALID", case
+    # Without the services' keys (the gateway's verifier) no service identity passes at all.
+    with pytest.raises(Unauthenticated):
+        verify_token(
+            issue_service_token("gateway", GATEWAY_KEY, now=NOW), keys=TrustedKeys(KEY.public_key()), now=NOW
+        )
 
 
 def test_expired_token() -> None:
-    token = issue_token("alice", "viewer", secret=SECRET, ttl_seconds=60, now=NOW)
+    token = issue_token("alice", "viewer", key=KEY, ttl_seconds=60, now=NOW)
     # Within the leeway it still passes; past it, it is expired.
-    verify_token(token, secret=SECRET, now=NOW + 60 + auth.LEEWAY_SECONDS - 1)
+    verify_token(token, keys=KEYS, now=NOW + 60 + auth.LEEWAY_SECONDS - 1)
     with pytest.raises(Unauthenticated) as e:
-        verify_token(token, secret=SECRET, now=NOW + 60 + auth.LEEWAY_SECONDS)
+        verify_token(token, keys=KEYS, now=NOW + 60 + auth.LEEWAY_SECONDS)
     assert reason_of(e) == "TOKEN_EXPIRED"
     with pytest.raises(Unauthenticated) as e:
-        verify_token(token, secret=SECRET)  # real clock: long after 2027
+        verify_token(token, keys=KEYS)  # real clock: long after 2027
     assert reason_of(e) in ("TOKEN_EXPIRED", "TOKEN_NOT_YET_VALID")
 
 
 def test_not_yet_valid_token() -> None:
-    token = issue_token("alice", "viewer", secret=SECRET, now=NOW)
-    verify_token(token, secret=SECRET, now=NOW - auth.LEEWAY_SECONDS)  # clock skew within leeway
+    token = issue_token("alice", "viewer", key=KEY, now=NOW)
+    verify_token(token, keys=KEYS, now=NOW - auth.LEEWAY_SECONDS)  # clock skew within leeway
     with pytest.raises(Unauthenticated) as e:
-        verify_token(token, secret=SECRET, now=NOW - auth.LEEWAY_SECONDS - 1)
+        verify_token(token, keys=KEYS, now=NOW - auth.LEEWAY_SECONDS - 1)
     assert reason_of(e) == "TOKEN_NOT_YET_VALID"
-    future_nbf = hand_made({"alg": "HS256", "typ": "JWT"}, claims(nbf=int(NOW) + 100))
     with pytest.raises(Unauthenticated) as e:
-        verify_token(future_nbf, secret=SECRET, now=NOW)
+        verify_token(signed(claims(nbf=int(NOW) + 100)), keys=KEYS, now=NOW)
     assert reason_of(e) == "TOKEN_NOT_YET_VALID"
 
 
-def test_hand_made_hs256_token_verifies() -> None:
-    # The forgery tests below rely on hand_made producing valid tokens when it should.
-    assert (
-        verify_token(hand_made({"alg": "HS256", "typ": "JWT"}, claims()), secret=SECRET, now=NOW).subject
-        == "alice"
-    )
+def test_signed_helper_makes_valid_tokens() -> None:
+    # The forgery tests below rely on `signed` producing valid tokens when it should.
+    assert verify_token(signed(claims()), keys=KEYS, now=NOW).subject == "alice"
 
 
 def test_tampered_signature() -> None:
-    token = issue_token("alice", "viewer", secret=SECRET, now=NOW)
+    token = issue_token("alice", "viewer", key=KEY, now=NOW)
     head, payload, sig = token.split(".")
     flipped = sig[:-2] + ("A" if sig[-2] != "A" else "B") + sig[-1]
     for bad in (f"{head}.{payload}.{flipped}", f"{head}.{payload}.", f"{head}.{payload}"):
         with pytest.raises(Unauthenticated) as e:
-            verify_token(bad, secret=SECRET, now=NOW)
+            verify_token(bad, keys=KEYS, now=NOW)
         assert reason_of(e) == "TOKEN_INVALID"
 
 
 def test_tampered_payload_privilege_escalation() -> None:
-    token = issue_token("alice", "viewer", secret=SECRET, now=NOW)
+    token = issue_token("alice", "viewer", key=KEY, now=NOW)
     head, _, sig = token.split(".")
     forged = b64(json.dumps(claims(role="admin")).encode())
     with pytest.raises(Unauthenticated):
-        verify_token(f"{head}.{forged}.{sig}", secret=SECRET, now=NOW)
+        verify_token(f"{head}.{forged}.{sig}", keys=KEYS, now=NOW)
 
 
-def test_wrong_secret() -> None:
-    token = issue_token("alice", "viewer", secret=OTHER_SECRET, now=NOW)
+def test_wrong_key() -> None:
+    token = issue_token("alice", "viewer", key=OTHER_KEY, now=NOW)
     with pytest.raises(Unauthenticated) as e:
-        verify_token(token, secret=SECRET, now=NOW)
+        verify_token(token, keys=KEYS, now=NOW)
     assert reason_of(e) == "TOKEN_INVALID"
 
 
 @pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
 def test_alg_none_is_refused(alg: str) -> None:
-    token = hand_made({"alg": alg, "typ": "JWT"}, claims(role="admin"), sign=None)
+    token = hand_made({"alg": alg, "typ": "JWT", "kid": "user"}, claims(role="admin"), secret=None)
     assert token.endswith(".")
     with pytest.raises(Unauthenticated) as e:
-        verify_token(token, secret=SECRET, now=NOW)
+        verify_token(token, keys=KEYS, now=NOW)
     assert reason_of(e) == "TOKEN_INVALID"
 
 
-def test_alg_none_with_a_valid_hs256_signature_is_refused() -> None:
-    # Header says none, signature is a correct HMAC of the signing input: still refused.
-    token = hand_made({"alg": "none", "typ": "JWT"}, claims())
-    with pytest.raises(Unauthenticated):
-        verify_token(token, secret=SECRET, now=NOW)
-
-
-@pytest.mark.parametrize(
-    ("alg", "digest"),
-    [
-        ("HS512", "sha512"),
-        ("HS384", "sha384"),
-        # Key confusion: labelled RS256/ES256/PS256 but MACed with the shared secret
-        # (as if the secret were a public key).
-        ("RS256", "sha256"),
-        ("ES256", "sha256"),
-        ("PS256", "sha256"),
-        ("EdDSA", "sha256"),
-    ],
-)
-def test_other_algorithms_are_refused(alg: str, digest: str) -> None:
-    token = hand_made({"alg": alg, "typ": "JWT"}, claims(), sign=digest)
+@pytest.mark.parametrize(("alg", "digest"), [("HS256", "sha256"), ("HS384", "sha384"), ("HS512", "sha512"),
+                                             ("EdDSA", "sha256"), ("ES256", "sha256"), ("RS256", "sha256")])  # fmt: skip
+@pytest.mark.parametrize("secret", [PUBLIC_RAW, PUBLIC_PEM], ids=["raw", "pem"])
+def test_key_confusion_is_refused(alg: str, digest: str, secret: bytes) -> None:
+    """HMACs made with the public key (which everyone may know) as the secret: refused."""
+    token = hand_made({"alg": alg, "typ": "JWT", "kid": "user"}, claims(role="admin"), secret, digest)
     with pytest.raises(Unauthenticated) as e:
-        verify_token(token, secret=SECRET, now=NOW)
+        verify_token(token, keys=KEYS, now=NOW)
     assert reason_of(e) == "TOKEN_INVALID"
 
 
-def test_hs512_signed_by_pyjwt_is_refused() -> None:
-    token = jwt.encode(claims(), SECRET, algorithm="HS512")
+def test_hs256_signed_by_pyjwt_is_refused() -> None:
+    token = jwt.encode(claims(), secrets.token_bytes(64), algorithm="HS256", headers={"kid": "user"})
     with pytest.raises(Unauthenticated):
-        verify_token(token, secret=SECRET, now=NOW)
+        verify_token(token, keys=KEYS, now=NOW)
 
 
 @pytest.mark.parametrize(
@@ -240,23 +272,27 @@ def test_hs512_signed_by_pyjwt_is_refused() -> None:
         {"exp": True},
         {"iat": "now"},
         {"exp": int(NOW)},  # exp <= iat
+        {"sst": ...},  # a user token says when its session began
+        {"sst": int(NOW) + 1},  # after it was issued
+        {"sst": 0},
+        {"sst": "today"},
         # service role and service subjects go together
         {"role": "service", "sub": "alice"},
         {"role": "admin", "sub": "service:gateway"},
     ],
 )
 def test_bad_claims_are_refused(overrides: dict[str, Any]) -> None:
-    token = jwt.encode(claims(**overrides), SECRET, algorithm="HS256")
+    token = signed(claims(**overrides))
     with pytest.raises(Unauthenticated) as e:
-        verify_token(token, secret=SECRET, now=NOW + 1)
+        verify_token(token, keys=KEYS, now=NOW + 1)
     assert reason_of(e) == "TOKEN_INVALID"
 
 
 @pytest.mark.parametrize("missing", auth.REQUIRED_CLAIMS)
 def test_missing_claims_are_refused(missing: str) -> None:
-    token = jwt.encode(claims(**{missing: ...}), SECRET, algorithm="HS256")
+    token = signed(claims(**{missing: ...}))
     with pytest.raises(Unauthenticated) as e:
-        verify_token(token, secret=SECRET, now=NOW + 1)
+        verify_token(token, keys=KEYS, now=NOW + 1)
     assert reason_of(e) == "TOKEN_INVALID"
 
 
@@ -277,51 +313,90 @@ def test_missing_claims_are_refused(missing: str) -> None:
         "x" * 10_000,
         b64(b"{}") + "." + b64(b"[]") + ".",
         b64(b"[1]") + "." + b64(b"{}") + "." + b64(b"sig"),
-        b64(b'{"alg":"HS256"}') + "." + b64(b"not json") + ".sig",
-        b64(b'{"alg":"HS256"}') + "." + b64(b'"a string"') + ".sig",
+        b64(b'{"alg":"EdDSA","kid":"user"}') + "." + b64(b"not json") + ".sig",
+        b64(b'{"alg":"EdDSA","kid":"user"}') + "." + b64(b'"a string"') + ".sig",
     ],
 )
 def test_garbage_is_refused(garbage: str) -> None:
     with pytest.raises(Unauthenticated) as e:
-        verify_token(garbage, secret=SECRET, now=NOW)
+        verify_token(garbage, keys=KEYS, now=NOW)
     assert reason_of(e) == "TOKEN_INVALID"
 
 
 @pytest.mark.parametrize("not_a_string", [None, b"a.b.c", 42, ["a.b.c"]])
 def test_non_string_tokens_are_refused(not_a_string: Any) -> None:
     with pytest.raises(Unauthenticated):
-        verify_token(not_a_string, secret=SECRET, now=NOW)
+        verify_token(not_a_string, keys=KEYS, now=NOW)
     with pytest.raises(Unauthenticated):
-        TokenVerifier(SECRET).verify(not_a_string, now=NOW)
+        TokenVerifier(KEYS).verify(not_a_string, now=NOW)
 
 
 def test_issue_token_validates_its_arguments() -> None:
     with pytest.raises(ValueError):
-        issue_token("alice", "superuser", secret=SECRET)
+        issue_token("alice", "superuser", key=KEY)
     with pytest.raises(ValueError):
-        issue_token("alice", SERVICE, secret=SECRET)  # service tokens only via issue_service_token
+        issue_token("alice", SERVICE, key=KEY)  # service tokens only via issue_service_token
     with pytest.raises(ValueError):
-        issue_token("service:lots", ADMIN, secret=SECRET)
+        issue_token("service:lots", ADMIN, key=KEY)
     with pytest.raises(ValueError):
-        issue_token("", "viewer", secret=SECRET)
+        issue_token("", "viewer", key=KEY)
     with pytest.raises(ValueError):
-        issue_token("alice", "viewer", secret=SECRET, ttl_seconds=0)
+        issue_token("alice", "viewer", key=KEY, ttl_seconds=0)
     with pytest.raises(ValueError):
-        issue_service_token("Lots Service", SECRET)
-    with pytest.raises(ConfigError):
-        issue_token("alice", "viewer", secret=b"short")
-    with pytest.raises(ConfigError):
-        verify_token("a.b.c", secret=b"short")
+        issue_service_token("Lots Service", KEY)
+    with pytest.raises(TypeError):
+        issue_token("alice", "viewer", key=b"a-shared-secret-is-no-longer-a-signing-key")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        TokenVerifier(KEY.public_key())  # type: ignore[arg-type]
 
 
-def test_load_secret() -> None:
-    good = secrets.token_urlsafe(48)
-    assert load_secret({"FLOWVIZ_TOKEN_SECRET": good + "\n"}) == good.encode()
-    for bad in ({}, {"FLOWVIZ_TOKEN_SECRET": ""}, {"FLOWVIZ_TOKEN_SECRET": "x" * 31}):
-        with pytest.raises(ConfigError):
-            load_secret(bad)
-    with pytest.raises(ConfigError, match="placeholder"):
-        load_secret({"FLOWVIZ_TOKEN_SECRET": "changeme" * 8})
+# --- keys --------------------------------------------------------------------------------
+
+
+def test_key_settings_take_raw_pem_or_a_file(tmp_path: Path) -> None:
+    pem = keys.private_pem(KEY)
+    (tmp_path / "token.key").write_text(pem)
+    for value in (keys.text(KEY), pem, str(tmp_path / "token.key")):
+        assert keys.text(keys.parse_private("K", value, {})) == keys.text(KEY)
+    public = PUBLIC_PEM.decode()
+    for value in (keys.text(KEY.public_key()), public):
+        assert keys.parse_public("K", value, {}).public_bytes_raw() == PUBLIC_RAW
+    both = keys.parse_service_publics(f"gateway={keys.text(GATEWAY_KEY.public_key())}, lots={public}", {})
+    assert set(both) == {"gateway", "lots"}
+
+
+def test_an_unset_or_bad_key_refuses_to_start_saying_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"FLOWVIZ_TOKEN_PUBLIC_KEY must be set .*flowviz keys DIR"):
+        keys.required_public(keys.TOKEN_PUBLIC_ENV, {})
+    for bad in (
+        "not-a-key",
+        str(tmp_path / "missing.pem"),
+        "-----BEGIN PUBLIC KEY-----\nxx\n-----END PUBLIC KEY-----",
+    ):
+        with pytest.raises(ConfigError, match="flowviz keys DIR"):
+            keys.parse_public("K", bad, {})
+    with pytest.raises(ConfigError, match="name=KEY"):
+        keys.parse_service_publics("gateway", {})
+    with pytest.raises(ConfigError, match="must be set"):
+        keys.own_service_key(None, {}, "qc")
+    with pytest.raises(ConfigError, match="not the key"):
+        keys.own_service_key(OTHER_KEY, {"qc": KEY.public_key()}, "qc")
+    with pytest.raises(ConfigError, match="private half"):
+        keys.token_signing_key(OTHER_KEY, KEY.public_key())
+    assert keys.token_signing_key(KEY, KEY.public_key()) is KEY
+
+
+def test_write_keys_makes_owner_only_files_once(tmp_path: Path) -> None:
+    first = keys.write_keys(tmp_path / "keys")
+    assert keys.write_keys(tmp_path / "keys") == first  # kept across runs
+    files = sorted(p.name for p in (tmp_path / "keys").iterdir() if p.suffix == ".key")
+    assert files == sorted(["token.key", *(f"service-{s}.key" for s in keys.SERVICE_NAMES)])
+    assert all(((tmp_path / "keys" / f).stat().st_mode & 0o777) == 0o600 for f in files)
+    assert ((tmp_path / "keys").stat().st_mode & 0o777) == 0o700
+    lots, gateway = keys.process_env(first, "lots"), keys.process_env(first, "gateway")
+    assert keys.TOKEN_PRIVATE_ENV in lots and keys.TOKEN_PRIVATE_ENV not in gateway
+    assert lots[keys.SERVICE_KEY_ENV] != gateway[keys.SERVICE_KEY_ENV]
+    assert lots[keys.TOKEN_PUBLIC_ENV] == gateway[keys.TOKEN_PUBLIC_ENV]
 
 
 def test_errors_map_to_grpc_codes() -> None:
@@ -334,8 +409,8 @@ def test_errors_map_to_grpc_codes() -> None:
 
 
 def test_verifier_caches_until_expiry() -> None:
-    verifier = TokenVerifier(SECRET, cache_size=2)
-    token = issue_token("alice", "viewer", secret=SECRET, ttl_seconds=60, now=NOW)
+    verifier = TokenVerifier(KEYS, cache_size=2)
+    token = issue_token("alice", "viewer", key=KEY, ttl_seconds=60, now=NOW)
     first = verifier.verify(token, now=NOW)
     assert verifier.verify(token, now=NOW + 1) is first
     assert len(verifier) == 1
@@ -346,8 +421,8 @@ def test_verifier_caches_until_expiry() -> None:
 
 
 def test_verifier_rechecks_not_before_on_hits() -> None:
-    verifier = TokenVerifier(SECRET)
-    token = issue_token("alice", "viewer", secret=SECRET, now=NOW)
+    verifier = TokenVerifier(KEYS)
+    token = issue_token("alice", "viewer", key=KEY, now=NOW)
     verifier.verify(token, now=NOW)
     with pytest.raises(Unauthenticated) as e:
         verifier.verify(token, now=NOW - 100)
@@ -355,24 +430,24 @@ def test_verifier_rechecks_not_before_on_hits() -> None:
 
 
 def test_verifier_is_bounded_and_caches_only_successes() -> None:
-    verifier = TokenVerifier(SECRET, cache_size=3)
-    tokens = [issue_token(f"u{i}", "viewer", secret=SECRET, now=NOW) for i in range(10)]
+    verifier = TokenVerifier(KEYS, cache_size=3)
+    tokens = [issue_token(f"u{i}", "viewer", key=KEY, now=NOW) for i in range(10)]
     for token in tokens:
         verifier.verify(token, now=NOW)
     assert len(verifier) == 3
-    for bad in ("a.b.c", issue_token("eve", "admin", secret=OTHER_SECRET, now=NOW)):
+    for bad in ("a.b.c", issue_token("eve", "admin", key=OTHER_KEY, now=NOW)):
         with pytest.raises(Unauthenticated):
             verifier.verify(bad, now=NOW)
     assert len(verifier) == 3
-    # A token verified under one secret is not accepted by a verifier of another.
+    # A token verified under one key is not accepted by a verifier of another.
     with pytest.raises(Unauthenticated):
-        TokenVerifier(OTHER_SECRET).verify(tokens[-1], now=NOW)
+        TokenVerifier(TrustedKeys(OTHER_KEY.public_key())).verify(tokens[-1], now=NOW)
 
 
 def test_verifier_uses_its_clock() -> None:
     clock = [NOW]
-    verifier = TokenVerifier(SECRET, clock=lambda: clock[0])
-    token = issue_token("alice", "viewer", secret=SECRET, ttl_seconds=60, now=NOW)
+    verifier = TokenVerifier(KEYS, clock=lambda: clock[0])
+    token = issue_token("alice", "viewer", key=KEY, ttl_seconds=60, now=NOW)
     verifier.verify(token)
     clock[0] += 3600
     with pytest.raises(Unauthenticated):
@@ -381,25 +456,27 @@ def test_verifier_uses_its_clock() -> None:
 
 def test_service_token_source_caches_and_renews() -> None:
     clock = [NOW]
-    source = ServiceTokenSource("gateway", SECRET, ttl_seconds=300, renew_before=60, clock=lambda: clock[0])
+    source = ServiceTokenSource(
+        "gateway", GATEWAY_KEY, ttl_seconds=300, renew_before=60, clock=lambda: clock[0]
+    )
     first = source.token()
     clock[0] += 200
     assert source.token() == first
     clock[0] += 40  # 240 s: within renew_before of expiry
     second = source.token()
     assert second != first
-    assert verify_token(second, secret=SECRET, now=clock[0] + 299).subject == "service:gateway"
+    assert verify_token(second, keys=KEYS, now=clock[0] + 299).subject == "service:gateway"
     assert source.metadata() == (("authorization", f"Bearer {second}"),)
     assert bearer(source.metadata()) == second
     with pytest.raises(ValueError):
-        ServiceTokenSource("gateway", SECRET, ttl_seconds=60, renew_before=60)
+        ServiceTokenSource("gateway", GATEWAY_KEY, ttl_seconds=60, renew_before=60)
 
 
 # --- bearer ------------------------------------------------------------------------------
 
 
 def test_bearer() -> None:
-    token = issue_token("alice", "viewer", secret=SECRET, now=NOW)
+    token = issue_token("alice", "viewer", key=KEY, now=NOW)
     assert bearer(f"Bearer {token}") == token
     assert bearer(f"bearer {token}") == token
     assert bearer(f"  BEARER   {token}  ") == token
@@ -531,8 +608,8 @@ def test_validate_policy() -> None:
 
 
 def test_token_to_policy_end_to_end() -> None:
-    verifier = TokenVerifier(SECRET)
-    token = issue_token("olga", "operator", secret=SECRET, now=NOW)
+    verifier = TokenVerifier(KEYS)
+    token = issue_token("olga", "operator", key=KEY, now=NOW)
     metadata = (("authorization", f"Bearer {token}"),)
     identity = verifier.verify(bearer(metadata) or "", now=NOW)
     assert check(POLICY, "/flowviz.lots.v1.LotsService/CreateLot", identity).subject == "olga"

@@ -17,9 +17,10 @@ import pytest
 from google.protobuf import descriptor_pool
 from google.protobuf.message_factory import GetMessageClass
 
+from flowviz.core import auth, keys
 from gateway.exports import STREAMING_ROUTES
 from gateway.routes import ROUTES
-from tests.conftest import TOKEN_SECRET, USERS, System, token
+from tests.conftest import SERVICE_KEYS, TOKEN_KEY, USERS, System, token
 
 READ = {"viewer", "operator", "qc", "admin"}
 OPERATE = {"operator", "admin"}
@@ -30,6 +31,8 @@ PUBLIC = {"anyone"}
 # (method, path) -> roles allowed. Every route of the gateway must be listed.
 HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/api/auth/token"): PUBLIC,
+    ("POST", "/api/auth/refresh"): READ,
+    ("POST", "/api/auth/logout"): READ,
     ("GET", "/api/users"): ADMIN,
     ("POST", "/api/users"): ADMIN,
     ("PATCH", "/api/users/{username}"): ADMIN,
@@ -88,7 +91,6 @@ HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/traceability/{lot_code}/fsma204.csv"): READ,
 }
 NAME_OF_ROLE = {role: name for name, role in USERS.items()}
-SECRET = TOKEN_SECRET.encode()
 
 
 def _b64(data: dict[str, Any]) -> str:
@@ -100,16 +102,18 @@ def bad_tokens() -> dict[str, str]:
     good = token("ada")
     header, payload, signature = good.split(".")
     claims = {"iss": "flowviz", "aud": "flowviz-api", "sub": "ada", "role": "admin", "iat": now, "nbf": now,
-              "exp": now + 600, "jti": "x"}  # fmt: skip
+              "exp": now + 600, "jti": "x", "sst": now - 900}  # fmt: skip
+    kid = {"kid": "user"}
     return {
         "none": "",
         "expired": jwt.encode(
-            {**claims, "iat": now - 900, "nbf": now - 900, "exp": now - 300}, SECRET, "HS256"
+            {**claims, "iat": now - 900, "nbf": now - 900, "exp": now - 300}, TOKEN_KEY, "EdDSA", kid
         ),
         "tampered": f"{header}.{payload}.{signature[:-4]}{'AAAA' if signature[-4:] != 'AAAA' else 'BBBB'}",
         "alg-none": f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(claims)}.",
-        "wrong-audience": jwt.encode({**claims, "aud": "someone-else"}, SECRET, "HS256"),
-        "wrong-key": jwt.encode(claims, b"another-secret-that-is-long-enough-0123456789", "HS256"),
+        "wrong-audience": jwt.encode({**claims, "aud": "someone-else"}, TOKEN_KEY, "EdDSA", kid),
+        "wrong-key": jwt.encode(claims, keys.generate(), "EdDSA", kid),
+        "hs256": jwt.encode(claims, b"another-secret-that-is-long-enough-0123456789", "HS256", kid),
     }
 
 
@@ -204,6 +208,15 @@ def valid_body(method: str, path: str) -> dict[str, Any] | None:
 
 
 _serial = itertools.count(1)
+# Signing out ends every token of the caller: these are called as users of their own, made up
+# for each call, so that the session's ana, omar, quinn and ada keep theirs.
+SIGN_OUT = {"/api/auth/logout", "/flowviz.lots.v1.LotsService/Logout"}
+
+
+def role_token(role: str, path: str) -> str:
+    if path in SIGN_OUT:
+        return token(f"signout-{role}-{next(_serial)}", role)
+    return token(NAME_OF_ROLE[role])
 
 
 def _call(system: System, method: str, path: str, authorization: str | None) -> httpx.Response:
@@ -228,7 +241,7 @@ def test_http_matrix(system: System) -> None:
     failures = []
     for (method, path), allowed in HTTP_EXPECTED.items():
         for role in ("viewer", "operator", "qc", "admin"):
-            r = _call(system, method, path, f"Bearer {token(NAME_OF_ROLE[role])}")
+            r = _call(system, method, path, f"Bearer {role_token(role, path)}")
             ok = r.status_code not in (401, 403) or r.json()["error"]["reason"] in ("LOGIN_FAILED",)
             if ok != (role in allowed or allowed == PUBLIC):
                 failures.append(f"{role} {method} {path}: {r.status_code} {r.text[:120]}")
@@ -244,7 +257,7 @@ def test_http_matrix(system: System) -> None:
             checked += 1
     print(f"\nHTTP authorization matrix: {checked} route x role/token cases")
     assert not failures, "\n".join(failures)
-    assert checked == len(HTTP_EXPECTED) * 10
+    assert checked == len(HTTP_EXPECTED) * (4 + len(bad_tokens()))
 
 
 # Every RPC of lots, genealogy and qc, with the roles allowed (service: the internal identity).
@@ -259,6 +272,8 @@ RPC_EXPECTED: dict[str, set[str]] = {
     "/flowviz.lots.v1.LotsService/CreatePhase": ADMIN,
     "/flowviz.lots.v1.LotsService/UpdatePhase": ADMIN,
     "/flowviz.lots.v1.LotsService/IssueToken": PUBLIC,
+    "/flowviz.lots.v1.LotsService/RefreshToken": READ,
+    "/flowviz.lots.v1.LotsService/Logout": READ,
     "/flowviz.lots.v1.LotsService/CreateUser": ADMIN,
     "/flowviz.lots.v1.LotsService/ListUsers": ADMIN,
     "/flowviz.lots.v1.LotsService/UpdateUser": ADMIN,
@@ -333,10 +348,7 @@ def rpc_caller(channel: grpc.Channel, path: str, method: Any) -> Any:
 
 def test_rpc_matrix_on_the_service_ports(system: System) -> None:
     pool = descriptor_pool.Default()
-    service_token = jwt.encode(
-        {"iss": "flowviz", "aud": "flowviz-api", "sub": "service:qc", "role": "service", "iat": int(time.time()),
-         "nbf": int(time.time()), "exp": int(time.time()) + 300, "jti": "svc"}, SECRET, "HS256",
-    )  # fmt: skip
+    service_token = auth.issue_service_token("qc", SERVICE_KEYS["qc"])
     checked = 0
     failures = []
     for name, full in SERVICE_OF.items():
@@ -346,9 +358,7 @@ def test_rpc_matrix_on_the_service_ports(system: System) -> None:
                 request = GetMessageClass(method.input_type)()
                 call = rpc_caller(channel, path, method)
                 allowed = RPC_EXPECTED[path]
-                identities = {
-                    role: token(NAME_OF_ROLE[role]) for role in ("viewer", "operator", "qc", "admin")
-                }
+                identities = {role: role_token(role, path) for role in ("viewer", "operator", "qc", "admin")}
                 identities["service"] = service_token
                 for who, tok in [*identities.items(), *bad_tokens().items()]:
                     metadata = (("authorization", f"Bearer {tok}"),) if tok else ()

@@ -293,9 +293,10 @@ def test_the_deployments_path_init_script_migrate_job_and_services(tmp_path: Pat
 def test_tls_urls_to_the_data_stores_are_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     """What the README's TLS note says works today: sslmode in DATABASE_URL, valkeys:// for Valkey."""
     from flowviz.core.config import settings
-    from tests.conftest import TOKEN_SECRET
+    from tests.conftest import PUBLIC_KEY_ENV
 
-    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    for name, value in PUBLIC_KEY_ENV.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv(
         "DATABASE_URL", "postgresql://flowviz_lots:a-real-one-7@db.example:5432/flowviz?sslmode=verify-full"
     )

@@ -24,7 +24,7 @@ from flowviz.core import cache, logs, tracing
 from flowviz.core.cache import Cache
 from flowviz.core.config import settings
 from flowviz.embedded import free_port
-from tests.conftest import TOKEN_SECRET, Servers, System, bearer
+from tests.conftest import CACHE_SECRET, PUBLIC_KEY_ENV, Servers, System, bearer, own_keys
 
 LOT = "FG-DONER-X1"
 TRACE_ROUTE = "/api/traceability/{lot_code}"
@@ -180,7 +180,8 @@ def clean_settings() -> Iterator[None]:
 def test_flowviz_metrics_port_overrides(monkeypatch: pytest.MonkeyPatch, clean_settings: None) -> None:
     monkeypatch.setenv("DATABASE_URL", "postgresql://x@127.0.0.1/x")
     monkeypatch.setenv("VALKEY_URL", "valkey://127.0.0.1:1/0")
-    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    for name, value in PUBLIC_KEY_ENV.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("FLOWVIZ_METRICS_PORT", raising=False)
     assert settings().metrics_port is None
     assert settings().metrics_ports["genealogy"] == 9152
@@ -275,7 +276,12 @@ async def test_trace_spans_gateway_grpc_and_database(
 
     port = free_port()
     monkeypatch.setenv("DATABASE_URL", servers.pg.url)
-    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    for name, value in {
+        **PUBLIC_KEY_ENV,
+        **own_keys("genealogy"),
+        "FLOWVIZ_CACHE_SECRET": CACHE_SECRET,
+    }.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("FLOWVIZ_TOKEN_TTL", "3600")  # the tests' tokens live an hour
     monkeypatch.setenv("FLOWVIZ_GATEWAY_METRICS_PORT", "0")
     # A Valkey database of its own: the first trace is a miss, so it reaches PostgreSQL.
@@ -300,6 +306,9 @@ async def test_trace_spans_gateway_grpc_and_database(
         serving = True
         import gateway.app
 
+        # The gateway in this same process: its own service key now (serve() has read its settings).
+        monkeypatch.setenv("FLOWVIZ_SERVICE_KEY", own_keys("gateway")["FLOWVIZ_SERVICE_KEY"])
+        settings.cache_clear()
         app = gateway.app.create_app()
         async with (
             app.router.lifespan_context(app),

@@ -15,14 +15,18 @@ import pytest
 from flowviz.core import db
 from flowviz.core.errors import from_rpc_error
 from flowviz.core.interceptors import interceptors
-from tests.conftest import TOKEN_SECRET
+from tests.conftest import TRUSTED
 
 METHOD = "/t.Relay/Call"
 
 
 def server(behavior: Any) -> tuple[grpc.aio.Server, int]:
     resources: Any = SimpleNamespace(
-        settings=SimpleNamespace(token_secret=TOKEN_SECRET.encode(), token_ttl=900), ready=True, name="t"
+        settings=SimpleNamespace(
+            token_public_key=TRUSTED.user, service_public_keys=TRUSTED.services, token_ttl=900
+        ),
+        ready=True,
+        name="t",
     )
     srv = grpc.aio.server(interceptors=interceptors(resources, {}, frozenset({METHOD})))
     handler = grpc.unary_unary_rpc_method_handler(behavior)

@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from flowviz import supervisor
-from flowviz.core import auth, config, logs, validation
+from flowviz.core import auth, config, keys, logs, validation
 from flowviz.core.config import ConfigError, settings
 from flowviz.core.constraints import database_error
 from flowviz.core.errors import DomainError
@@ -31,7 +31,20 @@ from flowviz.core.interceptors import interceptors
 from flowviz.core.ratelimit import LoginThrottle
 from flowviz.core.server import Resources
 from services.lots import users
-from tests.conftest import ROOT, TOKEN_SECRET, Servers, System, bearer, system_env, token
+from tests.conftest import (
+    CACHE_SECRET,
+    PUBLIC_KEY_ENV,
+    ROOT,
+    SERVICE_KEYS,
+    TOKEN_KEY,
+    TRUSTED,
+    Servers,
+    System,
+    bearer,
+    own_keys,
+    system_env,
+    token,
+)
 
 # --- 8: validation matches the whole string; the database checks the same codes ---------------
 
@@ -223,7 +236,8 @@ async def test_a_forged_grpc_request_id_is_replaced(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The interceptor keeps a well-formed x-request-id and replaces any other, as the gateway does."""
-    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    for name, value in PUBLIC_KEY_ENV.items():
+        monkeypatch.setenv(name, value)
     settings.cache_clear()
     resources = Resources(settings=settings(), name="lots")
     settings.cache_clear()
@@ -259,30 +273,74 @@ async def test_a_forged_grpc_request_id_is_replaced(
 # --- 5: no default secret; known placeholders refused outside an explicit dev setting -------------
 
 
-def _dev_overlay_secrets() -> dict[str, str]:
+def _dev_overlay(kind: str = "secretGenerator", name: str = "flowviz-secrets") -> dict[str, str]:
     import yaml
 
     doc = yaml.safe_load((ROOT / "deploy/k8s/overlays/dev/kustomization.yaml").read_text())
-    # flowviz-secrets, and a service's DATABASE_URL (each has a Secret of its own).
-    wanted = ("flowviz-secrets", "flowviz-db-lots")
-    literals = [item for g in doc["secretGenerator"] if g["name"] in wanted for item in g["literals"]]
+    # flowviz-secrets with a service's DATABASE_URL (each service has a Secret of its own).
+    names = (name, "flowviz-db-lots") if name == "flowviz-secrets" else (name,)
+    literals = [item for g in doc[kind] if g["name"] in names for item in g["literals"]]
     config = next(g for g in doc["configMapGenerator"] if g["name"] == "flowviz-config")["literals"]
     assert "FLOWVIZ_DEV=1" in config  # the overlay says it is dev, so its values are accepted there
     return dict(item.split("=", 1) for item in literals)
 
 
-def test_an_unset_secret_refuses_to_start_saying_how_to_make_one() -> None:
-    with pytest.raises(ConfigError, match=r"must be set .*secrets\.token_urlsafe"):
-        auth.load_secret({})
+def _dev_overlay_secrets() -> dict[str, str]:
+    return _dev_overlay()
+
+
+def test_an_unset_secret_refuses_to_start_saying_how_to_make_one(servers: Servers) -> None:
+    with pytest.raises(ConfigError, match=r"FLOWVIZ_TOKEN_PUBLIC_KEY must be set .*flowviz keys DIR"):
+        keys.required_public(keys.TOKEN_PUBLIC_ENV, {})
+    # A whole process: no token key at all, and the lots service without its private half.
+    env = system_env(servers, servers.pg.url)
+    unset = {k: v for k, v in env.items() if k != keys.TOKEN_PUBLIC_ENV} | own_keys("qc")
+    lots = env | {
+        keys.SERVICE_KEY_ENV: own_keys("lots")[keys.SERVICE_KEY_ENV]
+    }  # no FLOWVIZ_TOKEN_PRIVATE_KEY
+    no_cache_secret = {k: v for k, v in env.items() if k != "FLOWVIZ_CACHE_SECRET"} | own_keys("qc")
+    for module, environment, said in (
+        ("services.qc", unset, "FLOWVIZ_TOKEN_PUBLIC_KEY must be set"),
+        ("services.lots", lots, "FLOWVIZ_TOKEN_PRIVATE_KEY must be set"),
+        ("services.qc", env, "FLOWVIZ_SERVICE_KEY must be set"),
+        ("gateway", env, "FLOWVIZ_SERVICE_KEY must be set"),
+        ("services.qc", no_cache_secret, "FLOWVIZ_CACHE_SECRET must be set"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", module],
+            env=environment,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode != 0 and said in done.stderr + done.stdout, (module, said, done.stderr[-500:])
+        assert "flowviz keys DIR" in done.stderr or "make run makes one" in done.stderr
 
 
 def test_the_shipped_placeholders_are_refused_unless_dev(monkeypatch: pytest.MonkeyPatch) -> None:
     placeholders = _dev_overlay_secrets()
-    secret = placeholders["FLOWVIZ_TOKEN_SECRET"]
+    secret = placeholders["FLOWVIZ_CACHE_SECRET"]
     with pytest.raises(ConfigError, match="placeholder"):
-        auth.load_secret({"FLOWVIZ_TOKEN_SECRET": secret})
-    assert auth.load_secret({"FLOWVIZ_TOKEN_SECRET": secret, "FLOWVIZ_DEV": "1"}) == secret.encode()
-    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+        config.load_cache_secret({"FLOWVIZ_CACHE_SECRET": secret})
+    assert config.load_cache_secret({"FLOWVIZ_CACHE_SECRET": secret, "FLOWVIZ_DEV": "1"}) == secret.encode()
+    # The dev keys, private and public: each refused, unless FLOWVIZ_DEV=1.
+    dev_private = [_dev_overlay(name="flowviz-token-key")[keys.TOKEN_PRIVATE_ENV]]
+    dev_private += [
+        _dev_overlay(name=f"flowviz-service-key-{s}")[keys.SERVICE_KEY_ENV] for s in keys.SERVICE_NAMES
+    ]
+    public = _dev_overlay("configMapGenerator", "flowviz-public-keys")
+    for value in dev_private:
+        with pytest.raises(ConfigError, match="known placeholder"):
+            keys.parse_private("K", value, {})
+        keys.parse_private("K", value, {"FLOWVIZ_DEV": "1"})
+    with pytest.raises(ConfigError, match="known placeholder"):
+        keys.parse_public(keys.TOKEN_PUBLIC_ENV, public[keys.TOKEN_PUBLIC_ENV], {})
+    with pytest.raises(ConfigError, match="known placeholder"):
+        keys.parse_service_publics(public[keys.SERVICE_PUBLIC_ENV], {})
+    assert len(keys.parse_service_publics(public[keys.SERVICE_PUBLIC_ENV], {"FLOWVIZ_DEV": "1"})) == 5
+    for name, value in PUBLIC_KEY_ENV.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("DATABASE_URL", placeholders["DATABASE_URL"])
     monkeypatch.delenv("FLOWVIZ_DEV", raising=False)
     settings.cache_clear()
@@ -297,19 +355,30 @@ def test_the_shipped_placeholders_are_refused_unless_dev(monkeypatch: pytest.Mon
 
 
 def test_a_service_with_the_placeholder_secret_does_not_start(servers: Servers) -> None:
-    env = system_env(servers, servers.pg.url) | {
-        "FLOWVIZ_TOKEN_SECRET": _dev_overlay_secrets()["FLOWVIZ_TOKEN_SECRET"]
-    }
+    public = _dev_overlay("configMapGenerator", "flowviz-public-keys")
+    env = (
+        system_env(servers, servers.pg.url)
+        | own_keys("qc")
+        | {keys.TOKEN_PUBLIC_ENV: public[keys.TOKEN_PUBLIC_ENV]}
+    )
     done = subprocess.run(
         [sys.executable, "-m", "services.qc"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
     )
-    assert done.returncode != 0 and "FLOWVIZ_TOKEN_SECRET is a known placeholder" in done.stderr + done.stdout
+    assert (
+        done.returncode != 0
+        and "FLOWVIZ_TOKEN_PUBLIC_KEY is a known placeholder" in done.stderr + done.stdout
+    )
 
 
 def test_compose_has_no_default_secret() -> None:
     compose = (ROOT / "deploy/docker-compose.yml").read_text()
-    uses = re.findall(r"\$\{(POSTGRES_PASSWORD|VALKEY_PASSWORD|FLOWVIZ_TOKEN_SECRET)([^}]*)\}", compose)
-    assert {name for name, _ in uses} == {"POSTGRES_PASSWORD", "VALKEY_PASSWORD", "FLOWVIZ_TOKEN_SECRET"}
+    uses = re.findall(
+        r"\$\{(POSTGRES_PASSWORD|VALKEY_PASSWORD|FLOWVIZ_CACHE_SECRET|FLOWVIZ_[A-Z_]*KEYS?[A-Z_]*)([^}]*)\}",
+        compose,
+    )
+    services = {f"FLOWVIZ_SERVICE_KEY_{s.upper()}" for s in keys.SERVICE_NAMES}
+    assert {name for name, _ in uses} == {"POSTGRES_PASSWORD", "VALKEY_PASSWORD", "FLOWVIZ_CACHE_SECRET",
+        keys.TOKEN_PUBLIC_ENV, keys.SERVICE_PUBLIC_ENV, keys.TOKEN_PRIVATE_ENV, *services}  # fmt: skip
     assert all(rest.startswith(":?") for _, rest in uses), uses  # unset: compose refuses to start
     assert not any(p in compose for p in config.KNOWN_PLACEHOLDERS)
 
@@ -351,11 +420,13 @@ async def test_without_valkey_the_throttle_still_counts_and_says_so() -> None:
 
 
 def test_a_client_address_is_believed_only_from_the_gateway() -> None:
-    verifier = auth.TokenVerifier(TOKEN_SECRET.encode())
-    gateway = auth.issue_service_token("gateway", TOKEN_SECRET.encode())
-    other_service = auth.issue_service_token("genealogy", TOKEN_SECRET.encode())
-    user = auth.issue_token("ada", "admin", secret=TOKEN_SECRET.encode(), ttl_seconds=60)
-    forged = auth.issue_service_token("gateway", b"another-secret-0123456789abcdefghijklmnop")
+    verifier = auth.TokenVerifier(TRUSTED)
+    gateway = auth.issue_service_token("gateway", SERVICE_KEYS["gateway"])
+    other_service = auth.issue_service_token("genealogy", SERVICE_KEYS["genealogy"])
+    user = auth.issue_token("ada", "admin", key=TOKEN_KEY, ttl_seconds=60)
+    forged = auth.issue_service_token("gateway", keys.generate())
+    by_the_user_key = auth.issue_service_token("gateway", TOKEN_KEY)
+    by_another_service = auth.issue_service_token("gateway", SERVICE_KEYS["genealogy"])
     peer = "ipv4:10.1.2.3:5555"
 
     def seen(token: str | None) -> str:
@@ -365,7 +436,8 @@ def test_a_client_address_is_believed_only_from_the_gateway() -> None:
         return users.client_address(metadata, peer, verifier)
 
     assert seen(gateway) == "203.0.113.9"
-    assert [seen(t) for t in (None, other_service, user, forged)] == [peer] * 4
+    others = (None, other_service, user, forged, by_the_user_key, by_another_service)
+    assert [seen(t) for t in others] == [peer] * len(others)
 
 
 def test_forwarded_for_is_believed_only_from_configured_proxies() -> None:
@@ -548,7 +620,7 @@ async def test_a_cached_value_that_fails_its_hmac_is_a_counted_miss(servers: Ser
     from flowviz.core.cache import Cache, signing_key
 
     url = servers.valkey.url.rsplit("/", 1)[0] + "/6"
-    cache = Cache(url, key=signing_key(TOKEN_SECRET.encode()), timeout=1, ttl=60)
+    cache = Cache(url, key=signing_key(CACHE_SECRET.encode()), timeout=1, ttl=60)
     loads: list[bytes] = []
 
     async def load() -> bytes:
@@ -627,15 +699,18 @@ def _minted(subject: str, role: str, lifetime: int) -> str:
 
     now = int(time.time())
     claims = {"iss": auth.ISSUER, "aud": auth.AUDIENCE, "sub": subject, "role": role, "iat": now, "nbf": now,
-              "exp": now + lifetime, "jti": uuid.uuid4().hex}  # fmt: skip
-    return jwt.encode(claims, TOKEN_SECRET.encode(), algorithm=auth.ALGORITHM)
+              "exp": now + lifetime, "jti": uuid.uuid4().hex, "sst": now}  # fmt: skip
+    if role == auth.SERVICE:
+        name = subject.removeprefix(auth.SERVICE_PREFIX)
+        return jwt.encode(claims, SERVICE_KEYS[name], algorithm=auth.ALGORITHM, headers={"kid": subject})
+    return jwt.encode(claims, TOKEN_KEY, algorithm=auth.ALGORITHM, headers={"kid": auth.USER_KEY_ID})
 
 
 def test_a_token_living_longer_than_the_configured_ttl_is_refused(anonymous: httpx.Client) -> None:
     ten_years = _minted("ada", "admin", 10 * 365 * 24 * 3600)
     with pytest.raises(auth.Unauthenticated, match="lives longer"):
-        auth.verify_token(ten_years, secret=TOKEN_SECRET.encode())
-    verifier = auth.TokenVerifier(TOKEN_SECRET.encode(), max_lifetime=900)
+        auth.verify_token(ten_years, keys=TRUSTED)
+    verifier = auth.TokenVerifier(TRUSTED, max_lifetime=900)
     assert verifier.verify(_minted("ada", "admin", 900)).subject == "ada"
     with pytest.raises(auth.Unauthenticated):
         verifier.verify(_minted("ada", "admin", 901))

@@ -9,14 +9,15 @@ import pytest
 
 from flowviz.core.config import ConfigError, settings
 from flowviz.core.db import create_pool
+from tests.conftest import PUBLIC_KEY_ENV
 
-TOKEN_SECRET = "a-statement-cache-test-secret-0123456789"
 PREPARED = "SELECT count(*) FROM pg_prepared_statements"
 
 
 @pytest.fixture
 def fresh_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    for name, value in PUBLIC_KEY_ENV.items():
+        monkeypatch.setenv(name, value)
     settings.cache_clear()
     yield monkeypatch
     settings.cache_clear()

@@ -18,9 +18,10 @@ import httpx
 import pytest
 import valkey
 
+from flowviz.core import auth, keys
 from flowviz.core.config import DEFAULT_PORTS
 from flowviz.embedded import EmbeddedError, Postgres, free_port
-from tests.conftest import ROOT, TOKEN_SECRET, token
+from tests.conftest import ROOT
 
 
 def kill_group(pid: int) -> None:
@@ -85,7 +86,6 @@ def test_make_run_restarts_a_crashed_postgres_and_valkey(tmp_path: Path) -> None
         FLOWVIZ_DATA_DIR=str(tmp_path / "data"),
         FLOWVIZ_PG_PORT=str(pg_port),
         FLOWVIZ_VALKEY_PORT=str(valkey_port),
-        FLOWVIZ_TOKEN_SECRET=TOKEN_SECRET,
         FLOWVIZ_ADMIN_USER="root-admin",
         FLOWVIZ_ADMIN_PASSWORD="a-long-admin-pass-2026",
         FLOWVIZ_DRAIN_SECONDS="1",
@@ -98,7 +98,12 @@ def test_make_run_restarts_a_crashed_postgres_and_valkey(tmp_path: Path) -> None
         env[f"FLOWVIZ_{name.upper()}_METRICS_PORT"] = str(free_port())
     env["FLOWVIZ_TOKEN_TTL"] = "3600"  # the test's tokens live an hour
     base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
-    admin = {"authorization": f"Bearer {token('root-admin', 'admin')}"}
+    # make run keeps the keys it finds in its data folder: made here, so the test can sign tokens.
+    made = keys.write_keys(tmp_path / "data" / "keys")
+    signing = keys.parse_private("token.key", made["FLOWVIZ_TOKEN_PRIVATE_KEY@lots"])
+    admin = {
+        "authorization": f"Bearer {auth.issue_token('root-admin', 'admin', key=signing, ttl_seconds=3600)}"
+    }
     log_path = tmp_path / "run.log"
     pg_pids: list[int] = []  # the postmaster before and after the crash
     valkey_pids: list[int] = []

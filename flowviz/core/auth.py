@@ -1,10 +1,14 @@
-"""Identity: access tokens (JWT, HS256), service identity, roles and the per-method policy.
+"""Identity: access tokens (JWT, EdDSA), service identity, roles and the per-method policy.
 
-Tokens: `issue_token` signs `iss`, `aud`, `sub`, `role`, `iat`, `nbf`, `exp`, `jti` with
-HS256; `verify_token` accepts HS256 only (so `alg: none`, HS512 and RS256/HS256 key
-confusion are refused), checks issuer, audience, the time claims (LEEWAY_SECONDS) and that
-the role is known, and returns an `Identity` or raises `Unauthenticated`. `TokenVerifier`
-does the same with a small bounded cache of verified tokens (times are re-checked on hits).
+Tokens: `issue_token` signs `iss`, `aud`, `sub`, `role`, `iat`, `nbf`, `exp`, `jti`, `gen` (token
+generation) and `sst` (session start) with Ed25519 (flowviz/core/keys.py): users' tokens with
+the user-token key (header `kid: user`), a service's with its own key (`kid: service:<name>`).
+`verify_token` accepts EdDSA only (so `alg: none`, HS256 made with a public key as the secret
+and every other algorithm are refused), picks the public key by `kid` and requires the subject
+to match it (the user-token key cannot sign a `service:*` subject, nor a service key a user's
+or another service's), checks issuer, audience, the time claims (LEEWAY_SECONDS) and that the
+role is known, and returns an `Identity` or raises `Unauthenticated`. `TokenVerifier` does the
+same with a small bounded cache of verified tokens (times are re-checked on hits).
 
 Roles: viewer (read), operator (lots, production runs), qc (QC decisions, releases,
 mock-recall drills), admin (everything). Services call each other as `service:<name>` with
@@ -18,13 +22,13 @@ a method missing from the table is denied, so a new RPC is never open by acciden
         "/flowviz.lots.v1.LotsService/CreateLot": OPERATE,
         "/flowviz.lots.v1.LotsService/Authenticate": SERVICE_ONLY,
     }
+    verifier = TokenVerifier(TrustedKeys(user_public_key, {"gateway": gateway_public_key}))
     identity = verifier.verify(bearer(metadata) or "")   # or None when no header
     check(POLICY, method, identity)
 """
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import time
@@ -36,8 +40,8 @@ from typing import Any, Final
 
 import grpc
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from flowviz.core.config import ConfigError, refuse_placeholder
 from flowviz.core.errors import DomainError
 
 # --- roles -------------------------------------------------------------------------------
@@ -63,14 +67,13 @@ READ_OR_SERVICE: Final = (*READ, SERVICE)
 
 ISSUER: Final = "flowviz"
 AUDIENCE: Final = "flowviz-api"
-ALGORITHM: Final = "HS256"
+ALGORITHM: Final = "EdDSA"
+USER_KEY_ID: Final = "user"
 LEEWAY_SECONDS: Final = 5
 DEFAULT_TTL_SECONDS: Final = 900
 MAX_TTL_SECONDS: Final = 24 * 3600
 SERVICE_TTL_SECONDS: Final = 300
 SERVICE_RENEW_BEFORE_SECONDS: Final = 60
-MIN_SECRET_BYTES: Final = 32
-SECRET_ENV: Final = "FLOWVIZ_TOKEN_SECRET"
 # A token longer than this is refused before any parsing (ours are ~300 characters).
 MAX_TOKEN_LENGTH: Final = 4096
 MAX_SUBJECT_LENGTH: Final = 256
@@ -98,7 +101,6 @@ _JWT = jwt.PyJWT(
         "verify_exp": False,
         "verify_nbf": False,
         "verify_iat": False,
-        "enforce_minimum_key_length": True,
     }
 )
 
@@ -126,6 +128,9 @@ class Identity:
     expires_at: float = field(default=0.0, compare=False)
     # The user's token generation at sign-in (flowviz/core/revocation.py); 0 for services.
     generation: int = field(default=0, compare=False)
+    # When the user signed in with a password (claim `sst`): refreshes keep it, and end at
+    # FLOWVIZ_SESSION_MAX_HOURS after it. 0 for services.
+    session_start: float = field(default=0.0, compare=False)
 
 
 # The caller of the RPC being served; the server interceptor sets it, logs and audit read it.
@@ -134,39 +139,35 @@ current_identity: ContextVar[Identity | None] = ContextVar("flowviz_identity", d
 Policy = dict[str, tuple[str, ...]]
 
 
-# --- secret ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrustedKeys:
+    """The public keys a verifier believes: users' tokens, and each service's own identity."""
 
+    user: Ed25519PublicKey | None
+    services: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)
 
-def _check_secret(secret: bytes) -> None:
-    if not isinstance(secret, bytes) or len(secret) < MIN_SECRET_BYTES:
-        raise ConfigError(f"the token secret must be at least {MIN_SECRET_BYTES} bytes")
-
-
-def load_secret(environ: Mapping[str, str] | None = None) -> bytes:
-    """The token signing secret from FLOWVIZ_TOKEN_SECRET (UTF-8, at least 32 bytes)."""
-    env = os.environ if environ is None else environ
-    raw = env.get(SECRET_ENV, "").strip()
-    hint = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
-    if not raw:
-        raise ConfigError(f"{SECRET_ENV} must be set ({hint})")
-    secret = raw.encode("utf-8")
-    if len(secret) < MIN_SECRET_BYTES:
-        raise ConfigError(
-            f"{SECRET_ENV} must be at least {MIN_SECRET_BYTES} bytes, got {len(secret)} ({hint})"
-        )
-    if len(set(secret)) < 10:
-        raise ConfigError(f"{SECRET_ENV} looks like a placeholder, not a random secret ({hint})")
-    refuse_placeholder(SECRET_ENV, raw, env, hint)
-    return secret
+    def for_key_id(self, kid: object) -> Ed25519PublicKey | None:
+        if kid == USER_KEY_ID:
+            return self.user
+        if isinstance(kid, str) and kid.startswith(SERVICE_PREFIX):
+            return self.services.get(kid[len(SERVICE_PREFIX) :])
+        return None
 
 
 # --- tokens ------------------------------------------------------------------------------
 
 
 def _encode(
-    subject: str, role: str, secret: bytes, ttl_seconds: int, now: float | None, generation: int = 0
+    subject: str,
+    role: str,
+    key: Ed25519PrivateKey,
+    kid: str,
+    ttl_seconds: int,
+    now: float | None,
+    extra: dict[str, int],
 ) -> str:
-    _check_secret(secret)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise TypeError("tokens are signed with an Ed25519 private key (flowviz/core/keys.py)")
     if not isinstance(ttl_seconds, int) or not 1 <= ttl_seconds <= MAX_TTL_SECONDS:
         raise ValueError(f"ttl_seconds must be 1..{MAX_TTL_SECONDS}")
     if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
@@ -181,40 +182,45 @@ def _encode(
         "nbf": issued,
         "exp": issued + ttl_seconds,
         "jti": secrets.token_urlsafe(16),
-        "gen": generation,
+        **{name: issued if value < 0 else value for name, value in extra.items()},
     }
-    return jwt.encode(payload, secret, algorithm=ALGORITHM)
+    return jwt.encode(payload, key, algorithm=ALGORITHM, headers={"kid": kid})
 
 
 def issue_token(
     subject: str,
     role: str,
     *,
-    secret: bytes,
+    key: Ed25519PrivateKey,
     ttl_seconds: int = DEFAULT_TTL_SECONDS,
     now: float | None = None,
     generation: int = 0,
+    session_start: int | None = None,
 ) -> str:
-    """An access token for a user. `role` must be a user role; subjects `service:*` are reserved.
-    `generation` is the user's token generation now (revocation.py)."""
+    """An access token for a user, signed with the user-token key. `role` must be a user role;
+    subjects `service:*` are reserved. `generation` is the user's token generation now
+    (revocation.py); `session_start` when they last gave their password (default: now)."""
     if role not in USER_ROLES:
         raise ValueError(f"unknown user role {role!r}")
     if isinstance(subject, str) and subject.startswith(SERVICE_PREFIX):
         raise ValueError(f"subjects starting with {SERVICE_PREFIX!r} are reserved for services")
-    return _encode(subject, role, secret, ttl_seconds, now, generation)
+    start = -1 if session_start is None else session_start
+    return _encode(subject, role, key, USER_KEY_ID, ttl_seconds, now, {"gen": generation, "sst": start})
 
 
 def issue_service_token(
     service_name: str,
-    secret: bytes,
+    key: Ed25519PrivateKey,
     *,
     ttl_seconds: int = SERVICE_TTL_SECONDS,
     now: float | None = None,
 ) -> str:
-    """A short-lived token for service-to-service calls: subject `service:<name>`, role `service`."""
+    """A short-lived token for service-to-service calls, signed with that service's own key:
+    subject `service:<name>`, role `service`."""
     if not isinstance(service_name, str) or not _SERVICE_NAME.fullmatch(service_name):
         raise ValueError("service_name must be lower-case letters, digits and '-', 1..63 characters")
-    return _encode(SERVICE_PREFIX + service_name, SERVICE, secret, ttl_seconds, now)
+    subject = SERVICE_PREFIX + service_name
+    return _encode(subject, SERVICE, key, subject, ttl_seconds, now, {})
 
 
 def _invalid(message: str = "the access token is invalid") -> Unauthenticated:
@@ -235,14 +241,18 @@ def _check_times(identity: Identity, now: float) -> None:
         raise Unauthenticated(TOKEN_NOT_YET_VALID, "the access token is not valid yet")
 
 
-def _decode(token: str, secret: bytes, max_lifetime: int) -> Identity:
-    """Signature, algorithm, issuer, audience, claim shapes and lifetime; not the time window.
-    A lifetime (exp - iat) longer than this system issues is refused: a token minted with a
-    leaked key and a ten-year expiry is not accepted. Service tokens live SERVICE_TTL_SECONDS."""
+def _decode(token: str, keys: TrustedKeys, max_lifetime: int) -> Identity:
+    """Signature, algorithm, key id, issuer, audience, claim shapes and lifetime; not the time
+    window. A lifetime (exp - iat) longer than this system issues is refused: a token minted with
+    a leaked key and a ten-year expiry is not accepted. Service tokens live SERVICE_TTL_SECONDS."""
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
         raise _invalid()
     try:
-        claims = _JWT.decode(token, secret, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER)
+        kid = jwt.get_unverified_header(token).get("kid")
+        key = keys.for_key_id(kid)
+        if key is None:
+            raise _invalid()
+        claims = _JWT.decode(token, key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER)
     except (jwt.PyJWTError, ValueError, TypeError, KeyError):
         raise _invalid() from None
     subject, role, jti = claims["sub"], claims["role"], claims["jti"]
@@ -255,6 +265,9 @@ def _decode(token: str, secret: bytes, max_lifetime: int) -> Identity:
     is_service = role == SERVICE
     if is_service != subject.startswith(SERVICE_PREFIX):
         raise _invalid()
+    # The key must be the subject's: a service key signs only its own name, the user key no service.
+    if kid != (subject if is_service else USER_KEY_ID):
+        raise _invalid()
     issued = _numeric_date(claims, "iat")
     not_before = max(issued, _numeric_date(claims, "nbf"))
     expires = _numeric_date(claims, "exp")
@@ -265,37 +278,44 @@ def _decode(token: str, secret: bytes, max_lifetime: int) -> Identity:
     generation = claims.get("gen", 0)
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
         raise _invalid()
-    return Identity(subject, role, is_service, jti, float(not_before), float(expires), generation)
+    session_start = 0
+    if not is_service:
+        session_start = _numeric_date(claims, "sst") if "sst" in claims else -1
+        if not 0 < session_start <= issued:
+            raise _invalid()
+    return Identity(
+        subject, role, is_service, jti, float(not_before), float(expires), generation, float(session_start)
+    )
 
 
 def verify_token(
-    token: str, *, secret: bytes, now: float | None = None, max_lifetime: int = MAX_TTL_SECONDS
+    token: str, *, keys: TrustedKeys, now: float | None = None, max_lifetime: int = MAX_TTL_SECONDS
 ) -> Identity:
     """The identity a token proves; else Unauthenticated(TOKEN_INVALID|TOKEN_EXPIRED|TOKEN_NOT_YET_VALID)."""
-    _check_secret(secret)
-    identity = _decode(token, secret, max_lifetime)
+    identity = _decode(token, keys, max_lifetime)
     _check_times(identity, time.time() if now is None else now)
     return identity
 
 
 class TokenVerifier:
-    """`verify_token` for one secret, with an LRU of verified tokens kept until they expire.
+    """`verify_token` for one set of keys, with an LRU of verified tokens kept until they expire.
 
-    A hit costs a dict look-up and the time check instead of an HMAC and two JSON parses.
-    Safe because verification is a pure function of (token string, secret, time) and the
+    A hit costs a dict look-up and the time check instead of a signature check and two JSON
+    parses. Safe because verification is a pure function of (token string, keys, time) and the
     time window is re-checked on every hit. Only successes are cached.
     """
 
     def __init__(
         self,
-        secret: bytes,
+        keys: TrustedKeys,
         *,
         max_lifetime: int = MAX_TTL_SECONDS,
         cache_size: int = 4096,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        _check_secret(secret)
-        self._secret = secret
+        if not isinstance(keys, TrustedKeys):
+            raise TypeError("a TokenVerifier needs TrustedKeys")
+        self._keys = keys
         self._max_lifetime = max_lifetime
         self._size = cache_size
         self._clock = clock
@@ -306,7 +326,7 @@ class TokenVerifier:
         cache = self._cache
         identity = cache.get(token) if isinstance(token, str) else None
         if identity is None:
-            identity = _decode(token, self._secret, self._max_lifetime)
+            identity = _decode(token, self._keys, self._max_lifetime)
             _check_times(identity, when)
             if self._size > 0:
                 cache[token] = identity
@@ -329,14 +349,14 @@ class ServiceTokenSource:
     """This service's own token, cached and renewed `renew_before` seconds before it expires.
 
     Cheap per outgoing RPC (a clock read and a comparison):
-        source = ServiceTokenSource("gateway", secret)
+        source = ServiceTokenSource("gateway", gateway_private_key)
         await stub.Authenticate(req, metadata=source.metadata())
     """
 
     def __init__(
         self,
         service_name: str,
-        secret: bytes,
+        key: Ed25519PrivateKey,
         *,
         ttl_seconds: int = SERVICE_TTL_SECONDS,
         renew_before: float = SERVICE_RENEW_BEFORE_SECONDS,
@@ -344,9 +364,9 @@ class ServiceTokenSource:
     ) -> None:
         if not 0 <= renew_before < ttl_seconds:
             raise ValueError("renew_before must be in 0..ttl_seconds")
-        issue_service_token(service_name, secret, ttl_seconds=ttl_seconds)  # validates arguments
+        issue_service_token(service_name, key, ttl_seconds=ttl_seconds)  # validates arguments
         self._name = service_name
-        self._secret = secret
+        self._key = key
         self._ttl = ttl_seconds
         self._renew_before = renew_before
         self._clock = clock
@@ -356,7 +376,7 @@ class ServiceTokenSource:
     def token(self) -> str:
         now = self._clock()
         if now >= self._renew_at:
-            self._token = issue_service_token(self._name, self._secret, ttl_seconds=self._ttl, now=now)
+            self._token = issue_service_token(self._name, self._key, ttl_seconds=self._ttl, now=now)
             self._renew_at = int(now) + self._ttl - self._renew_before
         return self._token
 

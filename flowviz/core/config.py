@@ -8,7 +8,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 # Default ports; deploy/ manifests and tests/deploy mirror these.
 DEFAULT_PORTS = {
@@ -54,9 +58,16 @@ class ConfigError(ValueError):
 # placeholder: refused unless FLOWVIZ_DEV=1 says this is a developer's own throw-away stack.
 KNOWN_PLACEHOLDERS = frozenset(
     {
-        "dev-only-insecure-token-secret-do-not-use-in-production",
+        "dev-only-insecure-cache-secret-do-not-use-in-production",
         "flowviz-dev-password",
         "flowviz-dev-valkey-password",
+        # The public halves of the dev overlay's Ed25519 keys (token, then each service's).
+        "hz_VL2k8e5_AZMiaR7DzI2ZWPK6w2dr-U16bYwN844Q",
+        "p8WzKa6W1IpAB8lHn_AcNn_NzYxbGx7KYs9_fL0c-uU",
+        "X3w9tm1aXPGJaHLZJCs4WfvbUtifMirpd4_ia0x4sVA",
+        "RNRw9tQRNUr6W5OUmUXl0WPq_AKyyxffPrCxY67C80E",
+        "CUPFg6zlAukBnqLBH0aS1VRZLyiWxAMF_GUBTKUALm4",
+        "VyOqV-wLz8a6KbHPBjYNbIG229QEMF_wMtKHHfOlW_s",
     }
 )
 _PLACEHOLDER_WORDS = re.compile(r"insecure|do-not-use|change-?me|placeholder|dev-password", re.IGNORECASE)
@@ -72,6 +83,28 @@ def refuse_placeholder(name: str, value: str, environ: Mapping[str, str], hint: 
             f"{name} is a known placeholder, not a secret ({hint}); only a developer's own stack may "
             f"use one, with {DEV_ENV}=1"
         )
+
+
+CACHE_SECRET_ENV = "FLOWVIZ_CACHE_SECRET"
+MIN_SECRET_BYTES = 32
+
+
+def load_cache_secret(environ: Mapping[str, str]) -> bytes | None:
+    """FLOWVIZ_CACHE_SECRET (UTF-8, at least 32 bytes): the key of the cached values' HMAC, held by
+    the services (never by Valkey, nor the gateway). None when unset; serve() requires it."""
+    raw = environ.get(CACHE_SECRET_ENV, "").strip()
+    hint = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+    if not raw:
+        return None
+    secret = raw.encode("utf-8")
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ConfigError(
+            f"{CACHE_SECRET_ENV} must be at least {MIN_SECRET_BYTES} bytes, got {len(secret)} ({hint})"
+        )
+    if len(set(secret)) < 10:
+        raise ConfigError(f"{CACHE_SECRET_ENV} looks like a placeholder, not a random secret ({hint})")
+    refuse_placeholder(CACHE_SECRET_ENV, raw, environ, hint)
+    return secret
 
 
 def _int(name: str, default: int, lo: int = 0, hi: int = 2**31) -> int:
@@ -147,9 +180,19 @@ class Settings:
     health_interval: float
     cors_origins: tuple[str, ...]
     log_format: str
-    # HS256 key for bearer tokens (FLOWVIZ_TOKEN_SECRET, >= 32 bytes; make run generates one).
-    token_secret: bytes
+    # Ed25519 keys (flowviz/core/keys.py; make run generates them): the user-token public key
+    # every process verifies with (required), its private half (only the lots service has it),
+    # this process's own service key, and the public keys of every service's identity.
+    token_public_key: Ed25519PublicKey
+    token_private_key: Ed25519PrivateKey | None
+    service_key: Ed25519PrivateKey | None
+    service_public_keys: dict[str, Ed25519PublicKey]
+    # HMAC key of cached values (FLOWVIZ_CACHE_SECRET); the services need it, the gateway not.
+    cache_secret: bytes | None
     token_ttl: int
+    # FLOWVIZ_SESSION_MAX_HOURS: a token is refreshed without the password only this long after
+    # the password was given.
+    session_max_hours: int = 12
     # FLOWVIZ_METRICS_PORT (deploy manifests): this process's metrics port, over metrics_ports[name].
     metrics_port: int | None = None
     # A drill accounts for its root lot when |unaccounted| <= this fraction of it (BRC/SQF use 2 %).
@@ -207,7 +250,7 @@ def settings() -> Settings:
     pool_max = _int("FLOWVIZ_POOL_MAX", 10, 1, 200)
     if pool_max < pool_min:
         raise ConfigError("FLOWVIZ_POOL_MAX must be >= FLOWVIZ_POOL_MIN")
-    from flowviz.core.auth import load_secret  # auth imports ConfigError from here
+    from flowviz.core import keys  # keys imports ConfigError from here
 
     cors = tuple(o.strip() for o in env.get("FLOWVIZ_CORS_ORIGINS", "").split(",") if o.strip())
     return Settings(
@@ -227,7 +270,12 @@ def settings() -> Settings:
         health_interval=_float("FLOWVIZ_HEALTH_INTERVAL", 1.0),
         cors_origins=cors,
         log_format=log_format,
-        token_secret=load_secret(),
+        token_public_key=keys.required_public(keys.TOKEN_PUBLIC_ENV, env),
+        token_private_key=keys.optional_private(keys.TOKEN_PRIVATE_ENV, env),
+        service_key=keys.optional_private(keys.SERVICE_KEY_ENV, env),
+        service_public_keys=keys.parse_service_publics(env.get(keys.SERVICE_PUBLIC_ENV, ""), env),
+        cache_secret=load_cache_secret(env),
+        session_max_hours=_int("FLOWVIZ_SESSION_MAX_HOURS", 12, 1, 24 * 30),
         token_ttl=_int("FLOWVIZ_TOKEN_TTL", 900, 60, 24 * 3600),
         reflection=_flag("FLOWVIZ_REFLECTION", True),
         trusted_proxies=_networks("FLOWVIZ_TRUSTED_PROXIES"),

@@ -166,8 +166,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.resources = resources
         self.policy = policy
         self.public = public
+        cfg = resources.settings
         self.verifier = auth.TokenVerifier(
-            resources.settings.token_secret, max_lifetime=resources.settings.token_ttl
+            auth.TrustedKeys(cfg.token_public_key, cfg.service_public_keys), max_lifetime=cfg.token_ttl
         )
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]], details: Any) -> Any:

@@ -21,10 +21,17 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from flowviz.core import auth, heavy, logs, metrics, tracing
+from flowviz.core import auth, heavy, keys, logs, metrics, tracing
 from flowviz.core.cache import Cache, signing_key
 from flowviz.core.channels import SERVER_KEEPALIVE_OPTIONS, open_channel
-from flowviz.core.config import DATABASE_ROLES, HEALTH_SERVICE_NAMES, ConfigError, Settings, settings
+from flowviz.core.config import (
+    CACHE_SECRET_ENV,
+    DATABASE_ROLES,
+    HEALTH_SERVICE_NAMES,
+    ConfigError,
+    Settings,
+    settings,
+)
 from flowviz.core.db import create_pool
 from flowviz.core.interceptors import interceptors
 from flowviz.core.revocation import Revocations
@@ -103,7 +110,12 @@ async def serve(
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    resources.service_token = auth.ServiceTokenSource(name, cfg.token_secret).token
+    own_key = keys.own_service_key(cfg.service_key, cfg.service_public_keys, name)
+    if cfg.cache_secret is None:
+        raise ConfigError(
+            f"{CACHE_SECRET_ENV} must be set (the key of the cached values' HMAC; make run makes one)"
+        )
+    resources.service_token = auth.ServiceTokenSource(name, own_key).token
     service_names = list(register(server, resources))
     served = [f"/{s}/{m.name}" for s in service_names for m in _service(s).methods]
     auth.validate_policy(policy, [m for m in served if m not in public])
@@ -139,7 +151,7 @@ async def serve(
         statement_cache=cfg.statement_cache,
     )
     resources.cache = Cache(
-        cfg.valkey_url, key=signing_key(cfg.token_secret), timeout=cfg.cache_timeout, ttl=cfg.cache_ttl
+        cfg.valkey_url, key=signing_key(cfg.cache_secret), timeout=cfg.cache_timeout, ttl=cfg.cache_ttl
     )
     resources.revocations = Revocations(resources.cache.client, cfg.database_url, timeout=cfg.cache_timeout)
     resources.heavy_calls = heavy.HeavyCalls(

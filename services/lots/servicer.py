@@ -39,6 +39,9 @@ POLICY: auth.Policy = {
     P + "CreateUser": auth.ADMIN_ONLY,
     P + "ListUsers": auth.ADMIN_ONLY,
     P + "UpdateUser": auth.ADMIN_ONLY,
+    # Every user for themselves (admin included); a service has no session to refresh or end.
+    P + "RefreshToken": auth.READ,
+    P + "Logout": auth.READ,
     # Master data like streams: who we buy from and ship to is curated by an admin (these names
     # and GLNs go to customers and the FDA in a recall); everyone who reads lots may read them.
     P + "CreateTradingPartner": auth.ADMIN_ONLY,
@@ -246,6 +249,14 @@ class LotsServicer(lots_pb2_grpc.LotsServiceServicer):
         self, request: lots_pb2.IssueTokenRequest, context: Context
     ) -> lots_pb2.IssueTokenResponse:
         return await self.users.issue_token(request, context)
+
+    async def RefreshToken(
+        self, request: lots_pb2.RefreshTokenRequest, context: Context
+    ) -> lots_pb2.IssueTokenResponse:
+        return await self.users.refresh_token(request, context)
+
+    async def Logout(self, request: lots_pb2.LogoutRequest, context: Context) -> lots_pb2.LogoutResponse:
+        return await self.users.logout(request, context)
 
     async def CreateUser(
         self, request: lots_pb2.CreateUserRequest, context: Context

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import asyncpg
 import grpc
 
-from flowviz.core import audit, auth, paging, passwords, validation
-from flowviz.core.errors import Conflict, InvalidArgument, NotFound
+from flowviz.core import audit, auth, keys, paging, passwords, validation
+from flowviz.core.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from flowviz.core.identity import caller_name
 from flowviz.core.ratelimit import LoginThrottle, TooManyAttempts, address_key, username_key
 from flowviz.core.server import Resources
@@ -48,8 +49,11 @@ def client_address(metadata: Any, peer: str, verifier: auth.TokenVerifier) -> st
 class Users:
     def __init__(self, resources: Resources) -> None:
         self.r = resources
+        cfg = resources.settings
+        # Only this service holds the user-token private key; it refuses to start without it.
+        self.signing_key = keys.token_signing_key(cfg.token_private_key, cfg.token_public_key)
         self.verifier = auth.TokenVerifier(
-            resources.settings.token_secret, max_lifetime=resources.settings.token_ttl
+            auth.TrustedKeys(cfg.token_public_key, cfg.service_public_keys), max_lifetime=cfg.token_ttl
         )
         valkey = self._valkey
         # Per user: a few free tries. Per address: more, since many people may share one (NAT).
@@ -97,13 +101,70 @@ class Users:
         token = auth.issue_token(
             request.username,
             row["role"],
-            secret=cfg.token_secret,
+            key=self.signing_key,
             ttl_seconds=cfg.token_ttl,
             generation=generation,
         )
         return lots_pb2.IssueTokenResponse(
-            access_token=token, token_type="Bearer", expires_in=cfg.token_ttl, role=row["role"]
+            access_token=token,
+            token_type="Bearer",
+            expires_in=cfg.token_ttl,
+            role=row["role"],
+            session_expires_in=cfg.session_max_hours * 3600,
         )
+
+    async def refresh_token(
+        self, request: lots_pb2.RefreshTokenRequest, context: Context
+    ) -> lots_pb2.IssueTokenResponse:
+        """A new token for the caller, keeping their session's start: the session (and so every
+        token refreshed from it) ends FLOWVIZ_SESSION_MAX_HOURS after the password was given."""
+        identity = auth.current_identity.get()
+        assert identity is not None and not identity.is_service  # the policy lets users only
+        cfg = self.r.settings
+        now = int(time.time())
+        started = int(identity.session_start)
+        remaining = started + cfg.session_max_hours * 3600 - now
+        if remaining < 1:
+            raise auth.Unauthenticated(
+                "SESSION_EXPIRED",
+                f"the session began more than {cfg.session_max_hours} hours ago; sign in with your password",
+            )
+        name = identity.subject
+        row = await repository.get_user(self.r.pool, name)
+        # Read now, not from the 1 s memory: a revoked token must not buy a fresh one.
+        generation = await self.r.revocations.generation(name, fresh=True)
+        if row is None or row["disabled"] or identity.generation < generation:
+            raise auth.Unauthenticated("TOKEN_REVOKED", "the access token was revoked; sign in again")
+        ttl = min(cfg.token_ttl, remaining)
+        token = auth.issue_token(
+            name,
+            row["role"],
+            key=self.signing_key,
+            ttl_seconds=ttl,
+            generation=generation,
+            session_start=started,
+        )
+        return lots_pb2.IssueTokenResponse(
+            access_token=token,
+            token_type="Bearer",
+            expires_in=ttl,
+            role=row["role"],
+            session_expires_in=remaining,
+        )
+
+    async def logout(self, request: lots_pb2.LogoutRequest, context: Context) -> lots_pb2.LogoutResponse:
+        """End every token of the caller: their token generation moves on (revocation.py), so each
+        process refuses them from its next request (within the 1 s memory)."""
+        name = caller_name()
+        if not await self.r.revocations.revoke(name):
+            # Not told: the tokens would live on to their expiry, so say it failed.
+            raise Unavailable(
+                "SIGN_OUT_UNAVAILABLE", "could not sign out now (the cache is unreachable); try again",
+                retry_after_seconds=1,
+            )  # fmt: skip
+        async with self.r.pool.acquire() as conn:
+            await audit.record(conn, "logout", "user", name)
+        return lots_pb2.LogoutResponse(signed_out=True)
 
     async def _user(self, name: str) -> lots_pb2.User:
         row = await repository.get_user(self.r.pool, name)

@@ -70,7 +70,14 @@ CONTRACT: dict[str, Any] = {
     "seed_module": "flowviz.seed",
     "drain_seconds": 10,  # FLOWVIZ_DRAIN_SECONDS default
     "uid": 10001,
-    "secret_keys": ["DATABASE_URL", "VALKEY_URL", "FLOWVIZ_TOKEN_SECRET"],
+    "secret_keys": ["DATABASE_URL", "VALKEY_URL"],
+    # Issue 19: the cache's HMAC key for the services (not the gateway), each process's own
+    # service key from a Secret of its own, the user-token private key for lots alone.
+    "service_secret_keys": ["FLOWVIZ_CACHE_SECRET"],
+    "key_secrets": {
+        "FLOWVIZ_SERVICE_KEY": "flowviz-service-key-{name}",
+        "FLOWVIZ_TOKEN_PRIVATE_KEY": "flowviz-token-key",
+    },
     "hpa": ["gateway", "genealogy"],
 }
 
@@ -305,18 +312,28 @@ def test_secrets_come_from_secret_refs(overlay):
             for e in c.get("env", [])
             if "secretKeyRef" in e.get("valueFrom", {})
         }
-        # The gateway has no pool and no cache: none of their secrets (issue 19).
-        keys = ["FLOWVIZ_TOKEN_SECRET"] if name == GW["name"] else CONTRACT["secret_keys"]
-        assert set(refs) == set(keys), f"{name}: secrets {sorted(refs)}"
-        for key in keys:
+        # The gateway has no pool and no cache: none of their secrets (issue 19); keys below.
+        shared = [] if name == GW["name"] else [*CONTRACT["secret_keys"], *CONTRACT["service_secret_keys"]]
+        key_refs = {"FLOWVIZ_SERVICE_KEY"} | ({"FLOWVIZ_TOKEN_PRIVATE_KEY"} if name == "lots" else set())
+        assert set(refs) == set(shared) | key_refs, f"{name}: secrets {sorted(refs)}"
+        for key in shared:
             assert refs[key]["key"] == key
             # Each service's DATABASE_URL is its own role's, in a Secret of its own.
             want = f"flowviz-db-{name}" if key == "DATABASE_URL" else "flowviz-secrets"
             assert refs[key]["name"].startswith(want), (name, key, refs[key]["name"])
             if overlay == "dev":  # generated in-overlay, hash-suffixed
                 assert refs[key]["name"] in secret_names
+        # Keys: its own service key; the user-token private key in lots only.
+        own = {"FLOWVIZ_SERVICE_KEY"} | ({"FLOWVIZ_TOKEN_PRIVATE_KEY"} if name == "lots" else set())
+        assert {k for k in refs if k in CONTRACT["key_secrets"]} == own, name
+        for key in own:
+            assert refs[key]["name"].startswith(CONTRACT["key_secrets"][key].format(name=name)), (name, key)
+            if overlay == "dev":
+                assert refs[key]["name"] in secret_names
+        public = [e["configMapRef"]["name"] for e in c.get("envFrom", []) if "configMapRef" in e]
+        assert any(n.startswith("flowviz-public-keys") for n in public), f"{name}: no public keys"
         plain = {e["name"] for e in c.get("env", []) if "value" in e}
-        assert not plain & set(CONTRACT["secret_keys"]), f"{name}: secret in plain env"
+        assert not plain & {*shared, *CONTRACT["key_secrets"]}, f"{name}: secret in plain env"
 
 
 def test_production_contains_no_secret_values():
@@ -533,7 +550,7 @@ def test_each_pod_gets_only_its_own_database_secret(overlay):
         else:
             assert db == set(), (app, db)
     gateway = _find(docs, "Deployment", GW["name"])["spec"]["template"]["spec"]
-    assert {_unsuffixed(s) for s in _secrets_of(gateway)} == {"flowviz-secrets"}
+    assert {_unsuffixed(s) for s in _secrets_of(gateway)} == {"flowviz-service-key-gateway"}  # its own key; no data-store secret
     env = {e["name"] for c in gateway["containers"] for e in c.get("env", [])}
     assert not env & {"DATABASE_URL", "VALKEY_URL"}
     # The migrate job's role step reads each service's URL under the name flowviz.dbroles reads.

@@ -273,9 +273,10 @@ def test_conservation_for_every_root_of_random_genealogies(
 
 def test_drill_tolerance_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     from flowviz.core.config import ConfigError, settings
-    from tests.conftest import TOKEN_SECRET
+    from tests.conftest import PUBLIC_KEY_ENV
 
-    monkeypatch.setenv("FLOWVIZ_TOKEN_SECRET", TOKEN_SECRET)
+    for name, value in PUBLIC_KEY_ENV.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("FLOWVIZ_DRILL_TOLERANCE", raising=False)
     settings.cache_clear()
     try:
