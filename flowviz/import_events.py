@@ -182,11 +182,12 @@ WITH held AS (
     SELECT h.code, {units.to_unit_sql("fe.q", "fe.uom", "h.uom")} AS q FROM held h JOIN fe ON fe.code = h.code
     UNION ALL SELECT h.code, {units.to_unit_sql("de.q", "de.uom", "h.uom")} FROM held h JOIN de ON de.id = h.id
     UNION ALL SELECT h.code, {units.to_unit_sql("ds.q", "ds.uom", "h.uom")} FROM held h JOIN ds ON ds.id = h.id
+), used AS (
+    SELECT code, sum(q) AS used FROM given GROUP BY code
 ), x AS (
-    SELECT s.rn, s.lot_code, s.quantity, s.uom AS shipped_uom, h.held, h.uom,
-           COALESCE((SELECT sum(g.q) FROM given g WHERE g.code = h.code), 0) AS used,
+    SELECT s.rn, s.lot_code, s.quantity, s.uom AS shipped_uom, h.held, h.uom, COALESCE(u.used, 0) AS used,
            {units.to_unit_sql("s.quantity", "s.uom", "h.uom")} AS wanted
-    FROM import_shipments s JOIN held h ON h.code = s.lot_code
+    FROM import_shipments s JOIN held h ON h.code = s.lot_code LEFT JOIN used u ON u.code = h.code
     WHERE s.quantity IS NOT NULL AND s.uom IS NOT NULL
 ), r AS (
     SELECT x.*, sum(x.wanted) OVER (PARTITION BY x.lot_code ORDER BY x.rn) AS upto FROM x
