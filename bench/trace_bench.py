@@ -224,7 +224,7 @@ async def measure(url: str, calls: int, hot_calls: int, seed: int) -> list[Case]
             found = await answers.recall_impact(conn, code, max_depth=DEPTH, max_nodes=NODES)
             assert found is not None
             answer = await notifications.notifications(conn, found[0])
-            return len(answer.shipments) + len(answer.in_plant)
+            return answer.shipments + len(answer.in_plant)
 
         async def composition_size(code: str) -> int:
             r = await composition(conn, code, max_depth=DEPTH, max_nodes=NODES)
