@@ -203,7 +203,7 @@ def dataset(lots: int, seed: int) -> tuple[Path, dict[str, Any]]:
 
     folder = OUT / "data" / f"lots{lots}-seed{seed}"
     done = folder / "done.json"
-    if done.exists():
+    if done.exists() and (folder / "shipments.csv").exists():  # older caches lack the trade files
         log(f"using the cached genealogy in {folder}")
         return folder, json.loads(done.read_text())
     log(f"generating {lots:,} lots (seed {seed}) into {folder}")
@@ -217,13 +217,16 @@ def dataset(lots: int, seed: int) -> tuple[Path, dict[str, Any]]:
         "lots_by_kind": stats.lots_by_kind,
         "edges": stats.edges,
         "runs": stats.runs,
+        "partners": stats.partners,
+        "receipts": stats.receipts,
+        "shipments": stats.shipments,
         "generate_seconds": round(stats.seconds, 1),
     }
     done.write_text(json.dumps(info))
     return folder, info
 
 
-async def _import(url: str, lots: BinaryIO, edges: BinaryIO) -> dict[str, Any]:
+async def _import(url: str, lots: BinaryIO, edges: BinaryIO, events: dict[str, BinaryIO]) -> dict[str, Any]:
     import asyncpg
 
     from flowviz.importer import import_csv
@@ -232,12 +235,19 @@ async def _import(url: str, lots: BinaryIO, edges: BinaryIO) -> dict[str, Any]:
     conn = await asyncpg.connect(url, timeout=30)
     try:
         # cache=None: the harness orphans the system's cache itself just after (orphan_cache).
-        result = await import_csv(conn, lots, edges, cache=None)
+        result = await import_csv(conn, lots, edges, cache=None, events=events)
         if not result.ok:
             shown = "; ".join(f"{e.file} row {e.row} {e.field}: {e.reason}" for e in result.errors[:5])
             raise HarnessError(f"import refused the generated data: {shown}")
         imported = time.monotonic()
-        for table in ("lots", "lot_genealogy", "production_runs"):
+        for table in (
+            "lots",
+            "lot_genealogy",
+            "production_runs",
+            "receipts",
+            "shipments",
+            "trading_partners",
+        ):
             await conn.execute(f"VACUUM (ANALYZE) {table}")  # index-only scans need the visibility map
         # Write the import's dirty pages out now: otherwise the checkpoint and the kernel's
         # writeback of them land in a later scenario and stall its commits (fsync waits behind them).
@@ -247,6 +257,7 @@ async def _import(url: str, lots: BinaryIO, edges: BinaryIO) -> dict[str, Any]:
             "lots_imported": result.lots_imported,
             "edges_imported": result.edges_imported,
             "runs_created": result.runs_created,
+            **{f"{name}_imported": n for name, n in result.events_imported.items()},
             "import_seconds": round(imported - started, 1),
             "vacuum_seconds": round(time.monotonic() - imported, 1),
             "database_size_mb": round(
@@ -260,8 +271,12 @@ async def _import(url: str, lots: BinaryIO, edges: BinaryIO) -> dict[str, Any]:
 
 def import_data(url: str, folder: Path) -> dict[str, Any]:
     log("importing with flowviz.importer.import_csv (COPY), then VACUUM ANALYZE and CHECKPOINT")
-    with open(folder / "lots.csv", "rb") as lots, open(folder / "genealogy.csv", "rb") as edges:
-        return asyncio.run(asyncio.wait_for(_import(url, lots, edges), 1800))
+    from flowviz import import_events
+
+    with contextlib.ExitStack() as stack:
+        lots, edges = (stack.enter_context(open(folder / f"{n}.csv", "rb")) for n in ("lots", "genealogy"))
+        events = {n: stack.enter_context(open(folder / f"{n}.csv", "rb")) for n in import_events.FILES}
+        return asyncio.run(asyncio.wait_for(_import(url, lots, edges, events), 1800))
 
 
 # --- processes ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib.util
 import os
 import platform
@@ -28,6 +29,7 @@ import asyncpg
 
 from flowviz import migrate
 from flowviz.embedded import Postgres, free_port
+from services.genealogy import answers, notifications
 from services.genealogy.recall import composition, recall
 from services.genealogy.trace import HARD_MAX_DEPTH, HARD_MAX_NODES, trace
 
@@ -93,8 +95,17 @@ async def import_or_copy(conn: asyncpg.Connection, folder: Path) -> None:
 
     log("loading with flowviz.importer.import_csv")
     # A script doing nothing else meanwhile: blocking opens are fine.
-    with open(folder / "lots.csv", "rb") as lots, open(folder / "genealogy.csv", "rb") as edges:  # noqa: ASYNC230
-        result = await import_csv(conn, lots, edges, cache=None)  # no system reads this database yet
+    from flowviz import import_events
+
+    # A script doing nothing else meanwhile: blocking opens are fine. cache=None: no system reads it yet.
+    with contextlib.ExitStack() as stack:
+        lots, edges = (stack.enter_context(open(folder / f"{n}.csv", "rb")) for n in ("lots", "genealogy"))  # noqa: ASYNC230
+        events = {
+            n: stack.enter_context(open(folder / f"{n}.csv", "rb"))  # noqa: ASYNC230
+            for n in import_events.FILES
+            if (folder / f"{n}.csv").exists()
+        }
+        result = await import_csv(conn, lots, edges, cache=None, events=events)
     if not result.ok:
         raise SystemExit(f"import failed: {result.errors[:5]}")
 
@@ -208,6 +219,13 @@ async def measure(url: str, calls: int, hot_calls: int, seed: int) -> list[Case]
             assert r is not None
             return len(r.lots)
 
+        async def recall_notify(code: str) -> int:
+            # GetRecallNotifications' work uncached: the recall impact, then its notification list.
+            found = await answers.recall_impact(conn, code, max_depth=DEPTH, max_nodes=NODES)
+            assert found is not None
+            answer = await notifications.notifications(conn, found[0])
+            return answer.shipments + len(answer.in_plant)
+
         async def composition_size(code: str) -> int:
             r = await composition(conn, code, max_depth=DEPTH, max_nodes=NODES)
             assert r is not None
@@ -242,6 +260,12 @@ async def measure(url: str, calls: int, hot_calls: int, seed: int) -> list[Case]
         some_raws = rng.sample(raws, min(calls, len(raws)))
         cases.append(await timed("recall, random raw lots", some_raws, recall_size, server))
         cases.append(await timed(f"recall, hot {hot}", [hot] * hot_calls, recall_size, server))
+        cases.append(
+            await timed("recall + notification list, random raw lots", some_raws, recall_notify, server)
+        )
+        cases.append(
+            await timed(f"recall + notification list, hot {hot}", [hot] * hot_calls, recall_notify, server)
+        )
         some_fgs = rng.sample(fgs, min(calls, len(fgs)))
         cases.append(await timed("composition, random FG lots", some_fgs, composition_size, server))
         # Last, so the cases above draw the same lots on branches without it: the one statement

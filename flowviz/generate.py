@@ -7,12 +7,18 @@ child's quantity is the sum of what it consumed, and no lot gives away more than
 A few bulk spice lots feed a large share of all mixes, so tracing one of them reaches
 thousands of descendants (the recall case the traces must handle).
 
+Beyond the plant walls (flowviz.partners_gen): about 40 suppliers, 400 customers with their
+sites and a few carriers; a receipt for every raw lot and shipments for most finished goods.
+They draw from a random.Random of their own, so lots.csv and genealogy.csv are the same bytes
+as without them.
+
 Same (lots, seed) gives byte-identical files: one random.Random(seed), no wall clock.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import random
 import sys
@@ -24,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
+
+from flowviz import partners_gen
 
 LOTS_HEADER = ("lot_code", "kind", "product", "quantity", "uom", "produced_at")
 GENEALOGY_HEADER = ("parent_lot_code", "child_lot_code", "quantity", "uom", "run_code")
@@ -80,6 +88,10 @@ class GenerateStats:
     lots_by_kind: dict[str, int] = field(default_factory=dict)
     edges: int = 0
     runs: int = 0
+    partners: int = 0
+    locations: int = 0
+    receipts: int = 0
+    shipments: int = 0
     seconds: float = 0.0
 
     @property
@@ -98,8 +110,15 @@ def _kg(grams: int) -> str:
 class _Plant:
     """The simulation state; lot numbers are indexes into `codes`, `left` and `day_of`."""
 
-    def __init__(self, rng: random.Random, lots_out: _Writer, edges_out: _Writer) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        lots_out: _Writer,
+        edges_out: _Writer,
+        trade: partners_gen.Trade | None = None,
+    ) -> None:
         self.rng = rng
+        self.trade = trade
         self.lots_out = lots_out
         self.edges_out = edges_out
         self.codes: list[str] = []
@@ -131,6 +150,8 @@ class _Plant:
     def flush(self) -> None:
         self.lots_out.writerows(self.lot_rows)
         self.edges_out.writerows(self.edge_rows)
+        if self.trade:
+            self.trade.flush()
         self.lot_rows.clear()
         self.edge_rows.clear()
 
@@ -154,10 +175,12 @@ class _Plant:
             # A bulk silo lot: thousands of mixes draw a little from it.
             grams = rng.randint(*POPULAR_KG) * 1000
             self.popular = self._new_lot(code, "RAW", product + " (bulk)", grams, at, 0)
-            return
-        grams = rng.randint(lo, hi) * 1000 + rng.randrange(1000)
-        self.stock[cat].append(self._new_lot(code, "RAW", product, grams, at, 0))
-        on_hand[cat] += grams
+        else:
+            grams = rng.randint(lo, hi) * 1000 + rng.randrange(1000)
+            self.stock[cat].append(self._new_lot(code, "RAW", product, grams, at, 0))
+            on_hand[cat] += grams
+        if self.trade:
+            self.trade.receive(code, cat, product, at, self.day, RAW[cat][3])
 
     def _take(self, cat: int, i: int, want: int, taken: list[tuple[int, int]]) -> bool:
         """Consume up to `want` grams from the i-th oldest lot in stock; True if it is used up."""
@@ -236,6 +259,8 @@ class _Plant:
         grams = self._edges(code, f"RUN-{self.mixes + self.fgs:06d}", taken)
         products = FG_PRODUCTS[species]
         self._new_lot(code, "FG", products[rng.randrange(len(products))], grams, at, 0)
+        if self.trade:
+            self.trade.ship(code, grams, self.day)
 
 
 def _day_plan(rng: random.Random, size: int) -> list[int]:
@@ -258,6 +283,7 @@ def generate(lots: int, seed: int, out_dir: Path, *, progress: bool = False) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     with (
+        contextlib.ExitStack() as stack,
         open(out_dir / "lots.csv", "w", newline="", encoding="utf-8", buffering=1 << 20) as lf,
         open(out_dir / "genealogy.csv", "w", newline="", encoding="utf-8", buffering=1 << 20) as gf,
     ):
@@ -265,7 +291,9 @@ def generate(lots: int, seed: int, out_dir: Path, *, progress: bool = False) -> 
         edges_out = csv.writer(gf, lineterminator="\n")
         lots_out.writerow(LOTS_HEADER)
         edges_out.writerow(GENEALOGY_HEADER)
-        plant = _Plant(rng, lots_out, edges_out)
+        trade = partners_gen.Trade(seed, out_dir)
+        stack.callback(trade.close)
+        plant = _Plant(rng, lots_out, edges_out, trade)
         done = day = 0
         while done < lots:
             plan = _day_plan(rng, min(LOTS_PER_DAY, lots - done))
@@ -295,6 +323,10 @@ def generate(lots: int, seed: int, out_dir: Path, *, progress: bool = False) -> 
         lots_by_kind={"RAW": sum(plant.raw_counts), "MIX": plant.mixes, "FG": plant.fgs},
         edges=plant.edges,
         runs=plant.runs,
+        partners=trade.partners,
+        locations=trade.locations,
+        receipts=trade.receipts,
+        shipments=trade.shipments,
         seconds=time.monotonic() - started,
     )
 
@@ -312,7 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stats = generate(args.lots, args.seed, args.out, progress=True)
     kinds = ", ".join(f"{k} {n:,}" for k, n in stats.lots_by_kind.items())
     print(
-        f"wrote {stats.lots:,} lots ({kinds}) and {stats.edges:,} edges to {args.out} in {stats.seconds:.1f}s"
+        f"wrote {stats.lots:,} lots ({kinds}), {stats.edges:,} edges, {stats.partners:,} partners, "
+        f"{stats.locations:,} locations, {stats.receipts:,} receipts and {stats.shipments:,} shipments "
+        f"to {args.out} in {stats.seconds:.1f}s"
     )
     return 0
 

@@ -41,11 +41,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import asyncpg
 
-from flowviz import local
+from flowviz import import_events, local
 from flowviz.core import audit, units, validation
 from flowviz.core.cache import Cache
 from flowviz.core.identity import caller_name
@@ -81,6 +81,8 @@ class ImportResult:
     # Historical mode: the production-run rules let through (first max_errors of them).
     warnings: list[RowError] = field(default_factory=list)
     warnings_truncated: bool = False
+    # Rows written from the partners, locations, receipts and shipments files (flowviz.import_events).
+    events_imported: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -579,6 +581,7 @@ async def import_csv(
     actor: str | None = None,
     progress: Progress | None = None,
     max_errors: int = 1000,
+    events: Mapping[str, BinaryIO] | None = None,
 ) -> ImportResult:
     """Validate both files completely and import them in one transaction, or import nothing.
 
@@ -588,7 +591,8 @@ async def import_csv(
     lets the production-run rules through as `warnings` (the caller checks that the caller
     may). After the commit `cache` is invalidated as after every write; pass None only when
     no system caches answers from this database. `actor` (default: the caller of the RPC)
-    goes into the audit log.
+    goes into the audit log. `events` maps "partners", "locations", "receipts" and "shipments"
+    to their files (flowviz.import_events), checked and written in the same transaction.
     """
     if max_errors < 1:
         raise ValueError("max_errors must be at least 1")
@@ -602,20 +606,23 @@ async def import_csv(
     tx = conn.transaction()
     await tx.start()
     try:
-        ok = await _import(conn, lots, edges, errors, result, progress, historical, actor or caller_name())
+        ok = await _import(
+            conn, lots, edges, errors, result, progress, historical, actor or caller_name(), events or {}
+        )
         if ok:
             await tx.commit()
         else:
             await tx.rollback()
             result.lots_imported = result.edges_imported = result.runs_created = 0
-            order = {name: i for i, name in enumerate(FILES)}
+            result.events_imported = {}
+            order = {name: i for i, name in enumerate((*FILES, *import_events.FILES))}
             # A stable sort: the errors of one row stay in column order.
             result.errors = sorted(errors.items, key=lambda e: (order[e.file], e.row))[:max_errors]
             result.errors_truncated = errors.total > max_errors
     except BaseException:
         await tx.rollback()
         raise
-    if ok and cache is not None and (result.lots_imported or result.edges_imported):
+    if ok and cache is not None and (result.lots_imported or result.edges_imported or result.events_imported):
         await cache.invalidate_all()
     result.warnings_truncated = len(result.warnings) > max_errors
     result.warnings = result.warnings[:max_errors]
@@ -632,6 +639,7 @@ async def _import(
     progress: Progress | None,
     historical: bool,
     actor: str,
+    events: Mapping[str, BinaryIO],
 ) -> bool:
     """Stage, check and insert inside the caller's transaction; False if there are errors."""
     # The staging joins want room to hash, and a big import may outlast a statement timeout
@@ -644,6 +652,7 @@ async def _import(
             readers[name] = _reader(source)
             if reason := _header_error(readers[name], columns):
                 errors.add(name, 0, "header", reason)
+    event_readers = import_events.headers(events, errors)
     if errors.total:
         return False  # without the right columns the rows mean nothing: report the headers alone
     if "lots" in readers:
@@ -652,6 +661,7 @@ async def _import(
     if "genealogy" in readers:
         records = _edge_records(readers["genealogy"], errors, progress)
         await conn.copy_records_to_table("import_edges", records=records, columns=EDGE_FIELDS)
+    await import_events.stage(conn, event_readers, errors, progress)
     await conn.execute("ANALYZE import_lots; ANALYZE import_edges")
     # The checks join and group the staging tables by lot code: hashing them is what we want, but
     # the planner often sorts them for a merge join instead, and text sorts under the database's
@@ -668,6 +678,7 @@ async def _import(
             errors.add(*row, keep=True)
         if progress:
             progress("validate", i)
+    await import_events.check(conn, errors)
     broken = await _rule_violations(conn)
     if progress:
         progress("rules", len(broken))
@@ -698,6 +709,7 @@ async def _import(
             "genealogy", 0, "edge", f"changed by someone else during the import: {exc}", rule="EDGE_EXISTS"
         )
         return False
+    result.events_imported = await import_events.insert(conn, actor, list(event_readers))
     key = uuid.uuid4().hex[:12]
     if broken:
         await conn.execute(WARNINGS)
@@ -705,6 +717,7 @@ async def _import(
             "import_warnings", records=[(e.row, e.field, e.value, e.rule, e.reason) for e in broken]
         )
         await conn.execute(RECORD_OVERRIDES, actor, key)
+    more: dict[str, Any] = {"events": result.events_imported} if result.events_imported else {}
     await conn.execute(
         audit.INSERT,
         actor,
@@ -716,6 +729,7 @@ async def _import(
             lots=result.lots_imported,
             edges=result.edges_imported,
             runs=result.runs_created,
+            **more,
             rules_let_through=len(broken),
         )[1:],
     )
@@ -847,6 +861,7 @@ async def _run(
                 actor=CLI_ACTOR,
                 progress=bar,
                 max_errors=args.max_errors,
+                events={name: sources[name] for name in import_events.FILES if name in sources},
             )
         finally:
             await conn.close()
@@ -877,6 +892,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--lots", type=Path, help="the lots file")
     parser.add_argument("--genealogy", type=Path, help="the genealogy (edges) file")
+    for name in import_events.FILES:
+        parser.add_argument(f"--{name}", type=Path, help=f"the {name} file (flowviz.import_events)")
     parser.add_argument(
         "--database-url", help="default: $DATABASE_URL, else the database of the running `make run`"
     )
@@ -893,7 +910,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if len(args.files) > 2:
         parser.error("at most two files: LOTS.csv GENEALOGY.csv")
-    for path in [*args.files, args.lots, args.genealogy]:
+    for path in [*args.files, args.lots, args.genealogy, *(getattr(args, n) for n in import_events.FILES)]:
         if path is not None and not os.access(path, os.R_OK):
             parser.error(f"no such file: {path}" if not path.exists() else f"cannot read {path}")
         if path is not None and not path.is_file():
@@ -905,6 +922,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"the {name} file is given twice")
         if given:
             files[name] = given
+    for name in import_events.FILES:
+        if getattr(args, name):
+            files[name] = getattr(args, name)
     if not files:
         parser.error("no file given")
     if args.max_errors < 1:
@@ -930,7 +950,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"historical import: {listed}, each in the audit log; the lots are flagged", file=sys.stderr)
     print(
         f"imported {result.lots_imported:,} lots, {result.edges_imported:,} edges and "
-        f"{result.runs_created:,} new production runs in {result.seconds:.1f}s"
+        f"{result.runs_created:,} new production runs"
+        + "".join(f", {n:,} {name}" for name, n in result.events_imported.items())
+        + f" in {result.seconds:.1f}s"
     )
     return 0
 

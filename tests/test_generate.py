@@ -10,7 +10,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from flowviz import generate
+from flowviz import generate, import_events
 from flowviz.core import validation
 from flowviz.importer import import_csv
 
@@ -136,5 +136,86 @@ async def test_output_imports_cleanly(empty_db_url: str, tmp_path: Path) -> None
         )
         assert counts is not None
         assert tuple(counts) == (stats.lots, stats.edges, stats.runs, stats.lots_by_kind["RAW"])
+    finally:
+        await conn.close()
+
+
+# --- partners, receipts and shipments (issue 13) ------------------------------------------
+
+
+def test_trade_files_are_deterministic_and_leave_the_plant_unchanged(tmp_path: Path) -> None:
+    generate.generate(800, 5, tmp_path / "a")
+    generate.generate(800, 5, tmp_path / "b")
+    generate.generate(800, 6, tmp_path / "c")
+    for name in ("receipts.csv", "shipments.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+        assert (tmp_path / "a" / name).read_bytes() != (tmp_path / "c" / name).read_bytes()
+
+
+def test_trade_counts_and_books(plant: tuple[Path, generate.GenerateStats]) -> None:
+    out, stats = plant
+    _, partners = _read(out / "partners.csv")
+    _, locations = _read(out / "locations.csv")
+    _, receipts = _read(out / "receipts.csv")
+    _, shipments = _read(out / "shipments.csv")
+    _, lots = _read(out / "lots.csv")
+    _, edges = _read(out / "genealogy.csv")
+    roles = Counter(p[2] for p in partners)
+    assert (roles["supplier"], roles["customer"]) == (40, 400)
+    assert (len(partners), len(locations), len(receipts), len(shipments)) == (
+        stats.partners,
+        stats.locations,
+        stats.receipts,
+        stats.shipments,
+    )
+    for p in partners:
+        assert not p[3] or validation.gln(p[3])
+    raw = [c for c, kind, *_ in lots if kind == "RAW"]
+    assert [r[0] for r in receipts] == raw  # a receipt for each raw lot, in order
+    assert all(r[5] and r[1].startswith("SUP-") for r in receipts)  # the supplier's own lot code
+    assert len({(r[1], r[5]) for r in receipts}) == len(receipts)
+    quantity = {code: _grams(q) for code, _, _, q, *_ in lots}
+    consumed: Counter[str] = Counter()
+    for parent, _, q, *_ in edges:
+        consumed[parent] += _grams(q)
+    shipped: Counter[str] = Counter()
+    for s in shipments:
+        assert s[0].startswith("FG-") and s[2] == "kg" and _grams(s[1]) > 0
+        shipped[s[0]] += _grams(s[1])
+    assert all(consumed[c] + shipped[c] <= quantity[c] for c in shipped)  # never beyond what remains
+    fgs = [c for c, kind, *_ in lots if kind == "FG"]
+    assert 0.8 <= len(shipped) / len(fgs) <= 0.95  # most finished goods ship
+    assert any(shipped[c] < quantity[c] for c in shipped)  # some stays in the plant
+
+
+async def test_trade_files_import(empty_db_url: str, tmp_path: Path) -> None:
+    stats = generate.generate(2000, 3, tmp_path)
+    conn = await asyncpg.connect(empty_db_url)
+    try:
+        files = {
+            n: BytesIO((tmp_path / f"{n}.csv").read_bytes())
+            for n in ("lots", "genealogy", *import_events.FILES)
+        }
+        result = await import_csv(conn, files.pop("lots"), files.pop("genealogy"), cache=None, events=files)
+        assert result.ok, result.errors[:5]
+        assert result.events_imported == {
+            "partners": stats.partners, "locations": stats.locations,
+            "receipts": stats.receipts, "shipments": stats.shipments,
+        }  # fmt: skip
+        row = await conn.fetchrow(
+            "SELECT (SELECT count(*) FROM trading_partners WHERE 'supplier' = ANY(roles)) AS suppliers,"
+            " (SELECT count(*) FROM receipts) AS receipts, (SELECT count(*) FROM shipments) AS shipments,"
+            " (SELECT count(*) FROM lots l WHERE kind = 'RAW' AND NOT EXISTS"
+            "  (SELECT 1 FROM receipts r WHERE r.lot_id = l.id)) AS raw_unreceived"
+        )
+        assert row is not None
+        assert tuple(row) == (40, stats.receipts, stats.shipments, 0)
+        # Importing the shipments again would ship more than the lots hold: refused, nothing written.
+        again = BytesIO((tmp_path / "shipments.csv").read_bytes())
+        result = await import_csv(conn, None, None, cache=None, events={"shipments": again})
+        assert not result.ok
+        assert {e.rule for e in result.errors} == {"INSUFFICIENT_QUANTITY"}
+        assert all(e.file == "shipments" and e.field == "quantity" for e in result.errors)
+        assert await conn.fetchval("SELECT count(*) FROM shipments") == stats.shipments
     finally:
         await conn.close()

@@ -452,3 +452,101 @@ async def test_a_strict_import_writes_one_audit_row(conn: asyncpg.Connection) ->
     assert result.ok
     rows = await conn.fetch("SELECT actor, details FROM audit_log WHERE action = 'import'")
     assert [(r["actor"], orjson.loads(r["details"])["mode"]) for r in rows] == [("omar", "strict")]
+
+
+# --- partners, locations, receipts and shipments (issue 13) -------------------------------
+
+PARTNERS = (
+    "code,name,roles,gln,contact_name,contact_email,contact_phone\n"
+    "SUP-T,Test supplier,supplier,4006380000032,,,\n"
+    "CUS-T,Test customer,customer,,Recall desk,recall@cus.example,\n"
+)
+LOCATIONS = (
+    "code,name,partner_code,gln,address,city,postal_code,country\n"
+    "OWN-T,Our plant,,,,,,DE\nSUP-T-S1,Supplier site,SUP-T,,,,,\nCUS-T-DC,Customer DC,CUS-T,,,,,\n"
+)
+RECEIPTS = (
+    "lot_code,supplier_code,ship_from_location_code,receiving_location_code,received_at,"
+    "supplier_lot_code,document_type,document_number,expires_on\n"
+    "RAW-A-1,SUP-T,SUP-T-S1,OWN-T,2026-01-01T06:00:00Z,S-LOT-77,PO,PO-1,2026-01-09\n"
+    "RAW-B-1,SUP-T,SUP-T-S1,OWN-T,2026-01-01T06:00:00Z,S-LOT-78,ASN,ASN-1,\n"
+)
+SHIPMENTS_HEADER = (
+    "lot_code,quantity,uom,customer_code,ship_to_location_code,ship_from_location_code,carrier_code,"
+    "shipped_at,document_type,document_number\n"
+)
+
+
+async def _import_events(conn: asyncpg.Connection, shipments: str, **files: str) -> ImportResult:
+    events = {"partners": PARTNERS, "locations": LOCATIONS, "receipts": RECEIPTS, "shipments": shipments}
+    events.update(files)
+    return await import_csv(
+        conn,
+        _file(LOTS),
+        _file(EDGES),
+        cache=None,
+        events={k: BytesIO(v.encode()) for k, v in events.items()},
+    )
+
+
+async def test_receipts_and_shipments_import(empty_conn: asyncpg.Connection) -> None:
+    # MIX-1 holds 110.5 kg: two shipments of 60 and 50.5 kg take all of it.
+    shipments = SHIPMENTS_HEADER + (
+        "MIX-1,60,kg,CUS-T,CUS-T-DC,OWN-T,,2026-01-03T06:00:00Z,ASN,D-1\n"
+        "MIX-1,50500,g,CUS-T,CUS-T-DC,OWN-T,,2026-01-03T07:00:00Z,BOL,D-2\n"
+    )
+    result = await _import_events(empty_conn, shipments)
+    assert result.ok, result.errors
+    assert result.events_imported == {"partners": 2, "locations": 3, "receipts": 2, "shipments": 2}
+    rows = await empty_conn.fetch(
+        "SELECT l.lot_code, r.supplier_lot_code, r.expires_on::text FROM receipts r JOIN lots l ON l.id = r.lot_id"
+        " ORDER BY 1"
+    )
+    assert [tuple(r) for r in rows] == [("RAW-A-1", "S-LOT-77", "2026-01-09"), ("RAW-B-1", "S-LOT-78", None)]
+    assert await empty_conn.fetchval("SELECT sum(quantity) FROM shipments") == Decimal("50560.000")
+
+
+async def test_bad_receipts_and_shipments_are_reported_and_nothing_is_written(
+    empty_conn: asyncpg.Connection,
+) -> None:
+    shipments = SHIPMENTS_HEADER + (
+        "MIX-1,100,kg,CUS-T,CUS-T-DC,OWN-T,,2026-01-03T06:00:00Z,ASN,D-1\n"
+        "MIX-1,20,kg,SUP-T,SUP-T-S1,OWN-T,,2026-01-03T06:00:00Z,ASN,D-2\n"  # over; not a customer
+        "MIX-1,1,ea,CUS-T,OWN-T,CUS-T-DC,,yesterday,FAX,D-3\n"
+    )
+    # Row 3 names a customer as supplier (its site is its own, so only the role is wrong).
+    receipts = RECEIPTS + "NOPE-1,CUS-T,CUS-T-DC,SUP-T-S1,2026-01-01T06:00:00Z,X,PO,PO-2,\n"
+    result = await _import_events(empty_conn, shipments, receipts=receipts)
+    got = {(e.file, e.row, e.field, e.rule) for e in result.errors}
+    assert got == {
+        ("receipts", 3, "lot_code", "LOT_NOT_FOUND"),
+        ("receipts", 3, "supplier_code", "PARTNER_ROLE_MISSING"),
+        ("receipts", 3, "receiving_location_code", "LOCATION_NOT_OF_PARTNER"),
+        ("shipments", 2, "quantity", "INSUFFICIENT_QUANTITY"),
+        ("shipments", 2, "customer_code", "PARTNER_ROLE_MISSING"),
+        ("shipments", 3, "shipped_at", "TIMESTAMP_INVALID"),
+        ("shipments", 3, "document_type", "DOCUMENT_TYPE_INVALID"),
+        ("shipments", 3, "uom", "UOM_MISMATCH"),
+        ("shipments", 3, "ship_to_location_code", "LOCATION_NOT_OF_PARTNER"),
+        ("shipments", 3, "ship_from_location_code", "LOCATION_NOT_OF_PARTNER"),
+    }, result.errors
+    over = next(e for e in result.errors if e.rule == "INSUFFICIENT_QUANTITY")
+    assert over.reason.startswith("MIX-1 holds 110.5 kg not yet consumed or shipped (of 110.5)")
+    assert over.reason.endswith("up to this row, ask for 120 kg")
+    assert await _counts(empty_conn) == (0, 0, 0)
+    assert await empty_conn.fetchval("SELECT count(*) FROM trading_partners") == 0
+
+
+async def test_a_held_lot_cannot_be_shipped_by_import(empty_conn: asyncpg.Connection) -> None:
+    assert (await _import_events(empty_conn, SHIPMENTS_HEADER)).ok
+    await empty_conn.execute(
+        "INSERT INTO users (username, role, password_hash) VALUES ('q', 'qc', '!');"
+        "INSERT INTO qc_decisions (lot_id, decision, reason, decided_by)"
+        " SELECT l.id, 'hold', 'listeria swab', u.id FROM lots l, users u WHERE l.lot_code = 'RAW-A-1'"
+    )
+    shipments = SHIPMENTS_HEADER + "MIX-1,1,kg,CUS-T,CUS-T-DC,OWN-T,,2026-01-03T06:00:00Z,ASN,D-9\n"
+    result = await import_csv(
+        empty_conn, None, None, cache=None, events={"shipments": BytesIO(shipments.encode())}
+    )
+    assert [(e.row, e.field, e.rule) for e in result.errors] == [(1, "lot_code", "LOT_BLOCKED")]
+    assert "through RAW-A-1" in result.errors[0].reason

@@ -550,7 +550,9 @@ def test_each_pod_gets_only_its_own_database_secret(overlay):
         else:
             assert db == set(), (app, db)
     gateway = _find(docs, "Deployment", GW["name"])["spec"]["template"]["spec"]
-    assert {_unsuffixed(s) for s in _secrets_of(gateway)} == {"flowviz-service-key-gateway"}  # its own key; no data-store secret
+    assert {_unsuffixed(s) for s in _secrets_of(gateway)} == {
+        "flowviz-service-key-gateway"
+    }  # its own key; no data-store secret
     env = {e["name"] for c in gateway["containers"] for e in c.get("env", [])}
     assert not env & {"DATABASE_URL", "VALKEY_URL"}
     # The migrate job's role step reads each service's URL under the name flowviz.dbroles reads.
