@@ -23,7 +23,7 @@ import orjson
 
 from flowviz.core.logs import escape
 
-COLORS = {"lots": 33, "genealogy": 36, "qc": 35, "health": 32, "gateway": 34}
+COLORS = {"lots": 33, "genealogy": 36, "qc": 35, "health": 32, "gateway": 34, "events": 31}
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
 
@@ -223,7 +223,8 @@ class Supervisor:
 
 def service_children(python: str = sys.executable) -> list[Child]:
     return [
-        Child(name, [python, "-m", f"services.{name}"]) for name in ("lots", "genealogy", "qc", "health")
+        Child(name, [python, "-m", f"services.{name}"])
+        for name in ("lots", "genealogy", "qc", "health", "events")
     ] + [Child("gateway", [python, "-m", "gateway"])]
 
 

@@ -180,7 +180,8 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
         FLOWVIZ_HEALTH_INTERVAL="0.2",
         FLOWVIZ_LOG_FORMAT="json",
         FLOWVIZ_TOKEN_SECRET=TOKEN_SECRET,
-        FLOWVIZ_TOKEN_TTL="3600",  # the tests' own tokens live an hour (token()); longer are refused
+        FLOWVIZ_TOKEN_TTL="3600",
+        FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE="1",  # the tests' receivers are on loopback  # the tests' own tokens live an hour (token()); longer are refused
         PYTHONPATH=str(ROOT),
     )
     for name in DEFAULT_PORTS:
@@ -202,7 +203,7 @@ def running_system(
     Valkey database `valkey_db` (a system that fails many logins keeps its throttle counts to itself)."""
     sys_ = System({**system_env(servers, database_url), **(env or {})}, servers.tmp / "logs")
     sys_.env["VALKEY_URL"] = servers.valkey.url.rsplit("/", 1)[0] + f"/{valkey_db}"
-    for name in ("lots", "genealogy", "qc", "health"):
+    for name in ("lots", "genealogy", "qc", "health", "events"):
         sys_.start(name + suffix, f"services.{name}")
     sys_.start("gateway" + suffix, "gateway")
     try:

@@ -16,18 +16,27 @@ DEFAULT_PORTS = {
     "lots": 50051,
     "genealogy": 50052,
     "qc": 50053,
+    "events": 50054,
     "gateway": 8000,
 }
 # The gateway's metrics are on a port of their own too, never on the public HTTP port.
-DEFAULT_METRICS_PORTS = {"health": 9150, "lots": 9151, "genealogy": 9152, "qc": 9153, "gateway": 9154}
+DEFAULT_METRICS_PORTS = {
+    "health": 9150,
+    "lots": 9151,
+    "genealogy": 9152,
+    "qc": 9153,
+    "gateway": 9154,
+    "events": 9155,
+}
 # grpc.health.v1 service names each process reports (besides "" for the process as a whole).
 HEALTH_SERVICE_NAMES = {
     "lots": "flowviz.lots.v1.LotsService",
     "genealogy": "flowviz.genealogy.v1.GenealogyService",
     "qc": "flowviz.qc.v1.QcService",
+    "events": "flowviz.events.v1.EventsService",
     "health": "flowviz.health.v1.SystemHealthService",
 }
-UPSTREAMS = ("lots", "genealogy", "qc", "health")
+UPSTREAMS = ("lots", "genealogy", "qc", "health", "events")
 
 
 class ConfigError(ValueError):
@@ -150,6 +159,18 @@ class Settings:
     # FLOWVIZ_STATEMENT_CACHE: asyncpg's prepared statements per connection; 0 behind PgBouncer in
     # transaction mode, where a prepared statement may land on another server connection.
     statement_cache: int = 1024
+    # Webhooks (issue 16). FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE=1: targets may be loopback, private or
+    # link-local addresses (tests, a plant's own network); metadata addresses never are.
+    webhooks_allow_private: bool = False
+    # FLOWVIZ_WEBHOOKS_TIMEOUT: one delivery attempt's bound (connect + answer), seconds.
+    webhooks_timeout: float = 10.0
+    # Retries wait FLOWVIZ_WEBHOOKS_RETRY_BASE x 2^attempt (jittered), at most
+    # FLOWVIZ_WEBHOOKS_RETRY_MAX, and stop FLOWVIZ_WEBHOOKS_RETRY_FOR after the event (24 h).
+    webhooks_retry_base: float = 1.0
+    webhooks_retry_max: float = 3600.0
+    webhooks_retry_for: float = 86400.0
+    # FLOWVIZ_WEBHOOKS_CONCURRENCY: attempts in flight per subscription (of different lots).
+    webhooks_concurrency: int = 4
 
 
 @cache
@@ -209,4 +230,10 @@ def settings() -> Settings:
         metrics_port=_int("FLOWVIZ_METRICS_PORT", 0, 0, 65535) if env.get("FLOWVIZ_METRICS_PORT") else None,
         drill_tolerance=_fraction("FLOWVIZ_DRILL_TOLERANCE", 0.02),
         sign_holds=_int("FLOWVIZ_SIGN_HOLDS", 0, 0, 1) == 1,
+        webhooks_allow_private=_flag("FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE", False),
+        webhooks_timeout=max(0.1, _float("FLOWVIZ_WEBHOOKS_TIMEOUT", 10.0)),
+        webhooks_retry_base=max(0.01, _float("FLOWVIZ_WEBHOOKS_RETRY_BASE", 1.0)),
+        webhooks_retry_max=max(0.01, _float("FLOWVIZ_WEBHOOKS_RETRY_MAX", 3600.0)),
+        webhooks_retry_for=_float("FLOWVIZ_WEBHOOKS_RETRY_FOR", 86400.0),
+        webhooks_concurrency=_int("FLOWVIZ_WEBHOOKS_CONCURRENCY", 4, 1, 64),
     )
