@@ -15,7 +15,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from flowviz.core import auth
+from flowviz.core import auth, epcis
 from flowviz.core.config import settings
 from flowviz.core.errors import RpcFailure, from_rpc_error
 from flowviz.core.protojson import JsonInputError, enum_values, fill, to_json
@@ -44,8 +44,8 @@ CSV_COLUMNS = [
     "input_unit",
     "input_kind",
 ]
-EPCIS_CONTEXT = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
-LOT_URN = "urn:flowviz:lot:"  # an LGTIN-like class id: <product> is not a GTIN here
+EPCIS_CONTEXT = epcis.CONTEXT
+LOT_URN = epcis.LOT_URN
 
 
 def _csv_line(values: Iterable[Any]) -> bytes:

@@ -271,3 +271,65 @@ def test_subscriptions_are_validated_paused_resumed_and_admin_only(
     decide(http, "RAW-BEEF-001", RELEASE)
     assert http.delete(f"/api/webhooks/subscriptions/{sub}").status_code == 200
     assert http.get(f"/api/webhooks/subscriptions/{sub}").status_code == 404
+
+
+def test_runs_shipments_and_refusals_as_native_events_and_as_epcis_documents(
+    http: httpx.Client, receiver: Receiver
+) -> None:
+    from tests.test_production import lot
+    from tests.test_production import run as record_run
+    from tests.test_shipping import make_parties, ship, tag
+
+    epcis = Receiver().start()
+    try:
+        types = ["run.recorded", "shipment.recorded", "shipment.refused", "drill.completed"]
+        native_sub = subscribe(http, receiver, types)
+        refused = http.post(
+            "/api/webhooks/subscriptions",
+            json={"target_url": epcis.url, "event_types": ["drill.completed"], "format": "epcis"},
+        )
+        assert refused.status_code == 400 and refused.json()["error"]["details"]["field"] == "event_types"
+        epcis_sub = subscribe(http, epcis, ["run.recorded", "shipment.recorded"], format="epcis")
+        t = tag()
+        parties = make_parties(http)
+        lot(http, f"RAW-W-{t}", "RAW", 100)
+        decide(http, f"RAW-W-{t}", {"decision": "pass"})
+        r = record_run(http, f"RUN-W-{t}", [(f"RAW-W-{t}", 60, "kg")], [(f"MIX-W-{t}", "MIX", 60)])
+        assert r.status_code == 201, r.text
+        decide(http, f"MIX-W-{t}", {"decision": "pass"})
+        assert ship(http, parties, f"MIX-W-{t}", 10).status_code == 201
+        decide(http, f"MIX-W-{t}", {"decision": "hold", "reason": "label misprint"})
+        assert ship(http, parties, f"MIX-W-{t}", 5).status_code == 409
+        r = http.post("/api/scenarios", json={"name": "webhook drill", "lot_code": f"RAW-W-{t}"})
+        assert r.status_code == 201, r.text
+
+        got = receiver.wait("four events", lambda g: len(g) >= 4)
+        assert [r.payload["type"] for r in got] == types
+        run_event, shipped, refusal, drill = (r.payload for r in got)
+        assert run_event["data"]["outputs"][0]["lot_code"] == f"MIX-W-{t}"
+        assert shipped["data"]["quantity"] == 10 and shipped["data"]["customer_code"] == parties.customer
+        assert (
+            refusal["data"]["refusal"]["reason"] == "LOT_BLOCKED" and refusal["data"]["shipment_id"] is None
+        )
+        assert drill["data"]["name"] == "webhook drill" and drill["data"]["affected_lots"] == 2
+
+        docs = epcis.wait("two EPCIS documents", lambda g: len(g) >= 2)
+        assert all(d.headers["content-type"] == "application/ld+json" for d in docs)
+        transformation, shipping = (d.payload["epcisBody"]["eventList"][0] for d in docs)
+        assert docs[0].payload["@context"][0].startswith("https://ref.gs1.org/standards/epcis/")
+        assert transformation["eventID"] == f"urn:uuid:{docs[0].headers['webhook-id']}"
+        # The run as the trace export renders it.
+        export = http.get(f"/api/traceability/MIX-W-{t}/export.jsonld").json()
+        [exported] = [
+            e for e in export["epcisBody"]["eventList"] if e.get("transformationID", "").endswith(t)
+        ]
+        for key in ("type", "inputQuantityList", "outputQuantityList", "transformationID", "bizTransactionList",
+                    "bizLocation", "bizStep"):  # fmt: skip
+            assert transformation[key] == exported[key], key
+        assert shipping["bizStep"] == "shipping" and shipping["quantityList"][0]["quantity"] == 10
+        assert shipping["bizTransactionList"][0]["type"] == "desadv"
+        decide(http, f"MIX-W-{t}", RELEASE)
+        for sub in (native_sub, epcis_sub):
+            assert http.delete(f"/api/webhooks/subscriptions/{sub}").status_code == 200
+    finally:
+        epcis.stop()

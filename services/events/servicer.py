@@ -18,7 +18,7 @@ from flowviz.core.errors import InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.server import Resources
 from flowviz.events.v1 import events_pb2, events_pb2_grpc
-from services.events import repository, signing, targets
+from services.events import payloads, repository, signing, targets
 from services.events.dispatcher import Dispatcher
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -123,6 +123,13 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
         fmt = request.format or "native"
         if fmt not in FORMATS:
             raise InvalidArgument("FORMAT_INVALID", "format must be native or epcis", field="format")
+        if fmt == "epcis" and (other := [t for t in types if t not in payloads.EPCIS_EVENT]):
+            raise InvalidArgument(
+                "EVENT_TYPE_NOT_EPCIS",
+                f"event_types: {', '.join(other)} have no EPCIS event; epcis subscriptions take "
+                + ", ".join(payloads.EPCIS_EVENT),
+                field="event_types",
+            )
         secret = signing.new_secret()
         async with self.r.pool.acquire() as conn, conn.transaction():
             sub_id = await conn.fetchval(
