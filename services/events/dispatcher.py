@@ -1,7 +1,7 @@
 """The dispatcher: from the outbox to each subscriber, after commit, at least once (issue 16).
 
-Fan-out: woken by NOTIFY (sent when a producer's transaction commits) or every POLL_SECONDS, it
-reads the outbox in (transaction id, id) order up to the oldest transaction still running, adds
+Fan-out: every POLL_SECONDS (one index probe when nothing is new; LISTEN/NOTIFY would wake it
+sooner, but NOTIFY serializes the producers' commits: see the migration 0012), it reads the outbox in (transaction id, id) order up to the oldest transaction still running, adds
 one delivery per matching subscription and moves its cursor, in one statement: nothing is read
 twice or skipped, whatever order the producers commit in.
 
@@ -35,7 +35,7 @@ from services.events import payloads, repository, signing, targets
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.2
 FANOUT_BATCH = 500
 USER_AGENT = "flowviz-webhooks/1"
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
@@ -166,7 +166,7 @@ class Dispatcher:
             lane.wake()
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._run())]
+        self._tasks = [asyncio.create_task(self._run())]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -177,23 +177,6 @@ class Dispatcher:
         for lane in list(self._lanes.values()):
             await lane.close()
         self._lanes.clear()
-
-    async def _listen(self) -> None:
-        """NOTIFY event_outbox wakes the fan-out; without the connection, polling goes on."""
-        while True:
-            conn = None
-            try:
-                conn = await asyncpg.connect(self.r.settings.database_url)
-                lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener("event_outbox", lambda *_a: self._wake.set())
-                await lost.wait()
-            except DB_ERRORS as exc:
-                log.warning("listening for events failed", extra={"error": repr(exc)})
-            finally:
-                if conn is not None and not conn.is_closed():
-                    await conn.close()
-            await asyncio.sleep(1)
 
     async def _run(self) -> None:
         while True:

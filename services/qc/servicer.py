@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import grpc
 
-from flowviz.core import audit, auth, outbox, paging, passwords, validation
+from flowviz.core import audit, auth, paging, passwords, validation
 from flowviz.core.errors import Conflict, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.ratelimit import LoginThrottle, TooManyAttempts, username_key
@@ -77,22 +77,6 @@ def decision_message(row: asyncpg.Record) -> qc_pb2.QcDecision:
         message.signature.signed_at.FromDatetime(row["signed_at"])
         message.signature.meaning = row["signature_meaning"]
     return message
-
-
-def decision_event(row: asyncpg.Record) -> dict[str, Any]:
-    """A decision as the data of its qc.decision.recorded event."""
-    found: dict[str, Any] = {
-        k: row[k] for k in ("id", "lot_code", "gate_code", "decision", "reason", "decided_by", "decided_at")
-    }
-    found["supersedes_id"] = row["supersedes_id"] or None
-    if row["signed_at"] is not None:
-        found["signature"] = {
-            "signer": row["decided_by"],
-            "signer_name": row["signer_name"],
-            "signed_at": row["signed_at"],
-            "meaning": row["signature_meaning"],
-        }
-    return found
 
 
 def gate_message(row: asyncpg.Record) -> qc_pb2.QcGate:
@@ -269,6 +253,10 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 supersedes_id=supersedes,
                 signer_name=signer_name,
                 meaning=MEANING[decision] if signer_name is not None else None,
+                # Its qc.decision.recorded event is written by the same statement (the outbox);
+                # genealogy derives lot.blocked/unblocked from it, in the order decisions commit.
+                previous_status=current,
+                status=STATUS_OF_DECISION[decision],
             )
             await audit.record(
                 conn,
@@ -279,18 +267,6 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 lot_code=code,
                 decision=decision,
                 signed=inserted["signature_meaning"] or "",
-            )
-            # The event is written with the decision (the outbox, issue 16); genealogy derives
-            # lot.blocked/unblocked for the lineage from it, in the order decisions commit.
-            await outbox.emit(
-                conn,
-                outbox.QC_DECISION_RECORDED,
-                code,
-                {
-                    "decision": decision_event(inserted),
-                    "previous_status": current,
-                    "status": STATUS_OF_DECISION[decision],
-                },
             )
         await self._status_changed(code)
         status = await self.GetQcStatus(qc_pb2.GetQcStatusRequest(lot_code=code), context)

@@ -3,8 +3,9 @@
 event_outbox is append-only: producers (qc, genealogy) only INSERT into it, in the transaction of
 the change an event tells of; the events service only reads it. Each row carries the id of the
 transaction that wrote it (tx), so a reader can take rows in (tx, id) order up to the oldest
-transaction still running and never skip one that commits late with a smaller id. An insert
-wakes the dispatcher (NOTIFY, sent at commit); it polls as well.
+transaction still running and never skip one that commits late with a smaller id. No NOTIFY:
+it serializes every committing transaction that sends one (measured: +44 ms P99 on a one-row
+transaction at 50 connections, bench/webhook_bench.py); the dispatcher polls the index instead.
 
 event_subscriptions, event_deliveries and event_fanout_cursor: written by the events service only.
 genealogy_event_blocks and genealogy_event_cursor: written by genealogy only (what it last announced
@@ -39,13 +40,6 @@ CREATE INDEX event_outbox_tx_idx ON event_outbox (tx, id);
 CREATE INDEX event_outbox_type_idx ON event_outbox (type, tx, id);
 CREATE TRIGGER event_outbox_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON event_outbox
     FOR EACH STATEMENT EXECUTE FUNCTION flowviz_refuse_change();
-CREATE FUNCTION event_outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('event_outbox', '');
-    RETURN NULL;
-END $$;
-CREATE TRIGGER event_outbox_wake AFTER INSERT ON event_outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION event_outbox_notify();
 COMMENT ON TABLE event_outbox IS
     'append-only outbox: producers INSERT events in the transaction of the change; the events service reads';
 
@@ -114,7 +108,6 @@ DROP TABLE event_fanout_cursor;
 DROP TABLE event_deliveries;
 DROP TABLE event_subscriptions;
 DROP TABLE event_outbox;
-DROP FUNCTION event_outbox_notify();
 """
 
 
