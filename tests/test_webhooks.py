@@ -308,7 +308,7 @@ def test_runs_shipments_and_refusals_as_native_events_and_as_epcis_documents(
         # In order per lot (the run is keyed by its output lot); lots between them in any order.
         assert per_lot([r.payload for r in got])[f"MIX-W-{t}"] == types[:3]
         run_event, shipped, refusal, drill = (
-            [r.payload for r in got if r.payload["type"] == k][0] for k in types
+            next(r.payload for r in got if r.payload["type"] == k) for k in types
         )
         assert run_event["data"]["outputs"][0]["lot_code"] == f"MIX-W-{t}"
         assert shipped["data"]["quantity"] == 10 and shipped["data"]["customer_code"] == parties.customer
