@@ -145,6 +145,10 @@ async def measure(base: str, token: str, data: Path, args: argparse.Namespace) -
         r = await client.post("/api/import", files={"lots": ("lots.csv", csv)})
         assert r.status_code == 200, r.text
         quiet, quiet_s = await decisions(client, codes[: args.decisions], args.connections)
+        if args.root != ROOT:  # another checkout (a baseline without webhooks): its write path only
+            print(f"{args.root}: QC decisions at {args.connections} connections: {args.decisions / quiet_s:.0f}/s, "
+                  f"P50 {pct(quiet, 50):.1f} ms, P99 {pct(quiet, 99):.1f} ms")  # fmt: skip
+            return
         r = await client.post(
             "/api/webhooks/subscriptions",
             json={"target_url": f"http://127.0.0.1:{port}/hook", "event_types": ["qc.decision.recorded"]},
@@ -177,6 +181,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--decisions", type=int, default=1500)
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--root", type=Path, default=ROOT, help="run this checkout's system (baseline)")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="flowviz-webhooks-"))
     env = {
@@ -187,6 +192,7 @@ def main() -> int:
     env.update(FLOWVIZ_DATA_DIR=str(data), FLOWVIZ_PG_PORT=str(free_port()), FLOWVIZ_VALKEY_PORT=str(free_port()),
                FLOWVIZ_TOKEN_SECRET=SECRET, FLOWVIZ_ADMIN_USER="loadtest", FLOWVIZ_ADMIN_PASSWORD="a-webhook-admin-pass-2026",
                FLOWVIZ_LOG_FORMAT="json", FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE="1")  # fmt: skip
+    env["PYTHONPATH"] = str(args.root)
     for name in DEFAULT_PORTS:
         env[f"FLOWVIZ_{name.upper()}_PORT"] = str(free_port())
     for name in DEFAULT_METRICS_PORTS:
@@ -194,7 +200,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
     token = auth.issue_token("loadtest", "admin", secret=SECRET.encode(), ttl_seconds=900)
     log = open(data / "run.log", "wb")  # noqa: SIM115 - closed at the end
-    run = subprocess.Popen([sys.executable, "-m", "flowviz.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
+    run = subprocess.Popen([sys.executable, "-m", "flowviz.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=args.root)  # fmt: skip
     try:
         asyncio.run(measure(base, token, data, args))
     except Exception:
