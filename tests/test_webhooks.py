@@ -204,6 +204,36 @@ def test_the_reference_receiver_rejects_a_tampered_signature_and_an_old_timestam
     assert http.delete(f"/api/webhooks/subscriptions/{sub}").status_code == 200
 
 
+def test_the_target_is_checked_again_at_delivery(
+    system: System, http: httpx.Client, receiver: Receiver
+) -> None:
+    """Allowed when subscribed, refused when delivered: the events service restarted without
+    FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE sends nothing to loopback and logs why."""
+    sub = subscribe(http, receiver, ["qc.decision.recorded"])
+    proc = system.procs["events-webhooks"]
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    system.start("events-webhooks", "services.events", env={"FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE": "0"})
+    system.wait_healthy()
+    try:
+        decide(http, "RAW-BEEF-001", {"decision": "hold", "reason": "ssrf test"})
+        deadline = time.monotonic() + 30
+        while not (log := deliveries(http, sub)) or log[0]["attempts"] < 2:
+            assert time.monotonic() < deadline, log
+            time.sleep(0.1)
+        assert "target refused" in log[0]["last_error"] and "loopback" in log[0]["last_error"], log
+        assert log[0]["status"] == "pending" and log[0].get("last_status_code", 0) == 0
+        assert receiver.got == []
+    finally:
+        system.procs["events-webhooks"].send_signal(signal.SIGTERM)
+        system.procs["events-webhooks"].wait(30)
+        system.start("events-webhooks", "services.events")
+        system.wait_healthy()
+    receiver.wait("the delivery, allowed again", lambda g: len(g) >= 1)
+    decide(http, "RAW-BEEF-001", RELEASE)
+    assert http.delete(f"/api/webhooks/subscriptions/{sub}").status_code == 200
+
+
 @pytest.mark.parametrize(
     ("target", "why"),
     [

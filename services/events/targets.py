@@ -88,7 +88,8 @@ async def _resolve(target: Target) -> list[IP]:
         )
     except (OSError, TimeoutError) as exc:
         raise TargetRefused(f"host {target.host} does not resolve ({exc})") from None
-    return list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+    # An IPv6 answer may carry a zone ("fe80::1%eth0"): the address is what is checked.
+    return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
 
 
 async def addresses(target: Target, allow_private: bool) -> list[IP]:
