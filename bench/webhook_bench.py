@@ -191,7 +191,7 @@ def main() -> int:
     }
     env.update(FLOWVIZ_DATA_DIR=str(data), FLOWVIZ_PG_PORT=str(free_port()), FLOWVIZ_VALKEY_PORT=str(free_port()),
                FLOWVIZ_TOKEN_SECRET=SECRET, FLOWVIZ_ADMIN_USER="loadtest", FLOWVIZ_ADMIN_PASSWORD="a-webhook-admin-pass-2026",
-               FLOWVIZ_LOG_FORMAT="json", FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE="1")  # fmt: skip
+               FLOWVIZ_LOG_FORMAT="json", FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE="1", FLOWVIZ_WEBHOOKS_LOOPBACK_ONLY="1")  # fmt: skip
     env["PYTHONPATH"] = str(args.root)
     for name in DEFAULT_PORTS:
         env[f"FLOWVIZ_{name.upper()}_PORT"] = str(free_port())

@@ -181,7 +181,9 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
         FLOWVIZ_LOG_FORMAT="json",
         FLOWVIZ_TOKEN_SECRET=TOKEN_SECRET,
         FLOWVIZ_TOKEN_TTL="3600",
-        FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE="1",  # the tests' receivers are on loopback  # the tests' own tokens live an hour (token()); longer are refused
+        # The tests' receivers are on loopback; nothing else is a target, and no name is looked up.
+        FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE="1",
+        FLOWVIZ_WEBHOOKS_LOOPBACK_ONLY="1",  # the tests' own tokens live an hour (token()); longer are refused
         PYTHONPATH=str(ROOT),
     )
     for name in DEFAULT_PORTS:

@@ -3,6 +3,7 @@ receiver on loopback that verifies every delivery with the reference implementat
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import time
@@ -16,7 +17,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from flowviz import seed
-from services.events import signing
+from services.events import signing, targets
 from tests.conftest import TEMPLATE, Servers, System, add_users, bearer, running_system
 from tests.webhook_receiver import Receiver, of_type
 
@@ -67,6 +68,16 @@ def subscribe(http: httpx.Client, receiver: Receiver, types: list[str], **extra:
     receiver.secret = r.json()["secret"]
     assert receiver.secret.startswith("whsec_")
     return int(r.json()["subscription"]["id"])
+
+
+def restart_events(system: System, http: httpx.Client, env: dict[str, str] | None = None) -> None:
+    """Start the events service again and wait until it answers (the system's health snapshot may
+    still be the one from before it stopped)."""
+    system.start("events-webhooks", "services.events", env=env)
+    deadline = time.monotonic() + 60
+    while http.get("/api/webhooks/subscriptions").status_code != 200:
+        assert time.monotonic() < deadline, system.log("events-webhooks")[-2000:]
+        time.sleep(0.1)
 
 
 def decide(http: httpx.Client, lot: str, body: dict[str, Any]) -> None:
@@ -170,8 +181,7 @@ def test_killing_the_dispatcher_mid_delivery_loses_nothing(
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     decide(http, "RAW-BEEF-001", RELEASE)  # written while no dispatcher runs
-    system.start("events-webhooks", "services.events")
-    system.wait_healthy()
+    restart_events(system, http)
     got = receiver.wait("both decisions acknowledged", lambda g: sum(r.acknowledged for r in g) >= 2)
     acked = [r.payload for r in got if r.acknowledged]
     assert [p["data"]["decision"]["decision"] for p in acked] == ["hold", "release"]
@@ -204,6 +214,17 @@ def test_the_reference_receiver_rejects_a_tampered_signature_and_an_old_timestam
     assert http.delete(f"/api/webhooks/subscriptions/{sub}").status_code == 200
 
 
+def test_private_and_metadata_addresses_are_refused_without_the_setting() -> None:
+    for address, why in (("127.0.0.1", "loopback"), ("10.0.0.7", "private"), ("192.168.1.9", "private"),
+                         ("169.254.1.1", "link-local"), ("::1", "loopback"), ("::ffff:127.0.0.1", "loopback"),
+                         ("169.254.169.254", "metadata"), ("100.64.0.1", "not a public")):  # fmt: skip
+        found = targets.refusal(ipaddress.ip_address(address), allow_private=False)
+        assert found is not None and why in found, (address, found)
+    assert targets.refusal(ipaddress.ip_address("127.0.0.1"), allow_private=True) is None
+    assert "metadata" in (targets.refusal(ipaddress.ip_address("169.254.169.254"), allow_private=True) or "")
+    assert targets.refusal(ipaddress.ip_address("8.8.8.8"), allow_private=False) is None
+
+
 def test_the_target_is_checked_again_at_delivery(
     system: System, http: httpx.Client, receiver: Receiver
 ) -> None:
@@ -213,8 +234,7 @@ def test_the_target_is_checked_again_at_delivery(
     proc = system.procs["events-webhooks"]
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
-    system.start("events-webhooks", "services.events", env={"FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE": "0"})
-    system.wait_healthy()
+    restart_events(system, http, env={"FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE": "0"})
     try:
         decide(http, "RAW-BEEF-001", {"decision": "hold", "reason": "ssrf test"})
         deadline = time.monotonic() + 30
@@ -227,8 +247,7 @@ def test_the_target_is_checked_again_at_delivery(
     finally:
         system.procs["events-webhooks"].send_signal(signal.SIGTERM)
         system.procs["events-webhooks"].wait(30)
-        system.start("events-webhooks", "services.events")
-        system.wait_healthy()
+        restart_events(system, http)
     receiver.wait("the delivery, allowed again", lambda g: len(g) >= 1)
     decide(http, "RAW-BEEF-001", RELEASE)
     assert http.delete(f"/api/webhooks/subscriptions/{sub}").status_code == 200
@@ -243,6 +262,9 @@ def test_the_target_is_checked_again_at_delivery(
         ("http://user:pw@127.0.0.1/hooks", "credentials"),
         ("http://0.0.0.0:8080/", "not a host address"),
         ("https:///no-host", "no host"),
+        # The tests run with FLOWVIZ_WEBHOOKS_LOOPBACK_ONLY=1: no DNS, no address off this machine.
+        ("https://erp.example.com/hooks", "names are not looked up"),
+        ("http://10.1.2.3/hooks", "only loopback"),
     ],
 )
 def test_a_forbidden_target_is_refused_naming_the_field(http: httpx.Client, target: str, why: str) -> None:

@@ -162,6 +162,9 @@ class Settings:
     # Webhooks (issue 16). FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE=1: targets may be loopback, private or
     # link-local addresses (tests, a plant's own network); metadata addresses never are.
     webhooks_allow_private: bool = False
+    # FLOWVIZ_WEBHOOKS_LOOPBACK_ONLY=1: targets must be loopback addresses, and no name is looked up
+    # in DNS (the tests, and any machine whose only network is loopback).
+    webhooks_loopback_only: bool = False
     # FLOWVIZ_WEBHOOKS_TIMEOUT: one delivery attempt's bound (connect + answer), seconds.
     webhooks_timeout: float = 10.0
     # Retries wait FLOWVIZ_WEBHOOKS_RETRY_BASE x 2^attempt (jittered), at most
@@ -231,6 +234,7 @@ def settings() -> Settings:
         drill_tolerance=_fraction("FLOWVIZ_DRILL_TOLERANCE", 0.02),
         sign_holds=_int("FLOWVIZ_SIGN_HOLDS", 0, 0, 1) == 1,
         webhooks_allow_private=_flag("FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE", False),
+        webhooks_loopback_only=_flag("FLOWVIZ_WEBHOOKS_LOOPBACK_ONLY", False),
         webhooks_timeout=max(0.1, _float("FLOWVIZ_WEBHOOKS_TIMEOUT", 10.0)),
         webhooks_retry_base=max(0.01, _float("FLOWVIZ_WEBHOOKS_RETRY_BASE", 1.0)),
         webhooks_retry_max=max(0.01, _float("FLOWVIZ_WEBHOOKS_RETRY_MAX", 3600.0)),

@@ -110,7 +110,9 @@ class Lane:
         code: int | None = None
         error = ""
         try:
-            target, address = await targets.check(self.sub.target_url, cfg.webhooks_allow_private)
+            target, address = await targets.check(
+                self.sub.target_url, cfg.webhooks_allow_private, cfg.webhooks_loopback_only
+            )
             response = await asyncio.wait_for(
                 self._post(target, address, body, row["event_id"]), cfg.webhooks_timeout
             )

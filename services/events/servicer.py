@@ -101,7 +101,9 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
     ) -> events_pb2.CreateSubscriptionResponse:
         url = request.target_url.strip()
         try:
-            await targets.check(url, self.r.settings.webhooks_allow_private)
+            await targets.check(
+                url, self.r.settings.webhooks_allow_private, self.r.settings.webhooks_loopback_only
+            )
         except targets.TargetRefused as exc:
             raise InvalidArgument("TARGET_REFUSED", f"target_url {exc}", field="target_url") from None
         types = list(dict.fromkeys(request.event_types))

@@ -92,19 +92,31 @@ async def _resolve(target: Target) -> list[IP]:
     return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
 
 
-async def addresses(target: Target, allow_private: bool) -> list[IP]:
+async def addresses(target: Target, allow_private: bool, loopback_only: bool = False) -> list[IP]:
     """Every address of the target's host, each checked; TargetRefused if one is refused (a name
-    whose answers mix public and private ones is refused whole) or it does not resolve."""
+    whose answers mix public and private ones is refused whole) or it does not resolve. With
+    `loopback_only`, only loopback addresses, and no DNS."""
+    if loopback_only:
+        try:
+            ipaddress.ip_address(target.host)
+        except ValueError:
+            raise TargetRefused(
+                f"host {target.host}: names are not looked up here (FLOWVIZ_WEBHOOKS_LOOPBACK_ONLY=1)"
+            ) from None
     found = await _resolve(target)
     if not found:
         raise TargetRefused(f"host {target.host} does not resolve")
     for address in found:
         if (why := refusal(address, allow_private)) is not None:
             raise TargetRefused(f"host {target.host}: {why}")
+        if loopback_only and not address.is_loopback:
+            raise TargetRefused(
+                f"host {target.host}: only loopback targets here (FLOWVIZ_WEBHOOKS_LOOPBACK_ONLY=1)"
+            )
     return found
 
 
-async def check(url: str, allow_private: bool) -> tuple[Target, IP]:
+async def check(url: str, allow_private: bool, loopback_only: bool = False) -> tuple[Target, IP]:
     """The parsed target and the checked address to connect to."""
     target = parse(url)
-    return target, (await addresses(target, allow_private))[0]
+    return target, (await addresses(target, allow_private, loopback_only))[0]
