@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from flowviz.core import validation
 from flowviz.core.db import DB
 from flowviz.core.identity import caller_name
 
@@ -21,7 +22,8 @@ RUN_RECORDED = "run.recorded"
 DRILL_COMPLETED = "drill.completed"
 SHIPMENT_RECORDED = "shipment.recorded"
 SHIPMENT_REFUSED = "shipment.refused"
-TYPES = (
+TYPES = validation.EVENT_TYPES  # stated there for the API's schema
+assert set(TYPES) == {
     QC_DECISION_RECORDED,
     LOT_BLOCKED,
     LOT_UNBLOCKED,
@@ -29,7 +31,7 @@ TYPES = (
     DRILL_COMPLETED,
     SHIPMENT_RECORDED,
     SHIPMENT_REFUSED,
-)
+}
 
 # $1 type, $2 actor, $3 lot code (or NULL), $4 data. The lot's filter fields come from its row.
 _INSERT = """

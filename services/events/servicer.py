@@ -119,7 +119,7 @@ class EventsServicer(events_pb2_grpc.EventsServiceServicer):
                 f"event_types: {', '.join(unknown)} unknown; known: {', '.join(outbox.TYPES)}",
                 field="event_types",
             )
-        product = validation.text(request.product, "product", required=False, max_len=200)
+        product = validation.text(request.product, "product", required=False, max_len=validation.TEXT_MAX)
         kind = validation.kind(request.kind) if request.kind else ""
         stream = validation.code(request.stream_code, "stream_code") if request.stream_code else ""
         fmt = request.format or "native"
