@@ -23,7 +23,7 @@ import orjson
 
 from flowviz.core.logs import escape
 
-COLORS = {"lots": 33, "genealogy": 36, "qc": 35, "health": 32, "gateway": 34}
+COLORS = {"lots": 33, "genealogy": 36, "qc": 35, "health": 32, "gateway": 34, "events": 31}
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
 
@@ -232,7 +232,7 @@ class Supervisor:
 
 # Replica i (from 0) of a service listens on its port + i * REPLICA_PORT_STEP (its metrics too).
 REPLICA_PORT_STEP = 1000
-SERVICES = ("lots", "genealogy", "qc", "health")
+SERVICES = ("lots", "genealogy", "qc", "health", "events")
 
 
 def replica_layout(

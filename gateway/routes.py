@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from flowviz.core.protojson import to_json
+from flowviz.events.v1 import events_pb2
 from flowviz.genealogy.v1 import genealogy_pb2
 from flowviz.lots.v1 import lots_pb2
 from flowviz.qc.v1 import qc_pb2
@@ -22,6 +23,7 @@ SERVICES = {
     "lots": lots_pb2.DESCRIPTOR.services_by_name["LotsService"],
     "genealogy": genealogy_pb2.DESCRIPTOR.services_by_name["GenealogyService"],
     "qc": qc_pb2.DESCRIPTOR.services_by_name["QcService"],
+    "events": events_pb2.DESCRIPTOR.services_by_name["EventsService"],
 }
 PAGE = ("page_size", "page_token")
 
@@ -201,4 +203,23 @@ ROUTES: list[RpcRoute] = [
              "The trace from the supplier's side: the lots received under a supplier's lot code, everything "
              "downstream of each and whom to call (a read; POST because a supplier's lot code may hold any "
              "character)", "traceability", required=("supplier_code", "supplier_lot_code"), body=True),
+    # Webhooks (issue 16; services/events): admin only.
+    RpcRoute("POST", "/api/webhooks/subscriptions", "events", "CreateSubscription",
+             "Subscribe a URL to events (signed, Standard Webhooks); the secret is shown in this answer only",
+             "webhooks", status=201, required=("target_url", "event_types"), body=True),
+    RpcRoute("GET", "/api/webhooks/subscriptions", "events", "ListSubscriptions", "List webhook subscriptions",
+             "webhooks", query=PAGE),
+    RpcRoute("GET", "/api/webhooks/subscriptions/{id}", "events", "GetSubscription", "One webhook subscription",
+             "webhooks"),
+    RpcRoute("POST", "/api/webhooks/subscriptions/{id}/pause", "events", "PauseSubscription",
+             "Pause a subscription: its events queue and are sent once resumed", "webhooks"),
+    RpcRoute("POST", "/api/webhooks/subscriptions/{id}/resume", "events", "ResumeSubscription",
+             "Resume a paused subscription", "webhooks"),
+    RpcRoute("DELETE", "/api/webhooks/subscriptions/{id}", "events", "DeleteSubscription",
+             "Delete a subscription and its delivery log", "webhooks"),
+    RpcRoute("GET", "/api/webhooks/subscriptions/{id}/deliveries", "events", "ListDeliveries",
+             "A subscription's delivery log: attempts, status, latency, next try", "webhooks",
+             query=("status", *PAGE)),
+    RpcRoute("POST", "/api/webhooks/subscriptions/{id}/deliveries/{delivery_id}/redeliver", "events", "Redeliver",
+             "Send a delivery again (same webhook-id)", "webhooks"),
 ]  # fmt: skip

@@ -13,6 +13,7 @@ import orjson
 
 from flowviz.core.channels import open_channel
 from flowviz.core.config import Settings
+from flowviz.events.v1 import events_pb2_grpc
 from flowviz.genealogy.v1 import genealogy_pb2_grpc
 from flowviz.health.v1 import health_pb2, health_pb2_grpc
 from flowviz.lots.v1 import lots_pb2_grpc
@@ -64,6 +65,7 @@ class Upstreams:
         self.genealogy = genealogy_pb2_grpc.GenealogyServiceStub(self._open(addrs["genealogy"]))
         self.qc = qc_pb2_grpc.QcServiceStub(self._open(addrs["qc"]))
         self.health = health_pb2_grpc.SystemHealthServiceStub(self._open(addrs["health"]))
+        self.events = events_pb2_grpc.EventsServiceStub(self._open(addrs["events"]))
         self._watch_task = asyncio.create_task(self._watch_health())
 
     def _open(self, target: str) -> grpc.aio.Channel:

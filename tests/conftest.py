@@ -231,6 +231,9 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
         FLOWVIZ_CACHE_SECRET=CACHE_SECRET,
         **PUBLIC_KEY_ENV,
         FLOWVIZ_TOKEN_TTL="3600",  # the tests' own tokens live an hour (token()); longer are refused
+        # The tests' receivers are on loopback; nothing else is a target, and no name is looked up.
+        FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE="1",
+        FLOWVIZ_WEBHOOKS_LOOPBACK_ONLY="1",
         PYTHONPATH=str(ROOT),
     )
     # Each service's own role on the same database (System.start picks it); the roles' passwords
@@ -260,7 +263,7 @@ def running_system(
     Valkey database `valkey_db` (a system that fails many logins keeps its throttle counts to itself)."""
     sys_ = System({**system_env(servers, database_url), **(env or {})}, servers.tmp / "logs")
     sys_.env["VALKEY_URL"] = servers.valkey.url.rsplit("/", 1)[0] + f"/{valkey_db}"
-    for name in ("lots", "genealogy", "qc", "health"):
+    for name in ("lots", "genealogy", "qc", "health", "events"):
         sys_.start(name + suffix, f"services.{name}")
     sys_.start("gateway" + suffix, "gateway")
     try:

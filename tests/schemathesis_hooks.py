@@ -46,6 +46,9 @@ WORDS_ONLY: dict[tuple[str, str, str], str] = {
     ("PATCH /api/partners/{code}", "GLN_CHECK_DIGIT", ""): "a GLN's 13th digit is its GS1 check digit",
     ("POST /api/locations", "GLN_CHECK_DIGIT", ""): "a GLN's 13th digit is its GS1 check digit",
     ("PATCH /api/locations/{code}", "GLN_CHECK_DIGIT", ""): "a GLN's 13th digit is its GS1 check digit",
+    # Known only after DNS (server-side request forgery), or across two fields (format, event_types).
+    ("POST /api/webhooks/subscriptions", "TARGET_REFUSED", ""): "every address of the host public",
+    ("POST /api/webhooks/subscriptions", "EVENT_TYPE_NOT_EPCIS", ""): "epcis takes EPCIS event types",
     # An order between two timestamps.
     ("POST /api/production-runs", "TIMES_INVALID", ""): "ended_at not before started_at",
     # An order between two query parameters (times, lot codes).

@@ -89,6 +89,14 @@ HTTP_EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/api/epcis"): READ,
     ("POST", "/api/epcis/capture"): OPERATE,
     ("GET", "/api/traceability/{lot_code}/fsma204.csv"): READ,
+    ("POST", "/api/webhooks/subscriptions"): ADMIN,
+    ("GET", "/api/webhooks/subscriptions"): ADMIN,
+    ("GET", "/api/webhooks/subscriptions/{id}"): ADMIN,
+    ("POST", "/api/webhooks/subscriptions/{id}/pause"): ADMIN,
+    ("POST", "/api/webhooks/subscriptions/{id}/resume"): ADMIN,
+    ("DELETE", "/api/webhooks/subscriptions/{id}"): ADMIN,
+    ("GET", "/api/webhooks/subscriptions/{id}/deliveries"): ADMIN,
+    ("POST", "/api/webhooks/subscriptions/{id}/deliveries/{delivery_id}/redeliver"): ADMIN,
 }
 NAME_OF_ROLE = {role: name for name, role in USERS.items()}
 
@@ -119,7 +127,7 @@ def bad_tokens() -> dict[str, str]:
 
 def fill_path(path: str) -> str:
     return (path.replace("{lot_code}", "FG-DONER-X1").replace("{username}", "ana").replace("{stream_code}/phases/{code}", "DONER/phases/FORMING").replace("qc-gates/{code}", "qc-gates/QG-RECEIVING").replace("{code}", "DONER")
-            .replace("{stream_code}", "DONER").replace("{run_code}", "RUN-MIX-88").replace("{id}", "1").replace("{edge_id}", "999999999"))  # fmt: skip
+            .replace("{stream_code}", "DONER").replace("{run_code}", "RUN-MIX-88").replace("{id}", "1").replace("{edge_id}", "999999999").replace("{delivery_id}", "999999999"))  # fmt: skip
 
 
 def test_every_route_is_in_the_matrix() -> None:
@@ -179,6 +187,11 @@ def valid_body(method: str, path: str) -> dict[str, Any] | None:
         ("POST", "/api/partners"): {"code": f"MX-P{n}", "name": "Matrix", "roles": ["carrier"]},
         ("POST", "/api/locations"): {"code": f"MX-L{n}", "name": "Matrix"},
         ("POST", "/api/supplier-trace"): {"supplier_code": "MX-NOBODY", "supplier_lot_code": "S1"},
+        # Refused after authorization (a metadata address): no subscription is made.
+        ("POST", "/api/webhooks/subscriptions"): {
+            "target_url": "http://169.254.169.254/",
+            "event_types": ["lot.blocked"],
+        },
         # Refused after authorization (no such partner): nothing is received or shipped.
         ("POST", "/api/receipts"): {
             "lot_code": f"MXR-{n}",
@@ -320,9 +333,22 @@ RPC_EXPECTED: dict[str, set[str]] = {
     "/flowviz.qc.v1.QcService/GetQcGate": READ,
     "/flowviz.qc.v1.QcService/ListQcGates": READ,
     "/flowviz.qc.v1.QcService/UpdateQcGate": ADMIN,
+    **{
+        f"/flowviz.events.v1.EventsService/{name}": ADMIN
+        for name in (
+            "CreateSubscription",
+            "ListSubscriptions",
+            "GetSubscription",
+            "PauseSubscription",
+            "ResumeSubscription",
+            "DeleteSubscription",
+            "ListDeliveries",
+            "Redeliver",
+        )
+    },
 }
 SERVICE_OF = {"lots": "flowviz.lots.v1.LotsService", "genealogy": "flowviz.genealogy.v1.GenealogyService",
-              "qc": "flowviz.qc.v1.QcService"}  # fmt: skip
+              "qc": "flowviz.qc.v1.QcService", "events": "flowviz.events.v1.EventsService"}  # fmt: skip
 
 
 def test_every_rpc_is_in_the_matrix() -> None:

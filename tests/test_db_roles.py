@@ -40,7 +40,13 @@ WRITERS = {
     "qc_decisions": {"qc"},
     "qc_lot_blocks": {"qc"},
     "qc_lot_status": {"qc"},
-    "audit_log": {"lots", "genealogy", "qc"},
+    "audit_log": {"lots", "genealogy", "qc", "events"},
+    "event_outbox": {"qc", "genealogy"},
+    "event_subscriptions": {"events"},
+    "event_deliveries": {"events"},
+    "event_fanout_cursor": {"events"},
+    "genealogy_event_blocks": {"genealogy"},
+    "genealogy_event_cursor": {"genealogy"},
     "alembic_version": set(),
 }
 

@@ -93,7 +93,7 @@ def test_drain_flips_to_not_serving_and_lets_in_flight_calls_finish(
 def test_api_health_is_503_naming_the_part_that_is_down(servers: Servers, system: System) -> None:
     """A health service and gateway whose qc upstream points at a port where nothing listens."""
     env = system_env(servers, servers.pg.url)
-    for name in ("lots", "genealogy"):
+    for name in ("lots", "genealogy", "events"):
         env[f"FLOWVIZ_{name.upper()}_ADDR"] = system.addr(name)
     env["FLOWVIZ_QC_ADDR"] = f"127.0.0.1:{free_port()}"
     partial = System(env, servers.tmp / "logs")

@@ -32,6 +32,12 @@ ALL_TABLES = TABLES | {
     "locations",
     "receipts",
     "shipments",
+    "event_outbox",
+    "event_subscriptions",
+    "event_deliveries",
+    "event_fanout_cursor",
+    "genealogy_event_blocks",
+    "genealogy_event_cursor",
 }
 
 
@@ -54,7 +60,7 @@ def test_upgrade_from_empty_creates_the_nine_tables(blank_url: str) -> None:
     migrate.upgrade(blank_url)
     assert _tables(blank_url) == ALL_TABLES
     with psycopg.connect(blank_url) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0011",)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0012",)
 
 
 def test_downgrade_to_base_and_up_again(blank_url: str) -> None:

@@ -20,18 +20,27 @@ DEFAULT_PORTS = {
     "lots": 50051,
     "genealogy": 50052,
     "qc": 50053,
+    "events": 50054,
     "gateway": 8000,
 }
 # The gateway's metrics are on a port of their own too, never on the public HTTP port.
-DEFAULT_METRICS_PORTS = {"health": 9150, "lots": 9151, "genealogy": 9152, "qc": 9153, "gateway": 9154}
+DEFAULT_METRICS_PORTS = {
+    "health": 9150,
+    "lots": 9151,
+    "genealogy": 9152,
+    "qc": 9153,
+    "gateway": 9154,
+    "events": 9155,
+}
 # grpc.health.v1 service names each process reports (besides "" for the process as a whole).
 HEALTH_SERVICE_NAMES = {
     "lots": "flowviz.lots.v1.LotsService",
     "genealogy": "flowviz.genealogy.v1.GenealogyService",
     "qc": "flowviz.qc.v1.QcService",
+    "events": "flowviz.events.v1.EventsService",
     "health": "flowviz.health.v1.SystemHealthService",
 }
-UPSTREAMS = ("lots", "genealogy", "qc", "health")
+UPSTREAMS = ("lots", "genealogy", "qc", "health", "events")
 # The PostgreSQL role each service connects as (grants: migration 0011); the gateway has none.
 # Migrations, the seed and the command line run as OWNER_ROLE, which owns the schema.
 DATABASE_ROLES = {
@@ -39,6 +48,7 @@ DATABASE_ROLES = {
     "genealogy": "flowviz_genealogy",
     "qc": "flowviz_qc",
     "health": "flowviz_health",
+    "events": "flowviz_events",
 }
 OWNER_ROLE = "flowviz_owner"
 
@@ -217,6 +227,21 @@ class Settings:
     shutdown_delay: float = 0.5
     # FLOWVIZ_REPLICAS: processes per service under `flowviz run` (ports: README "Replicas").
     replicas: int = 1
+    # Webhooks (issue 16). FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE=1: targets may be loopback, private or
+    # link-local addresses (tests, a plant's own network); metadata addresses never are.
+    webhooks_allow_private: bool = False
+    # FLOWVIZ_WEBHOOKS_LOOPBACK_ONLY=1: targets must be loopback addresses, and no name is looked up
+    # in DNS (the tests, and any machine whose only network is loopback).
+    webhooks_loopback_only: bool = False
+    # FLOWVIZ_WEBHOOKS_TIMEOUT: one delivery attempt's bound (connect + answer), seconds.
+    webhooks_timeout: float = 10.0
+    # Retries wait FLOWVIZ_WEBHOOKS_RETRY_BASE x 2^attempt (jittered), at most
+    # FLOWVIZ_WEBHOOKS_RETRY_MAX, and stop FLOWVIZ_WEBHOOKS_RETRY_FOR after the event (24 h).
+    webhooks_retry_base: float = 1.0
+    webhooks_retry_max: float = 3600.0
+    webhooks_retry_for: float = 86400.0
+    # FLOWVIZ_WEBHOOKS_CONCURRENCY: attempts in flight per subscription (of different lots).
+    webhooks_concurrency: int = 4
 
 
 @cache
@@ -286,4 +311,11 @@ def settings() -> Settings:
         heavy_calls=_int("FLOWVIZ_HEAVY_CALLS", 4, 0, 10_000),
         shutdown_delay=_float("FLOWVIZ_SHUTDOWN_DELAY", 0.5),
         replicas=_int("FLOWVIZ_REPLICAS", 1, 1, 9),
+        webhooks_allow_private=_flag("FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE", False),
+        webhooks_loopback_only=_flag("FLOWVIZ_WEBHOOKS_LOOPBACK_ONLY", False),
+        webhooks_timeout=max(0.1, _float("FLOWVIZ_WEBHOOKS_TIMEOUT", 10.0)),
+        webhooks_retry_base=max(0.01, _float("FLOWVIZ_WEBHOOKS_RETRY_BASE", 1.0)),
+        webhooks_retry_max=max(0.01, _float("FLOWVIZ_WEBHOOKS_RETRY_MAX", 3600.0)),
+        webhooks_retry_for=_float("FLOWVIZ_WEBHOOKS_RETRY_FOR", 86400.0),
+        webhooks_concurrency=_int("FLOWVIZ_WEBHOOKS_CONCURRENCY", 4, 1, 64),
     )

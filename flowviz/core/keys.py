@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from flowviz.core.config import ConfigError, refuse_placeholder
 
 # Every process with a service identity of its own.
-SERVICE_NAMES = ("gateway", "lots", "genealogy", "qc", "health")
+SERVICE_NAMES = ("gateway", "lots", "genealogy", "qc", "health", "events")
 TOKEN_PRIVATE_ENV = "FLOWVIZ_TOKEN_PRIVATE_KEY"
 TOKEN_PUBLIC_ENV = "FLOWVIZ_TOKEN_PUBLIC_KEY"
 SERVICE_KEY_ENV = "FLOWVIZ_SERVICE_KEY"

@@ -145,6 +145,17 @@ def country(value: str, field: str = "country") -> str:
 
 # --- the same rules as JSON Schema, for the OpenAPI document ---------------------------------
 
+# The event types of flowviz.core.outbox (not imported: outbox needs the database layer).
+EVENT_TYPES = (
+    "qc.decision.recorded",
+    "lot.blocked",
+    "lot.unblocked",
+    "run.recorded",
+    "drill.completed",
+    "shipment.recorded",
+    "shipment.refused",
+)
+
 _TEXT = r"^[^\x00-\x1f]*$"
 _TEXT_REQUIRED = r"^[^\x00-\x1f]*[^\x00-\x20][^\x00-\x1f]*$"
 
@@ -286,6 +297,16 @@ FIELD_RULES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # The time of a tracking event is required (a run's times are optional).
     "received_at": ({"type": "string", "format": "date-time"},) * 2,
     "shipped_at": ({"type": "string", "format": "date-time"},) * 2,
+    # Webhooks (issue 16). Which addresses a target may have is said in words (IN_WORDS).
+    "target_url": ({"type": "string", "pattern": r"^https?://[^\s/?#@]+(/[^\s#]*)?$", "maxLength": 2048},)
+    * 2,
+    "event_types": (
+        {"type": "array", "items": {"enum": list(EVENT_TYPES)}, "minItems": 1, "uniqueItems": True},
+        {"type": "array", "items": {"enum": list(EVENT_TYPES)}, "uniqueItems": True},
+    ),
+    "CreateSubscriptionRequest.format": ({"type": "string", "enum": ["", "native", "epcis"]},) * 2,
+    "ListDeliveriesRequest.status": ({"type": "string", "enum": ["", "pending", "delivered", "failed"]},) * 2,
+    "delivery_id": ({"type": "integer", "minimum": 1, "maximum": INT64_MAX},) * 2,
 }
 
 
@@ -325,6 +346,10 @@ IN_WORDS: dict[str, str] = {
     "password is the caller's own, re-entered (400 SIGNATURE_REQUIRED, SIGNATURE_INVALID; 429 after repeated "
     "wrong ones). The decision records the signer's name, the time and the meaning.",
     "CreateUserRequest": PASSWORD_WORDS,
+    "CreateSubscriptionRequest": "Every address of the target's host must be public (400 TARGET_REFUSED: "
+    "loopback, private and link-local ones only where FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE is set, cloud metadata "
+    "never); the address is known only after DNS. An epcis subscription takes only event types with an EPCIS "
+    "event (400 EVENT_TYPE_NOT_EPCIS).",
     "UpdateUserRequest": "At least one active administrator always remains: disabling or demoting the last "
     "one is refused (409 LAST_ADMIN)." + OWN_PASSWORD_WORDS,
 }

@@ -28,6 +28,7 @@ import orjson
 from google.protobuf.message import Message
 
 from flowviz.core import audit
+from flowviz.core import epcis as gs1
 from flowviz.core.constraints import database_error
 from flowviz.core.db import Conn
 from flowviz.core.errors import DomainError, InvalidArgument
@@ -138,8 +139,8 @@ def _glns(events: list[dict[str, Any]], prefix: str) -> set[str]:
     found: set[str] = set()
 
     def walk(value: Any) -> None:
-        if isinstance(value, str) and value.startswith(f"{epcis.DL}{prefix}/"):
-            found.add(value[len(epcis.DL) + len(prefix) + 1 :].split("/")[0])
+        if isinstance(value, str) and value.startswith(f"{gs1.DL}{prefix}/"):
+            found.add(value[len(gs1.DL) + len(prefix) + 1 :].split("/")[0])
         elif isinstance(value, dict):
             for item in value.values():
                 walk(item)
@@ -184,16 +185,16 @@ class Reader:
 
     def lot(self, item: dict[str, Any], where: str) -> tuple[str, float, str]:
         uri = str(item.get("epcClass", ""))
-        code = epcis.lot_code_of(uri)
+        code = gs1.lot_code_of(uri)
         if code is None:
             raise self.fail(
                 "LOT_URI_UNKNOWN", f"{where}/epcClass {uri!r} names no lot (urn:flowviz:lot:... or an LGTIN)"
             )
         if "quantity" not in item:
             raise self.fail("QUANTITY_REQUIRED", f"{where}/quantity is required")
-        unit = epcis.UNIT_OF_REC20.get(str(item.get("uom", "")))
+        unit = gs1.UNIT_OF_REC20.get(str(item.get("uom", "")))
         if unit is None:
-            known = ", ".join(epcis.UNIT_OF_REC20)
+            known = ", ".join(gs1.UNIT_OF_REC20)
             raise self.fail("UOM_UNKNOWN", f"{where}/uom {item.get('uom')!r} is not one of {known}")
         return code, float(item["quantity"]), unit
 
@@ -207,7 +208,7 @@ class Reader:
 
     def attribute(self, lot_code: str, name: str) -> Any:
         for uri, attributes in self.data.lots.items():
-            if epcis.lot_code_of(uri) == lot_code:
+            if gs1.lot_code_of(uri) == lot_code:
                 return attributes.get(name)
         return None
 
@@ -219,12 +220,12 @@ class Reader:
 
     def _code(self, uri: str, where: str, kind: str) -> str:
         location = kind == "location"
-        prefix = epcis.LOCATION if location else epcis.PARTY
+        prefix = gs1.LOCATION if location else gs1.PARTY
         if uri.startswith(prefix):
             return unquote(uri[len(prefix) :])
-        gs1 = f"{epcis.DL}{'414' if location else '417'}/"
-        if uri.startswith(gs1):
-            gln = uri[len(gs1) :].split("/")[0]
+        digital_link = f"{gs1.DL}{'414' if location else '417'}/"
+        if uri.startswith(digital_link):
+            gln = uri[len(digital_link) :].split("/")[0]
             found = (self.data.gln_locations if location else self.data.gln_partners).get(gln)
             if found is None:
                 what = "location" if location else "trading partner"
@@ -238,10 +239,10 @@ class Reader:
 
     def document(self) -> tuple[str, str]:
         for item in self.e.get("bizTransactionList") or []:
-            doc_type = epcis.DOC_TYPE_OF_BT.get(_term(str(item.get("type", "")), BTT_PREFIXES))
+            doc_type = gs1.DOC_TYPE_OF_BT.get(_term(str(item.get("type", "")), BTT_PREFIXES))
             if doc_type is not None:
                 uri = str(item["bizTransaction"])
-                number = epcis.document_number_of(uri) or uri.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+                number = gs1.document_number_of(uri) or uri.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
                 return doc_type, number
         raise self.fail(
             "DOCUMENT_REQUIRED",
@@ -308,17 +309,17 @@ def shipment(r: Reader, key: str) -> genealogy_pb2.RecordShipmentRequest:
 
 def production_run(r: Reader, key: str) -> genealogy_pb2.RecordProductionRunRequest:
     run_uri = str(r.e.get("transformationID", ""))
-    if not run_uri.startswith(epcis.RUN):
+    if not run_uri.startswith(gs1.RUN):
         raise r.fail(
             "TRANSFORMATION_ID_REQUIRED", "transformationID must name the run (urn:flowviz:run:<run code>)"
         )
     stream = str((r.e.get("bizLocation") or {}).get("id", ""))
     phase = str((r.e.get("readPoint") or {}).get("id", ""))
-    stream_code = unquote(stream[len(epcis.STREAM) :]) if stream.startswith(epcis.STREAM) else ""
+    stream_code = unquote(stream[len(gs1.STREAM) :]) if stream.startswith(gs1.STREAM) else ""
     marker = ":phase:"
     phase_code = unquote(phase.split(marker, 1)[1]) if stream_code and marker in phase else ""
     request = genealogy_pb2.RecordProductionRunRequest(
-        run_code=unquote(run_uri[len(epcis.RUN) :]),
+        run_code=unquote(run_uri[len(gs1.RUN) :]),
         stream_code=stream_code,
         phase_code=phase_code,
         idempotency_key=key,

@@ -23,29 +23,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, unquote
 
 import asyncpg
 import orjson
 
-from flowviz.core import validation
 from flowviz.core.db import Conn
+from flowviz.core.epcis import (
+    BT_TYPE,
+    CONTEXT,
+    RUN,
+    STREAM,
+    document_uri,
+    location_uri,
+    lot_uri,
+    party_uri,
+    quantity,
+    uri_part,
+)
 
-CONTEXT = "https://ref.gs1.org/standards/epcis/epcis-context.jsonld"
-# UN/ECE Recommendation 20 common codes of flowviz's units.
-REC20 = {"kg": "KGM", "g": "GRM", "lb": "LBR", "t": "TNE", "l": "LTR", "ml": "MLT", "ea": "EA"}
-UNIT_OF_REC20 = {v: k for k, v in REC20.items()}
-# CBV 2.0 business transaction types of flowviz's document types (ASN: despatch advice).
-BT_TYPE = {"PO": "po", "BOL": "bol", "INVOICE": "inv", "ASN": "desadv"}
-DOC_TYPE_OF_BT = {v: k for k, v in BT_TYPE.items()}
-DL = "https://id.gs1.org/"
-LOT = "urn:flowviz:lot:"
-LOCATION = "urn:flowviz:location:"
-PARTY = "urn:flowviz:party:"
-DOCUMENT = "urn:flowviz:document:"
-RUN = "urn:flowviz:run:"
-STREAM = "urn:flowviz:stream:"
-CBV_BT = "urn:epcglobal:cbv:bt:"
 # Master data: CBV 2.0 attributes, and flowviz's own where CBV has none.
 VTYPE_CLASS = "urn:epcglobal:epcis:vtype:EPCClass"
 VTYPE_LOCATION = "urn:epcglobal:epcis:vtype:BusinessLocation"
@@ -55,64 +50,8 @@ PIECE = 64 * 1024
 FETCH = 2000
 
 
-def gtin(product: str) -> str | None:
-    """The product as a GTIN-14 when it is a GTIN (8, 12, 13 or 14 digits, check digit right)."""
-    digits = product.isdigit() and len(product) in (8, 12, 13, 14)
-    if digits and validation.gs1_check_digit(product[:-1]) == int(product[-1]):
-        return product.zfill(14)
-    return None
-
-
-def _code(value: str) -> str:
-    return quote(value, safe="")
-
-
-def lot_uri(lot_code: str, product: str) -> str:
-    found = gtin(product)
-    if found is not None:
-        return f"{DL}01/{found}/10/{_code(lot_code)}"
-    return LOT + _code(lot_code)
-
-
-def location_uri(code: str, gln: str | None) -> str:
-    return f"{DL}414/{gln}" if gln else LOCATION + _code(code)
-
-
-def party_uri(code: str, gln: str | None) -> str:
-    return f"{DL}417/{gln}" if gln else PARTY + _code(code)
-
-
-def document_uri(doc_type: str, number: str, partner_gln: str | None) -> str:
-    if partner_gln:
-        return f"{CBV_BT}{partner_gln}:{_code(number)}"
-    return f"{DOCUMENT}{doc_type.lower()}:{_code(number)}"
-
-
-def lot_code_of(uri: str) -> str | None:
-    """The lot code an epcClass names (ours or an LGTIN), or None."""
-    if uri.startswith(LOT):
-        return unquote(uri[len(LOT) :])
-    if uri.startswith(DL + "01/"):
-        parts = uri[len(DL) :].split("/")
-        if len(parts) == 4 and parts[2] == "10":
-            return unquote(parts[3])
-    return None
-
-
-def document_number_of(uri: str) -> str | None:
-    if uri.startswith(CBV_BT):
-        return unquote(uri[len(CBV_BT) :].split(":", 1)[-1])
-    if uri.startswith(DOCUMENT):
-        return unquote(uri[len(DOCUMENT) :].split(":", 1)[-1])
-    return None
-
-
 def _time(at: datetime) -> str:
     return at.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _quantity(uri: str, quantity: float, uom: str) -> dict[str, Any]:
-    return {"epcClass": uri, "quantity": quantity, "uom": REC20[uom]}
 
 
 # $1 products (NULL: any), $2/$3 lot code range (NULL: open), $4/$5 [since, until), $6 lot ids
@@ -195,7 +134,7 @@ def receipt_event(r: asyncpg.Record, seen: Seen) -> dict[str, Any]:
         "action": "OBSERVE",
         "bizStep": "receiving",
         "disposition": "in_progress",
-        "quantityList": [_quantity(lot_uri(r["lot_code"], r["product"]), r["quantity"], r["uom"])],
+        "quantityList": [quantity(lot_uri(r["lot_code"], r["product"]), r["quantity"], r["uom"])],
         "readPoint": {"id": here},
         "bizLocation": {"id": here},
         "bizTransactionList": [
@@ -232,7 +171,7 @@ def shipment_event(r: asyncpg.Record, seen: Seen) -> dict[str, Any]:
         "action": "OBSERVE",
         "bizStep": "shipping",
         "disposition": "in_transit",
-        "quantityList": [_quantity(lot_uri(r["lot_code"], r["product"]), r["quantity"], r["uom"])],
+        "quantityList": [quantity(lot_uri(r["lot_code"], r["product"]), r["quantity"], r["uom"])],
         "readPoint": {"id": here},
         "bizLocation": {"id": here},
         "bizTransactionList": [
@@ -255,10 +194,10 @@ def transformation_event(rows: list[asyncpg.Record], seen: Seen) -> dict[str, An
         seen.lots.update((r["lot_id"], r["in_lot_id"]))
         uri = lot_uri(r["in_lot_code"], r["in_product"])
         # What a run took of an input, over all its outputs (per unit, if they differ).
-        item = inputs.setdefault((uri, r["in_uom"]), _quantity(uri, 0.0, r["in_uom"]))
+        item = inputs.setdefault((uri, r["in_uom"]), quantity(uri, 0.0, r["in_uom"]))
         item["quantity"] += r["in_quantity"]
         out = lot_uri(r["lot_code"], r["product"])
-        outputs[out] = _quantity(out, r["quantity"], r["uom"])
+        outputs[out] = quantity(out, r["quantity"], r["uom"])
     event: dict[str, Any] = {
         "type": "TransformationEvent",
         "eventTime": _time(head["at"]),
@@ -269,15 +208,15 @@ def transformation_event(rows: list[asyncpg.Record], seen: Seen) -> dict[str, An
         "disposition": "active",
     }
     if head["run_code"]:
-        run = RUN + _code(head["run_code"])
-        event["eventID"] = f"urn:flowviz:run-event:{_code(head['run_code'])}"
+        run = RUN + uri_part(head["run_code"])
+        event["eventID"] = f"urn:flowviz:run-event:{uri_part(head['run_code'])}"
         event["transformationID"] = run
         event["bizTransactionList"] = [{"type": "prodorder", "bizTransaction": run}]
     if head["stream_code"]:
-        stream = STREAM + _code(head["stream_code"])
+        stream = STREAM + uri_part(head["stream_code"])
         event["bizLocation"] = {"id": stream}
         if head["phase_code"]:
-            event["readPoint"] = {"id": f"{stream}:phase:{_code(head['phase_code'])}"}
+            event["readPoint"] = {"id": f"{stream}:phase:{uri_part(head['phase_code'])}"}
     return event
 
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import asyncpg
 from google.protobuf.message import Message
 
-from flowviz.core import audit, validation
+from flowviz.core import audit, outbox, validation
 from flowviz.core.db import DB, Conn
 from flowviz.core.errors import AlreadyExists, Conflict, DomainError, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
@@ -319,6 +319,30 @@ async def record(
             raise AlreadyExists(
                 "LOT_EXISTS", f"output lot {', '.join(taken)} already exists", lot_code=taken[0]
             )
+        await outbox.emit(
+            conn,
+            outbox.RUN_RECORDED,
+            request.outputs[0].lot_code if request.outputs else None,
+            {
+                "run_code": request.run_code,
+                "stream_code": request.stream_code,
+                "phase_code": request.phase_code,
+                "operator": request.operator.strip(),
+                "inputs": [
+                    {"lot_code": i.lot_code, "quantity": i.quantity, "uom": i.uom} for i in request.inputs
+                ],
+                "outputs": [
+                    {
+                        "lot_code": o.lot_code,
+                        "kind": o.kind,
+                        "product": o.product,
+                        "quantity": o.quantity,
+                        "uom": o.uom,
+                    }
+                    for o in request.outputs
+                ],
+            },
+        )
     code_of = {r["id"]: (r["lot_code"], r["kind"]) for r in lots}
     found = balance.summarize_run(
         request.run_code,

@@ -12,8 +12,8 @@ import grpc
 import orjson
 
 from flowviz import importer
-from flowviz.core import audit, auth, paging, validation
-from flowviz.core.errors import InvalidArgument, NotFound
+from flowviz.core import audit, auth, outbox, paging, validation
+from flowviz.core.errors import DomainError, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lotrow import lot_message
 from flowviz.core.metrics import TRACE_NODES
@@ -28,6 +28,7 @@ from services.genealogy import (
     convert,
     corrections,
     effective,
+    events,
     exports,
     lineage,
     notifications,
@@ -84,6 +85,11 @@ MAX_CACHED_BYTES = 4 * 1024 * 1024
 class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
     def __init__(self, resources: Resources) -> None:
         self.r = resources
+        # Derives lot.blocked/unblocked from qc's decision events (events.py, issue 16).
+        self.lot_events = events.Deriver(None)
+
+    async def start(self) -> None:
+        await self.lot_events.start(self.r.pool)
 
     async def GetTraceability(
         self, request: genealogy_pb2.GetTraceabilityRequest, context: Context
@@ -157,6 +163,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         # Every answer that shows the lot's status: its own, its ancestors' and descendants'
         # (effective status is inherited downwards), and the other parents of those.
         await self.r.cache.invalidate(await lineage.related(self.r.pool, [code]))
+        self.lot_events.wake()  # the decision's lot events, off the caller's path
         return genealogy_pb2.QcStatusChangedResponse()
 
     async def RecordProductionRun(
@@ -361,6 +368,19 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         async with self.r.pool.acquire() as conn, conn.transaction():
             scenario_id = await scenarios.insert(conn, name, code, caller_name(), duration_ms, snapshot)
             await audit.record(conn, "create", "scenario", str(scenario_id), name=name, lot_code=code)
+            await outbox.emit(
+                conn,
+                outbox.DRILL_COMPLETED,
+                code,
+                {
+                    "scenario_id": scenario_id,
+                    "name": name,
+                    "lot_code": code,
+                    "duration_ms": round(duration_ms, 3),
+                    "affected_lots": 1 + len(impact.downstream),
+                    "accountability": None if drill is None else to_json(convert.accountability(drill)),
+                },
+            )
         return genealogy_pb2.CreateScenarioResponse(scenario=await self._scenario(scenario_id))
 
     async def _scenario(self, scenario_id: int) -> genealogy_pb2.Scenario:
@@ -484,12 +504,14 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
                 if lot_id is None
                 else await runs.check_releasable(self.r.pool, {lot_id: request.lot_code}, "lot")
             )
-        except Exception:
+        except Exception as exc:
             # A replay answers what was recorded, whatever the lot's QC status (or qc) is now.
             if key and (earlier := await shipping.replay(self.r.pool, key, digest)):
                 return genealogy_pb2.RecordShipmentResponse(
                     shipment=await self._shipment(earlier), replayed=True
                 )
+            if isinstance(exc, DomainError) and exc.reason == runs.LOT_BLOCKED:
+                await shipping.refused(self.r.pool, request, exc)
             raise
         recorded = await shipping.record(self.r.pool, request, fields, digest)
         if not recorded.replayed:
@@ -666,5 +688,7 @@ def _require_admin_for_historical() -> None:
 
 def register(server: grpc.aio.Server, resources: Resources) -> list[str]:
     servicer = GenealogyServicer(resources)
+    resources.on_start.append(servicer.start)
+    resources.on_close.append(servicer.lot_events.close)
     genealogy_pb2_grpc.add_GenealogyServiceServicer_to_server(servicer, server)
     return [genealogy_pb2.DESCRIPTOR.services_by_name["GenealogyService"].full_name]

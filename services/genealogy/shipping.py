@@ -13,8 +13,9 @@ from typing import Any
 
 import asyncpg
 
-from flowviz.core import audit, validation
+from flowviz.core import audit, outbox, validation
 from flowviz.core.db import DB, Conn
+from flowviz.core.errors import DomainError
 from flowviz.core.identity import caller_name
 from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy import parties, runs
@@ -140,7 +141,39 @@ async def record(
             earlier = await replay(conn, key, digest)
             assert earlier is not None
             return Recorded(earlier, True)
+        await outbox.emit(
+            conn, outbox.SHIPMENT_RECORDED, request.lot_code, _event(request, fields, shipment_id)
+        )
     return Recorded(shipment_id, False)
+
+
+def _event(
+    request: genealogy_pb2.RecordShipmentRequest, fields: dict[str, Any], shipment_id: int | None
+) -> dict[str, Any]:
+    """A shipment (recorded or refused) as an event's data."""
+    return {
+        "shipment_id": shipment_id,
+        "lot_code": request.lot_code,
+        "quantity": request.quantity,
+        "uom": request.uom,
+        "customer_code": request.customer_code,
+        "ship_to_location_code": request.ship_to_location_code,
+        "ship_from_location_code": request.ship_from_location_code,
+        "carrier_code": request.carrier_code,
+        "shipped_at": fields["shipped_at"],
+        "document_type": fields["document_type"],
+        "document_number": fields["document_number"],
+    }
+
+
+async def refused(
+    pool: asyncpg.Pool, request: genealogy_pb2.RecordShipmentRequest, error: DomainError
+) -> None:
+    """shipment.refused: a blocked lot was about to leave. Nothing else is written, so the event
+    is a transaction of its own."""
+    data = _event(request, validate(request), None)
+    data["refusal"] = {"reason": error.reason, "message": error.message, **error.metadata}
+    await outbox.emit(pool, outbox.SHIPMENT_REFUSED, request.lot_code, data)
 
 
 def message(row: asyncpg.Record) -> genealogy_pb2.Shipment:

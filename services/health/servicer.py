@@ -25,7 +25,7 @@ from flowviz.health.v1 import health_pb2_grpc as system_pb2_grpc
 
 log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
-CHECKED_SERVICES = ("lots", "genealogy", "qc")
+CHECKED_SERVICES = ("lots", "genealogy", "qc", "events")
 
 
 async def _timed(name: str, check: Callable[[], Awaitable[str]], limit: float) -> system_pb2.Component:

@@ -253,6 +253,10 @@ class QcServicer(qc_pb2_grpc.QcServiceServicer):
                 supersedes_id=supersedes,
                 signer_name=signer_name,
                 meaning=MEANING[decision] if signer_name is not None else None,
+                # Its qc.decision.recorded event is written by the same statement (the outbox);
+                # genealogy derives lot.blocked/unblocked from it, in the order decisions commit.
+                previous_status=current,
+                status=STATUS_OF_DECISION[decision],
             )
             await audit.record(
                 conn,
