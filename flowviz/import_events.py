@@ -24,7 +24,7 @@ import asyncpg
 
 from flowviz import importer
 from flowviz.core import units, validation
-from flowviz.partners_gen import LOCATIONS_HEADER, PARTNERS_HEADER, RECEIPTS_HEADER, SHIPMENTS_HEADER
+from flowviz.core.importformat import LOCATIONS_HEADER, PARTNERS_HEADER, RECEIPTS_HEADER, SHIPMENTS_HEADER
 from services.genealogy import runs
 
 FILES = ("partners", "locations", "receipts", "shipments")

@@ -25,17 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from flowviz.core import validation
+from flowviz.core.importformat import LOCATIONS_HEADER, PARTNERS_HEADER, RECEIPTS_HEADER, SHIPMENTS_HEADER
 
-PARTNERS_HEADER = ("code", "name", "roles", "gln", "contact_name", "contact_email", "contact_phone")
-LOCATIONS_HEADER = ("code", "name", "partner_code", "gln", "address", "city", "postal_code", "country")
-RECEIPTS_HEADER = (
-    "lot_code", "supplier_code", "ship_from_location_code", "receiving_location_code", "received_at",
-    "supplier_lot_code", "document_type", "document_number", "expires_on",
-)  # fmt: skip
-SHIPMENTS_HEADER = (
-    "lot_code", "quantity", "uom", "customer_code", "ship_to_location_code", "ship_from_location_code",
-    "carrier_code", "shipped_at", "document_type", "document_number",
-)  # fmt: skip
 FILES = ("partners", "locations", "receipts", "shipments")
 
 SUPPLIERS = 40
