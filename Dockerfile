@@ -2,7 +2,7 @@
 # flowviz: one image for every process. Pick the process with the command:
 #   docker run IMAGE gateway            -> python -m gateway
 #   docker run IMAGE services.lots      -> python -m services.lots
-#   docker run IMAGE flowviz.migrate    -> python -m flowviz.migrate
+#   docker run IMAGE flowviz.tools.migrate    -> python -m flowviz.tools.migrate
 # Build from the repo root: docker build -t flowviz:dev .
 ARG PYTHON_IMAGE=python:3.11-slim
 

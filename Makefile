@@ -22,7 +22,7 @@ $(GEN): %_pb2.py: protos/%.proto scripts/protoc.py $(STAMP)
 proto: $(GEN)
 
 run: proto
-	$(PY) -m flowviz.cli run
+	$(PY) -m flowviz.tools.cli run
 
 test: proto
 	$(PY) -m pytest -q
@@ -33,10 +33,10 @@ lint: proto
 	.venv/bin/mypy
 
 migrate: proto
-	$(PY) -m flowviz.migrate
+	$(PY) -m flowviz.tools.migrate
 
 seed: proto
-	$(PY) -m flowviz.seed
+	$(PY) -m flowviz.tools.seed
 
 # Load the whole system on this machine (k6 + wrk) and print a table; see bench/README.md.
 bench-quick: proto

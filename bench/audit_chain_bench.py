@@ -19,9 +19,9 @@ from pathlib import Path
 
 import asyncpg
 
-from flowviz import migrate
 from flowviz.core import audit
-from flowviz.embedded import Postgres, free_port
+from flowviz.tools import migrate
+from flowviz.tools.embedded import Postgres, free_port
 
 
 async def burst(url: str, connections: int, seconds: float) -> float:

@@ -2,7 +2,7 @@
 
 Starts `flowviz run` on free ports in a temporary data folder (the default settings, so the
 per-user bound FLOWVIZ_HEAVY_CALLS is on unless --heavy-calls says otherwise), imports the
-generated genealogy (flowviz.generate, cached under bench/out/data/ like bench/run.py), then:
+generated genealogy (flowviz.tools.generate, cached under bench/out/data/ like bench/run.py), then:
 
   quiet   one user's hot (cached) trace at --rate req/s for --seconds
   loaded  the same, while a viewer keeps 20 graph traces (both directions, from the bulk spice
@@ -40,7 +40,7 @@ sys.path.insert(0, str(BENCH))
 
 from flowviz.core import auth  # noqa: E402
 from flowviz.core.config import DEFAULT_PORTS  # noqa: E402
-from flowviz.embedded import free_port  # noqa: E402
+from flowviz.tools.embedded import free_port  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 HOT = "/api/traceability/FG-DONER-X1"
@@ -184,7 +184,11 @@ def main() -> int:
     base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
     out = open(data / "run.log", "wb")  # noqa: SIM115 - closed at the end
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flowviz.cli", "run"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        [sys.executable, "-m", "flowviz.tools.cli", "run"],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
     )
     try:
         deadline = time.monotonic() + 180

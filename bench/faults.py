@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 from flowviz.core import auth  # noqa: E402
 from flowviz.core.config import DEFAULT_PORTS  # noqa: E402
-from flowviz.embedded import free_port  # noqa: E402
+from flowviz.tools.embedded import free_port  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 READS = ("/api/traceability/FG-DONER-X1", "/api/recall/RAW-BEEF-001", "/api/traceability/RAW-BEEF-001")
@@ -311,7 +311,11 @@ def main() -> int:
     base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
     out = open(data / "run.log", "wb")  # noqa: SIM115 - closed at the end
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flowviz.cli", "run"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        [sys.executable, "-m", "flowviz.tools.cli", "run"],
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
     )
     faults = Faults(data, env, proc)
     try:

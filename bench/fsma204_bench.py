@@ -28,8 +28,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flowviz import migrate, seed
-from flowviz.embedded import Postgres, Valkey, free_port
+from flowviz.tools import migrate, seed
+from flowviz.tools.embedded import Postgres, Valkey, free_port
 from tests.conftest import Servers, add_users, bearer, running_system
 
 DATA = """

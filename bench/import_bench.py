@@ -1,6 +1,6 @@
-"""How long flowviz.importer takes to validate and import a large generated genealogy.
+"""How long services.genealogy.importer takes to validate and import a large generated genealogy.
 
-Generates --lots lots with flowviz.generate into a temporary folder (in a child process, so
+Generates --lots lots with flowviz.tools.generate into a temporary folder (in a child process, so
 the peak RSS below is the importer's alone), then imports them with import_csv into
 --database-url, or into an embedded PostgreSQL started and migrated in a temporary folder.
 Prints the generate and import times, rows per second, the importing process's peak RSS
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import asyncpg
 
-from flowviz.embedded import Postgres, free_port
-from flowviz.importer import ImportResult, import_csv
+from flowviz.tools.embedded import Postgres, free_port
+from services.genealogy.importer import ImportResult, import_csv
 
 
 def log(msg: str) -> None:
@@ -128,7 +128,7 @@ def main() -> int:
         log(f"generating {args.lots:,} lots (seed {args.seed}) into {data}")
         started = time.monotonic()
         subprocess.run(
-            [sys.executable, "-m", "flowviz.generate", "--lots", str(args.lots), "--seed", str(args.seed),
+            [sys.executable, "-m", "flowviz.tools.generate", "--lots", str(args.lots), "--seed", str(args.seed),
              "--out", str(data)],
             check=True, stdout=subprocess.DEVNULL,
         )  # fmt: skip
@@ -142,7 +142,9 @@ def main() -> int:
             url = pg.url
             # In a child process too: alembic's memory is not the importer's.
             subprocess.run(
-                [sys.executable, "-m", "flowviz.migrate"], check=True, env={**os.environ, "DATABASE_URL": url}
+                [sys.executable, "-m", "flowviz.tools.migrate"],
+                check=True,
+                env={**os.environ, "DATABASE_URL": url},
             )
         log("importing")
         load_before = os.getloadavg()[0]

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import asyncpg
 
-from flowviz.embedded import Postgres, free_port
-from flowviz.importer import import_csv
+from flowviz.tools.embedded import Postgres, free_port
+from services.genealogy.importer import import_csv
 from services.lots.repository import LotFilter, list_lots
 
 PAGE = 50
@@ -177,7 +177,9 @@ def main() -> int:
         pg.start(fast=True)  # no fsync: the import is faster, the reads are what is measured
         url = pg.url
         subprocess.run(
-            [sys.executable, "-m", "flowviz.migrate"], check=True, env={**os.environ, "DATABASE_URL": url}
+            [sys.executable, "-m", "flowviz.tools.migrate"],
+            check=True,
+            env={**os.environ, "DATABASE_URL": url},
         )
         asyncio.run(load(url, args.plant))
     try:

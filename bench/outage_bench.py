@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from flowviz.core import auth, keys  # noqa: E402
 from flowviz.core.config import DEFAULT_PORTS  # noqa: E402
-from flowviz.embedded import free_port  # noqa: E402
+from flowviz.tools.embedded import free_port  # noqa: E402
 
 ROUTES = {"uncached": "/api/lots?lot_code_prefix=RAW", "cached": "/api/traceability/FG-DONER-X1"}
 
@@ -114,7 +114,11 @@ def main() -> int:
     token = auth.issue_token("loadtest", "admin", key=signing, ttl_seconds=900)
     log = open(data / "run.log", "wb")  # noqa: SIM115 - closed at the end
     run = subprocess.Popen(
-        [sys.executable, "-m", "flowviz.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        [sys.executable, "-m", "flowviz.tools.cli", "run"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
     )
     samples = None
     try:

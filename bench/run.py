@@ -1,8 +1,8 @@
 """`make bench` / `make bench-quick`: load the whole flowviz system on this machine and report.
 
-Starts everything with `python -m flowviz.cli run` (its own embedded PostgreSQL and Valkey,
+Starts everything with `python -m flowviz.tools.cli run` (its own embedded PostgreSQL and Valkey,
 its own data folder under /tmp, non-default ports), imports the deterministic generated
-genealogy (flowviz.generate, cached under bench/out/data/), then loads it with real tools:
+genealogy (flowviz.tools.generate, cached under bench/out/data/), then loads it with real tools:
 wrk (saturation, 50 connections) and k6 (fixed arrival rate, and gRPC straight at the
 services), next to two floors on the same stacks (bench/floor_http.py, bench/floor_grpc.py).
 Samples every process (CPU seconds per scenario, peak RSS) from /proc with psutil, prints one
@@ -199,7 +199,7 @@ def machine() -> dict[str, Any]:
 
 def dataset(lots: int, seed: int) -> tuple[Path, dict[str, Any]]:
     """The generated CSVs (cached by lots+seed) and a file of every lot code, one a line."""
-    from flowviz.generate import generate
+    from flowviz.tools.generate import generate
 
     folder = OUT / "data" / f"lots{lots}-seed{seed}"
     done = folder / "done.json"
@@ -229,7 +229,7 @@ def dataset(lots: int, seed: int) -> tuple[Path, dict[str, Any]]:
 async def _import(url: str, lots: BinaryIO, edges: BinaryIO, events: dict[str, BinaryIO]) -> dict[str, Any]:
     import asyncpg
 
-    from flowviz.importer import import_csv
+    from services.genealogy.importer import import_csv
 
     started = time.monotonic()
     conn = await asyncpg.connect(url, timeout=30)
@@ -270,8 +270,8 @@ async def _import(url: str, lots: BinaryIO, edges: BinaryIO, events: dict[str, B
 
 
 def import_data(url: str, folder: Path) -> dict[str, Any]:
-    log("importing with flowviz.importer.import_csv (COPY), then VACUUM ANALYZE and CHECKPOINT")
-    from flowviz import import_events
+    log("importing with services.genealogy.importer.import_csv (COPY), then VACUUM ANALYZE and CHECKPOINT")
+    from services.genealogy import import_events
 
     with contextlib.ExitStack() as stack:
         lots, edges = (stack.enter_context(open(folder / f"{n}.csv", "rb")) for n in ("lots", "genealogy"))
@@ -283,7 +283,7 @@ def import_data(url: str, folder: Path) -> dict[str, Any]:
 
 
 def classify(proc: Any) -> str | None:
-    """Component name of a direct child of the `flowviz.cli run` process."""
+    """Component name of a direct child of the `flowviz.tools.cli run` process."""
     try:
         name = proc.name()
         cmd = " ".join(proc.cmdline())
@@ -307,7 +307,7 @@ class Sampler:
     def __init__(self, interval: float = 1.0) -> None:
         self.interval = interval
         self.lock = threading.Lock()
-        self.system_root: Any = None  # the `flowviz.cli run` process
+        self.system_root: Any = None  # the `flowviz.tools.cli run` process
         self.extra: dict[str, Any] = {}  # component -> root process (floors)
         self.cpu: dict[int, tuple[str, float]] = {}
         self.seen: dict[int, Any] = {}  # pid -> psutil.Process (to clean up leftovers)
@@ -438,7 +438,7 @@ def http(
 
 
 class System:
-    """`flowviz.cli run` with the bench's ports and data folder, plus the two floor servers."""
+    """`flowviz.tools.cli run` with the bench's ports and data folder, plus the two floor servers."""
 
     def __init__(self, ports: dict[str, int], data_dir: Path, log_dir: Path, sampler: Sampler) -> None:
         self.ports = ports
@@ -497,10 +497,10 @@ class System:
         if not pw_file.exists():
             pw_file.write_text(f"Lg-{secrets.token_urlsafe(18)}")  # 16+ chars, never the username
         self.password = pw_file.read_text().strip()
-        log(f"starting flowviz (flowviz.cli run; data in {self.data_dir}, gateway {self.base})")
+        log(f"starting flowviz (flowviz.tools.cli run; data in {self.data_dir}, gateway {self.base})")
         out = open(self.log_dir / "system.log", "wb")  # noqa: SIM115 (the child owns it)
         self.proc = subprocess.Popen(
-            [str(PY), "-m", "flowviz.cli", "run"],
+            [str(PY), "-m", "flowviz.tools.cli", "run"],
             cwd=ROOT,
             env=self.env(),
             stdout=out,
@@ -513,7 +513,9 @@ class System:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise HarnessError(f"flowviz.cli run exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise HarnessError(
+                    f"flowviz.tools.cli run exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             with contextlib.suppress(OSError):
                 status, _ = http("GET", f"{self.base}/api/health", timeout=2)
                 if status == 200:
@@ -549,7 +551,7 @@ class System:
 
     @property
     def pg_log(self) -> Path:
-        return self.data_dir / "postgres" / "server.log"  # where flowviz.embedded puts it
+        return self.data_dir / "postgres" / "server.log"  # where flowviz.tools.embedded puts it
 
     def log_slow_statements(self, ms: int) -> None:
         """Our own throwaway database: have PostgreSQL log every statement slower than `ms`."""
@@ -644,12 +646,12 @@ class System:
                     log(f"{name} did not stop: killing it")
                     self._kill_tree(proc.pid)
         if self.proc and self.proc.poll() is None:
-            log("stopping flowviz (SIGINT to flowviz.cli run)")
+            log("stopping flowviz (SIGINT to flowviz.tools.cli run)")
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(90)
             except subprocess.TimeoutExpired:
-                log("flowviz.cli run did not stop in 90s: killing what it started")
+                log("flowviz.tools.cli run did not stop in 90s: killing what it started")
                 self._kill_tree(self.proc.pid)
         # Anything we saw that outlived its parent (a crashed stop): end it, by pid.
         for pid, p in list(self.sampler.seen.items()):
@@ -1394,7 +1396,7 @@ def print_report(
     print(
         " floor's at the same fixed rate otherwise; CPU: gw gateway, gen genealogy, pg PostgreSQL, vk Valkey,"
     )
-    print(" sup the flowviz.cli supervisor, load k6/wrk, other = the rest of the machine)")
+    print(" sup the flowviz.tools.cli supervisor, load k6/wrk, other = the rest of the machine)")
     for r in results:
         notes = []
         if r.extra.get("error_statuses"):

@@ -1,6 +1,6 @@
 """`make bench-monolith` (and the last step of `make bench`): flowviz against the monolith, one run.
 
-Starts flowviz as bench/run.py does (`flowviz.cli run`: its own embedded PostgreSQL and Valkey,
+Starts flowviz as bench/run.py does (`flowviz.tools.cli run`: its own embedded PostgreSQL and Valkey,
 migrated and seeded, the bench's ports) and the monolith it replaced, re-created in
 bench/monolith/ (FastAPI + async SQLAlchemy + asyncpg, one uvicorn worker, its own venv from
 bench/monolith/requirements.txt) on a database of its own in the same PostgreSQL, loaded with
@@ -48,7 +48,7 @@ from run import (
 
 HOT = "FG-DONER-X1"
 ROUTE = f"/api/traceability/{HOT}"
-SEED_LOTS = ("RAW-BEEF-001", "RAW-SPICE-001", "MIX-BATCH-88", HOT)  # flowviz/seed.sql's lots
+SEED_LOTS = ("RAW-BEEF-001", "RAW-SPICE-001", "MIX-BATCH-88", HOT)  # flowviz/tools/seed.sql's lots
 SEED_EDGES = 3  # and its genealogy: beef and spice into the mix, the mix into the cone
 MONO = BENCH / "monolith"
 MONO_VENV = MONO / ".venv"
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(data_dir)  # a fresh seeded database each run
         sampler.start()
         try:
-            system.start()  # flowviz.cli run: migrate, seed, serve
+            system.start()  # flowviz.tools.cli run: migrate, seed, serve
             mono.create_database()
             mono.start()
             token = system.token()

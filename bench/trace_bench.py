@@ -1,7 +1,7 @@
 """Latency of the genealogy engine (trace, recall, composition) on a synthetic plant.
 
 Starts an embedded PostgreSQL in a temporary folder (or uses --url), loads a genealogy of
---lots lots made by flowviz.generate (loaded with flowviz.importer when it exists, else
+--lots lots made by flowviz.tools.generate (loaded with services.genealogy.importer when it exists, else
 with COPY), then times uncached calls one after another on one connection and prints
 P50/P95/P99 per case. Not a test: nothing is asserted.
 
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import asyncpg
 
-from flowviz import migrate
-from flowviz.embedded import Postgres, free_port
+from flowviz.tools import migrate
+from flowviz.tools.embedded import Postgres, free_port
 from services.genealogy import answers, notifications
 from services.genealogy.recall import composition, recall
 from services.genealogy.trace import HARD_MAX_DEPTH, HARD_MAX_NODES, trace
@@ -44,14 +44,14 @@ def log(msg: str) -> None:
 
 
 def write_csv(lots: int, seed: int, out: Path) -> None:
-    from flowviz.generate import generate
+    from flowviz.tools.generate import generate
 
     stats = generate(lots, seed, out)
     log(f"generated {stats.lots:,} lots, {stats.edges:,} edges in {stats.seconds:.1f}s")
 
 
 async def copy_csv(conn: asyncpg.Connection, folder: Path) -> None:
-    """lots.csv + genealogy.csv (flowviz.generate's format) into the tables, via COPY."""
+    """lots.csv + genealogy.csv (flowviz.tools.generate's format) into the tables, via COPY."""
     cols = ["lot_code", "kind", "product", "quantity", "uom", "produced_at"]
     await conn.copy_to_table("lots", source=folder / "lots.csv", columns=cols, format="csv", header=True)
     await conn.execute(
@@ -86,16 +86,16 @@ async def add_qc(conn: asyncpg.Connection) -> None:
 
 
 async def import_or_copy(conn: asyncpg.Connection, folder: Path) -> None:
-    """flowviz.importer (validates every row) when it is there, else plain COPY."""
-    if importlib.util.find_spec("flowviz.importer") is None:
-        log("loading with COPY (flowviz.importer not available)")
+    """services.genealogy.importer (validates every row) when it is there, else plain COPY."""
+    if importlib.util.find_spec("services.genealogy.importer") is None:
+        log("loading with COPY (services.genealogy.importer not available)")
         await copy_csv(conn, folder)
         return
-    from flowviz.importer import import_csv
+    from services.genealogy.importer import import_csv
 
-    log("loading with flowviz.importer.import_csv")
+    log("loading with services.genealogy.importer.import_csv")
     # A script doing nothing else meanwhile: blocking opens are fine.
-    from flowviz import import_events
+    from services.genealogy import import_events
 
     # A script doing nothing else meanwhile: blocking opens are fine. cache=None: no system reads it yet.
     with contextlib.ExitStack() as stack:

@@ -30,10 +30,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowviz import local  # noqa: E402
 from flowviz.core import auth, outbox  # noqa: E402
 from flowviz.core.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS  # noqa: E402
-from flowviz.embedded import free_port  # noqa: E402
+from flowviz.tools import local  # noqa: E402
+from flowviz.tools.embedded import free_port  # noqa: E402
 
 SECRET = "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -200,7 +200,7 @@ def main() -> int:
     base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
     token = auth.issue_token("loadtest", "admin", secret=SECRET.encode(), ttl_seconds=900)
     log = open(data / "run.log", "wb")  # noqa: SIM115 - closed at the end
-    run = subprocess.Popen([sys.executable, "-m", "flowviz.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=args.root)  # fmt: skip
+    run = subprocess.Popen([sys.executable, "-m", "flowviz.tools.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=args.root)  # fmt: skip
     try:
         asyncio.run(measure(base, token, data, args))
     except Exception:

@@ -23,10 +23,10 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from flowviz import dbroles, migrate, seed
 from flowviz.core import auth, keys, passwords
 from flowviz.core.config import DATABASE_ROLES, DEFAULT_METRICS_PORTS, DEFAULT_PORTS, OWNER_ROLE
-from flowviz.embedded import Postgres, Valkey, free_port
+from flowviz.tools import dbroles, migrate, seed
+from flowviz.tools.embedded import Postgres, Valkey, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = "flowviz_template"

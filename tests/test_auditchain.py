@@ -12,7 +12,7 @@ import sys
 import psycopg
 import pytest
 
-from flowviz import auditchain
+from flowviz.tools import auditchain
 from tests.conftest import ROOT
 
 INSERT = "INSERT INTO audit_log (actor, action, entity, entity_key, reason, details) VALUES (%s, %s, %s, %s, %s, %s)"
@@ -108,7 +108,10 @@ def test_the_command_says_it(chained: str) -> None:
     def run() -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "DATABASE_URL": chained, "PYTHONPATH": str(ROOT)}
         return subprocess.run(
-            [sys.executable, "-m", "flowviz.cli", "audit", "verify"], env=env, capture_output=True, text=True
+            [sys.executable, "-m", "flowviz.tools.cli", "audit", "verify"],
+            env=env,
+            capture_output=True,
+            text=True,
         )
 
     ok = run()

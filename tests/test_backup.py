@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from flowviz import auditchain
-from flowviz.embedded import Valkey, free_port
+from flowviz.tools import auditchain
+from flowviz.tools.embedded import Valkey, free_port
 from tests.conftest import ROOT, Servers, add_users, bearer, running_system
 from tests.test_production import decide, lot, run
 
@@ -21,7 +21,11 @@ from tests.test_production import decide, lot, run
 def flowviz(*args: str, database_url: str, valkey_url: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "VALKEY_URL": valkey_url, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "flowviz.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "flowviz.tools.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

@@ -13,9 +13,9 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from flowviz import dbroles, local, migrate, seed
 from flowviz.core.config import DATABASE_ROLES, OWNER_ROLE, ConfigError
-from flowviz.embedded import PG_BIN, Postgres, Valkey, free_port
+from flowviz.tools import dbroles, local, migrate, seed
+from flowviz.tools.embedded import PG_BIN, Postgres, Valkey, free_port
 from tests.conftest import ROOT, Servers, System
 
 # Who may INSERT into each table (the services' roles); a new table needs its writer here and a
@@ -175,7 +175,7 @@ def test_the_running_system_connects_as_the_service_roles(servers: Servers, syst
 
 
 def test_the_migrate_job_sets_a_services_password_from_its_url(tmp_path: Path) -> None:
-    """python -m flowviz.dbroles as the owner (not a superuser), as the migrate job runs it, on a
+    """python -m flowviz.tools.dbroles as the owner (not a superuser), as the migrate job runs it, on a
     server of its own (roles are the whole server's: the session's must keep their passwords)."""
     pg = Postgres(tmp_path / "pg", free_port())
     pg.init(fast=True)
@@ -188,7 +188,7 @@ def test_the_migrate_job_sets_a_services_password_from_its_url(tmp_path: Path) -
         env = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL")}
         env |= {"DATABASE_URL": pg.owner_url, "FLOWVIZ_HEALTH_DATABASE_URL": url, "PYTHONPATH": str(ROOT)}
         done = subprocess.run(
-            [sys.executable, "-m", "flowviz.dbroles"],
+            [sys.executable, "-m", "flowviz.tools.dbroles"],
             env=env,
             capture_output=True,
             text=True,
@@ -274,7 +274,7 @@ def test_the_deployments_path_init_script_migrate_job_and_services(tmp_path: Pat
         job = {k: v for k, v in os.environ.items() if not k.endswith("DATABASE_URL")}
         job |= {"DATABASE_URL": owner, "PYTHONPATH": str(ROOT)}
         job |= {f"FLOWVIZ_{s.upper()}_DATABASE_URL": url for s, url in services.items()}
-        for module in ("flowviz.migrate", "flowviz.dbroles", "flowviz.seed"):
+        for module in ("flowviz.tools.migrate", "flowviz.tools.dbroles", "flowviz.tools.seed"):
             done = subprocess.run(
                 [sys.executable, "-m", module],
                 env=job,
@@ -354,7 +354,7 @@ def test_backup_and_restore_from_make_runs_state_on_a_handed_over_folder(tmp_pat
         env |= {"FLOWVIZ_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(ROOT)}
         for command in ("backup", "restore"):
             done = subprocess.run(
-                [sys.executable, "-m", "flowviz.cli", command, str(tmp_path / "flowviz.dump")],
+                [sys.executable, "-m", "flowviz.tools.cli", command, str(tmp_path / "flowviz.dump")],
                 env=env,
                 capture_output=True,
                 text=True,

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from flowviz.embedded import PG_BIN, Postgres, free_port, open_traverse
+from flowviz.tools.embedded import PG_BIN, Postgres, free_port, open_traverse
 from tests.conftest import Servers
 
 USER = "nobody"

@@ -35,7 +35,7 @@ PHASES = "examples,coverage,fuzzing,stateful"
 
 @pytest.fixture(scope="module")
 def fuzz_system(servers: Servers, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
-    from flowviz import seed
+    from flowviz.tools import seed
 
     name = "fuzz"
     with servers.admin() as conn:

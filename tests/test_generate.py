@@ -10,9 +10,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from flowviz import generate, import_events
 from flowviz.core import validation
-from flowviz.importer import import_csv
+from flowviz.tools import generate
+from services.genealogy import import_events
+from services.genealogy.importer import import_csv
 
 
 def _read(path: Path) -> tuple[list[str], list[list[str]]]:

@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from flowviz.embedded import free_port
 from flowviz.lots.v1 import lots_pb2, lots_pb2_grpc
+from flowviz.tools.embedded import free_port
 from tests.conftest import Servers, System, grpc_channel, system_env
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -17,8 +17,8 @@ import pytest
 import valkey
 
 from flowviz.core import db, heavy
-from flowviz.embedded import free_port
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
+from flowviz.tools.embedded import free_port
 from tests.conftest import Servers, System, bearer, grpc_channel
 
 

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 import valkey
 
-from flowviz import accounts, local
-from flowviz.embedded import free_port
+from flowviz.tools import accounts, local
+from flowviz.tools.embedded import free_port
 from tests.conftest import ROOT, Servers, System, bearer, system_env
 from tests.test_production import decide, lot
 
@@ -124,7 +124,7 @@ def cli(*args: str, env: dict[str, str] | None = None, stdin: str = "") -> subpr
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "VALKEY_URL", "FLOWVIZ_DATA_DIR")
     }
     return subprocess.run(
-        [sys.executable, "-m", "flowviz.cli", *args],
+        [sys.executable, "-m", "flowviz.tools.cli", *args],
         env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
         input=stdin,
         capture_output=True,
@@ -240,7 +240,13 @@ def test_a_stopped_make_run_is_not_found(tmp_path: Path) -> None:
 
 
 def test_the_cli_finds_the_database_of_a_running_make_run(servers: Servers, tmp_path: Path) -> None:
-    env = {k: v for k, v in system_env(servers, "").items() if k not in ("DATABASE_URL", "VALKEY_URL")}
+    # As a newcomer's shell: no data-store URL and no keys (make run makes its own).
+    env = {
+        k: v
+        for k, v in system_env(servers, "").items()
+        if k not in ("DATABASE_URL", "VALKEY_URL")
+        and not k.startswith(("FLOWVIZ_TOKEN_", "FLOWVIZ_SERVICE_"))
+    }
     env.update(
         FLOWVIZ_DATA_DIR=str(tmp_path / "data"),
         FLOWVIZ_PG_PORT=str(free_port()),
@@ -250,7 +256,7 @@ def test_the_cli_finds_the_database_of_a_running_make_run(servers: Servers, tmp_
     )
     with open(tmp_path / "run.log", "wb") as log:
         run = subprocess.Popen(
-            [sys.executable, "-m", "flowviz.cli", "run"], env=env, stdout=log, stderr=log, cwd=ROOT
+            [sys.executable, "-m", "flowviz.tools.cli", "run"], env=env, stdout=log, stderr=log, cwd=ROOT
         )
     base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
     try:

@@ -13,9 +13,9 @@ import asyncpg
 import orjson
 import pytest
 
-from flowviz import importer
-from flowviz.importer import ImportResult, RowError, import_csv
+from flowviz.tools import importer
 from services.genealogy import balance
+from services.genealogy.importer import CHECKS, ImportResult, RowError, import_csv
 
 LOTS_HEADER = "lot_code,kind,product,quantity,uom,produced_at\n"
 EDGES_HEADER = "parent_lot_code,child_lot_code,quantity,uom,run_code\n"
@@ -287,7 +287,7 @@ async def test_progress_reports_each_stage(empty_conn: asyncpg.Connection) -> No
     )
     assert result.ok
     assert ("lots", 3) in seen and ("genealogy", 2) in seen
-    assert [s for s, _ in seen if s == "validate"] == ["validate"] * len(importer.CHECKS)
+    assert [s for s, _ in seen if s == "validate"] == ["validate"] * len(CHECKS)
     assert ("rules", 0) in seen
     assert seen[-1] == ("insert", 5)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from flowviz import migrate
+from flowviz.tools import migrate
 from tests.conftest import Servers
 
 TABLES = {

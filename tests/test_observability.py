@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from flowviz.core import cache, logs, tracing
 from flowviz.core.cache import Cache
 from flowviz.core.config import settings
-from flowviz.embedded import free_port
+from flowviz.tools.embedded import free_port
 from tests.conftest import CACHE_SECRET, PUBLIC_KEY_ENV, Servers, System, bearer, own_keys
 
 LOT = "FG-DONER-X1"

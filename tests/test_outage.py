@@ -18,8 +18,8 @@ import httpx
 import psycopg
 import pytest
 
-from flowviz import migrate, seed
-from flowviz.embedded import Postgres, Valkey, free_port
+from flowviz.tools import migrate, seed
+from flowviz.tools.embedded import Postgres, Valkey, free_port
 from tests.conftest import Servers, System, add_users, bearer, running_system
 from tests.test_production import lot, run
 

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from flowviz.embedded import free_port
+from flowviz.tools.embedded import free_port
 from tests.conftest import Servers, System, bearer, system_env
 
 SERVICES = ("lots", "genealogy", "qc", "health")

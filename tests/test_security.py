@@ -22,7 +22,6 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from flowviz import supervisor
 from flowviz.core import auth, config, keys, logs, validation
 from flowviz.core.config import ConfigError, settings
 from flowviz.core.constraints import database_error
@@ -30,6 +29,7 @@ from flowviz.core.errors import DomainError
 from flowviz.core.interceptors import interceptors
 from flowviz.core.ratelimit import LoginThrottle
 from flowviz.core.server import Resources
+from flowviz.tools import supervisor
 from services.lots import users
 from tests.conftest import (
     CACHE_SECRET,
@@ -409,7 +409,7 @@ async def test_the_throttle_is_shared_by_replicas_through_valkey(servers: Server
 async def test_without_valkey_the_throttle_still_counts_and_says_so() -> None:
     import valkey.asyncio as valkey
 
-    from flowviz.embedded import free_port
+    from flowviz.tools.embedded import free_port
 
     client = valkey.from_url(f"valkey://127.0.0.1:{free_port()}/0")  # type: ignore[no-untyped-call]
     throttle = LoginThrottle(lambda: client, free=1)
@@ -507,7 +507,7 @@ def test_an_upload_over_the_cap_is_413_before_it_is_read(system: System) -> None
 @pytest.fixture
 def capped_gateway(system: System) -> Iterator[System]:
     """A second gateway in front of the same services, taking uploads of at most 100 kB."""
-    from flowviz.embedded import free_port
+    from flowviz.tools.embedded import free_port
 
     env = system.env | {"FLOWVIZ_GATEWAY_PORT": str(free_port()), "FLOWVIZ_GATEWAY_METRICS_PORT": "0",
                         "FLOWVIZ_MAX_UPLOAD_BYTES": "100000"}  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from flowviz import seed
+from flowviz.tools import seed
 from tests.test_migrations import TABLES
 
 

@@ -20,7 +20,7 @@ import valkey
 
 from flowviz.core import auth, keys
 from flowviz.core.config import DEFAULT_PORTS
-from flowviz.embedded import EmbeddedError, Postgres, free_port
+from flowviz.tools.embedded import EmbeddedError, Postgres, free_port
 from tests.conftest import ROOT
 
 
@@ -109,7 +109,7 @@ def test_make_run_restarts_a_crashed_postgres_and_valkey(tmp_path: Path) -> None
     valkey_pids: list[int] = []
     with open(log_path, "wb") as out:
         run = subprocess.Popen(
-            [sys.executable, "-m", "flowviz.cli", "run"],
+            [sys.executable, "-m", "flowviz.tools.cli", "run"],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -13,7 +13,7 @@ import httpx
 import orjson
 import pytest
 
-from flowviz.embedded import Valkey, free_port
+from flowviz.tools.embedded import Valkey, free_port
 from tests.conftest import Servers, System, bearer, running_system
 from tests.test_production import decide, lot, run
 

@@ -16,7 +16,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from flowviz import seed
+from flowviz.tools import seed
 from services.events import signing, targets
 from tests.conftest import TEMPLATE, Servers, System, add_users, bearer, running_system
 from tests.webhook_receiver import Receiver, of_type

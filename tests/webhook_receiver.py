@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from standardwebhooks import Webhook
 
-from flowviz.embedded import free_port
+from flowviz.tools.embedded import free_port
 
 
 @dataclass

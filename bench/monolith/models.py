@@ -1,6 +1,6 @@
 """The monolith's nine tables as SQLAlchemy 2.0 models (the seed's schema, the report's 9/9).
 
-Column names and unique keys are the ones flowviz/seed.sql relies on, so the same seed file
+Column names and unique keys are the ones flowviz/tools/seed.sql relies on, so the same seed file
 loads into both. Server-side defaults, because the seed leaves those columns out. Only the
 keys the seed needs are indexed: the monolith's report lists indexes on the genealogy's
 foreign keys as a future improvement (with the seed's four lots it makes no difference).

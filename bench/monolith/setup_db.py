@@ -1,7 +1,7 @@
 """Create the monolith's nine tables (SQLAlchemy create_all) and load flowviz's seed file.
 
     MONOLITH_DATABASE_URL=postgresql+asyncpg://... bench/monolith/.venv/bin/python \
-        bench/monolith/setup_db.py flowviz/seed.sql
+        bench/monolith/setup_db.py flowviz/tools/seed.sql
 
 Run against an empty database (the bench creates a fresh one); the seed is idempotent.
 """

@@ -11,7 +11,6 @@ from typing import Any
 import grpc
 import orjson
 
-from flowviz import importer
 from flowviz.core import audit, auth, outbox, paging, validation
 from flowviz.core.errors import DomainError, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
@@ -30,11 +29,12 @@ from services.genealogy import (
     effective,
     events,
     exports,
+    importer,
     lineage,
+    lot_rows,
     notifications,
     receiving,
     renderings,
-    repository,
     runs,
     scenarios,
     shipping,
@@ -105,12 +105,12 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
 
     async def _neighbours(self, code: str) -> genealogy_pb2.GetTraceabilityResponse:
         # Side by side: the lot with its parents, children and their effective status (one
-        # statement, repository.NEIGHBOURS), and the lot's receipts and shipments.
+        # statement, lot_rows.NEIGHBOURS), and the lot's receipts and shipments.
         async def events() -> tuple[list[genealogy_pb2.Receipt], list[genealogy_pb2.Shipment]]:
             async with self.r.pool.acquire() as conn:
                 return await receiving.of_lot(conn, code), await shipping.of_lot(conn, code)
 
-        rows, (receipts, shipments) = await asyncio.gather(repository.neighbours(self.r.pool, code), events())
+        rows, (receipts, shipments) = await asyncio.gather(lot_rows.neighbours(self.r.pool, code), events())
         if not rows or rows[0]["rel"] != "self":
             raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
         response = genealogy_pb2.GetTraceabilityResponse(
@@ -440,7 +440,7 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             self.r.pool, code, change, corrections.reason(request.reason)
         )
         await self.r.cache.invalidate(affected)
-        row = await self.r.pool.fetchrow(repository.LOT, code)
+        row = await self.r.pool.fetchrow(lot_rows.LOT, code)
         assert row is not None
         lot = lot_message(row)
         effective.fill([lot], await effective.blocks(self.r.pool, {row["id"]: code}))

@@ -20,7 +20,7 @@ import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
 from flowviz.core.errors import InvalidArgument
-from services.genealogy.repository import LOT_STATUS_JOIN
+from services.genealogy.lot_rows import LOT_STATUS_JOIN
 
 DEFAULT_MAX_DEPTH = 50
 HARD_MAX_DEPTH = 200
@@ -164,7 +164,7 @@ uniq AS ({unique}),
 kept AS (SELECT id, depth, side FROM uniq WHERE depth <= $2 ORDER BY depth, side DESC, id LIMIT $3),
 ids AS (SELECT array_agg(id ORDER BY id) AS a FROM kept),
 edges AS ({edges})
--- repository.LOT_COLUMNS with quantity as float8: decoding numeric into Decimal costs more.
+-- lot_rows.LOT_COLUMNS with quantity as float8: decoding numeric into Decimal costs more.
 SELECT 'n' AS rel, k.id, k.depth, k.side, l.lot_code, l.kind, l.product,
        l.quantity::float8 AS quantity, l.uom, l.produced_at, q.status,
        NULL::bigint AS parent_id, NULL::text AS run_code, l.created_at, NULL::bigint AS edge_id

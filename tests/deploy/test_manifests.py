@@ -66,8 +66,8 @@ CONTRACT: dict[str, Any] = {
         "metrics_port": 9154,
         "health_path": "/api/health",
     },
-    "migrate_module": "flowviz.migrate",
-    "seed_module": "flowviz.seed",
+    "migrate_module": "flowviz.tools.migrate",
+    "seed_module": "flowviz.tools.seed",
     "drain_seconds": 10,  # FLOWVIZ_DRAIN_SECONDS default
     "uid": 10001,
     "secret_keys": ["DATABASE_URL", "VALKEY_URL"],
@@ -555,16 +555,16 @@ def test_each_pod_gets_only_its_own_database_secret(overlay):
     }  # its own key; no data-store secret
     env = {e["name"] for c in gateway["containers"] for e in c.get("env", [])}
     assert not env & {"DATABASE_URL", "VALKEY_URL"}
-    # The migrate job's role step reads each service's URL under the name flowviz.dbroles reads.
+    # The migrate job's role step reads each service's URL under the name flowviz.tools.dbroles reads.
     job = _find(docs, "Job", "migrate")["spec"]["template"]["spec"]
-    roles = next(c for c in job["initContainers"] if c["args"] == ["flowviz.dbroles"])
+    roles = next(c for c in job["initContainers"] if c["args"] == ["flowviz.tools.dbroles"])
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in roles["env"]}
     for svc in GRPC:
         ref = refs[f"FLOWVIZ_{svc.upper()}_DATABASE_URL"]
         assert (_unsuffixed(ref["name"]), ref["key"]) == (f"flowviz-db-{svc}", "DATABASE_URL")
     assert _unsuffixed(refs["DATABASE_URL"]["name"]) == "flowviz-db-owner"
     steps = [c["args"] for c in job["initContainers"]]
-    assert steps.index(["flowviz.dbroles"]) == steps.index([CONTRACT["migrate_module"]]) + 1
+    assert steps.index(["flowviz.tools.dbroles"]) == steps.index([CONTRACT["migrate_module"]]) + 1
 
 
 def test_dev_database_urls_name_each_services_own_role():
@@ -736,7 +736,7 @@ def test_compose_gives_each_service_its_own_database_role():
             migrate["environment"][f"FLOWVIZ_{name.upper()}_DATABASE_URL"]
             == svcs[name]["environment"]["DATABASE_URL"]
         )
-    assert "python -m flowviz.dbroles" in " ".join(migrate["entrypoint"])
+    assert "python -m flowviz.tools.dbroles" in " ".join(migrate["entrypoint"])
     assert svcs["postgres"]["environment"]["POSTGRES_USER"] != "flowviz_owner"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from flowviz.lots.v1 import lots_pb2
-from services.genealogy import answers, effective, repository
+from services.genealogy import answers, effective, lot_rows
 
 from .graphs import build, decide
 
@@ -139,7 +139,7 @@ async def test_run_lineage_names_every_ancestor_and_the_blocks(conn: asyncpg.Con
 async def test_one_level_trace_carries_effective_status(conn: asyncpg.Connection) -> None:
     await build(conn, "X > A > B > C; Y > B")
     await decide(conn, "X", "hold")
-    rows = await conn.fetch(repository.NEIGHBOURS, "B")
+    rows = await conn.fetch(lot_rows.NEIGHBOURS, "B")
     lots = {r["lot_code"]: r["qc_status"] for r in rows if r["rel"] != "block"}
     assert lots == {"B": None, "A": None, "Y": None, "C": None}
     blocked = {(r["lot_id"], r["lot_code"], r["qc_status"]) for r in rows if r["rel"] == "block"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from flowviz import seed
+from flowviz.tools import seed
 from tests import tools
 from tests.conftest import TEMPLATE, Servers, System, add_users, running_system
 

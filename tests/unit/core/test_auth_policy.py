@@ -28,6 +28,8 @@ ALL: auth.Policy = {**LOTS, **GENEALOGY, **QC}
 ADMIN_READS = {"/flowviz.lots.v1.LotsService/ListUsers"}
 READS = ("Get", "List", "BatchGet", "Export", "Render", "Stream", "Trace")
 WRITES = ("Create", "Update", "Record", "Void", "Correct", "Import", "Capture", "QcStatusChanged")
+# Signing out and refreshing one's own token.
+SESSION = {"Logout", "RefreshToken"}
 # The only calls a service makes to another (service:<name> with role `service`).
 SERVICE_CALLS = {
     "/flowviz.genealogy.v1.GenealogyService/BatchGetEffectiveStatus",
@@ -71,7 +73,9 @@ def test_each_method_by_role(method: str) -> None:
     with pytest.raises(Unauthenticated):
         auth.check(ALL, method, None)
     assert allowed[auth.SERVICE] is (method in SERVICE_CALLS)
-    if name.startswith(WRITES) or method in ADMIN_READS:
+    if name in SESSION:  # one's own session: every signed-in role
+        assert all(allowed[r] for r in (auth.VIEWER, auth.OPERATOR, auth.QC)), method
+    elif name.startswith(WRITES) or method in ADMIN_READS:
         assert not allowed[auth.VIEWER], method
     elif name.startswith(READS):
         assert allowed[auth.VIEWER] and allowed[auth.OPERATOR] and allowed[auth.QC], method

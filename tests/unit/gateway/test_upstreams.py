@@ -11,8 +11,9 @@ from typing import Any
 
 import grpc
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from flowviz.core.config import Settings
+from flowviz.core.config import UPSTREAMS, Settings
 from flowviz.health.v1 import health_pb2, health_pb2_grpc
 from gateway.upstreams import HealthView, Upstreams, render_health
 
@@ -96,7 +97,7 @@ def _settings(health: str, interval: float = 1.0) -> Settings:
         bind_host="127.0.0.1",
         ports={},
         metrics_ports={},
-        addrs={"lots": unused, "genealogy": unused, "qc": unused, "health": health},
+        addrs={"lots": unused, "genealogy": unused, "qc": unused, "health": health, "events": unused},
         pool_min=1,
         pool_max=1,
         drain_seconds=0,
@@ -106,7 +107,11 @@ def _settings(health: str, interval: float = 1.0) -> Settings:
         health_interval=interval,
         cors_origins=(),
         log_format="text",
-        token_secret=b"x" * 32,
+        token_public_key=Ed25519PrivateKey.generate().public_key(),
+        token_private_key=None,
+        service_key=None,
+        service_public_keys={},
+        cache_secret=None,
         token_ttl=900,
     )
 
@@ -143,7 +148,7 @@ async def test_the_watcher_follows_the_stream_and_reconnects() -> None:
     await server.start()
     up = _Watched(_settings(f"127.0.0.1:{port}"))
     try:
-        assert len(up.channels) == 4
+        assert len(up.channels) == len(UPSTREAMS)  # one channel per upstream service
         await servicer.queue.put(_snapshot(database=1.0))
         await _until(lambda: up.health_view.healthy)
         assert _status(up) == ("ok", None)

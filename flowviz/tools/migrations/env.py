@@ -4,7 +4,7 @@ from alembic import context
 from sqlalchemy import create_engine, pool
 
 url = context.config.get_main_option("sqlalchemy.url")
-assert url, "flowviz.migrate sets sqlalchemy.url"
+assert url, "flowviz.tools.migrate sets sqlalchemy.url"
 
 if context.is_offline_mode():
     context.configure(url=url, literal_binds=True)

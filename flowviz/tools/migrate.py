@@ -1,4 +1,4 @@
-"""Apply the database migrations (alembic, SQL in flowviz/migrations/versions)."""
+"""Apply the database migrations (alembic, SQL in flowviz/tools/migrations/versions)."""
 
 from __future__ import annotations
 
@@ -31,14 +31,14 @@ def downgrade(database_url: str, revision: str) -> None:
 
 
 def main() -> None:
-    from flowviz import local  # the same settings and one-line messages as `flowviz migrate`
+    from flowviz.tools import local  # the same settings and one-line messages as `flowviz migrate`
 
     try:
         url = local.database_url()
         with local.reaching(url):
             upgrade(url, sys.argv[1] if len(sys.argv) > 1 else "head")
     except local.UserError as exc:
-        sys.exit(f"flowviz.migrate: {exc}")
+        sys.exit(f"flowviz.tools.migrate: {exc}")
 
 
 if __name__ == "__main__":

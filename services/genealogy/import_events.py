@@ -1,4 +1,4 @@
-"""The importer's partners, locations, receipts and shipments files (flowviz.importer).
+"""The importer's partners, locations, receipts and shipments files (services.genealogy.importer).
 
 Like the lots and genealogy files: each row checked on its own while it streams into a staging
 table with COPY, then the rules that span rows as set-based queries, then INSERT ... SELECT in
@@ -10,7 +10,7 @@ of ours, a shipment's customer is a customer and receives at one of its sites, i
 carrier, it leaves from one of our locations, and it never takes more than the lot still holds
 after every edge (the database's and the file's) and earlier shipment (in row order), nor
 a lot on hold or rejected (itself or through an ancestor in the database). These rules are
-errors in historical mode too. Columns: see flowviz.partners_gen.
+errors in historical mode too. Columns: see flowviz.tools.partners_gen.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ from typing import BinaryIO
 
 import asyncpg
 
-from flowviz import importer
 from flowviz.core import units, validation
 from flowviz.core.importformat import LOCATIONS_HEADER, PARTNERS_HEADER, RECEIPTS_HEADER, SHIPMENTS_HEADER
-from services.genealogy import runs
+from services.genealogy import importer, runs
 
 FILES = ("partners", "locations", "receipts", "shipments")
 HEADERS = dict(

@@ -1,7 +1,7 @@
 """The `flowviz` command: run the whole system, migrate, seed, generate, import, manage users.
 
 Without DATABASE_URL the commands use the embedded database of the `make run` running in this
-checkout (flowviz/local.py). A mistake the user can fix is one line on stderr and exit code 1,
+checkout (flowviz/tools/local.py). A mistake the user can fix is one line on stderr and exit code 1,
 never a traceback."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.request
 
-from flowviz import local
+from flowviz.tools import local
 
 PROJECT_ROOT = local.PROJECT_ROOT
 
@@ -34,11 +34,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Embedded PostgreSQL + Valkey unless DATABASE_URL/VALKEY_URL are set; migrate; seed; serve."""
     import threading
 
-    from flowviz import accounts, migrate, seed
     from flowviz.core import keys
     from flowviz.core.config import DATABASE_ROLES
-    from flowviz.embedded import Postgres, Valkey, port_in_use
-    from flowviz.supervisor import run_children
+    from flowviz.tools import accounts, migrate, seed
+    from flowviz.tools.embedded import Postgres, Valkey, port_in_use
+    from flowviz.tools.supervisor import run_children
 
     data = local.data_dir()
     env: dict[str, str] = {}
@@ -141,7 +141,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from flowviz import migrate
+    from flowviz.tools import migrate
 
     url = local.database_url()
     with local.reaching(url):
@@ -151,7 +151,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from flowviz import seed
+    from flowviz.tools import seed
 
     url = local.database_url()
     with local.reaching(url):
@@ -172,7 +172,7 @@ def _password(args: argparse.Namespace) -> str:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    from flowviz import accounts
+    from flowviz.tools import accounts
 
     url = local.database_url()
     if not accounts.add_user(url, args.username, args.role, _password(args), args.display_name):
@@ -184,7 +184,7 @@ def cmd_user_add(args: argparse.Namespace) -> int:
 
 
 def cmd_user_reset_password(args: argparse.Namespace) -> int:
-    from flowviz import accounts
+    from flowviz.tools import accounts
 
     url = local.database_url()
     disabled = accounts.reset_password(url, args.username, _password(args))
@@ -214,19 +214,19 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args_in: list[str]) -> int:
     # These two parse their own arguments (flowviz generate --help, flowviz import --help).
     if args_in and args_in[0] == "generate":
-        from flowviz import generate
+        from flowviz.tools import generate
 
         return generate.main(args_in[1:])
     if args_in and args_in[0] in ("backup", "restore"):
-        from flowviz import backup
+        from flowviz.tools import backup
 
         return backup.main(args_in)
     if args_in and args_in[0] == "audit":
-        from flowviz import auditchain
+        from flowviz.tools import auditchain
 
         return auditchain.main(args_in[1:])
     if args_in and args_in[0] == "import":
-        from flowviz import importer
+        from flowviz.tools import importer
 
         return importer.main(args_in[1:])
     parser = argparse.ArgumentParser(prog="flowviz", description=__doc__)

@@ -10,8 +10,8 @@ from pathlib import Path
 import orjson
 import psycopg
 
-from flowviz import local
 from flowviz.core import passwords, validation
+from flowviz.tools import local
 
 INSERT = """
 INSERT INTO users (username, display_name, role, password_hash) VALUES (%s, %s, %s, %s)
@@ -95,13 +95,13 @@ def cache_secret(data_dir: Path) -> str:
 
 
 def main() -> None:
-    """`python -m flowviz.accounts`: the first admin, for deployments (the migrate job runs it)."""
+    """`python -m flowviz.tools.accounts`: the first admin, for deployments (the migrate job runs it)."""
     from flowviz.core.errors import DomainError
 
     try:
         ensure_admin(local.database_url())
     except (local.UserError, DomainError) as exc:  # a wrong setting; a first password the rules refuse
-        raise SystemExit(f"flowviz.accounts: {exc}") from None
+        raise SystemExit(f"flowviz.tools.accounts: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 DATABASE_URL / VALKEY_URL when set; else the servers of the `make run` of this checkout, found in
 its data folder (FLOWVIZ_DATA_DIR, default .data/), where `make run` records what it serves
 (STATE_FILE). A problem the user can fix is a UserError: the `flowviz` command prints it on one
-line, without a traceback. (No import of flowviz.embedded: deployments do not install it.)
+line, without a traceback. (No import of flowviz.tools.embedded: deployments do not install it.)
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 import asyncpg
 import psycopg
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PG_PORT = 5433
 DEFAULT_VALKEY_PORT = 6379
-EMBEDDED_DATABASE = "flowviz"  # flowviz.embedded.DATABASE
+EMBEDDED_DATABASE = "flowviz"  # flowviz.tools.embedded.DATABASE
 STATE_FILE = "running.json"
 
 

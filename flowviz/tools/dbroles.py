@@ -2,8 +2,8 @@
 
 Migration 0011 creates a NOLOGIN role per service (config.DATABASE_ROLES) with only the grants
 its tables need; whoever runs the system gives them passwords. `make run` and the tests
-(flowviz.embedded) generate one per role into a mode-0600 file beside the data folder. A
-deployment's migrate job runs `python -m flowviz.dbroles` after the migrations, as the owner:
+(flowviz.tools.embedded) generate one per role into a mode-0600 file beside the data folder. A
+deployment's migrate job runs `python -m flowviz.tools.dbroles` after the migrations, as the owner:
 it reads each service's DATABASE_URL from FLOWVIZ_<SERVICE>_DATABASE_URL (the one Secret that
 service's pods get as DATABASE_URL) and gives the role in it that URL's password. A service whose
 URL the job is not given keeps a role that cannot log in.
@@ -77,7 +77,7 @@ def from_environment(environ: Mapping[str, str]) -> dict[str, str]:
 
 
 def main() -> None:
-    from flowviz import local
+    from flowviz.tools import local
 
     try:
         passwords = from_environment(os.environ)
@@ -85,14 +85,14 @@ def main() -> None:
         with local.reaching(url):
             set_passwords(url, passwords)
     except (ConfigError, local.UserError) as exc:
-        sys.exit(f"flowviz.dbroles: {exc}")
+        sys.exit(f"flowviz.tools.dbroles: {exc}")
     for service, role in DATABASE_ROLES.items():
         state = (
             "password set, may log in"
             if role in passwords
             else "no URL given: left as it was (NOLOGIN unless set before)"
         )
-        print(f"flowviz.dbroles: {role} ({service}): {state}", flush=True)
+        print(f"flowviz.tools.dbroles: {role} ({service}): {state}", flush=True)
 
 
 if __name__ == "__main__":

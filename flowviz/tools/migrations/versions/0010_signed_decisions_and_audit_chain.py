@@ -7,7 +7,7 @@ command line, a bulk import) is chained alike: each row gets `seq` (its place in
 `prev_hash` (the hash of the row before) and `hash` = sha256 over its content and `prev_hash`.
 A transaction-scoped advisory lock keeps the chain linear: one audit insert at a time, in
 commit order (the next writer waits until the one holding it commits or rolls back).
-`flowviz audit verify` walks the chain (flowviz/auditchain.py).
+`flowviz audit verify` walks the chain (flowviz/tools/auditchain.py).
 
 Revision ID: 0010
 Revises: 0007

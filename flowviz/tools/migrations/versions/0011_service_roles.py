@@ -3,7 +3,7 @@ enforced by the database); audit_log and qc_decisions take INSERT only, from any
 
 The roles are created NOLOGIN when missing (roles belong to the whole server, so another
 database may have made them already); whoever runs the system gives each its password and LOGIN:
-`make run` and the tests (flowviz.embedded), the migrate job (python -m flowviz.dbroles).
+`make run` and the tests (flowviz.tools.embedded), the migrate job (python -m flowviz.tools.dbroles).
 Reading is shared (traces join lots, decisions and runs; QC checks a signer's password hash),
 writing is not. The lots table has two writers, as the code has: the lots service (raw lots)
 and genealogy (a run's outputs, received lots, and corrections of quantity, unit and product).

@@ -16,14 +16,14 @@ def load(database_url: str) -> None:
 
 
 def main() -> None:
-    from flowviz import local  # the same settings and one-line messages as `flowviz seed`
+    from flowviz.tools import local  # the same settings and one-line messages as `flowviz seed`
 
     try:
         url = local.database_url()
         with local.reaching(url):
             load(url)
     except local.UserError as exc:
-        sys.exit(f"flowviz.seed: {exc}")
+        sys.exit(f"flowviz.tools.seed: {exc}")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flowviz import local
-from flowviz.embedded import PG_BIN
+from flowviz.tools import local
+from flowviz.tools.embedded import PG_BIN
 
 
 def backup(url: str, file: Path) -> None:

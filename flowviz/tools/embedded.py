@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowviz import dbroles
 from flowviz.core.config import DATABASE_ROLES, OWNER_ROLE
+from flowviz.tools import dbroles
 
 
 def _package_dir(name: str) -> Path:

@@ -1,6 +1,6 @@
-"""The generated plant's trading partners, locations, receipts and shipments (flowviz.generate).
+"""The generated plant's trading partners, locations, receipts and shipments (flowviz.tools.generate).
 
-Files, in the importer's formats (flowviz.import_events):
+Files, in the importer's formats (services.genealogy.import_events):
   partners   code,name,roles,gln,contact_name,contact_email,contact_phone   (roles: a|b)
   locations  code,name,partner_code,gln,address,city,postal_code,country   (partner_code empty: ours)
   receipts   lot_code,supplier_code,ship_from_location_code,receiving_location_code,received_at,

@@ -7,7 +7,7 @@ child's quantity is the sum of what it consumed, and no lot gives away more than
 A few bulk spice lots feed a large share of all mixes, so tracing one of them reaches
 thousands of descendants (the recall case the traces must handle).
 
-Beyond the plant walls (flowviz.partners_gen): about 40 suppliers, 400 customers with their
+Beyond the plant walls (flowviz.tools.partners_gen): about 40 suppliers, 400 customers with their
 sites and a few carriers; a receipt for every raw lot and shipments for most finished goods.
 They draw from a random.Random of their own, so lots.csv and genealogy.csv are the same bytes
 as without them.
@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from flowviz import partners_gen
+from flowviz.tools import partners_gen
 
 LOTS_HEADER = ("lot_code", "kind", "product", "quantity", "uom", "produced_at")
 GENEALOGY_HEADER = ("parent_lot_code", "child_lot_code", "quantity", "uom", "run_code")

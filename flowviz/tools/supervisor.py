@@ -43,7 +43,7 @@ class Child:
 
 
 class Server(Protocol):
-    """An embedded server (flowviz.embedded.Postgres, Valkey): `start()` blocks until it serves."""
+    """An embedded server (flowviz.tools.embedded.Postgres, Valkey): `start()` blocks until it serves."""
 
     name: str
     proc: subprocess.Popen[bytes] | None
