@@ -49,7 +49,7 @@ def test_every_invalid_argument_names_its_field() -> None:
 
 # A value for each path parameter, so that every route's path matches.
 SAMPLE = {"lot_code": "FG-DONER-X1", "code": "DONER", "stream_code": "DONER", "run_code": "RUN-1",
-          "username": "ana", "id": "1", "edge_id": "1"}  # fmt: skip
+          "username": "ana", "id": "1", "edge_id": "1", "delivery_id": "1"}  # fmt: skip
 
 
 def _every_route() -> list[tuple[str, str, frozenset[str]]]:

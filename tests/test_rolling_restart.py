@@ -20,9 +20,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flowviz.tools.embedded import free_port
+from flowviz.tools.supervisor import SERVICES  # every gRPC service, events included
 from tests.conftest import Servers, System, bearer, system_env
-
-SERVICES = ("lots", "genealogy", "qc", "health")
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ def test_only_the_lots_process_holds_the_token_private_key(system: System) -> No
         assert (keys.TOKEN_PRIVATE_ENV in env) == (name == "lots"), name
         assert keys.TOKEN_PUBLIC_ENV in env and "FLOWVIZ_TOKEN_SECRET" not in env, name
         own[name] = env[keys.SERVICE_KEY_ENV]
-    assert len(set(own.values())) == len(own) == 5  # every process its own service key
+    assert len(set(own.values())) == len(own) == len(keys.SERVICE_NAMES)  # every process its own service key
 
 
 def test_a_service_identity_needs_that_services_own_key(system: System) -> None:

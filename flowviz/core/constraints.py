@@ -50,6 +50,10 @@ ANSWERED_IN_SQL = frozenset(
         "run_voids_run_id_key",
         "lot_genealogy_edge_key",
         "audit_log_seq_idx",
+        # Events (issue 16): the outbox's event ids are generated; a delivery per subscription
+        # and event is written with ON CONFLICT DO NOTHING by the fan-out.
+        "event_outbox_event_id_key",
+        "event_deliveries_subscription_id_outbox_id_key",
     }
 )
 
