@@ -124,6 +124,34 @@ def test_no_service_may_change_the_history(
             conn.execute("SET session_replication_role = replica")
 
 
+def test_the_services_seal_the_audit_chain_only_through_the_sealer(
+    servers: Servers, empty_db_url: str
+) -> None:
+    """flowviz_audit_seal() (migration 0013) runs as the owner: the audit-writing services may
+    EXECUTE it and still not UPDATE audit_log; health may not even call it."""
+    with psycopg.connect(empty_db_url) as conn:
+        row = conn.execute(
+            "SELECT prosecdef, pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'flowviz_audit_seal'"
+        ).fetchone()
+        assert row == (True, OWNER_ROLE)
+        for service, role in DATABASE_ROLES.items():
+            may = conn.execute(
+                "SELECT has_function_privilege(%s, 'flowviz_audit_seal(integer, boolean)', 'EXECUTE')",
+                (role,),
+            ).fetchone()
+            assert may == (service != "health",), service
+    with _as(servers, "qc", empty_db_url) as conn:
+        conn.execute(
+            "INSERT INTO audit_log (actor, action, entity, entity_key) VALUES ('t', 'create', 'gate', 'G')"
+        )
+        assert conn.execute("SELECT flowviz_audit_seal(10, false)").fetchone() == (1,)
+        assert conn.execute("SELECT seq FROM audit_log").fetchone() == (1,)
+        with pytest.raises(errors.InsufficientPrivilege):
+            conn.execute("UPDATE audit_log SET seq = NULL, prev_hash = NULL, hash = NULL")
+    with _as(servers, "health", empty_db_url) as conn, pytest.raises(errors.InsufficientPrivilege):
+        conn.execute("SELECT flowviz_audit_seal(10, false)")
+
+
 def test_a_service_writes_its_own_tables(servers: Servers, seeded_db_url: str) -> None:
     """The grants are enough for what the services do (the end-to-end tests do all of it)."""
     with _as(servers, "qc", seeded_db_url) as conn:

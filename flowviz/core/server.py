@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from flowviz.core import auth, heavy, keys, logs, metrics, tracing
+from flowviz.core import audit, auth, heavy, keys, logs, metrics, tracing
 from flowviz.core.cache import Cache, signing_key
 from flowviz.core.channels import SERVER_KEEPALIVE_OPTIONS, open_channel
 from flowviz.core.config import (
@@ -164,6 +164,8 @@ async def serve(
         await asyncio.sleep(0.5)
     for start in resources.on_start:
         await start()
+    if (stop_sealing := audit.start_sealing(name, resources.pool)) is not None:
+        resources.on_close.append(stop_sealing)  # links audit rows into the chain (migration 0013)
     if not stop.is_set():
         resources.ready = True
         for svc in own_names:

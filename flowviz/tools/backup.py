@@ -16,13 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flowviz.tools import local
+from flowviz.tools import auditchain, local
 from flowviz.tools.embedded import PG_BIN
 
 
 def backup(url: str, file: Path) -> None:
     # Written beside the target, then renamed: a failed dump never leaves a half file as FILE.
     partial = file.with_name(file.name + ".partial")
+    auditchain.seal(url)  # the file holds every committed audit row sealed, whenever it is restored
     try:
         subprocess.run(
             [str(PG_BIN / "pg_dump"), "--format=custom", "--file", str(partial), "--dbname", url], check=True
