@@ -13,6 +13,14 @@ commits/s.
 - none: no trigger, no sealer (the floor).
 
     .venv/bin/python bench/audit_chain_bench.py --connections 50 --seconds 5
+
+With --runs, the same A/B through the whole system instead: bench/run.py's launcher starts
+flowviz (`flowviz.tools.cli run` on the seed data, its own ports and data folder) and its k6
+script writes.js posts production runs (3 inputs, 1 output) at 50 connections, the chain by
+trigger and sealed after commit interleaved (the database switched between them in place; the
+services' sealers find nothing to seal under the trigger). Ends with `flowviz audit verify`.
+
+    .venv/bin/python bench/audit_chain_bench.py --runs --seconds 10 --rounds 2
 """
 
 from __future__ import annotations
@@ -127,12 +135,80 @@ async def run(url: str, args: argparse.Namespace) -> None:
         await admin.close()
 
 
+def switch(url: str, mode: str) -> None:
+    """The system's database to `mode` ("trigger" or "sealed"), between two k6 runs."""
+    import psycopg
+
+    from flowviz.tools import auditchain
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        if conn.execute("SELECT to_regproc('bench_audit_chain')").fetchone() == (None,):
+            conn.execute(CHAIN_0010)
+        conn.execute("ALTER TABLE audit_log DISABLE TRIGGER audit_log_stamp")
+        auditchain.seal(url)  # the trigger must start from a sealed head
+        for name, trigger in TRIGGERS.items():
+            conn.execute(f"ALTER TABLE audit_log {'ENABLE' if name == mode else 'DISABLE'} TRIGGER {trigger}")
+
+
+def in_database(url: str, tag: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM production_runs WHERE run_code LIKE %s", (f"{tag}-R-%",)
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def production_runs(args: argparse.Namespace) -> None:
+    import importlib.util
+    import sys
+
+    from flowviz.tools import auditchain
+
+    spec = importlib.util.spec_from_file_location("bench_run", Path(__file__).with_name("run.py"))
+    assert spec is not None and spec.loader is not None
+    harness = importlib.util.module_from_spec(spec)
+    sys.modules["bench_run"] = harness
+    spec.loader.exec_module(harness)
+    harness.ensure_tools()
+    ports = {k: v + args.port_offset for k, v in harness.BASE_PORTS.items()}
+    with tempfile.TemporaryDirectory(prefix="audit-runs-") as tmp:
+        out = Path(__file__).with_name("out") / "audit-runs"  # k6's logs and summaries, kept
+        out.mkdir(parents=True, exist_ok=True)
+        sampler = harness.Sampler()
+        system = harness.System(ports, Path(tmp) / "data", out, sampler)
+        try:
+            system.start()
+            token = system.token()
+            for rnd in range(args.rounds):
+                for mode in ("trigger", "sealed"):
+                    switch(system.database_url, mode)
+                    env = {"BASE": system.base, "TOKEN": token, "TAG": f"AC{rnd}{mode[0].upper()}{int(time.time()) % 10**6}",
+                           "DURATION": f"{args.seconds:g}s", "MODE": "vus", "VUS": str(args.connections)}  # fmt: skip
+                    res = harness.run_k6("writes.js", env, int(args.seconds), out, f"{mode}{rnd}")
+                    created = res["metrics"].get("created", {}).get("values", {}).get("count", 0)
+                    stored = in_database(system.database_url, env["TAG"])
+                    print(f"round {rnd + 1}, chain {mode:<7}: {created / args.seconds:,.0f} production runs/s "
+                          f"(201s) at {args.connections} connections, P50 {res['p50_ms']:.0f} ms, "
+                          f"P99 {res['p99_ms']:.0f} ms, {res['errors']} errors; {created} = {stored} in PostgreSQL", flush=True)  # fmt: skip
+            result = auditchain.verify(system.database_url)
+            print(f"flowviz audit verify: {'intact' if result.ok else result.message}, {result.rows} rows")
+        finally:
+            system.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--runs", action="store_true", help="production runs through the whole system")
+    parser.add_argument("--port-offset", type=int, default=300, help="added to bench/run.py's ports")
     args = parser.parse_args()
+    if args.runs:
+        production_runs(args)
+        return
     with tempfile.TemporaryDirectory(prefix="audit-bench-") as tmp:
         pg = Postgres(Path(tmp) / "pg", free_port())
         pg.init()
