@@ -51,10 +51,11 @@ async def seal(conn: Conn, batch: int = SEAL_BATCH) -> int | None:
 
 
 async def keep_sealed(pool: asyncpg.Pool, stop: asyncio.Event, every: float = SEAL_EVERY) -> None:
-    """Seal until `stop` is set. A failure (the database away, a restore replacing the function)
-    is logged once and retried next pass: rows wait unsealed, nothing is lost."""
+    """Seal until `stop` is set, then once more (the last writes before it). A failure (the
+    database away, a restore replacing the function) is logged once and retried next pass: rows
+    wait unsealed, nothing is lost."""
     failing = False
-    while not stop.is_set():
+    while True:
         sealed: int | None = 0
         try:
             async with pool.acquire() as conn:
@@ -66,6 +67,8 @@ async def keep_sealed(pool: asyncpg.Pool, stop: asyncio.Event, every: float = SE
             if not failing:
                 log.warning("audit sealing failed; retrying", extra={"error": repr(exc)})
             failing = True
+        if stop.is_set():
+            return
         if sealed == SEAL_BATCH:
             continue  # a backlog: seal on without waiting
         with contextlib.suppress(TimeoutError):
