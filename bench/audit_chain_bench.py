@@ -186,12 +186,23 @@ def production_runs(args: argparse.Namespace) -> None:
                     switch(system.database_url, mode)
                     env = {"BASE": system.base, "TOKEN": token, "TAG": f"AC{rnd}{mode[0].upper()}{int(time.time()) % 10**6}",
                            "DURATION": f"{args.seconds:g}s", "MODE": "vus", "VUS": str(args.connections)}  # fmt: skip
+                    snap, busy, kids = (
+                        sampler.snapshot(),
+                        harness.busy_cpu_seconds(),
+                        harness.children_cpu_seconds(),
+                    )
                     res = harness.run_k6("writes.js", env, int(args.seconds), out, f"{mode}{rnd}")
+                    cpu = harness.Sampler.cpu_delta(snap, sampler.snapshot())
+                    cpu["k6"] = harness.children_cpu_seconds() - kids
+                    cpu["other"] = max(0.0, harness.busy_cpu_seconds() - busy - sum(cpu.values()))  # not ours
+                    used = ", ".join(
+                        f"{k} {v:.0f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 0.5
+                    )
                     created = res["metrics"].get("created", {}).get("values", {}).get("count", 0)
                     stored = in_database(system.database_url, env["TAG"])
                     print(f"round {rnd + 1}, chain {mode:<7}: {created / args.seconds:,.0f} production runs/s "
                           f"(201s) at {args.connections} connections, P50 {res['p50_ms']:.0f} ms, "
-                          f"P99 {res['p99_ms']:.0f} ms, {res['errors']} errors; {created} = {stored} in PostgreSQL", flush=True)  # fmt: skip
+                          f"P99 {res['p99_ms']:.0f} ms, {res['errors']} errors; {created} = {stored} in PostgreSQL; CPU s: {used}", flush=True)  # fmt: skip
             result = auditchain.verify(system.database_url)
             print(f"flowviz audit verify: {'intact' if result.ok else result.message}, {result.rows} rows")
         finally:

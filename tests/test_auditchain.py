@@ -11,14 +11,16 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import asyncpg
+import httpx
 import psycopg
 import pytest
 
 from flowviz.core import audit
 from flowviz.tools import auditchain, migrate
-from tests.conftest import ROOT, Servers
+from tests.conftest import ROOT, Servers, System
 
 INSERT = "INSERT INTO audit_log (actor, action, entity, entity_key, reason, details) VALUES (%s, %s, %s, %s, %s, %s)"
 SEAL = "SELECT flowviz_audit_seal(10000, false)"
@@ -247,6 +249,23 @@ def test_each_service_keeps_the_chain_sealed(empty_db_url: str) -> None:
 
     asyncio.run(main())
     assert auditchain.verify(empty_db_url, sealing=False).rows == 5
+
+
+def test_the_running_services_seal_what_they_write(system: System, http: httpx.Client) -> None:
+    code = f"RAW-SEALED-{os.getpid()}"
+    lot = {"lot_code": code, "kind": "RAW", "product": "sealing", "quantity": 1, "uom": "kg"}
+    assert http.post("/api/lots", json=lot).status_code == 201
+    deadline = time.monotonic() + 30
+    with psycopg.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
+        while True:  # nobody but the services' own sealers seals here
+            row = conn.execute(
+                "SELECT seq FROM audit_log WHERE entity = 'lot' AND entity_key = %s", (code,)
+            ).fetchone()
+            assert row is not None
+            if row[0] is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    assert row[0] is not None, "not sealed within 30 s"
 
 
 def test_the_migration_keeps_the_chain_of_0010_and_goes_back(servers: Servers) -> None:
