@@ -178,6 +178,13 @@ def production_runs(args: argparse.Namespace) -> None:
         out.mkdir(parents=True, exist_ok=True)
         sampler = harness.Sampler()
         system = harness.System(ports, Path(tmp) / "data", out, sampler)
+        base_env = system.env
+        # The events service is newer than bench/run.py's port table: give it ports of its own too.
+        events = {
+            "FLOWVIZ_EVENTS_PORT": str(ports["qc"] + 10),
+            "FLOWVIZ_EVENTS_METRICS_PORT": str(ports["qc_metrics"] + 10),
+        }
+        system.env = lambda: {**base_env(), **events}
         try:
             system.start()
             token = system.token()
