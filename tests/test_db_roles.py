@@ -144,10 +144,11 @@ def test_the_services_seal_the_audit_chain_only_through_the_sealer(
         conn.execute(
             "INSERT INTO audit_log (actor, action, entity, entity_key) VALUES ('t', 'create', 'gate', 'G')"
         )
+        conn.execute("CREATE TEMP TABLE audit_log (LIKE public.audit_log)")  # never the one sealed
         assert conn.execute("SELECT flowviz_audit_seal(10, false)").fetchone() == (1,)
-        assert conn.execute("SELECT seq FROM audit_log").fetchone() == (1,)
+        assert conn.execute("SELECT seq FROM public.audit_log").fetchone() == (1,)
         with pytest.raises(errors.InsufficientPrivilege):
-            conn.execute("UPDATE audit_log SET seq = NULL, prev_hash = NULL, hash = NULL")
+            conn.execute("UPDATE public.audit_log SET seq = NULL, prev_hash = NULL, hash = NULL")
     with _as(servers, "health", empty_db_url) as conn, pytest.raises(errors.InsufficientPrivilege):
         conn.execute("SELECT flowviz_audit_seal(10, false)")
 

@@ -94,8 +94,9 @@ CREATE TRIGGER audit_log_seal_only BEFORE UPDATE ON audit_log
 -- Seal up to max_rows committed unsealed rows; NULL when another sealer holds the lock (unless
 -- wait). Read committed: each statement's snapshot, taken after the lock, sees the last sealer's
 -- commit (a fixed snapshot could miss it; the unique seq index would then refuse the batch).
+-- pg_temp last in its search_path: a caller's temporary table named audit_log is never the one.
 CREATE FUNCTION flowviz_audit_seal(max_rows integer DEFAULT 10000, wait boolean DEFAULT false)
-RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     last record;
     r record;
