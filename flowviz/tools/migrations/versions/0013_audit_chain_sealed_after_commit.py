@@ -52,7 +52,12 @@ DROP TRIGGER audit_log_chain ON audit_log;
 DROP FUNCTION flowviz_audit_chain();
 
 ALTER TABLE audit_log ADD COLUMN digest bytea;
+-- Each seal leaves the row's unsealed version dead in this index until a vacuum. The sealer reads
+-- it with a plain index scan, which marks the dead entries so the next pass skips their heap
+-- pages (a bitmap scan visits them all every pass: 40-70 ms at 200,000 dead entries, against
+-- 0.5 ms), and the table is vacuumed at 2% dead rows rather than 20%.
 CREATE INDEX audit_log_unsealed_idx ON audit_log (id) WHERE seq IS NULL;
+ALTER TABLE audit_log SET (autovacuum_vacuum_scale_factor = 0.02);
 
 CREATE FUNCTION flowviz_audit_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -96,7 +101,8 @@ CREATE TRIGGER audit_log_seal_only BEFORE UPDATE ON audit_log
 -- commit (a fixed snapshot could miss it; the unique seq index would then refuse the batch).
 -- pg_temp last in its search_path: a caller's temporary table named audit_log is never the one.
 CREATE FUNCTION flowviz_audit_seal(max_rows integer DEFAULT 10000, wait boolean DEFAULT false)
-RETURNS integer LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+RETURNS integer LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp SET enable_bitmapscan = off AS $$
 DECLARE
     last record;
     r record;
@@ -154,6 +160,7 @@ CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON audi
 DROP TRIGGER audit_log_stamp ON audit_log;
 DROP FUNCTION flowviz_audit_stamp();
 DROP INDEX audit_log_unsealed_idx;
+ALTER TABLE audit_log RESET (autovacuum_vacuum_scale_factor);
 ALTER TABLE audit_log DROP COLUMN digest;
 
 CREATE FUNCTION flowviz_audit_chain() RETURNS trigger LANGUAGE plpgsql AS $$
