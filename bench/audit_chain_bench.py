@@ -97,9 +97,9 @@ async def sealed_burst(url: str, connections: int, seconds: float) -> tuple[floa
             left = int(
                 await conn.fetchval("SELECT count(*) FROM audit_log WHERE seq IS NULL AND digest IS NOT NULL")
             )
-        stop.set()
-        await sealer
         started = time.perf_counter()
+        stop.set()
+        await sealer  # its last pass
         async with pool.acquire() as conn:
             while (await audit.seal(conn)) != 0:
                 pass
