@@ -3,8 +3,12 @@
 // gives them; where it does not (older servers fill them only for the root), they are derived
 // from the graph itself: a lot is held when it, or an ancestor shown, is on hold or rejected.
 
+import { fmtQty } from "./dom.js";
+
 const BLOCKED = new Set(["on_hold", "rejected"]);
 export const isBlocked = (s) => BLOCKED.has(s);
+// An edge's label: quantity, unit and run; a partner edge's own (what was received or shipped).
+export const edgeLabel = (e) => e.label ?? `${fmtQty(e.quantity)} ${e.uom}${e.run_code ? ` · ${e.run_code}` : ""}`;
 
 export class Model {
   constructor(answer) {
@@ -15,7 +19,65 @@ export class Model {
     this.nodes = new Map();
     this.edges = new Map();
     this.hidden = new Map(); // lot -> neighbours not shown yet
+    this.receipts = new Map(); // id -> receipt (how a lot shown came in from a supplier)
+    this.shipments = new Map(); // id -> shipment (where a lot shown went)
     this.add(answer.nodes || [], answer.edges || []);
+    this.addEvents(answer.receipts, answer.shipments);
+  }
+
+  addEvents(receipts = [], shipments = []) {
+    for (const r of receipts || []) this.receipts.set(r.id, r);
+    for (const s of shipments || []) this.shipments.set(s.id, s);
+    this.partnerCache = null;
+  }
+
+  // The graph's partner boxes: one per supplier site that sent a lot shown (upstream of the lots
+  // it sent) and one per customer site that received one (downstream of the lots shipped there),
+  // with one edge per lot and box. Ids start with "from:" or "to:" and are looked up in this
+  // map, never parsed; a lot whose code is one of them wins (the box is left out).
+  partnerGraph() {
+    if (this.partnerCache) return this.partnerCache;
+    const nodes = new Map();
+    const edges = new Map();
+    const box = (id, partner, title, second, party, location) => {
+      if (this.nodes.has(id)) return null;
+      if (!nodes.has(id)) nodes.set(id, { lot_code: id, partner, title, product: second, party, location, effective: "partner", kind: partner, blockedBy: [], inherited: false, blocker: false, receipts: [], shipments: [] });
+      return nodes.get(id);
+    };
+    const link = (parent, child, event) => {
+      const key = `${parent}>${child}`;
+      if (!edges.has(key)) edges.set(key, { parent, child, events: [], partner: true });
+      edges.get(key).events.push(event);
+    };
+    for (const r of this.receipts.values()) {
+      if (this.nodes.has(r.lot_code) === false) continue;
+      const node = box(`from:${r.supplier_code}/${r.ship_from_location_code}`, "supplier", `from ${r.supplier_name || r.supplier_code}`, r.ship_from_location_code, r.supplier_code, r.ship_from_location_code);
+      if (!node) continue;
+      node.receipts.push(r);
+      link(node.lot_code, r.lot_code, r);
+    }
+    for (const s of this.shipments.values()) {
+      if (this.nodes.has(s.lot_code) === false) continue;
+      const node = box(`to:${s.customer_code}/${s.ship_to_location_code}`, "customer", `to ${s.customer_name || s.customer_code}`, s.ship_to_location_code, s.customer_code, s.ship_to_location_code);
+      if (!node) continue;
+      node.shipments.push(s);
+      link(s.lot_code, node.lot_code, s);
+    }
+    for (const e of edges.values()) {
+      const first = e.events[0];
+      const units = new Set(e.events.map((x) => x.uom));
+      e.uom = units.size === 1 ? first.uom : "";
+      e.quantity = units.size === 1 ? e.events.reduce((a, x) => a + x.quantity, 0) : null;
+      e.label = e.events.length === 1
+        ? `${first.supplier_code ? "received" : "shipped"} ${fmtQty(first.quantity)} ${first.uom} · ${[first.document_type, first.document_number].filter(Boolean).join(" ")}`
+        : `${e.events.length} ${first.supplier_code ? "receipts" : "shipments"}${e.quantity === null ? "" : ` · ${fmtQty(e.quantity)} ${e.uom}`}`;
+    }
+    this.partnerCache = { nodes: [...nodes.values()], edges: [...edges.values()], byId: nodes };
+    return this.partnerCache;
+  }
+
+  partner(id) {
+    return this.partnerGraph().byId.get(id) || null;
   }
 
   // Lots and edges not seen yet (an answer's own are unique; expansions may repeat them).
@@ -26,6 +88,7 @@ export class Model {
       const key = `${e.parent}>${e.child}>${e.run_code || ""}`;
       if (!this.edges.has(key)) this.edges.set(key, e);
     }
+    this.partnerCache = null;
     this.derive();
   }
 

@@ -1,0 +1,221 @@
+"""Receipts, shipments and the recall's notification list in the browser (issue 13): recorded
+through the API on this module's own database, then read off the lot panel, the graph and the
+recall workbench, with the notification list's CSV downloaded through the page.
+
+The genealogy, with hand-checked figures: RAW-A (100 kg) and RAW-B (100 kg) are received from
+one supplier; a run takes 30 kg of each into FG (60 kg, so half of it is RAW-A). RAW-A ships
+10 kg and FG 24 kg to one customer's DC. A recall of RAW-A names that customer with 2 shipments,
+34 kg, of which 10 + 24 x 0.5 = 22 kg is RAW-A; still in the plant: RAW-A 100 - 30 - 10 = 60 kg
+and FG 60 - 24 = 36 kg (18 kg of it RAW-A)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import System, bearer
+from tests.test_production import run
+from tests.test_shipping import Parties, make_parties, receive, ship
+from tests.web.conftest import App
+
+
+def tall_shot(app: App, name: str) -> None:
+    """The side panel scrolls on its own: a tall window lets the screenshot show all of it."""
+    size = app.page.viewport_size
+    app.page.set_viewport_size({"width": 1280, "height": 2000})
+    app.shot(name)
+    if size:
+        app.page.set_viewport_size(size)
+
+
+@dataclass(frozen=True)
+class Trade:
+    parties: Parties
+    raw_a: str
+    raw_b: str
+    fg: str
+    ship_raw: dict[str, object]
+    ship_fg: dict[str, object]
+    many: str
+    idle: str
+
+
+@pytest.fixture(scope="module")
+def trade(web_system: System) -> Iterator[Trade]:
+    t = uuid.uuid4().hex[:6].upper()
+    raw_a, raw_b, fg, many, idle = f"RAW-WA-{t}", f"RAW-WB-{t}", f"FG-W-{t}", f"RAW-WM-{t}", f"RAW-WI-{t}"
+    with httpx.Client(base_url=web_system.base, timeout=10, headers=bearer("ada")) as http:
+        p = make_parties(http)
+        for code in (raw_a, raw_b, many, idle):
+            r = receive(http, p, code, 100)
+            assert r.status_code == 201, r.text
+        r = run(http, f"RUN-W-{t}", [(raw_a, 30, "kg"), (raw_b, 30, "kg")], [(fg, "FG", 60)])
+        assert r.status_code == 201, r.text
+        shipped = []
+        for code, qty in ((raw_a, 10), (fg, 24)):
+            r = ship(http, p, code, qty)
+            assert r.status_code == 201, r.text
+            shipped.append(r.json()["shipment"])
+        for i in range(25):  # more than the panel shows at first
+            r = ship(http, p, many, 1 + i / 100, shipped_at=f"2026-12-02T{i % 24:02d}:00:00Z")
+            assert r.status_code == 201, r.text
+    yield Trade(p, raw_a, raw_b, fg, shipped[0], shipped[1], many, idle)
+
+
+def test_the_lot_panel_shows_the_receipt_and_the_shipments(app: App, trade: Trade) -> None:
+    p = trade.parties
+    page = app.open(f"/?lot={trade.raw_a}")
+    app.drawn(trade.raw_a)
+    panel = page.locator("#panel-lot")
+    receipt = panel.locator(".receipt")
+    receipt.wait_for()
+    facts = dict(
+        zip(receipt.locator("dt").all_text_contents(), receipt.locator("dd").all_text_contents(), strict=True)
+    )
+    assert facts["supplier"] == f"{p.supplier} GmbH ({p.supplier})"
+    assert facts["supplier's lot"] == f"S/{trade.raw_a}"
+    assert p.supplier_site in facts["ship-from"] and p.plant in facts["received at"]
+    assert facts["date"] == "2026-11-30 08:15 UTC"
+    assert facts["quantity"] == "100 kg"
+    assert facts["document"] == f"BOL BOL-{trade.raw_a}"
+    assert facts["expiry"] == "2027-11-30"
+    # Consumed 30 kg by the run and 10 kg shipped: the mass balance says so.
+    assert "10 kg in 1 shipment" in panel.text_content()
+    row = panel.locator(f'table.shipments tr[data-shipment="{trade.ship_raw["id"]}"]')
+    assert row.locator("td.when").text_content() == "2026-12-01 14:00 UTC"
+    assert row.locator(".to-customer").text_content() == f"{p.customer} GmbH ({p.customer})"
+    assert row.locator("td.num").text_content() == "10 kg"
+    assert row.locator(".document").text_content() == f"ASN {trade.ship_raw['document_number']}"
+    # The ship-to's and the carrier's names come from their records (looked up once a session).
+    row.locator(".ship-to-place", has_text=f"{p.customer_dc}, DE").wait_for()
+    row.locator(f'.carrier [title="{p.carrier}"]', has_text=f"{p.carrier} GmbH").wait_for()
+    assert panel.locator("table.shipments tbody tr").count() == 1
+    assert panel.locator(".shipped-total").text_content() == "1 shipment to 1 customer: 10 kg."
+    tall_shot(app, "lot-panel-receipt-shipments")
+
+
+def test_many_shipments_are_shown_a_step_at_a_time(app: App, trade: Trade) -> None:
+    page = app.open(f"/?lot={trade.many}")
+    panel = page.locator("#panel-lot")
+    rows = panel.locator("table.shipments tbody tr")
+    rows.first.wait_for()
+    assert rows.count() == 20
+    note = panel.locator("p.steps")
+    assert "Showing 20 of 25 shipments." in note.text_content()
+    note.locator("button", has_text="Show 5 more").click()
+    assert rows.count() == 25
+    assert note.is_hidden()
+    assert panel.locator(".shipped-total").text_content() == "25 shipments to 1 customer: 28 kg."
+
+
+def test_the_graph_draws_the_supplier_and_the_customer_with_labelled_edges(app: App, trade: Trade) -> None:
+    p = trade.parties
+    page = app.open(f"/?lot={trade.raw_a}&dir=both&depth=3")
+    ids = set(app.drawn(trade.raw_a))
+    supplier, customer = f"from:{p.supplier}/{p.supplier_site}", f"to:{p.customer}/{p.customer_dc}"
+    assert {trade.raw_a, trade.fg, supplier, customer} <= ids
+    assert "partner" in app.node_classes(supplier) and "customer" in app.node_classes(customer)
+    labels = page.evaluate(
+        "() => Object.fromEntries(flowviz.graph.cy.edges('.partner').map((e) => [e.source().id() + '>' + e.target().id(), e.data('label')]))"
+    )
+    assert labels == {
+        f"{supplier}>{trade.raw_a}": f"received 100 kg · BOL BOL-{trade.raw_a}",
+        f"{trade.raw_a}>{customer}": f"shipped 10 kg · ASN {trade.ship_raw['document_number']}",
+        f"{trade.fg}>{customer}": f"shipped 24 kg · ASN {trade.ship_fg['document_number']}",
+    }
+    node_label = page.evaluate("(id) => flowviz.graph.cy.getElementById(id).data('label')", customer)
+    assert node_label == f"to {p.customer} GmbH\n{p.customer_dc}"
+    # Lots are counted as lots (RAW-B, the FG's other input, is not shown yet); the sites apart.
+    page.locator("#showing", has_text="showing 2 of 3 lots, with 2 supplier and customer sites").wait_for()
+    # A click on the customer's box shows what went there; the graph stays where it is.
+    page.evaluate("(id) => { flowviz.graph.cy.getElementById(id).emit('tap'); }", customer)
+    panel = page.locator("#panel-lot")
+    panel.locator("h3", has_text="Shipped here").wait_for()
+    rows = panel.locator("table.shipments tbody tr")
+    assert sorted(rows.nth(i).get_attribute("data-lot") for i in range(rows.count())) == sorted(
+        [trade.raw_a, trade.fg]
+    )
+    assert rows.locator("td:nth-child(2)").all_text_contents() == [trade.raw_a, trade.fg]  # the lot column
+    page.evaluate("(id) => { flowviz.graph.cy.getElementById(id).emit('dbltap'); }", customer)
+    assert (
+        f"lot={trade.raw_a}&" in page.url and page.locator("#graph").get_attribute("data-root") == trade.raw_a
+    )
+    tall_shot(app, "graph-partners")
+
+
+def test_the_recall_workbench_names_whom_to_notify_and_downloads_the_csv(app: App, trade: Trade) -> None:
+    p = trade.parties
+    page = app.open(f"/?lot={trade.raw_a}&tab=recall", user="quinn")
+    panel = page.locator("#panel-recall")
+    customer = panel.locator(f'details.customer[data-customer="{p.customer}"]')
+    customer.wait_for()
+    assert panel.locator("details.customer").count() == 1
+    assert customer.get_attribute("open") is not None
+    summary = customer.locator("summary").text_content()
+    assert summary == f"{p.customer} GmbH ({p.customer}): 2 shipments, 34 kg, 22 kg of {trade.raw_a}"
+    assert "Contact: Recall desk, recall@x.example" in customer.text_content()
+    site = customer.locator(f'.ship-to[data-location="{p.customer_dc}"]')
+    assert f"34 kg shipped here, 22 kg of {trade.raw_a}." in site.text_content()
+    rows = {}
+    for i in range(site.locator("tbody tr").count()):
+        tr = site.locator("tbody tr").nth(i)
+        cells = [
+            tr.locator(c).text_content()
+            for c in ("td.when", "button", ".document", "td.quantity", "td.root-qty")
+        ]
+        rows[tr.get_attribute("data-lot")] = cells
+    assert set(rows) == {trade.raw_a, trade.fg}
+    assert rows[trade.fg] == [
+        "2026-12-01 14:00 UTC", trade.fg, f"ASN {trade.ship_fg['document_number']}", "24 kg", "12 kg",
+    ]  # fmt: skip
+    assert rows[trade.raw_a][3:] == ["10 kg", "10 kg"]
+    assert panel.locator(".notify-summary").text_content() == (
+        f"2 shipments of affected lots to 1 customer: 34 kg shipped, 22 kg of it {trade.raw_a}."
+    )
+    plant = panel.locator("table.in-plant")
+    in_plant = {
+        plant.locator("tbody tr").nth(i).get_attribute("data-lot"): plant.locator("tbody tr").nth(i).locator("td").all_text_contents()
+        for i in range(plant.locator("tbody tr").count())
+    }  # fmt: skip
+    assert in_plant[trade.raw_a][2:] == ["60 kg", "60 kg"] and p.plant in in_plant[trade.raw_a][1]
+    assert in_plant[trade.fg][2:] == ["36 kg", "18 kg"]
+    assert trade.raw_b not in in_plant  # not made from RAW-A: not affected
+    assert panel.locator(".plant-summary").text_content() == f"2 lots: 96 kg, 78 kg of it {trade.raw_a}."
+    tall_shot(app, "recall-notifications")
+
+    with page.expect_download() as download:
+        panel.locator("button", has_text="Download CSV").click()
+    assert download.value.suggested_filename == f"notifications-{trade.raw_a}.csv"
+    lines = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    shipments = {r["lot_code"]: r for r in lines if r["relation"] == "shipment"}
+    assert set(shipments) == {trade.raw_a, trade.fg}
+    fg = shipments[trade.fg]
+    assert (fg["customer_code"], fg["location_code"], fg["document_number"]) == (
+        p.customer, p.customer_dc, trade.ship_fg["document_number"],
+    )  # fmt: skip
+    assert (float(fg["quantity"]), float(fg["root_quantity"])) == (24, 12)
+    assert sum(float(r["quantity"]) for r in shipments.values()) == 34
+    assert sum(float(r["root_quantity"]) for r in shipments.values()) == 22
+    stock = {r["lot_code"]: float(r["quantity"]) for r in lines if r["relation"] == "in_plant"}
+    assert stock == {trade.raw_a: 60, trade.fg: 36}
+
+
+def test_a_lot_shipped_nowhere_says_so(app: App, trade: Trade) -> None:
+    page = app.open(f"/?lot={trade.idle}&tab=recall")
+    panel = page.locator("#panel-recall")
+    panel.locator(".notify-summary").wait_for()
+    assert panel.locator(".notify-summary").text_content() == "No affected lot has been shipped."
+    assert panel.locator("details.customer").count() == 0
+    in_plant = panel.locator("table.in-plant tbody tr")
+    assert [in_plant.nth(i).get_attribute("data-lot") for i in range(in_plant.count())] == [trade.idle]
+    assert in_plant.first.locator("td").all_text_contents()[2:] == ["100 kg", "100 kg"]
+    page.locator("#tab-lot").click()
+    page.locator("#panel-lot .receipt").wait_for()
+    assert page.locator("#panel-lot").locator("text=Not shipped.").is_visible()
