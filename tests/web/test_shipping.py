@@ -219,3 +219,45 @@ def test_a_lot_shipped_nowhere_says_so(app: App, trade: Trade) -> None:
     page.locator("#tab-lot").click()
     page.locator("#panel-lot .receipt").wait_for()
     assert page.locator("#panel-lot").locator("text=Not shipped.").is_visible()
+
+
+def test_the_canvas_graph_draws_partner_sites_too(app: App, web_system: System, trade: Trade) -> None:
+    """70 lots from one received lot (past the canvas renderer's threshold), 3 of them shipped."""
+    p = trade.parties
+    t = uuid.uuid4().hex[:6].upper()
+    raw, n = f"RAW-WC-{t}", 70
+    kids = [f"MIX-WC-{t}-{i:02}" for i in range(n)]
+    with httpx.Client(base_url=web_system.base, timeout=60, headers=bearer("ada")) as http:
+        assert receive(http, p, raw, 500).status_code == 201
+        lots = "lot_code,kind,product,quantity,uom,produced_at\n"
+        lots += "".join(f"{c},MIX,Mix {i},2,kg,2026-12-01T00:00:00Z\n" for i, c in enumerate(kids))
+        edges = "parent_lot_code,child_lot_code,quantity,uom,run_code\n"
+        edges += "".join(f"{raw},{c},2,kg,RUN-WC-{t}-{i:02}\n" for i, c in enumerate(kids))
+        r = http.post(
+            "/api/import", files={"lots": ("lots.csv", lots), "genealogy": ("genealogy.csv", edges)}
+        )
+        assert r.status_code in (200, 201), r.text
+        for c in kids[:3]:
+            assert ship(http, p, c, 1.5).status_code == 201
+    page = app.open(f"/?lot={raw}&dir=downstream")
+    page.wait_for_selector(f'#graph[data-drawn="{n + 1}"][data-partners="2"]', state="attached")
+    customer = f"to:{p.customer}/{p.customer_dc}"
+    titles = page.evaluate(
+        "() => flowviz.graph.canvas.nodes.filter((x) => x.partner).map((x) => x.title).sort()"
+    )
+    assert titles == [f"from {p.supplier} GmbH", f"to {p.customer} GmbH"]
+    x, y = page.evaluate(
+        """(id) => { const g = flowviz.graph.canvas, i = g.index.get(id), r = g.canvas.getBoundingClientRect();
+                     g.view = { scale: 0.5, tx: r.width / 2 - g.x[i] * 0.5, ty: r.height / 2 - g.y[i] * 0.5 }; g.schedule();
+                     return [r.left + r.width / 2, r.top + r.height / 2]; }""",
+        customer,
+    )
+    page.mouse.click(x, y)
+    panel = page.locator("#panel-lot")
+    panel.locator("h3", has_text="Shipped here").wait_for()
+    rows = panel.locator("table.shipments tbody tr")
+    assert sorted(rows.nth(i).get_attribute("data-lot") for i in range(rows.count())) == kids[:3]
+    # The customer's site is lit with the lots shipped there and their parent, nothing else.
+    lit = page.evaluate("() => Array.from(flowviz.graph.canvas.lit).reduce((a, b) => a + b, 0)")
+    assert lit == 1 + 3 + 1 + 1  # the site, the 3 lots, the raw lot and its supplier's site
+    tall_shot(app, "canvas-partners")
