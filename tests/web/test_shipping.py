@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Trade:
     ship_fg: dict[str, object]
     many: str
     idle: str
+    twin: str
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,10 @@ def trade(web_system: System) -> Iterator[Trade]:
         for code in (raw_a, raw_b, many, idle):
             r = receive(http, p, code, 100)
             assert r.status_code == 201, r.text
+        # A second delivery under the same supplier lot code as RAW-A.
+        twin = f"RAW-WT-{t}"
+        r = receive(http, p, twin, 40, supplier_lot_code=f"S/{raw_a}", received_at="2026-12-01T07:00:00Z")
+        assert r.status_code == 201, r.text
         r = run(http, f"RUN-W-{t}", [(raw_a, 30, "kg"), (raw_b, 30, "kg")], [(fg, "FG", 60)])
         assert r.status_code == 201, r.text
         shipped = []
@@ -66,7 +72,7 @@ def trade(web_system: System) -> Iterator[Trade]:
         for i in range(25):  # more than the panel shows at first
             r = ship(http, p, many, 1 + i / 100, shipped_at=f"2026-12-02T{i % 24:02d}:00:00Z")
             assert r.status_code == 201, r.text
-    yield Trade(p, raw_a, raw_b, fg, shipped[0], shipped[1], many, idle)
+    yield Trade(p, raw_a, raw_b, fg, shipped[0], shipped[1], many, idle, twin)
 
 
 def test_the_lot_panel_shows_the_receipt_and_the_shipments(app: App, trade: Trade) -> None:
@@ -261,3 +267,46 @@ def test_the_canvas_graph_draws_partner_sites_too(app: App, web_system: System, 
     lit = page.evaluate("() => Array.from(flowviz.graph.canvas.lit).reduce((a, b) => a + b, 0)")
     assert lit == 1 + 3 + 1 + 1  # the site, the 3 lots, the raw lot and its supplier's site
     tall_shot(app, "canvas-partners")
+
+
+def test_a_supplier_calls_about_their_lot_code(app: App, trade: Trade) -> None:
+    p = trade.parties
+    page = app.open("/")
+    form = page.locator("#supplier-trace")
+    form.locator("input[name=supplier_code]").fill(p.supplier)
+    form.locator("input[name=supplier_lot_code]").fill(f"S/{trade.raw_a}")
+    form.locator("button[type=submit]").click()
+    result = page.locator("#supplier-trace-result")
+    result.locator(".supplier-summary").wait_for()
+    assert result.locator(".supplier-summary").text_content() == (
+        f"2 lots received under S/{trade.raw_a} from {p.supplier} GmbH:"
+    )
+    lots = result.locator("li")
+    assert [lots.nth(i).get_attribute("data-lot") for i in range(lots.count())] == [trade.raw_a, trade.twin]
+    assert lots.nth(0).locator(".reach").text_content() == (
+        "It reached 1 lot; 2 shipments to 1 customer, 22 kg of it shipped, 78 kg still in the plant."
+    )
+    assert lots.nth(1).locator(".reach").text_content() == (
+        "It reached 0 lots; 0 shipments to 0 customers, 0 kg of it shipped, 40 kg still in the plant."
+    )
+    assert f"40 kg, received 2026-12-01 07:00 UTC on BOL BOL-{trade.twin}." in lots.nth(1).text_content()
+    app.shot("supplier-trace")
+    lots.nth(0).locator("button", has_text="Recall").click()
+    page.wait_for_url(re.compile(f"lot={trade.raw_a}.*tab=recall"))
+    page.locator(f'#panel-recall details.customer[data-customer="{p.customer}"]').wait_for()
+    # From the lot panel of a received lot, the same question in one click.
+    page.locator("#tab-lot").click()
+    panel = page.locator("#panel-lot")
+    panel.locator("button", has_text=f"Every lot received under S/{trade.raw_a}").click()
+    traced = panel.locator(".supplier-traced li")
+    traced.nth(1).wait_for()
+    assert [traced.nth(i).get_attribute("data-lot") for i in range(traced.count())] == [
+        trade.raw_a,
+        trade.twin,
+    ]
+    # A lot code the supplier never sent: said so, nothing else.
+    page.goto(app.base + "/")
+    form.locator("input[name=supplier_code]").fill(p.supplier)
+    form.locator("input[name=supplier_lot_code]").fill("NO-SUCH-LOT")
+    form.locator("button[type=submit]").click()
+    result.locator("text=Nothing was received under NO-SUCH-LOT").wait_for()

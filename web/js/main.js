@@ -10,6 +10,7 @@ import { renderRecall } from "./recall.js";
 import { renderRunForm } from "./runform.js";
 import { setupSearch } from "./search.js";
 import { watchHealth } from "./health.js";
+import { fillSuppliers, renderSupplierTrace } from "./supplier.js";
 
 const DRAW_LIMIT = 2000; // above this many lots, a summary first and "draw all" on request
 const EXPAND_PROBES = 40; // lots whose hidden neighbours are counted after a draw
@@ -266,6 +267,13 @@ function wire() {
     state.view.tab = "run";
     renderPanels();
   });
+  const traceForm = $("#supplier-trace");
+  traceForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const data = new FormData(traceForm);
+    renderSupplierTrace($("#supplier-trace-result"), String(data.get("supplier_code")).trim(), String(data.get("supplier_lot_code")).trim(), { onOpen: (c, o) => open(c, o) });
+  });
+  traceForm.querySelector("input[name=supplier_code]").addEventListener("focus", () => fillSuppliers($("#suppliers")), { once: true });
   $("#direction").addEventListener("change", (e) => {
     state.view = { ...state.view, dir: e.target.value, all: false };
     writeUrl(true);

@@ -5,6 +5,7 @@ import { api, enc } from "./api.js";
 import { el, clear, fmtQty, fmtTime, inSteps, statusText } from "./dom.js";
 import { qcActions } from "./actions.js";
 import { locationCell, partnerCell, receiptView, shipmentsView } from "./partners.js";
+import { renderSupplierTrace } from "./supplier.js";
 
 const facts = (pairs) => el("dl", { class: "facts" }, pairs.filter(([, v]) => v !== undefined && v !== null && v !== "").flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
 
@@ -60,7 +61,11 @@ export async function renderLotPanel(container, code, { onOpen, onChanged }) {
   const shipments = trace.ok ? trace.ok.shipments || [] : [];
   if (receipts.length) {
     parts.push(el("h3", { text: "Received" }));
-    parts.push(el("div", { class: "receipts" }, receipts.map(receiptView)));
+    parts.push(el("div", { class: "receipts" }, receipts.map((r) => {
+      const traced = el("div", { class: "supplier-traced" });
+      return el("div", {}, receiptView(r), el("p", {}, el("button", { type: "button", class: "link", text: `Every lot received under ${r.supplier_lot_code}`,
+        onclick: () => renderSupplierTrace(traced, r.supplier_code, r.supplier_lot_code, { onOpen }) })), traced);
+    })));
   }
   parts.push(el("h3", { text: "Made by" }));
   const runs = trace.ok ? [...new Set((trace.ok.parents || []).map((p) => p.run_code).filter(Boolean))] : [];
