@@ -7,8 +7,17 @@ import { fmtQty } from "./dom.js";
 
 const BLOCKED = new Set(["on_hold", "rejected"]);
 export const isBlocked = (s) => BLOCKED.has(s);
-// An edge's label: quantity, unit and run; a partner edge's own (what was received or shipped).
-export const edgeLabel = (e) => e.label ?? `${fmtQty(e.quantity)} ${e.uom}${e.run_code ? ` · ${e.run_code}` : ""}`;
+// An edge's label: quantity, unit and run; a partner edge's, what was received or shipped.
+export const edgeLabel = (e) => (e.partner ? (e.label ??= partnerLabel(e.events)) : `${fmtQty(e.quantity)} ${e.uom}${e.run_code ? ` · ${e.run_code}` : ""}`);
+
+function partnerLabel(events) {
+  const first = events[0];
+  const received = !!first.supplier_code;
+  if (events.length === 1) return `${received ? "received" : "shipped"} ${fmtQty(first.quantity)} ${first.uom} · ${[first.document_type, first.document_number].filter(Boolean).join(" ")}`;
+  const sameUnit = events.every((x) => x.uom === first.uom);
+  const total = sameUnit ? ` · ${fmtQty(events.reduce((a, x) => a + x.quantity, 0))} ${first.uom}` : "";
+  return `${events.length} ${received ? "receipts" : "shipments"}${total}`;
+}
 
 export class Model {
   constructor(answer) {
@@ -33,46 +42,37 @@ export class Model {
 
   // The graph's partner boxes: one per supplier site that sent a lot shown (upstream of the lots
   // it sent) and one per customer site that received one (downstream of the lots shipped there),
-  // with one edge per lot and box. Ids start with "from:" or "to:" and are looked up in this
-  // map, never parsed; a lot whose code is one of them wins (the box is left out).
+  // with one edge per lot and box, labelled on first use (a large graph labels only when zoomed
+  // in). Ids start with "from:" or "to:" and are looked up in this map, never parsed; a lot
+  // whose code is one of them wins (the box is left out).
   partnerGraph() {
     if (this.partnerCache) return this.partnerCache;
     const nodes = new Map();
-    const edges = new Map();
-    const box = (id, partner, title, second, party, location) => {
-      if (this.nodes.has(id)) return null;
-      if (!nodes.has(id)) nodes.set(id, { lot_code: id, partner, title, product: second, party, location, effective: "partner", kind: partner, blockedBy: [], inherited: false, blocker: false, receipts: [], shipments: [] });
-      return nodes.get(id);
-    };
-    const link = (parent, child, event) => {
-      const key = `${parent}>${child}`;
-      if (!edges.has(key)) edges.set(key, { parent, child, events: [], partner: true });
-      edges.get(key).events.push(event);
+    const edges = [];
+    const add = (id, partner, party, location, name, lot, event) => {
+      let node = nodes.get(id);
+      if (!node) {
+        if (this.nodes.has(id)) return;
+        node = { lot_code: id, partner, title: `${partner === "supplier" ? "from" : "to"} ${name || party}`, product: location, party, location,
+          effective: "partner", kind: partner, blockedBy: [], inherited: false, blocker: false, receipts: [], shipments: [], lots: new Map() };
+        nodes.set(id, node);
+      }
+      (partner === "supplier" ? node.receipts : node.shipments).push(event);
+      let edge = node.lots.get(lot);
+      if (!edge) {
+        edge = partner === "supplier" ? { parent: id, child: lot, events: [], partner: true } : { parent: lot, child: id, events: [], partner: true };
+        node.lots.set(lot, edge);
+        edges.push(edge);
+      }
+      edge.events.push(event);
     };
     for (const r of this.receipts.values()) {
-      if (this.nodes.has(r.lot_code) === false) continue;
-      const node = box(`from:${r.supplier_code}/${r.ship_from_location_code}`, "supplier", `from ${r.supplier_name || r.supplier_code}`, r.ship_from_location_code, r.supplier_code, r.ship_from_location_code);
-      if (!node) continue;
-      node.receipts.push(r);
-      link(node.lot_code, r.lot_code, r);
+      if (this.nodes.has(r.lot_code)) add(`from:${r.supplier_code}/${r.ship_from_location_code}`, "supplier", r.supplier_code, r.ship_from_location_code, r.supplier_name, r.lot_code, r);
     }
     for (const s of this.shipments.values()) {
-      if (this.nodes.has(s.lot_code) === false) continue;
-      const node = box(`to:${s.customer_code}/${s.ship_to_location_code}`, "customer", `to ${s.customer_name || s.customer_code}`, s.ship_to_location_code, s.customer_code, s.ship_to_location_code);
-      if (!node) continue;
-      node.shipments.push(s);
-      link(s.lot_code, node.lot_code, s);
+      if (this.nodes.has(s.lot_code)) add(`to:${s.customer_code}/${s.ship_to_location_code}`, "customer", s.customer_code, s.ship_to_location_code, s.customer_name, s.lot_code, s);
     }
-    for (const e of edges.values()) {
-      const first = e.events[0];
-      const units = new Set(e.events.map((x) => x.uom));
-      e.uom = units.size === 1 ? first.uom : "";
-      e.quantity = units.size === 1 ? e.events.reduce((a, x) => a + x.quantity, 0) : null;
-      e.label = e.events.length === 1
-        ? `${first.supplier_code ? "received" : "shipped"} ${fmtQty(first.quantity)} ${first.uom} · ${[first.document_type, first.document_number].filter(Boolean).join(" ")}`
-        : `${e.events.length} ${first.supplier_code ? "receipts" : "shipments"}${e.quantity === null ? "" : ` · ${fmtQty(e.quantity)} ${e.uom}`}`;
-    }
-    this.partnerCache = { nodes: [...nodes.values()], edges: [...edges.values()], byId: nodes };
+    this.partnerCache = { nodes: [...nodes.values()], edges, byId: nodes };
     return this.partnerCache;
   }
 
