@@ -310,3 +310,30 @@ def test_a_supplier_calls_about_their_lot_code(app: App, trade: Trade) -> None:
     form.locator("input[name=supplier_lot_code]").fill("NO-SUCH-LOT")
     form.locator("button[type=submit]").click()
     result.locator("text=Nothing was received under NO-SUCH-LOT").wait_for()
+
+
+def test_partner_names_with_markup_render_as_text(app: App, web_system: System, trade: Trade) -> None:
+    p = trade.parties
+    t = uuid.uuid4().hex[:6].upper()
+    xss = "<img src=x onerror=alert(1)>"
+    raw, customer, dc = f"RAW-WX-{t}", f"CUS-X-{t}", f"CUS-X-DC-{t}"
+    with httpx.Client(base_url=web_system.base, timeout=10, headers=bearer("ada")) as http:
+        r = http.post(
+            "/api/partners", json={"code": customer, "name": xss, "roles": ["customer"], "contact_name": xss}
+        )
+        assert r.status_code == 201, r.text
+        r = http.post("/api/locations", json={"code": dc, "name": xss, "partner_code": customer, "city": xss})
+        assert r.status_code == 201, r.text
+        assert receive(http, p, raw, 10).status_code == 201
+        r = ship(http, p, raw, 2, customer_code=customer, ship_to_location_code=dc, document_number=xss)
+        assert r.status_code == 201, r.text
+    page = app.open(f"/?lot={raw}&tab=recall")
+    panel = page.locator("#panel-recall")
+    summary = panel.locator(f'details.customer[data-customer="{customer}"] summary')
+    summary.wait_for()
+    assert summary.text_content().startswith(f"{xss} ({customer}): 1 shipment, 2 kg")
+    page.locator("#tab-lot").click()
+    lot_panel = page.locator("#panel-lot")
+    lot_panel.locator(".ship-to-place", has_text=f"{xss} ({dc}), {xss}").wait_for()
+    assert lot_panel.locator(".document").text_content() == f"ASN {xss}"
+    assert page.locator("img").count() == 0  # nothing was parsed as HTML (and app's fixture saw no alert)
