@@ -154,6 +154,10 @@ def test_the_graph_draws_the_supplier_and_the_customer_with_labelled_edges(app: 
         f"lot={trade.raw_a}&" in page.url and page.locator("#graph").get_attribute("data-root") == trade.raw_a
     )
     tall_shot(app, "graph-partners")
+    # The selection is in the URL like a lot's: the link opens the same site's panel.
+    page.reload()
+    page.locator("#panel-lot h3", has_text="Shipped here").wait_for()
+    assert page.evaluate("() => flowviz.graph.cy.$(':selected').map((n) => n.id())") == [customer]
 
 
 def test_the_recall_workbench_names_whom_to_notify_and_downloads_the_csv(app: App, trade: Trade) -> None:
@@ -337,3 +341,15 @@ def test_partner_names_with_markup_render_as_text(app: App, web_system: System, 
     lot_panel.locator(".ship-to-place", has_text=f"{xss} ({dc}), {xss}").wait_for()
     assert lot_panel.locator(".document").text_content() == f"ASN {xss}"
     assert page.locator("img").count() == 0  # nothing was parsed as HTML (and app's fixture saw no alert)
+
+
+@pytest.mark.parametrize("width,height", [(1280, 800), (768, 1024)])
+def test_the_new_panels_fit_the_window(app: App, trade: Trade, width: int, height: int) -> None:
+    """No sideways scrolling of the page: the wide tables scroll inside their panel."""
+    app.page.set_viewport_size({"width": width, "height": height})
+    for tab, ready in (("recall", "#panel-recall details.customer"), ("lot", "#panel-lot table.shipments")):
+        page = app.open(f"/?lot={trade.raw_a}&tab={tab}", user="ada" if tab == "recall" else None)
+        page.locator(ready).first.wait_for()
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= width, tab
+        side = page.locator(".side").bounding_box()
+        assert side and side["x"] + side["width"] <= width + 1, tab
