@@ -9,7 +9,16 @@ import { renderSupplierTrace } from "./supplier.js";
 
 const facts = (pairs) => el("dl", { class: "facts" }, pairs.filter(([, v]) => v !== undefined && v !== null && v !== "").flatMap(([k, v]) => [el("dt", { text: k }), el("dd", {}, v)]));
 
+// Each render claims the panel; an older one still loading (the previous selection) leaves it be.
+const claims = new WeakMap();
+function claim(container) {
+  const id = (claims.get(container) || 0) + 1;
+  claims.set(container, id);
+  return () => claims.get(container) === id;
+}
+
 export async function renderLotPanel(container, code, { onOpen, onChanged }) {
+  const mine = claim(container);
   clear(container, el("p", { class: "muted", text: `Loading ${code}…` }));
   const settle = (p) => p.then((v) => ({ ok: v }), (e) => ({ err: e }));
   const [lot, qc, decisions, balance, trace] = await Promise.all([
@@ -19,6 +28,7 @@ export async function renderLotPanel(container, code, { onOpen, onChanged }) {
     settle(api(`/api/lots/${enc(code)}/mass-balance`)),
     settle(api(`/api/traceability/${enc(code)}`)),
   ]);
+  if (!mine()) return;
   if (lot.err) {
     clear(container, el("p", { class: "error", text: `${code}: ${lot.err.message}` }));
     return;
@@ -92,12 +102,13 @@ export async function renderLotPanel(container, code, { onOpen, onChanged }) {
     parts.push(shipmentsView(shipments));
   }
   parts.push(el("p", {}, el("button", { type: "button", text: "Re-centre the graph on this lot", onclick: () => onOpen(code) })));
-  clear(container, ...parts);
+  if (mine()) clear(container, ...parts);
 }
 
 // A supplier's or customer's site in the graph: who it is, and the receipts from it or the
 // shipments to it of the lots shown.
 export function renderPartnerPanel(container, node, { onOpen }) {
+  claim(container);
   const supplier = node.partner === "supplier";
   const events = supplier ? node.receipts : node.shipments;
   const parts = [el("h2", { text: node.title.replace(/^./, (c) => c.toUpperCase()) })];
