@@ -78,6 +78,7 @@ KNOWN_PLACEHOLDERS = frozenset(
         "RNRw9tQRNUr6W5OUmUXl0WPq_AKyyxffPrCxY67C80E",
         "CUPFg6zlAukBnqLBH0aS1VRZLyiWxAMF_GUBTKUALm4",
         "VyOqV-wLz8a6KbHPBjYNbIG229QEMF_wMtKHHfOlW_s",
+        "Yvm8gsgzWXKdyI4SY_65J3ibKXV2QNyjCejDa-3wqIE",
     }
 )
 _PLACEHOLDER_WORDS = re.compile(r"insecure|do-not-use|change-?me|placeholder|dev-password", re.IGNORECASE)
