@@ -199,7 +199,7 @@ async def test_only_the_events_role_prunes_and_no_one_deletes_by_hand(
     event(db, 40)
     fanned_out(db)
     name = _database(empty_db_url)
-    for service in ("qc", "genealogy", "lots"):
+    for service in ("qc", "genealogy", "lots", "health"):
         url = servers.pg.service_url(service, name)
         with (
             psycopg.connect(url, autocommit=True) as conn,
