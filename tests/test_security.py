@@ -273,8 +273,8 @@ async def test_a_forged_grpc_request_id_is_replaced(
 # --- 5: no default secret; known placeholders refused outside an explicit dev setting -------------
 
 
-# The processes deploy/ runs: the events service (issue 16) has no manifests yet.
-DEPLOYED = [s for s in keys.SERVICE_NAMES if s != "events"]
+# The processes deploy/ runs: every one with a service identity.
+DEPLOYED = list(keys.SERVICE_NAMES)
 
 
 def _dev_overlay(kind: str = "secretGenerator", name: str = "flowviz-secrets") -> dict[str, str]:
@@ -340,7 +340,9 @@ def test_the_shipped_placeholders_are_refused_unless_dev(monkeypatch: pytest.Mon
         keys.parse_public(keys.TOKEN_PUBLIC_ENV, public[keys.TOKEN_PUBLIC_ENV], {})
     with pytest.raises(ConfigError, match="known placeholder"):
         keys.parse_service_publics(public[keys.SERVICE_PUBLIC_ENV], {})
-    assert len(keys.parse_service_publics(public[keys.SERVICE_PUBLIC_ENV], {"FLOWVIZ_DEV": "1"})) == 5
+    assert len(keys.parse_service_publics(public[keys.SERVICE_PUBLIC_ENV], {"FLOWVIZ_DEV": "1"})) == len(
+        DEPLOYED
+    )
     for name, value in PUBLIC_KEY_ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DATABASE_URL", placeholders["DATABASE_URL"])

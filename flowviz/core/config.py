@@ -78,6 +78,7 @@ KNOWN_PLACEHOLDERS = frozenset(
         "RNRw9tQRNUr6W5OUmUXl0WPq_AKyyxffPrCxY67C80E",
         "CUPFg6zlAukBnqLBH0aS1VRZLyiWxAMF_GUBTKUALm4",
         "VyOqV-wLz8a6KbHPBjYNbIG229QEMF_wMtKHHfOlW_s",
+        "Yvm8gsgzWXKdyI4SY_65J3ibKXV2QNyjCejDa-3wqIE",
     }
 )
 _PLACEHOLDER_WORDS = re.compile(r"insecure|do-not-use|change-?me|placeholder|dev-password", re.IGNORECASE)
@@ -242,6 +243,10 @@ class Settings:
     webhooks_retry_for: float = 86400.0
     # FLOWVIZ_WEBHOOKS_CONCURRENCY: attempts in flight per subscription (of different lots).
     webhooks_concurrency: int = 4
+    # FLOWVIZ_EVENTS_RETENTION_DAYS: events done with (every delivery delivered or given up, or
+    # none wanted) are pruned from the outbox with their delivery log this many days after; 0 keeps
+    # them forever.
+    events_retention_days: int = 30
 
 
 @cache
@@ -318,4 +323,5 @@ def settings() -> Settings:
         webhooks_retry_max=max(0.01, _float("FLOWVIZ_WEBHOOKS_RETRY_MAX", 3600.0)),
         webhooks_retry_for=_float("FLOWVIZ_WEBHOOKS_RETRY_FOR", 86400.0),
         webhooks_concurrency=_int("FLOWVIZ_WEBHOOKS_CONCURRENCY", 4, 1, 64),
+        events_retention_days=_int("FLOWVIZ_EVENTS_RETENTION_DAYS", 30, 0, 36_500),
     )
