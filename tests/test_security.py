@@ -546,7 +546,7 @@ def test_a_streamed_upload_over_the_cap_is_413_and_imports_nothing(capped_gatewa
 
 
 def test_the_gateway_asks_the_role_the_service_asks_for_an_import() -> None:
-    from gateway.exports import UPLOAD_ROLES
+    from gateway.routes import UPLOAD_ROLES
     from services.genealogy.servicer import POLICY
 
     assert POLICY["/flowviz.genealogy.v1.GenealogyService/ImportGenealogy"] == UPLOAD_ROLES
@@ -559,7 +559,7 @@ FORMULA_CELLS = [c + 'HYPERLINK("http://evil.example","x")' for c in ("=", "+", 
 
 @pytest.mark.parametrize("cell", FORMULA_CELLS, ids=["eq", "plus", "minus", "at", "tab", "cr"])
 def test_a_cell_a_spreadsheet_would_evaluate_is_neutralised(cell: str) -> None:
-    from gateway.exports import _csv_line
+    from services.genealogy.renderings import csv_line as _csv_line
 
     row = next(csv.reader(io.StringIO(_csv_line(["FG-1", cell, "a=b", 1.5, -2.0]).decode(), newline="")))
     assert row == ["FG-1", "'" + cell, "a=b", "1.5", "-2.0"]  # text quoted, numbers and inner = kept
