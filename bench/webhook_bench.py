@@ -1,15 +1,26 @@
-"""Webhooks under load (issue 16): QC decisions at --connections concurrent connections, each
-writing its qc.decision.recorded event into the outbox, delivered to a loopback receiver.
+"""Webhooks under load (issue 16): what the outbox adds to the QC-decision write path, and how
+fast its events go out. A/B, interleaved in one run (ABBA rounds, so drift in a shared machine's
+load falls on both sides alike).
 
-Starts `flowviz run` on free ports in a temporary data folder, imports 2 x --decisions pending
-lots, and records a pass decision on each: the first half with no subscriber (the outbox is
-written, nothing is delivered), the second half with one subscriber receiving every decision.
-Prints decisions/s and P50/P99 of each half, events delivered/s (first to last arrival), the
-receiver's count of distinct webhook-ids (none lost), and the outbox INSERT's own cost measured
-in PostgreSQL: P99 of a one-row transaction at --connections, with and without the event.
-Not a test: it prints figures.
+Starts `flowviz run` on free ports in a temporary data folder, imports pending lots of two
+products, subscribes a loopback receiver to one of them, then:
 
-    .venv/bin/python bench/webhook_bench.py [--decisions 1500] [--connections 50]
+1. **Over HTTP** (gateway -> qc -> PostgreSQL), `--connections` concurrent connections, rounds of
+   `--per-round` pass decisions: *off*, lots no subscription wants (the event is written and
+   fanned out, nothing is delivered), or *on*, lots the subscriber gets (every event delivered
+   while the next decisions are written). After each *on* round the bench waits for its events
+   at the receiver, so a round's deliveries never spill into the next. qc always writes the
+   event (in the decision's own INSERT): the code has no switch to write none, so over HTTP the
+   A/B is "delivered" against "not delivered".
+2. **In PostgreSQL**, at the same connections and then at one: qc's decision statement as qc runs
+   it against the same statement without its event CTE (so no event written), ABBA rounds of
+   `--sql-per-conn` per connection (at one connection, 10 x that). This is the cost of writing
+   the event itself; at one connection without queueing behind the others.
+
+Prints P50/P99 per side (and each round's P99), decisions/s, events delivered, and the load
+average at the start and end. Not a test: it prints figures.
+
+    .venv/bin/python bench/webhook_bench.py [--rounds 4] [--per-round 150] [--connections 50]
 """
 
 from __future__ import annotations
@@ -17,11 +28,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -30,17 +43,30 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowviz.core import auth, outbox  # noqa: E402
+from flowviz.core import auth, keys  # noqa: E402
 from flowviz.core.config import DEFAULT_METRICS_PORTS, DEFAULT_PORTS  # noqa: E402
 from flowviz.tools import local  # noqa: E402
 from flowviz.tools.embedded import free_port  # noqa: E402
+from services.qc.repository import INSERT_DECISION  # noqa: E402
 
-SECRET = "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz"
+ON, OFF = "Bench salt on", "Bench salt off"
+# qc's statement without the event CTE (its $9, $10 feed only the event).
+WITHOUT_EVENT, _n = re.subn(r"\), event AS \(.*?\n\)\nSELECT", ")\nSELECT", INSERT_DECISION, flags=re.S)
+assert _n == 1 and "event_outbox" not in WITHOUT_EVENT and "event_outbox" in INSERT_DECISION
 
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))] if ordered else float("nan")
+
+
+def abba(rounds: int) -> list[str]:
+    """off on on off, off on on off, ...: each side first and last equally often."""
+    return [side for i in range(rounds) for side in (("off", "on") if i % 2 == 0 else ("on", "off"))]
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 class Receiver:
@@ -68,120 +94,202 @@ class Receiver:
             writer.close()
 
 
-async def decisions(
-    client: httpx.AsyncClient, lots: list[str], connections: int
+async def concurrently(
+    connections: int, work: list[Callable[[], Awaitable[None]]]
 ) -> tuple[list[float], float]:
-    queue = list(reversed(lots))
+    """Run `work` over `connections` workers; each call's latency (ms) and the wall time (s)."""
+    queue = list(reversed(work))
     latencies: list[float] = []
 
     async def worker() -> None:
         while queue:
-            code = queue.pop()
+            call = queue.pop()
             started = time.perf_counter()
-            r = await client.post(f"/api/lots/{code}/qc-decisions", json={"decision": "pass"})
+            await call()
             latencies.append((time.perf_counter() - started) * 1000)
-            assert r.status_code == 201, r.text
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(connections)))
     return latencies, time.perf_counter() - started
 
 
-SAME_STATEMENT = """
-WITH c AS (INSERT INTO bench_change (x) VALUES ('x') RETURNING id)
-INSERT INTO event_outbox (type, actor, data) SELECT 'bench.change', 'bench', jsonb_build_object('id', id) FROM c
-"""
+def decision(client: httpx.AsyncClient, code: str) -> Callable[[], Awaitable[None]]:
+    async def call() -> None:
+        r = await client.post(f"/api/lots/{code}/qc-decisions", json={"decision": "pass"})
+        assert r.status_code == 201, r.text
+
+    return call
 
 
-async def outbox_cost(url: str, connections: int, per_conn: int) -> list[float]:
-    """P99 (ms) of a one-row transaction: bare, with the event as a second statement (as genealogy
-    writes them), with the event in the same statement (as qc writes a decision's)."""
-    pool = await asyncpg.create_pool(url, min_size=connections, max_size=connections)
-    await pool.execute("CREATE TABLE IF NOT EXISTS bench_change (id bigserial PRIMARY KEY, x text)")
-    found = []
-    for variant in ("bare", "second", "same"):
-        times: list[float] = []
+async def wait_healthy(client: httpx.AsyncClient) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if (await client.get("/api/health")).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("system not healthy")
+        await asyncio.sleep(0.2)
 
-        async def worker(variant: str = variant, times: list[float] = times) -> None:
-            for _ in range(per_conn):
-                started = time.perf_counter()
-                async with pool.acquire() as conn, conn.transaction():
-                    if variant == "same":
-                        await conn.execute(SAME_STATEMENT)
-                    else:
-                        await conn.execute("INSERT INTO bench_change (x) VALUES ('x')")
-                    if variant == "second":
-                        await outbox.emit(conn, "bench.change", None, {"x": 1}, actor="bench")
-                times.append((time.perf_counter() - started) * 1000)
 
-        await asyncio.gather(*(worker() for _ in range(connections)))
-        found.append(pct(times, 99))
+async def over_http(
+    base: str, token: str, args: argparse.Namespace
+) -> tuple[dict[str, list[list[float]]], str]:
+    receiver = Receiver()
+    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    c, n = args.connections, args.per_round
+    sides = abba(args.rounds)
+    limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
+    found: dict[str, list[list[float]]] = {"off": [], "on": []}
+    walls: dict[str, float] = {"off": 0.0, "on": 0.0}
+    lags: list[float] = []
+    async with httpx.AsyncClient(
+        base_url=base, headers={"authorization": f"Bearer {token}"}, timeout=120, limits=limits
+    ) as client:
+        await wait_healthy(client)
+        warmup = [f"RAW-WH-W{i:05d}" for i in range(2 * c)]
+        lots = {
+            side: iter([f"RAW-WH-{side.upper()}{i:05d}" for i in range(n * args.rounds)]) for side in found
+        }
+        rows = [(code, OFF) for code in warmup] + [
+            (f"RAW-WH-{side.upper()}{i:05d}", ON if side == "on" else OFF)
+            for side in found
+            for i in range(n * args.rounds)
+        ]
+        csv = "lot_code,kind,product,quantity,uom,produced_at\n" + "".join(
+            f"{code},RAW,{product},1,kg,\n" for code, product in rows
+        )
+        r = await client.post("/api/import", files={"lots": ("lots.csv", csv)})
+        assert r.status_code == 200, r.text
+        r = await client.post(
+            "/api/webhooks/subscriptions",
+            json={
+                "target_url": f"http://127.0.0.1:{port}/hook",
+                "event_types": ["qc.decision.recorded"],
+                "product": ON,
+            },
+        )
+        assert r.status_code == 201, r.text
+        sub = r.json()["subscription"]["id"]
+        await concurrently(c, [decision(client, code) for code in warmup])  # connections, caches
+        for side in sides:
+            before = len(receiver.arrivals)
+            latencies, wall = await concurrently(c, [decision(client, next(lots[side])) for _ in range(n)])
+            answered = time.perf_counter()
+            found[side].append(latencies)
+            walls[side] += wall
+            if side == "on":  # its events out before the next round
+                until = time.monotonic() + 120
+                while len(receiver.arrivals) < before + n and time.monotonic() < until:  # noqa: ASYNC110 - bounded
+                    await asyncio.sleep(0.01)
+                lags.append((max(receiver.arrivals.values()) - answered) * 1000)
+        r = await client.delete(f"/api/webhooks/subscriptions/{sub}")  # the SQL part delivers nothing
+        assert r.status_code == 200, r.text
+    server.close()
+    total = n * args.rounds
+    report = []
+    for side, what in (
+        ("off", "written, no subscriber wants them"),
+        ("on", "written, one subscriber gets each"),
+    ):
+        every = [x for r in found[side] for x in r]
+        rounds = ", ".join(f"{pct(r, 99):.1f}" for r in found[side])
+        report.append(
+            f"  {side:3} ({what}): {total} decisions, {total / walls[side]:.0f}/s, "
+            f"P50 {pct(every, 50):.1f} ms, P99 {pct(every, 99):.1f} ms (each round's P99: {rounds})"
+        )
+    lags.sort()
+    report.append(
+        f"      delivered {len(receiver.arrivals)} of {total} ({receiver.requests} requests); a round's last event "
+        f"out {lags[len(lags) // 2]:.0f} ms (median; max {lags[-1]:.0f}) after its last decision was answered"
+    )
+    return found, "\n".join(report)
+
+
+async def in_postgres(url: str, args: argparse.Namespace, c: int) -> dict[str, list[list[float]]]:
+    """qc's decision statement with and without its event, ABBA rounds at `c` connections."""
+    pool = await asyncpg.create_pool(url, min_size=c, max_size=c)
+    lot_ids = [
+        r["id"] for r in await pool.fetch("SELECT id FROM lots WHERE lot_code LIKE 'RAW-WH-%' ORDER BY id")
+    ]
+    found: dict[str, list[list[float]]] = {"without": [], "with": []}
+    turn = 0
+
+    def statement(side: str) -> Callable[[], Awaitable[None]]:
+        nonlocal turn
+        turn += 1
+        lot = lot_ids[turn % len(lot_ids)]
+        params = [lot, None, "pass", "bench", "loadtest", None, None, None]
+
+        async def call() -> None:
+            async with pool.acquire() as conn:
+                if side == "with":
+                    await conn.fetchrow(INSERT_DECISION, *params, "passed", "passed")
+                else:
+                    await conn.fetchrow(WITHOUT_EVENT, *params)
+
+        return call
+
+    await concurrently(c, [statement(s) for s in ("with", "without") * max(c, 10)])  # warm up
+    for side in abba(args.rounds):
+        s = "with" if side == "on" else "without"
+        latencies, _ = await concurrently(c, [statement(s) for _ in range(sql_count(args, c))])
+        found[s].append(latencies)
     await pool.close()
     return found
 
 
+def sql_count(args: argparse.Namespace, c: int) -> int:
+    return max(c, 10) * args.sql_per_conn
+
+
 async def measure(base: str, token: str, data: Path, args: argparse.Namespace) -> None:
-    receiver = Receiver()
-    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
-    async with httpx.AsyncClient(
-        base_url=base, headers={"authorization": f"Bearer {token}"}, timeout=60, limits=limits
-    ) as client:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if (await client.get("/api/health")).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("system not healthy")
-            await asyncio.sleep(0.2)
-        codes = [f"RAW-WH-{i:05d}" for i in range(2 * args.decisions)]
-        csv = "lot_code,kind,product,quantity,uom,produced_at\n" + "".join(
-            f"{c},RAW,Bench salt,1,kg,\n" for c in codes
-        )
-        r = await client.post("/api/import", files={"lots": ("lots.csv", csv)})
-        assert r.status_code == 200, r.text
-        quiet, quiet_s = await decisions(client, codes[: args.decisions], args.connections)
-        if args.root != ROOT:  # another checkout (a baseline without webhooks): its write path only
-            print(f"{args.root}: QC decisions at {args.connections} connections: {args.decisions / quiet_s:.0f}/s, "
-                  f"P50 {pct(quiet, 50):.1f} ms, P99 {pct(quiet, 99):.1f} ms")  # fmt: skip
-            return
-        r = await client.post(
-            "/api/webhooks/subscriptions",
-            json={"target_url": f"http://127.0.0.1:{port}/hook", "event_types": ["qc.decision.recorded"]},
-        )
-        assert r.status_code == 201, r.text
-        started = time.perf_counter()
-        loud, loud_s = await decisions(client, codes[args.decisions :], args.connections)
-        until = time.monotonic() + 60
-        while len(receiver.arrivals) < args.decisions and time.monotonic() < until:  # noqa: ASYNC110 - a bound wait
-            await asyncio.sleep(0.05)
-    server.close()
-    delivered = len(receiver.arrivals)
-    last = max(receiver.arrivals.values(), default=started)
+    start_load = load()
+    http_found, http_report = await over_http(base, token, args)
     url = local.running_state(data)["database_url"]
-    bare, second, same = await outbox_cost(url, args.connections, 40)
-    n, c = args.decisions, args.connections
-    print(f"QC decisions at {c} connections, {n} each half:")
+    c, sides = args.connections, abba(args.rounds)
+    sqls = {conns: await in_postgres(url, args, conns) for conns in (c, 1)}
+    print(f"load average at start: {start_load}")
     print(
-        f"  no subscriber:  {n / quiet_s:.0f} decisions/s, P50 {pct(quiet, 50):.1f} ms, P99 {pct(quiet, 99):.1f} ms"
+        f"QC decisions over HTTP at {c} connections, {len(sides)} rounds of {args.per_round} ({' '.join(sides)}):"
     )
-    print(f"  one subscriber: {n / loud_s:.0f} decisions/s, P50 {pct(loud, 50):.1f} ms, P99 {pct(loud, 99):.1f} ms; "
-          f"{delivered} of {n} events delivered ({receiver.requests} requests) at {delivered / (last - started):.0f}/s, "
-          f"the last {1000 * (last - started - loud_s):.0f} ms after the last decision was answered")  # fmt: skip
-    print(f"  outbox event in PostgreSQL, one-row transaction at {c} connections: P99 {bare:.2f} ms bare, "
-          f"{second:.2f} ms with the event as a second statement (+{second - bare:.2f}), "
-          f"{same:.2f} ms in the same statement (+{same - bare:.2f})")  # fmt: skip
+    print(http_report)
+    off = [x for r in http_found["off"] for x in r]
+    on = [x for r in http_found["on"] for x in r]
+    print(f"  on - off: P50 {pct(on, 50) - pct(off, 50):+.1f} ms, P99 {pct(on, 99) - pct(off, 99):+.1f} ms")
+    for conns, sql in sqls.items():
+        print(
+            f"qc's decision statement in PostgreSQL at {conns} connection(s), "
+            f"{len(sides)} rounds of {sql_count(args, conns)}:"
+        )
+        for side, what in (
+            ("without", "without its event CTE (no event)"),
+            ("with", "as qc runs it (with the event)"),
+        ):
+            every = [x for r in sql[side] for x in r]
+            rounds = ", ".join(f"{pct(r, 99):.2f}" for r in sql[side])
+            print(
+                f"  {what}: P50 {pct(every, 50):.2f} ms, P99 {pct(every, 99):.2f} ms (each round's P99: {rounds})"
+            )
+        w = [x for r in sql["with"] for x in r]
+        wo = [x for r in sql["without"] for x in r]
+        print(
+            f"  the event adds: P50 {pct(w, 50) - pct(wo, 50):+.2f} ms, P99 {pct(w, 99) - pct(wo, 99):+.2f} ms"
+        )
+    print(f"load average at end: {load()}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--decisions", type=int, default=1500)
+    parser.add_argument("--rounds", type=int, default=4, help="ABBA pairs of rounds (each: off+on)")
+    parser.add_argument("--per-round", type=int, default=150, help="decisions per HTTP round")
+    parser.add_argument(
+        "--sql-per-conn", type=int, default=20, help="statements per connection per SQL round"
+    )
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--root", type=Path, default=ROOT, help="run this checkout's system (baseline)")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="flowviz-webhooks-"))
     env = {
@@ -190,17 +298,20 @@ def main() -> int:
         if not k.startswith("FLOWVIZ_") and k not in ("DATABASE_URL", "VALKEY_URL")
     }
     env.update(FLOWVIZ_DATA_DIR=str(data), FLOWVIZ_PG_PORT=str(free_port()), FLOWVIZ_VALKEY_PORT=str(free_port()),
-               FLOWVIZ_TOKEN_SECRET=SECRET, FLOWVIZ_ADMIN_USER="loadtest", FLOWVIZ_ADMIN_PASSWORD="a-webhook-admin-pass-2026",
+               FLOWVIZ_ADMIN_USER="loadtest", FLOWVIZ_ADMIN_PASSWORD="a-webhook-admin-pass-2026",
                FLOWVIZ_LOG_FORMAT="json", FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE="1", FLOWVIZ_WEBHOOKS_LOOPBACK_ONLY="1")  # fmt: skip
-    env["PYTHONPATH"] = str(args.root)
     for name in DEFAULT_PORTS:
         env[f"FLOWVIZ_{name.upper()}_PORT"] = str(free_port())
     for name in DEFAULT_METRICS_PORTS:
         env[f"FLOWVIZ_{name.upper()}_METRICS_PORT"] = str(free_port())
     base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
-    token = auth.issue_token("loadtest", "admin", secret=SECRET.encode(), ttl_seconds=900)
+    # make run keeps the keys it finds in its data folder: made here, so this script can sign in.
+    signing = keys.parse_private(
+        "token.key", keys.write_keys(data / "keys")["FLOWVIZ_TOKEN_PRIVATE_KEY@lots"]
+    )
+    token = auth.issue_token("loadtest", "admin", key=signing, ttl_seconds=900)
     log = open(data / "run.log", "wb")  # noqa: SIM115 - closed at the end
-    run = subprocess.Popen([sys.executable, "-m", "flowviz.tools.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=args.root)  # fmt: skip
+    run = subprocess.Popen([sys.executable, "-m", "flowviz.tools.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)  # fmt: skip
     try:
         asyncio.run(measure(base, token, data, args))
     except Exception:

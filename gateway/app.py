@@ -18,10 +18,11 @@ from starlette.routing import BaseRoute, Route
 from flowviz.core import auth, keys, logs, metrics, tracing
 from flowviz.core.config import settings
 from flowviz.core.protojson import fill
-from gateway import exports, observability, openapi, web
+from gateway import observability, openapi, relay, web
 from gateway.clients import client_address
 from gateway.errors import BadRequest, ClientGone, Unauthorized, error_response, failure
-from gateway.routes import ROUTES, RpcRoute
+from gateway.routes import API
+from gateway.routes import Route as ApiRoute
 from gateway.upstreams import Upstreams
 
 MAX_BODY = 1024 * 1024
@@ -41,11 +42,6 @@ def check_query(request: Request, accepted: frozenset[str]) -> None:
                 f"unknown query parameter {name!r} on {request.method} {request.url.path}; {takes}",
                 field=name,
             )
-
-
-def _query_of(operation: dict[str, Any]) -> frozenset[str]:
-    """The query parameters an OpenAPI operation declares."""
-    return frozenset(p["name"] for p in operation.get("parameters", ()) if p["in"] == "query")
 
 
 def json(body: Any, status: int = 200) -> Response:
@@ -135,17 +131,21 @@ def endpoint(handle: Handler) -> Handler:
     return answer
 
 
-def streaming_endpoint(call: exports.Call, accepted: frozenset[str]) -> Handler:
+def streaming_endpoint(route: ApiRoute) -> Handler:
+    """A route that streams (gateway/relay.py): its own handler, after the token and the query."""
+    call = relay.HANDLERS[route.kind](route)
+    accepted = frozenset(route.query)
+
     @endpoint
     async def handle(request: Request) -> Response:
-        metadata = _metadata(request, logs.request_id.get())
+        metadata = _metadata(request, logs.request_id.get(), route.public)
         check_query(request, accepted)
         return await call(request, request.app.state.upstreams, metadata)
 
     return handle
 
 
-def rpc_endpoint(route: RpcRoute) -> Handler:
+def rpc_endpoint(route: ApiRoute) -> Handler:
     """Build the request message from path, query, body and headers; call; render the reply."""
     path_params = route.path_params
     accepted = frozenset(route.query)
@@ -159,7 +159,7 @@ def rpc_endpoint(route: RpcRoute) -> Handler:
             if name in data and data[name] != request.path_params[name]:
                 raise BadRequest("FIELD_CONFLICT", f"{name} in the body differs from the path", field=name)
         query = request.query_params
-        data.update((name, query[name]) for name in route.query if name in query)
+        data.update((route.field_of(name), query[name]) for name in route.query if name in query)
         data.update((f, request.headers[h]) for h, f in route.headers.items() if h in request.headers)
         data.update(request.path_params)
         missing = [name for name in route.required if data.get(name) is None]
@@ -227,13 +227,11 @@ def _routes() -> list[BaseRoute]:
         *web.routes(),
     ]
     # Starlette matches in order: group methods of one path into one Route.
-    by_path: dict[str, list[RpcRoute]] = {}
-    for route in ROUTES:
+    by_path: dict[str, list[ApiRoute]] = {}
+    for route in API:
         by_path.setdefault(route.path, []).append(route)
-    for method, path, call, operation in exports.STREAMING_ROUTES:
-        routes.append(Route(path, streaming_endpoint(call, _query_of(operation)), methods=[method]))
     for path, group in by_path.items():
-        handlers = {r.method: rpc_endpoint(r) for r in group}
+        handlers = {r.method: rpc_endpoint(r) if r.kind == "json" else streaming_endpoint(r) for r in group}
 
         async def dispatch(request: Request, handlers: dict[str, Handler] = handlers) -> Response:
             return await (handlers.get(request.method) or handlers["GET"])(request)  # HEAD is GET

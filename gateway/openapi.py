@@ -1,9 +1,9 @@
-"""The OpenAPI 3.1 document of /api/*, generated from the routes table and the protos, and a
-self-contained HTML page for people (no CDN)."""
+"""The OpenAPI 3.1 document of /api/*, generated from the one route table (gateway/routes.py)
+and the protos: parameters and bodies from the request messages and flowviz.core.validation's
+rules, answers from the reply messages or the media type a route streams."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import orjson
@@ -12,10 +12,8 @@ from google.protobuf.descriptor import Descriptor
 from flowviz.core import importformat, units, validation
 from flowviz.core.protojson import TIMESTAMP, field_schema, flat_schema, message_schema, schema_name
 from flowviz.core.validation import field_rule
-from flowviz.genealogy.v1 import genealogy_pb2
 from flowviz.lots.v1 import lots_pb2
-from gateway.exports import STREAMING_ROUTES
-from gateway.routes import ROUTES, RpcRoute
+from gateway.routes import API, Route
 
 ERROR_TEXT = {
     400: "Malformed input: the error names the field and the rule",
@@ -105,25 +103,52 @@ def _request_schema(
     return schema
 
 
-def _operation(route: RpcRoute, refs: dict[str, Descriptor]) -> dict[str, Any]:
+def _parameter_schema(route: Route, name: str, required: bool, refs: dict[str, Descriptor]) -> dict[str, Any]:
+    """What a parameter takes: the route's own shape for it, else the rule of its field, else (a
+    repeated field) the rule of one value under the parameter's name, else the field's type."""
+    if name in route.shapes:
+        return route.shapes[name]
+    field_name = route.field_of(name)
+    field = route.input.fields_by_name[field_name]
+    if field.is_repeated and field_rule(route.input.name, field_name, required=required) is None:
+        item = field_rule(route.input.name, name, required=True)
+        return {"type": "array", "items": dict(item)} if item else field_schema(field, refs)
+    return _field(route.input, field_name, required, refs)
+
+
+def _parameters(route: Route, refs: dict[str, Descriptor]) -> list[dict[str, Any]]:
     params: list[dict[str, Any]] = []
-    for name in route.path_params:
-        params.append(
-            {"name": name, "in": "path", "required": True, "schema": _field(route.input, name, True, refs)}
+    places = [
+        *((name, "path", True) for name in route.path_params),
+        *((name, "query", name in route.required_query) for name in route.query),
+        *((header, "header", False) for header in route.headers),
+    ]
+    for name, where, required in places:
+        param: dict[str, Any] = {"name": name, "in": where, "required": required}
+        if name in route.notes:
+            param["description"] = route.notes[name]
+        param["schema"] = (
+            _parameter_schema(route, name, required, refs)
+            if where != "header"
+            else route.shapes.get(name) or _field(route.input, route.headers[name], False, refs)
         )
-    for name in route.query:
-        schema = _field(route.input, name, False, refs)
-        params.append({"name": name, "in": "query", "required": False, "schema": schema})
-    for header, name in route.headers.items():
-        schema = _field(route.input, name, False, refs)
-        params.append({"name": header, "in": "header", "required": False, "schema": schema})
+        if where == "query" and param["schema"].get("type") == "array":
+            param |= {"style": "form", "explode": True}  # product=a&product=b
+        params.append(param)
+    return params
+
+
+def _operation(route: Route, refs: dict[str, Descriptor]) -> dict[str, Any]:
+    params = _parameters(route, refs)
     op: dict[str, Any] = {
         "security": [] if route.public else [{"bearerAuth": []}],
         "summary": route.summary,
         "tags": [route.tag],
-        "operationId": route.rpc,
+        "operationId": route.operation_id,
         "parameters": params,
     }
+    if route.kind != "json":
+        return op | STREAMED[route.kind](route, refs)
     if route.body:
         skip = (*route.path_params, *route.headers.values())
         body = _request_schema(route.input, refs, skip, route.required)
@@ -145,26 +170,13 @@ def _operation(route: RpcRoute, refs: dict[str, Descriptor]) -> dict[str, Any]:
         FLAT[name] = schema
         ok = _ref(name)
     statuses = {route.status, *((200, 201) if route.status_of else ())}
-    op["responses"] = {str(s): _json(ok, "OK") for s in sorted(statuses)}
-    for code in (*route.errors, *((401,) if route.public else (401, 403)), 503, 504):
-        op["responses"][str(code)] = _json(_ref("Error"), ERROR_TEXT[code])
+    op["responses"] = {str(s): _json(ok, "OK") for s in sorted(statuses)} | _errors(route)
     return op
 
 
-def _rule_of(param: dict[str, Any]) -> dict[str, Any] | None:
-    """The input rule of the field a parameter names; for a repeated query parameter
-    (product=a&product=b) the rule of a given value, for each item."""
-    if param["schema"].get("type") == "array":
-        rule = field_rule("", param["name"], required=True)
-        return None if rule is None else {**param["schema"], "items": dict(rule)}
-    rule = field_rule("", param["name"], required=param["required"])
-    return None if rule is None else dict(rule)
-
-
-def _with_field_rules(operation: dict[str, Any]) -> dict[str, Any]:
-    """A streaming route's parameters with the input rules of the fields they name."""
-    params = [{**p, "schema": rule} if (rule := _rule_of(p)) else p for p in operation.get("parameters", ())]
-    return {**operation, "parameters": params}
+def _errors(route: Route) -> dict[str, Any]:
+    codes = (*route.errors, *((401,) if route.public else (401, 403)), 503, 504)
+    return {str(code): _json(_ref("Error"), ERROR_TEXT[code]) for code in codes}
 
 
 def _csv_file(columns: tuple[str, ...], rules: str) -> dict[str, Any]:
@@ -189,27 +201,58 @@ IMPORT_ROWS = (
 )
 
 
-def _import_format(operation: dict[str, Any]) -> dict[str, Any]:
-    """The import's files as the documented CSV formats (the importer's own column lists); the
-    rest of the operation (other form fields, parameters) as its route declares it."""
-    content = copy.deepcopy(operation["requestBody"]["content"])
-    form = content["multipart/form-data"]
-    schema = form["schema"]
-    schema["properties"] |= {
+def _replies(route: Route, refs: dict[str, Descriptor]) -> dict[str, Any]:
+    """An upload's answers: its reply (a report) for the statuses it lists, which past 2xx may be
+    an Error instead (a malformed request); then the route's errors."""
+    refs[schema_name(route.output)] = route.output
+    reply = _ref(schema_name(route.output))
+    either = {"anyOf": [reply, _ref("Error")]}
+    answers = {
+        str(status): _json(reply if status < 300 else either, words)
+        for status, words in route.replies.items()
+    }
+    return answers | _errors(route)
+
+
+def _bytes(route: Route, refs: dict[str, Descriptor]) -> dict[str, Any]:
+    """An export the service renders: a CSV file, or a JSON(-LD) document."""
+    csv = route.media_type.startswith("text/")
+    schema = {"type": "string" if csv else "object"}
+    ok = {
+        "description": "CSV" if csv else "JSON-LD document",
+        "content": {route.media_type: {"schema": schema}},
+    }
+    return {"responses": {"200": ok} | _errors(route)}
+
+
+def _upload(route: Route, refs: dict[str, Descriptor]) -> dict[str, Any]:
+    """The import's files as the documented CSV formats (the importer's own column lists)."""
+    files = {
         "lots": _csv_file(
             importformat.LOTS_COLUMNS, "produced_at may be empty (ISO 8601, UTC if no offset)."
         ),
         "genealogy": _csv_file(importformat.GENEALOGY_COLUMNS, "run_code may be empty (one run per child)."),
     }
-    schema |= {
+    schema = {
+        "type": "object",
+        "properties": files,
         "additionalProperties": False,
-        "anyOf": [{"required": ["lots"]}, {"required": ["genealogy"]}],
+        "anyOf": [{"required": [name]} for name in files],
         "description": IMPORT_ROWS,
     }
-    form["encoding"] = form.get("encoding", {}) | {
-        name: {"contentType": "text/csv"} for name in ("lots", "genealogy")
-    }
-    return {**operation, "requestBody": {**operation["requestBody"], "content": content}}
+    form = {"schema": schema, "encoding": {name: {"contentType": "text/csv"} for name in files}}
+    body = {"required": True, "content": {"multipart/form-data": form}}
+    return {"requestBody": body, "responses": _replies(route, refs)}
+
+
+def _document(route: Route, refs: dict[str, Descriptor]) -> dict[str, Any]:
+    """A document sent on as it is (EPCIS 2.0, JSON or JSON-LD)."""
+    content = {media: {"schema": {"type": "object"}} for media in ("application/json", "application/ld+json")}
+    body = {"required": True, "description": route.body_note, "content": content}
+    return {"requestBody": body, "responses": _replies(route, refs)}
+
+
+STREAMED = {"bytes": _bytes, "upload": _upload, "document": _document}
 
 
 # Schemas of flattened replies, filled while the operations are built.
@@ -232,15 +275,8 @@ def build() -> dict[str, Any]:
             }
         }
     }
-    for route in ROUTES:
+    for route in API:
         paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
-    for method, path, _, operation in STREAMING_ROUTES:
-        operation = _with_field_rules(operation)
-        if operation["operationId"] == "ImportGenealogy":
-            operation = _import_format(operation)
-        paths.setdefault(path, {})[method.lower()] = {"security": [{"bearerAuth": []}], **operation}
-    refs["ImportGenealogyResponse"] = genealogy_pb2.ImportGenealogyResponse.DESCRIPTOR
-    refs["CaptureEpcisResponse"] = genealogy_pb2.CaptureEpcisResponse.DESCRIPTOR
     schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, "Health": HEALTH_SCHEMA, **FLAT}
     refs["Lot"] = lots_pb2.Lot.DESCRIPTOR
     done: set[str] = set()

@@ -7,8 +7,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from gateway.exports import STREAMING_ROUTES
-from gateway.routes import ROUTES
+from gateway.routes import API
 from tests.conftest import ROOT, System, token
 from tests.tools import require
 
@@ -24,7 +23,7 @@ def examples() -> str:
 
 
 def write_routes() -> set[tuple[str, str]]:
-    routes = {(r.method, r.path) for r in ROUTES} | {(m, p) for m, p, _, _ in STREAMING_ROUTES}
+    routes = {(r.method, r.path) for r in API}
     return {(method, path) for method, path in routes if method in WRITES}
 
 

@@ -273,8 +273,8 @@ async def test_a_forged_grpc_request_id_is_replaced(
 # --- 5: no default secret; known placeholders refused outside an explicit dev setting -------------
 
 
-# The processes deploy/ runs: the events service (issue 16) has no manifests yet.
-DEPLOYED = [s for s in keys.SERVICE_NAMES if s != "events"]
+# The processes deploy/ runs: every one with a service identity.
+DEPLOYED = list(keys.SERVICE_NAMES)
 
 
 def _dev_overlay(kind: str = "secretGenerator", name: str = "flowviz-secrets") -> dict[str, str]:
@@ -340,7 +340,9 @@ def test_the_shipped_placeholders_are_refused_unless_dev(monkeypatch: pytest.Mon
         keys.parse_public(keys.TOKEN_PUBLIC_ENV, public[keys.TOKEN_PUBLIC_ENV], {})
     with pytest.raises(ConfigError, match="known placeholder"):
         keys.parse_service_publics(public[keys.SERVICE_PUBLIC_ENV], {})
-    assert len(keys.parse_service_publics(public[keys.SERVICE_PUBLIC_ENV], {"FLOWVIZ_DEV": "1"})) == 5
+    assert len(keys.parse_service_publics(public[keys.SERVICE_PUBLIC_ENV], {"FLOWVIZ_DEV": "1"})) == len(
+        DEPLOYED
+    )
     for name, value in PUBLIC_KEY_ENV.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("DATABASE_URL", placeholders["DATABASE_URL"])
@@ -544,7 +546,7 @@ def test_a_streamed_upload_over_the_cap_is_413_and_imports_nothing(capped_gatewa
 
 
 def test_the_gateway_asks_the_role_the_service_asks_for_an_import() -> None:
-    from gateway.exports import UPLOAD_ROLES
+    from gateway.routes import UPLOAD_ROLES
     from services.genealogy.servicer import POLICY
 
     assert POLICY["/flowviz.genealogy.v1.GenealogyService/ImportGenealogy"] == UPLOAD_ROLES
@@ -557,7 +559,7 @@ FORMULA_CELLS = [c + 'HYPERLINK("http://evil.example","x")' for c in ("=", "+", 
 
 @pytest.mark.parametrize("cell", FORMULA_CELLS, ids=["eq", "plus", "minus", "at", "tab", "cr"])
 def test_a_cell_a_spreadsheet_would_evaluate_is_neutralised(cell: str) -> None:
-    from gateway.exports import _csv_line
+    from services.genealogy.renderings import csv_line as _csv_line
 
     row = next(csv.reader(io.StringIO(_csv_line(["FG-1", cell, "a=b", 1.5, -2.0]).decode(), newline="")))
     assert row == ["FG-1", "'" + cell, "a=b", "1.5", "-2.0"]  # text quoted, numbers and inner = kept

@@ -3,6 +3,7 @@ receiver on loopback that verifies every delivery with the reference implementat
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 import signal
@@ -10,6 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import psycopg
 import pytest
@@ -17,7 +19,7 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from flowviz.tools import seed
-from services.events import signing, targets
+from services.events import retention, signing, targets
 from tests.conftest import TEMPLATE, Servers, System, add_users, bearer, running_system
 from tests.webhook_receiver import Receiver, of_type
 
@@ -30,11 +32,15 @@ FAST = {
 }
 
 
+def _database() -> str:
+    return f"webhooks{os.getpid()}"
+
+
 @pytest.fixture(scope="module")
 def system(servers: Servers) -> Iterator[System]:
     """The whole system on a database of its own (these tests hold and release the seed's lots,
     and stop and start the events service)."""
-    name = f"webhooks{os.getpid()}"
+    name = _database()
     with servers.admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
     url = servers.url(name)
@@ -165,7 +171,14 @@ def test_a_receiver_that_was_down_gets_every_event_in_order_per_lot(
     for lot, types in per_lot(acked).items():
         assert types == LOT_EVENTS * 2, lot
     assert {p["lot_code"] for p in acked} == set(lots)
-    assert all(d["status"] == "delivered" for d in deliveries(http, sub))
+    # The dispatcher records the outcome after the receiver's answer: the log catches up.
+    deadline = time.monotonic() + 30
+    log = deliveries(http, sub)
+    while not all(d["status"] == "delivered" for d in log):
+        assert time.monotonic() < deadline, log
+        time.sleep(0.1)
+        log = deliveries(http, sub)
+    assert len(log) == expected
     assert http.delete(f"/api/webhooks/subscriptions/{sub}").status_code == 200
 
 
@@ -389,3 +402,88 @@ def test_runs_shipments_and_refusals_as_native_events_and_as_epcis_documents(
             assert http.delete(f"/api/webhooks/subscriptions/{sub}").status_code == 200
     finally:
         epcis.stop()
+
+
+def _delivered(http: httpx.Client, sub: int, event_id: str) -> None:
+    deadline = time.monotonic() + 60
+    while not [d for d in deliveries(http, sub) if d["event_id"] == event_id and d["status"] == "delivered"]:
+        assert time.monotonic() < deadline, deliveries(http, sub)
+        time.sleep(0.1)
+
+
+def _prune(servers: Servers) -> retention.Pruned:
+    """One retention pass (30 days), as the events service's role."""
+
+    async def once() -> retention.Pruned:
+        pool = await asyncpg.create_pool(
+            servers.pg.service_url("events", _database()), min_size=1, max_size=1
+        )
+        try:
+            return await retention.prune(pool, 30)
+        finally:
+            await pool.close()
+
+    return asyncio.run(once())
+
+
+def test_retention_prunes_a_delivered_event_with_its_log_never_an_undelivered_one(
+    servers: Servers, http: httpx.Client, receiver: Receiver
+) -> None:
+    """The dispatcher's own rows: one event, delivered to one subscriber and pending at a paused
+    one; their delivery times set 40 days back; a retention pass (30 days) as the events role."""
+    other = Receiver().start()
+    db = psycopg.connect(servers.url(_database()), autocommit=True)
+    try:
+        a = subscribe(http, receiver, ["qc.decision.recorded"])
+        b = subscribe(http, other, ["qc.decision.recorded"])
+        assert http.post(f"/api/webhooks/subscriptions/{b}/pause").status_code == 200
+        decide(http, "RAW-BEEF-001", {"decision": "hold", "reason": "retention test"})
+        [got] = receiver.wait("the decision", lambda g: len(g) >= 1)
+        event_id = got.payload["id"]
+        _delivered(http, a, event_id)
+        deadline = time.monotonic() + 60
+        while not db.execute(  # genealogy has read the decision (it derives lot.blocked from it)
+            "SELECT (o.tx, o.id) <= (g.tx, g.id) FROM event_outbox o, genealogy_event_cursor g "
+            "WHERE o.event_id = %s",
+            (event_id,),
+        ).fetchone()[0]:  # type: ignore[index]
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+        def age(sub: int) -> None:
+            db.execute(
+                "UPDATE event_deliveries SET delivered_at = delivered_at - interval '40 days', "
+                "last_attempt_at = last_attempt_at - interval '40 days' WHERE subscription_id = %s",
+                (sub,),
+            )
+
+        def left() -> tuple[int, int]:
+            row = db.execute(
+                "SELECT (SELECT count(*) FROM event_outbox WHERE event_id = %s), "
+                "(SELECT count(*) FROM event_deliveries d JOIN event_outbox o ON o.id = d.outbox_id "
+                "WHERE o.event_id = %s)",
+                (event_id, event_id),
+            ).fetchone()
+            assert row is not None
+            return int(row[0]), int(row[1])
+
+        age(a)
+        _prune(servers)
+        assert left() == (1, 2)  # pending at the paused subscriber: the event and its whole log stay
+        assert http.post(f"/api/webhooks/subscriptions/{b}/resume").status_code == 200
+        other.wait("the decision, once resumed", lambda g: len(g) >= 1)
+        _delivered(http, b, event_id)
+        assert left() == (1, 2)
+        _prune(servers)
+        assert left() == (1, 2)  # delivered to both, but just now at b
+        age(b)
+        done = _prune(servers)
+        assert left() == (0, 0) and (done.events, done.deliveries) == (1, 2)
+        assert deliveries(http, a) == [] and deliveries(http, b) == []
+        for sub in (a, b):
+            assert http.delete(f"/api/webhooks/subscriptions/{sub}").status_code == 200
+        decide(http, "RAW-BEEF-001", RELEASE)
+    finally:
+        db.close()
+        other.release.set()
+        other.stop()

@@ -78,6 +78,7 @@ KNOWN_PLACEHOLDERS = frozenset(
         "RNRw9tQRNUr6W5OUmUXl0WPq_AKyyxffPrCxY67C80E",
         "CUPFg6zlAukBnqLBH0aS1VRZLyiWxAMF_GUBTKUALm4",
         "VyOqV-wLz8a6KbHPBjYNbIG229QEMF_wMtKHHfOlW_s",
+        "Yvm8gsgzWXKdyI4SY_65J3ibKXV2QNyjCejDa-3wqIE",
     }
 )
 _PLACEHOLDER_WORDS = re.compile(r"insecure|do-not-use|change-?me|placeholder|dev-password", re.IGNORECASE)
@@ -242,6 +243,10 @@ class Settings:
     webhooks_retry_for: float = 86400.0
     # FLOWVIZ_WEBHOOKS_CONCURRENCY: attempts in flight per subscription (of different lots).
     webhooks_concurrency: int = 4
+    # FLOWVIZ_EVENTS_RETENTION_DAYS: events done with (every delivery delivered or given up, or
+    # none wanted) are pruned from the outbox with their delivery log this many days after; 0 keeps
+    # them forever.
+    events_retention_days: int = 30
 
 
 @cache
@@ -318,4 +323,75 @@ def settings() -> Settings:
         webhooks_retry_max=max(0.01, _float("FLOWVIZ_WEBHOOKS_RETRY_MAX", 3600.0)),
         webhooks_retry_for=_float("FLOWVIZ_WEBHOOKS_RETRY_FOR", 86400.0),
         webhooks_concurrency=_int("FLOWVIZ_WEBHOOKS_CONCURRENCY", 4, 1, 64),
+        events_retention_days=_int("FLOWVIZ_EVENTS_RETENTION_DAYS", 30, 0, 36_500),
+    )
+
+
+# --- the environment as a whole, and the settings of the command-line tools -----------------
+
+
+def environ() -> Mapping[str, str]:
+    """The process's environment, for the readers here that take a mapping (service_database_urls,
+    refuse_placeholder, flowviz.core.keys) and for a child process's environment. A setting is
+    read by a function of this module, never looked up in it elsewhere."""
+    return os.environ
+
+
+def tracing_requested() -> bool:
+    """OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) set: trace this process (the
+    OpenTelemetry exporter reads the rest of the OTEL_* settings itself)."""
+    env = os.environ
+    return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+
+
+def sampler_chosen() -> bool:
+    """OTEL_TRACES_SAMPLER set: the SDK samples as it says, not by flowviz's server-roots rule."""
+    return bool(os.environ.get("OTEL_TRACES_SAMPLER"))
+
+
+# The embedded servers' ports under `make run` (FLOWVIZ_PG_PORT, FLOWVIZ_VALKEY_PORT).
+DEFAULT_PG_PORT = 5433
+DEFAULT_VALKEY_PORT = 6379
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """What the command-line tools read (flowviz run, migrate, seed, user, the first admin). Read
+    on each call, not once: `flowviz run` sets DATABASE_URL and VALKEY_URL for itself and its
+    children after it has started the embedded servers."""
+
+    # DATABASE_URL / VALKEY_URL; empty: the embedded servers (`flowviz run`), or the running
+    # `make run`'s (the other commands).
+    database_url: str
+    valkey_url: str
+    # FLOWVIZ_DATA_DIR: where `make run` keeps its servers' data, keys and state; empty: .data/.
+    data_dir: str
+    pg_port: int
+    valkey_port: int
+    gateway_port: int
+    drain_seconds: float
+    # FLOWVIZ_ADMIN_USER / FLOWVIZ_ADMIN_PASSWORD: the first admin (else generated, printed once).
+    admin_user: str
+    admin_password: str
+    # FLOWVIZ_CACHE_SECRET as given (validated by load_cache_secret in the services); empty:
+    # `make run` keeps one in its data folder.
+    cache_secret: str
+    # FLOWVIZ_TOKEN_PUBLIC_KEY as given; set: the keys come from outside, `flowviz run` makes none.
+    token_public_key: str
+
+
+def tool_settings() -> ToolSettings:
+    env = os.environ
+    return ToolSettings(
+        database_url=env.get("DATABASE_URL", ""),
+        valkey_url=env.get("VALKEY_URL", ""),
+        data_dir=env.get("FLOWVIZ_DATA_DIR", ""),
+        pg_port=_int("FLOWVIZ_PG_PORT", DEFAULT_PG_PORT, 1, 65535),
+        valkey_port=_int("FLOWVIZ_VALKEY_PORT", DEFAULT_VALKEY_PORT, 1, 65535),
+        gateway_port=_int("FLOWVIZ_GATEWAY_PORT", DEFAULT_PORTS["gateway"], 1, 65535),
+        drain_seconds=_float("FLOWVIZ_DRAIN_SECONDS", 10.0),
+        admin_user=env.get("FLOWVIZ_ADMIN_USER", ""),
+        admin_password=env.get("FLOWVIZ_ADMIN_PASSWORD", ""),
+        cache_secret=env.get(CACHE_SECRET_ENV, ""),
+        token_public_key=env.get("FLOWVIZ_TOKEN_PUBLIC_KEY", ""),
     )

@@ -39,6 +39,7 @@ HEAVY_METHODS: Final = frozenset(
         "StreamTraceGraph",
         "GetRecallImpact",
         "GetRecallNotifications",
+        "RenderRecallNotificationsCsv",
         "TraceSupplierLot",
         "ExportTrace",
         "RenderExport",

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from flowviz.core.config import ConfigError, refuse_placeholder
+from flowviz.core.config import environ as process_environ
 
 # Every process with a service identity of its own.
 SERVICE_NAMES = ("gateway", "lots", "genealogy", "qc", "health", "events")
@@ -35,6 +36,8 @@ TOKEN_PRIVATE_ENV = "FLOWVIZ_TOKEN_PRIVATE_KEY"
 TOKEN_PUBLIC_ENV = "FLOWVIZ_TOKEN_PUBLIC_KEY"
 SERVICE_KEY_ENV = "FLOWVIZ_SERVICE_KEY"
 SERVICE_PUBLIC_ENV = "FLOWVIZ_SERVICE_PUBLIC_KEYS"
+# Where FLOWVIZ_DEV is looked up when a caller gives no environment (a placeholder key is refused).
+_PROCESS = process_environ()
 HINT = "generate the keys with: flowviz keys DIR (writes them mode 0600 and prints the settings)"
 
 _RAW = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -75,7 +78,7 @@ def _refuse_known(name: str, public: Ed25519PublicKey, environ: Mapping[str, str
     refuse_placeholder(name, text(public), environ, HINT)
 
 
-def parse_private(name: str, value: str, environ: Mapping[str, str] = os.environ) -> Ed25519PrivateKey:
+def parse_private(name: str, value: str, environ: Mapping[str, str] = _PROCESS) -> Ed25519PrivateKey:
     material = _material(name, value)
     try:
         if _RAW.fullmatch(material):
@@ -91,7 +94,7 @@ def parse_private(name: str, value: str, environ: Mapping[str, str] = os.environ
     return key
 
 
-def parse_public(name: str, value: str, environ: Mapping[str, str] = os.environ) -> Ed25519PublicKey:
+def parse_public(name: str, value: str, environ: Mapping[str, str] = _PROCESS) -> Ed25519PublicKey:
     material = _material(name, value)
     try:
         if _RAW.fullmatch(material):
@@ -107,7 +110,7 @@ def parse_public(name: str, value: str, environ: Mapping[str, str] = os.environ)
     return key
 
 
-def parse_service_publics(value: str, environ: Mapping[str, str] = os.environ) -> dict[str, Ed25519PublicKey]:
+def parse_service_publics(value: str, environ: Mapping[str, str] = _PROCESS) -> dict[str, Ed25519PublicKey]:
     """`gateway=KEY,lots=KEY,...` (each KEY as for any key setting)."""
     found: dict[str, Ed25519PublicKey] = {}
     for item in value.split(","):

@@ -25,10 +25,11 @@ and call `teardown()` afterwards.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from flowviz.core import config
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -55,9 +56,7 @@ def enabled() -> bool:
 
 def wanted() -> bool:
     """Whether the environment asks for tracing."""
-    return bool(
-        os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
+    return config.tracing_requested()
 
 
 def setup(
@@ -84,7 +83,7 @@ def setup(
     owned = provider is None
     if provider is None:
         kwargs: dict[str, Any] = {"resource": Resource.create({"service.name": f"flowviz-{process_name}"})}
-        if not os.environ.get("OTEL_TRACES_SAMPLER"):
+        if not config.sampler_chosen():
             kwargs["sampler"] = _server_roots_sampler()
         provider = TracerProvider(**kwargs)
         if exporter is None:

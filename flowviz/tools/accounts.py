@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import orjson
 import psycopg
 
 from flowviz.core import passwords, validation
+from flowviz.core.config import tool_settings
 from flowviz.tools import local
 
 INSERT = """
@@ -62,8 +62,8 @@ def reset_password(database_url: str, username: str, password: str) -> bool | No
 def ensure_admin(database_url: str) -> None:
     """Create the first admin from FLOWVIZ_ADMIN_USER / FLOWVIZ_ADMIN_PASSWORD, or with a generated
     password (printed once) when they are unset and no usable admin exists yet."""
-    user = os.environ.get("FLOWVIZ_ADMIN_USER", "")
-    password = os.environ.get("FLOWVIZ_ADMIN_PASSWORD", "")
+    given = tool_settings()
+    user, password = given.admin_user, given.admin_password
     if user and password:
         if add_user(database_url, user, "admin", password):
             print(f"created admin user {user!r} from FLOWVIZ_ADMIN_USER", flush=True)
@@ -84,7 +84,7 @@ def ensure_admin(database_url: str) -> None:
 
 def cache_secret(data_dir: Path) -> str:
     """FLOWVIZ_CACHE_SECRET, or a random one kept in the data folder across runs."""
-    if secret := os.environ.get("FLOWVIZ_CACHE_SECRET"):
+    if secret := tool_settings().cache_secret:
         return secret
     path = data_dir / "cache-secret"
     if not path.exists():

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 from dataclasses import dataclass
 
 import psycopg
+
+from flowviz.core import config
 
 CONTENT = "at, actor, action, entity, entity_key, reason, details"
 WALK = f"""
@@ -122,7 +123,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--max-unsealed-age", type=float, default=MAX_UNSEALED_AGE, metavar="SECONDS",
                         help="an unsealed row older than this is reported (default %(default)g)")  # fmt: skip
     args = parser.parse_args(argv)
-    url = os.environ.get("DATABASE_URL")
+    url = config.tool_settings().database_url
     if not url:
         sys.exit("DATABASE_URL is not set")
     result = verify(url, sealing=not args.no_seal, max_unsealed_age=args.max_unsealed_age)

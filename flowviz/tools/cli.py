@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 
+from flowviz.core.config import ConfigError, tool_settings
 from flowviz.tools import local
 
 PROJECT_ROOT = local.PROJECT_ROOT
@@ -41,13 +42,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from flowviz.tools.supervisor import run_children
 
     data = local.data_dir()
+    given = tool_settings()
     env: dict[str, str] = {}
     pg = vk = None
     wrote_state = False
     started = time.monotonic()
     try:
-        if not os.environ.get("DATABASE_URL"):
-            port = int(os.environ.get("FLOWVIZ_PG_PORT", local.DEFAULT_PG_PORT))
+        if not given.database_url:
+            port = given.pg_port
             pg = Postgres(data / "postgres", port)
             if port_in_use(port):
                 sys.exit(f"port {port} is taken: set FLOWVIZ_PG_PORT, or DATABASE_URL to use that server")
@@ -55,8 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             pg.init()
             pg.start()
             env["DATABASE_URL"] = pg.owner_url  # migrations, seed, the command line: not a superuser
-        if not os.environ.get("VALKEY_URL"):
-            port = int(os.environ.get("FLOWVIZ_VALKEY_PORT", local.DEFAULT_VALKEY_PORT))
+        if not given.valkey_url:
+            port = given.valkey_port
             if port_in_use(port):
                 sys.exit(f"port {port} is taken: set FLOWVIZ_VALKEY_PORT, or VALKEY_URL to use that server")
             vk = Valkey(data / "valkey", port)
@@ -67,28 +69,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         # Token keys: made once under .data/keys (0600); each process gets only its own private
         # key, the user-token one only the lots service (unless the keys are set outside).
         own_keys: dict[str, str] = {}
-        if not os.environ.get(keys.TOKEN_PUBLIC_ENV):
+        if not given.token_public_key:
             own_keys = keys.write_keys(data / "keys")
             env.update(keys.process_env(own_keys, ""))
+        # This process reads them too (settings() in run_children, below).
         os.environ.update(env)
+        database_url, valkey_url = tool_settings().database_url, tool_settings().valkey_url
         # So that `flowviz import`, `flowviz user ...` in another terminal use these servers too
         # (a file only its owner reads, beside the token secret).
         # The owner's URL for the command line; the superuser's only for `flowviz restore`.
         admin = {"admin_database_url": pg.url} if pg else {}
-        local.write_state(
-            data, database_url=os.environ["DATABASE_URL"], valkey_url=os.environ["VALKEY_URL"], **admin
-        )
+        local.write_state(data, database_url=database_url, valkey_url=valkey_url, **admin)
         wrote_state = True
-        migrate.upgrade(os.environ["DATABASE_URL"])
-        seed.load(os.environ["DATABASE_URL"])
-        accounts.ensure_admin(os.environ["DATABASE_URL"])
+        migrate.upgrade(database_url)
+        seed.load(database_url)
+        accounts.ensure_admin(database_url)
         # Each service as its own role (migration 0011 made them); the gateway gets no URL.
         database_urls = {}
         if pg:
             pg.enable_service_roles()
             database_urls = {name: pg.service_url(name) for name in DATABASE_ROLES}
-        os.environ.setdefault("FLOWVIZ_LOG_FORMAT", "json")
-        gateway_port = int(os.environ.get("FLOWVIZ_GATEWAY_PORT", "8000"))
+        gateway_port = given.gateway_port
 
         def announce() -> None:
             if _wait_healthy(gateway_port):
@@ -99,10 +100,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                 )
 
         threading.Thread(target=announce, daemon=True).start()
-        drain = float(os.environ.get("FLOWVIZ_DRAIN_SECONDS", "10"))
         return run_children(
             env,
-            drain,
+            given.drain_seconds,
             servers=[s for s in (pg, vk) if s],
             database_urls=database_urls,
             child_env=lambda name: keys.process_env(own_keys, name),
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _main(sys.argv[1:] if argv is None else argv)
-    except local.UserError as exc:
+    except (local.UserError, ConfigError) as exc:  # ConfigError: a setting, named in the message
         print(f"flowviz: {exc}", file=sys.stderr)
     except DomainError as exc:  # a name or a password the rules refuse
         print(f"flowviz: {exc.message}", file=sys.stderr)

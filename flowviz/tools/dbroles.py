@@ -22,7 +22,13 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 import psycopg
 from psycopg import sql
 
-from flowviz.core.config import DATABASE_ROLES, ConfigError, refuse_placeholder, service_database_urls
+from flowviz.core.config import (
+    DATABASE_ROLES,
+    ConfigError,
+    environ,
+    refuse_placeholder,
+    service_database_urls,
+)
 
 
 def role_url(url: str, role: str, password: str) -> str:
@@ -80,7 +86,7 @@ def main() -> None:
     from flowviz.tools import local
 
     try:
-        passwords = from_environment(os.environ)
+        passwords = from_environment(environ())
         url = local.database_url()
         with local.reaching(url):
             set_passwords(url, passwords)

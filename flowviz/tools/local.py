@@ -18,9 +18,9 @@ from pathlib import Path
 import asyncpg
 import psycopg
 
+from flowviz.core.config import tool_settings
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_PG_PORT = 5433
-DEFAULT_VALKEY_PORT = 6379
 EMBEDDED_DATABASE = "flowviz"  # flowviz.tools.embedded.DATABASE
 STATE_FILE = "running.json"
 
@@ -30,11 +30,11 @@ class UserError(Exception):
 
 
 def data_dir() -> Path:
-    return Path(os.environ.get("FLOWVIZ_DATA_DIR", PROJECT_ROOT / ".data"))
+    return Path(tool_settings().data_dir or PROJECT_ROOT / ".data")
 
 
 def embedded_database_url() -> str:
-    port = os.environ.get("FLOWVIZ_PG_PORT") or DEFAULT_PG_PORT
+    port = tool_settings().pg_port
     # The password is in a file of make run's (mode 0600): named here, never printed.
     return f"postgresql://postgres:$(cat {data_dir()}/postgres-password)@127.0.0.1:{port}/{EMBEDDED_DATABASE}"
 
@@ -70,7 +70,7 @@ def database_url(given: str | None = None, *, admin: bool = False) -> str:
     state = running_state()
     url = (
         given
-        or os.environ.get("DATABASE_URL")
+        or tool_settings().database_url
         or (admin and state.get("admin_database_url"))
         or state.get("database_url")
     )
@@ -87,7 +87,7 @@ def database_url(given: str | None = None, *, admin: bool = False) -> str:
 
 def valkey_url() -> str | None:
     """VALKEY_URL, else the running `make run`'s Valkey; None when neither (no cache to clear)."""
-    return os.environ.get("VALKEY_URL") or running_state().get("valkey_url")
+    return tool_settings().valkey_url or running_state().get("valkey_url")
 
 
 def redact(url: str) -> str:

@@ -285,9 +285,9 @@ def run_children(
 ) -> int:
     import uvloop
 
-    from flowviz.core.config import settings
+    from flowviz.core.config import environ, settings
 
-    merged = {**os.environ, **env}
+    merged = {**environ(), **env}
     cfg = settings()
     shared, own = replica_layout(cfg.replicas, cfg.ports, cfg.metrics_ports, merged)
     merged.update(shared)

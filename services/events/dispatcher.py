@@ -13,6 +13,9 @@ the outcome. A dispatcher killed mid-attempt leaves the lease to lapse: the deli
 again (the receiver sees the same webhook-id). Failures wait base x 2^attempt with jitter, at
 most FLOWVIZ_WEBHOOKS_RETRY_MAX, and are given up FLOWVIZ_WEBHOOKS_RETRY_FOR (24 h) after the
 event; a redeliver puts them back.
+
+Retention: every RETENTION_SECONDS, events done with for FLOWVIZ_EVENTS_RETENTION_DAYS leave the
+outbox with their delivery log (retention.py), in small batches.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ import asyncpg
 import httpx
 
 from flowviz.core.server import Resources
-from services.events import payloads, repository, signing, targets
+from services.events import payloads, repository, retention, signing, targets
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.2
+RETENTION_SECONDS = 600.0
 FANOUT_BATCH = 500
 USER_AGENT = "flowviz-webhooks/1"
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
@@ -168,7 +172,7 @@ class Dispatcher:
             lane.wake()
 
     async def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run())]
+        self._tasks = [asyncio.create_task(self._run()), asyncio.create_task(self._retain())]
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -197,6 +201,20 @@ class Dispatcher:
                         break
             except DB_ERRORS as exc:
                 log.warning("fan-out failed", extra={"error": repr(exc)})
+
+    async def _retain(self) -> None:
+        days = self.r.settings.events_retention_days
+        while days > 0:
+            try:
+                done = await retention.prune(self.r.pool, days)
+                if done.events:
+                    log.info(
+                        "retention pruned the outbox",
+                        extra={"events": done.events, "deliveries": done.deliveries, "days": days},
+                    )
+            except DB_ERRORS as exc:  # the database away: the next pass takes what is left
+                log.warning("outbox retention failed", extra={"error": repr(exc)})
+            await asyncio.sleep(RETENTION_SECONDS)
 
     async def _sync_lanes(self) -> None:
         """A lane per active subscription: new ones start, paused or deleted ones stop."""

@@ -76,6 +76,8 @@ POLICY: auth.Policy = {
     P + "TraceSupplierLot": auth.READ,
     # Exports read what traces read; a capture records receipts, runs and shipments.
     P + "RenderExport": auth.READ,
+    P + "RenderScenarioCsv": auth.READ,
+    P + "RenderRecallNotificationsCsv": auth.READ,
     P + "CaptureEpcis": auth.OPERATE,
 }
 # Answers larger than this are computed each time rather than cached.
@@ -593,16 +595,23 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
     async def RenderExport(
         self, request: genealogy_pb2.RenderExportRequest, context: Context
     ) -> AsyncIterator[genealogy_pb2.RenderedChunk]:
-        rendering = await renderings.open_rendering(self.r.pool, request)
-        first = True
-        async for data in rendering.pieces:
-            if first:
-                yield genealogy_pb2.RenderedChunk(
-                    data=data, content_type=rendering.content_type, filename=rendering.filename
-                )
-                first = False
-            else:
-                yield genealogy_pb2.RenderedChunk(data=data)
+        async for chunk in _chunks(await renderings.open_rendering(self.r.pool, request)):
+            yield chunk
+
+    async def RenderScenarioCsv(
+        self, request: genealogy_pb2.RenderScenarioCsvRequest, context: Context
+    ) -> AsyncIterator[genealogy_pb2.RenderedChunk]:
+        async for chunk in _chunks(renderings.scenario_csv(await self._scenario(request.id))):
+            yield chunk
+
+    async def RenderRecallNotificationsCsv(
+        self, request: genealogy_pb2.RenderRecallNotificationsCsvRequest, context: Context
+    ) -> AsyncIterator[genealogy_pb2.RenderedChunk]:
+        reply = await self.GetRecallNotifications(
+            genealogy_pb2.GetRecallNotificationsRequest(lot_code=request.lot_code), context
+        )
+        async for chunk in _chunks(renderings.notifications_csv(request.lot_code, reply)):
+            yield chunk
 
     async def CaptureEpcis(
         self, request: genealogy_pb2.CaptureEpcisRequest, context: Context
@@ -651,6 +660,19 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             for b in found.blocked.get(code, [])[:1]
         }
         return refusals, list(found.codes)
+
+
+async def _chunks(rendering: renderings.Rendering) -> AsyncIterator[genealogy_pb2.RenderedChunk]:
+    """A rendering's pieces as chunks; the first names the content type and file name."""
+    first = True
+    async for data in rendering.pieces:
+        if first:
+            yield genealogy_pb2.RenderedChunk(
+                data=data, content_type=rendering.content_type, filename=rendering.filename
+            )
+            first = False
+        else:
+            yield genealogy_pb2.RenderedChunk(data=data)
 
 
 def _positive_id(value: int) -> int:

@@ -57,6 +57,14 @@ CONTRACT: dict[str, Any] = {
             "metrics_port": 9153,
             "health_service": "flowviz.qc.v1.QcService",
         },
+        "events": {
+            "module": "services.events",
+            "port": 50054,
+            "port_env": "FLOWVIZ_EVENTS_PORT",
+            "addr_env": "FLOWVIZ_EVENTS_ADDR",
+            "metrics_port": 9155,
+            "health_service": "flowviz.events.v1.EventsService",
+        },
     },
     "gateway": {
         "name": "gateway",
@@ -410,7 +418,7 @@ def test_compose_ports_and_health_checks():
         assert f"service='{want['health_service']}'" in probe
         assert s["user"] == f"{CONTRACT['uid']}:{CONTRACT['uid']}"
         assert s["read_only"] is True
-    for name in ("lots", "genealogy", "qc"):
+    for name in ("lots", "genealogy", "qc", "events"):
         assert svcs[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
     gw = svcs[GW["name"]]
@@ -678,15 +686,24 @@ CALLS = {  # (from, to, port): what the code calls (grep .channel( in services/)
     ("lots", "qc", 50053),
     ("genealogy", "qc", 50053),
     ("qc", "genealogy", 50052),
+    ("gateway", "events", 50054),
+    ("health", "events", 50054),
 }
-DATA_CLIENTS = ["lots", "genealogy", "qc", "health", "migrate"]
+DATA_CLIENTS = ["lots", "genealogy", "qc", "health", "events", "migrate"]
+# Webhook deliveries (issue 16): the events service alone reaches out, on HTTP(S) only.
+WEBHOOK_PORTS = (443, 80)
+# What a webhook must never reach through the NetworkPolicy (the cluster's and the machine's own).
+PRIVATE_RANGES = {
+    "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16",
+    "::1/128", "fc00::/7", "fe80::/10",
+}  # fmt: skip
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_network_policies_allow_only_the_calls_the_architecture_makes(overlay):
     docs = _render(overlay)
     policies, pods = _policies(docs), _pods(docs)
-    ports = {50050, 50051, 50052, 50053, 8000, 5432, 6379, *range(9150, 9155)}
+    ports = {50050, 50051, 50052, 50053, 50054, 8000, 5432, 6379, *WEBHOOK_PORTS, *range(9150, 9156)}
     want = set(CALLS)
     if overlay == "dev":  # in-cluster data stores
         want |= {(c, "postgres", 5432) for c in DATA_CLIENTS} | {(c, "valkey", 6379) for c in DATA_CLIENTS}
@@ -704,7 +721,9 @@ def test_network_policies_allow_only_the_calls_the_architecture_makes(overlay):
     outward = {
         (src, port) for src in pods for port in ports if _allowed(policies, "egress", pods[src], None, port)
     }
-    assert outward == {(c, p) for c in DATA_CLIENTS for p in (5432, 6379)}
+    assert outward == {(c, p) for c in DATA_CLIENTS for p in (5432, 6379)} | {
+        ("events", p) for p in WEBHOOK_PORTS
+    }
     # From outside the namespace: the gateway's HTTP port; metrics only for labelled scrapers.
     stranger = {"app": "anything"}
     entry = {
@@ -721,6 +740,41 @@ def test_network_policies_allow_only_the_calls_the_architecture_makes(overlay):
         if _allowed(policies, "ingress", pods[dst], scraper, GRPC.get(dst, GW)["metrics_port"], same_ns=False)
     }
     assert scraped == set(ALL_APPS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_webhook_egress_is_http_to_public_addresses_only(overlay):
+    """The events service's way out: TCP 443/80 to anywhere but the private, shared, link-local
+    and loopback ranges (pods, Services, metadata), in both address families; no other pod has one."""
+    import ipaddress
+
+    policies = _policies(_render(overlay))
+    pods = _pods(_render(overlay))
+    blocks = [
+        (rule, peer["ipBlock"])
+        for p in policies
+        if "Egress" in p["spec"]["policyTypes"]
+        for rule in p["spec"].get("egress", [])
+        for peer in rule.get("to", [])
+        if "ipBlock" in peer
+    ]
+    assert blocks, "no egress to addresses outside the cluster"
+    for rule, block in blocks:
+        selected = {app for app, labels in pods.items() if _selects(_policy_of(policies, rule), labels)}
+        assert selected == {"events"}, selected
+        assert sorted(p["port"] for p in rule["ports"]) == sorted(WEBHOOK_PORTS)
+        assert all(p.get("protocol", "TCP") == "TCP" and "endPort" not in p for p in rule["ports"])
+        net = ipaddress.ip_network(block["cidr"])
+        assert net.prefixlen == 0, block
+        excepted = {str(ipaddress.ip_network(e)) for e in block.get("except", [])}
+        want = {r for r in PRIVATE_RANGES if ipaddress.ip_network(r).version == net.version}
+        assert want <= excepted, f"{block['cidr']}: not excepted {want - excepted}"
+    assert {ipaddress.ip_network(b["cidr"]).version for _, b in blocks} == {4, 6}
+
+
+def _policy_of(policies: list[dict], rule: dict) -> dict:
+    """The pod selector of the policy holding `rule`."""
+    return next(p for p in policies if rule in p["spec"].get("egress", []))["spec"]["podSelector"]
 
 
 def test_compose_gives_each_service_its_own_database_role():

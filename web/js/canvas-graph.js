@@ -4,7 +4,7 @@
 // re-centre. cytoscape.js spends seconds styling and measuring thousands of elements on this
 // machine; this draws 10,000 lots in a few tens of milliseconds.
 
-import { fmtQty } from "./dom.js";
+import { edgeLabel } from "./model.js";
 
 const W = 210;
 const H = 46;
@@ -14,6 +14,7 @@ const COLOURS = {
   on_hold: ["#fcd34d", "#b45309"],
   rejected: ["#fca5a5", "#b91c1c"],
   inherited: ["#fef3c7", "#b45309"],
+  partner: ["#dbeafe", "#1d4ed8"], // a supplier's or customer's site (receipts and shipments)
 };
 
 export class CanvasGraph {
@@ -156,7 +157,7 @@ export class CanvasGraph {
     if (this.selected >= 0) mark(this.selected, "#1d4ed8", 5);
     if (scale >= 0.5) {
       // Quantity, unit and run on the edges whose middle is on screen.
-      this.edgeLabels ??= this.edges.map((e) => `${fmtQty(e.quantity)} ${e.uom}${e.run_code ? ` · ${e.run_code}` : ""}`);
+      this.edgeLabels ??= this.edges.map(edgeLabel);
       ctx.font = "10px system-ui, sans-serif";
       ctx.textAlign = "center";
       ctx.textBaseline = "bottom";
@@ -178,7 +179,8 @@ export class CanvasGraph {
       for (const i of visible) {
         const hidden = this.model.hidden.get(this.nodes[i].lot_code);
         ctx.globalAlpha = lit && !lit[i] ? 0.3 : 1;
-        ctx.fillText(hidden ? `${this.nodes[i].lot_code}  +${hidden}` : this.nodes[i].lot_code, x[i], y[i] - 8, W - 8);
+        const title = this.nodes[i].title || this.nodes[i].lot_code;
+        ctx.fillText(hidden ? `${title}  +${hidden}` : title, x[i], y[i] - 8, W - 8);
         if (scale >= 0.6) ctx.fillText(this.nodes[i].product, x[i], y[i] + 10, W - 8);
       }
       ctx.globalAlpha = 1;

@@ -65,3 +65,25 @@ export const statusText = (s) => STATUS_TEXT[s] || s || "unknown";
 // Ends the current task so the browser can handle input and paint before the next step.
 export const yieldTask = () =>
   globalThis.scheduler && scheduler.yield ? scheduler.yield() : new Promise((r) => setTimeout(r, 0));
+
+// A long list shown a step at a time, so thousands of rows never freeze the page: the first
+// `first` items go into `into` (a tbody, a ul), and the note returned says how many of how many
+// are shown, with a button for the next `step`.
+export function inSteps(into, items, render, { first = 20, step = 200, noun = "rows" } = {}) {
+  let shown = 0;
+  const count = el("span");
+  const more = el("button", { type: "button", class: "link more" });
+  const note = el("p", { class: "muted steps" }, count, " ", more);
+  const show = (n) => {
+    const next = items.slice(shown, shown + n);
+    append(into, next.map((item, k) => render(item, shown + k)));
+    shown += next.length;
+    const left = items.length - shown;
+    note.hidden = left <= 0;
+    count.textContent = `Showing ${shown.toLocaleString("en")} of ${items.length.toLocaleString("en")} ${noun}.`;
+    more.textContent = `Show ${Math.min(step, left).toLocaleString("en")} more`;
+  };
+  more.addEventListener("click", () => show(step));
+  show(first);
+  return note;
+}

@@ -2,8 +2,9 @@
 // cytoscape.js with its layout off ("preset") below CANVAS_FROM lots, and from there on by our
 // own canvas renderer (canvas-graph.js): cytoscape's per-element styling and label measuring
 // holds the main thread for a quarter of a second at 100 lots here, and seconds at thousands.
-import { fmtQty, yieldTask } from "./dom.js";
+import { yieldTask } from "./dom.js";
 import { CanvasGraph } from "./canvas-graph.js";
+import { edgeLabel } from "./model.js";
 
 const SMALL = 150; // up to here, layers leave room for edge labels
 const CANVAS_FROM = 60;
@@ -66,6 +67,8 @@ function style() {
     { selector: "node.rejected", style: { "background-color": "#fca5a5", "border-color": "#b91c1c" } },
     { selector: "node.inherited", style: { "background-color": "#fef3c7", "border-style": "dashed", "border-color": "#b45309" } },
     { selector: "node.blocker", style: { "border-width": 6, "border-style": "double", "border-color": "#7f1d1d" } },
+    { selector: "node.partner", style: { shape: "cut-rectangle", "background-color": "#dbeafe", "border-color": "#1d4ed8", "border-style": "solid" } },
+    { selector: "edge.partner", style: { "line-style": "dashed", "line-color": "#60a5fa", "target-arrow-color": "#60a5fa" } },
     { selector: "node.root", style: { "font-weight": "bold", "border-width": 4 } },
     { selector: "node:selected", style: { "overlay-color": "#1d4ed8", "overlay-opacity": 0.18, "overlay-padding": 6 } },
     { selector: "edge", style: edge },
@@ -75,6 +78,7 @@ function style() {
 }
 
 function nodeClasses(n, root) {
+  if (n.partner) return `partner ${n.partner}`;
   const c = [n.inherited ? "inherited" : n.effective];
   if (n.blocker) c.push("blocker");
   if (n.lot_code === root) c.push("root");
@@ -82,6 +86,7 @@ function nodeClasses(n, root) {
 }
 
 function nodeLabel(n, hidden) {
+  if (n.partner) return `${n.title}\n${n.product}`;
   const more = hidden ? `  +${hidden}` : "";
   const held = n.inherited && n.blockedBy.length ? `\nheld: ${n.blockedBy[0]}` : "";
   return `${n.lot_code}${more}\n${n.product}${held}`;
@@ -99,9 +104,12 @@ export class GraphView {
   async draw(model, selected) {
     const t0 = performance.now();
     if (model.nodes.size > 2000) await yieldTask();
-    const nodes = model.list();
+    // Lots, then the supplier and customer boxes of the receipts and shipments shown.
+    const partners = model.partnerGraph();
+    const lots = model.nodes.size;
+    const nodes = partners.nodes.length ? [...model.list(), ...partners.nodes] : model.list();
     const index = new Map(nodes.map((n, i) => [n.lot_code, i]));
-    const edges = [...model.edges.values()];
+    const edges = partners.edges.length ? [...model.edges.values(), ...partners.edges] : [...model.edges.values()];
     const src = new Int32Array(edges.length);
     const dst = new Int32Array(edges.length);
     edges.forEach((e, i) => {
@@ -124,7 +132,7 @@ export class GraphView {
       await nextFrame();
       performance.mark("flowviz:first-frame", { detail: { nodes: nodes.length, edges: edges.length, since: t0 } });
       await nextFrame();
-      this.done(model, nodes.length);
+      this.done(model, lots, partners.nodes.length);
       return;
     }
     const cy = cytoscape({
@@ -147,8 +155,7 @@ export class GraphView {
       });
     });
     edges.forEach((e, i) => {
-      const label = `${fmtQty(e.quantity)} ${e.uom}${e.run_code ? ` · ${e.run_code}` : ""}`;
-      els.push({ group: "edges", data: { id: `e${i}`, source: e.parent, target: e.child, label } });
+      els.push({ group: "edges", data: { id: `e${i}`, source: e.parent, target: e.child, label: edgeLabel(e) }, classes: e.partner ? "partner" : "" });
     });
     cy.batch(() => cy.add(els));
     cy.fit(undefined, 30);
@@ -161,11 +168,13 @@ export class GraphView {
     cy.on("dbltap", "node", (e) => this.onRecentre(e.target.id()));
     if (selected) this.highlight(selected);
     await nextFrame();
-    this.done(model, nodes.length);
+    this.done(model, lots, partners.nodes.length);
   }
 
-  done(model, count) {
+  // data-drawn counts the lots drawn, data-partners the supplier and customer boxes beside them.
+  done(model, count, partners) {
     this.container.dataset.drawn = String(count);
+    this.container.dataset.partners = String(partners);
     this.container.dataset.root = model.root;
     performance.mark("flowviz:interactive", { detail: { nodes: count } });
   }
@@ -198,6 +207,10 @@ export class GraphView {
         const node = this.cy.getElementById(n.lot_code);
         if (node.nonempty()) node.data("label", nodeLabel(n, model.hidden.get(n.lot_code)));
       }
+      for (const n of model.partnerGraph().nodes) {
+        const node = this.cy.getElementById(n.lot_code);
+        if (node.nonempty()) node.data("label", nodeLabel(n));
+      }
     });
   }
 
@@ -212,6 +225,7 @@ export class GraphView {
     this.cy = null;
     this.canvas = null;
     delete this.container.dataset.drawn;
+    delete this.container.dataset.partners;
     delete this.container.dataset.root;
   }
 }

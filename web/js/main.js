@@ -5,17 +5,20 @@ import { $, el, clear, download, yieldTask } from "./dom.js";
 import { GraphView } from "./graph.js";
 import { Model } from "./model.js";
 import { LotTable } from "./table.js";
-import { renderLotPanel } from "./panel.js";
+import { renderLotPanel, renderPartnerPanel } from "./panel.js";
 import { renderRecall } from "./recall.js";
 import { renderRunForm } from "./runform.js";
 import { setupSearch } from "./search.js";
 import { watchHealth } from "./health.js";
+import { fillSuppliers, renderSupplierTrace } from "./supplier.js";
 
 const DRAW_LIMIT = 2000; // above this many lots, a summary first and "draw all" on request
 const EXPAND_PROBES = 40; // lots whose hidden neighbours are counted after a draw
 
 const state = { view: readUrl(), model: null, tableShown: false, loadId: 0 };
-const graph = new GraphView($("#graph"), { onSelect: (code) => select(code), onRecentre: (code) => open(code) });
+// A supplier's or customer's box is selected like a lot, but the graph never re-centres on one.
+const isPartner = (code) => !!(state.model && state.model.partner(code));
+const graph = new GraphView($("#graph"), { onSelect: (code) => select(code), onRecentre: (code) => isPartner(code) || open(code) });
 const table = new LotTable($("#table-wrap"), { onSelect: (code) => select(code) });
 
 function readUrl() {
@@ -141,7 +144,9 @@ function updateShowing() {
   if (!m) return;
   const drawn = Number($("#graph").dataset.drawn || 0);
   const hidden = [...m.hidden.values()].reduce((a, b) => a + b, 0);
-  $("#showing").textContent = `showing ${drawn.toLocaleString("en")} of ${(m.nodes.size + hidden).toLocaleString("en")} lots${m.truncated ? " (answer cut)" : ""}`;
+  const sites = Number($("#graph").dataset.partners || 0);
+  const beside = sites ? `, with ${sites.toLocaleString("en")} supplier and customer site${sites === 1 ? "" : "s"}` : "";
+  $("#showing").textContent = `showing ${drawn.toLocaleString("en")} of ${(m.nodes.size + hidden).toLocaleString("en")} lots${beside}${m.truncated ? " (answer cut)" : ""}`;
 }
 
 async function drawOrSummarise() {
@@ -204,6 +209,7 @@ async function expand(code) {
     edges.push({ parent: code, child: c.lot_code, quantity: c.edge_quantity, uom: c.edge_uom, run_code: c.run_code });
   }
   m.add(lots, edges);
+  m.addEvents(t.receipts, t.shipments);
   m.hidden.delete(code);
   await drawOrSummarise();
   probeHidden(m, state.loadId);
@@ -215,7 +221,7 @@ async function select(code) {
   graph.highlight(code);
   table.select(code);
   renderPanels();
-  if (code && state.model && state.model.hidden.get(code)) await expand(code);
+  if (code && !isPartner(code) && state.model && state.model.hidden.get(code)) await expand(code);
 }
 
 function open(code, { tab } = {}) {
@@ -232,12 +238,14 @@ function renderPanels() {
     $(`#panel-${t}`).hidden = t !== v.tab;
   }
   const code = v.sel || v.lot;
+  const lotCode = isPartner(code) ? v.lot : code; // the recall and the run form are a lot's
   const refresh = async () => {
     await load();
   };
-  if (v.tab === "lot") renderLotPanel($("#panel-lot"), code, { onOpen: open, onChanged: refresh });
+  if (v.tab === "lot" && isPartner(code)) renderPartnerPanel($("#panel-lot"), state.model.partner(code), { onOpen: open });
+  else if (v.tab === "lot") renderLotPanel($("#panel-lot"), code, { onOpen: open, onChanged: refresh });
   else if (v.tab === "recall")
-    renderRecall($("#panel-recall"), code, {
+    renderRecall($("#panel-recall"), lotCode, {
       onOpen: open,
       onChanged: refresh,
       onShow: (c) => {
@@ -246,7 +254,7 @@ function renderPanels() {
         load();
       },
     });
-  else renderRunForm($("#panel-run"), { inputs: code ? [code] : [], onRecorded: (run) => open(run.outputs[0].lot_code, { tab: "lot" }) });
+  else renderRunForm($("#panel-run"), { inputs: lotCode ? [lotCode] : [], onRecorded: (run) => open(run.outputs[0].lot_code, { tab: "lot" }) });
 }
 
 // ---- wiring ----
@@ -259,6 +267,13 @@ function wire() {
     state.view.tab = "run";
     renderPanels();
   });
+  const traceForm = $("#supplier-trace");
+  traceForm.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const data = new FormData(traceForm);
+    renderSupplierTrace($("#supplier-trace-result"), String(data.get("supplier_code")).trim(), String(data.get("supplier_lot_code")).trim(), { onOpen: (c, o) => open(c, o) });
+  });
+  traceForm.querySelector("input[name=supplier_code]").addEventListener("focus", () => fillSuppliers($("#suppliers")), { once: true });
   $("#direction").addEventListener("change", (e) => {
     state.view = { ...state.view, dir: e.target.value, all: false };
     writeUrl(true);

@@ -3,8 +3,21 @@
 // gives them; where it does not (older servers fill them only for the root), they are derived
 // from the graph itself: a lot is held when it, or an ancestor shown, is on hold or rejected.
 
+import { fmtQty } from "./dom.js";
+
 const BLOCKED = new Set(["on_hold", "rejected"]);
 export const isBlocked = (s) => BLOCKED.has(s);
+// An edge's label: quantity, unit and run; a partner edge's, what was received or shipped.
+export const edgeLabel = (e) => (e.partner ? (e.label ??= partnerLabel(e.events)) : `${fmtQty(e.quantity)} ${e.uom}${e.run_code ? ` · ${e.run_code}` : ""}`);
+
+function partnerLabel(events) {
+  const first = events[0];
+  const received = !!first.supplier_code;
+  if (events.length === 1) return `${received ? "received" : "shipped"} ${fmtQty(first.quantity)} ${first.uom} · ${[first.document_type, first.document_number].filter(Boolean).join(" ")}`;
+  const sameUnit = events.every((x) => x.uom === first.uom);
+  const total = sameUnit ? ` · ${fmtQty(events.reduce((a, x) => a + x.quantity, 0))} ${first.uom}` : "";
+  return `${events.length} ${received ? "receipts" : "shipments"}${total}`;
+}
 
 export class Model {
   constructor(answer) {
@@ -15,7 +28,56 @@ export class Model {
     this.nodes = new Map();
     this.edges = new Map();
     this.hidden = new Map(); // lot -> neighbours not shown yet
+    this.receipts = new Map(); // id -> receipt (how a lot shown came in from a supplier)
+    this.shipments = new Map(); // id -> shipment (where a lot shown went)
     this.add(answer.nodes || [], answer.edges || []);
+    this.addEvents(answer.receipts, answer.shipments);
+  }
+
+  addEvents(receipts = [], shipments = []) {
+    for (const r of receipts || []) this.receipts.set(r.id, r);
+    for (const s of shipments || []) this.shipments.set(s.id, s);
+    this.partnerCache = null;
+  }
+
+  // The graph's partner boxes: one per supplier site that sent a lot shown (upstream of the lots
+  // it sent) and one per customer site that received one (downstream of the lots shipped there),
+  // with one edge per lot and box, labelled on first use (a large graph labels only when zoomed
+  // in). Ids start with "from:" or "to:" and are looked up in this map, never parsed; a lot
+  // whose code is one of them wins (the box is left out).
+  partnerGraph() {
+    if (this.partnerCache) return this.partnerCache;
+    const nodes = new Map();
+    const edges = [];
+    const add = (id, partner, party, location, name, lot, event) => {
+      let node = nodes.get(id);
+      if (!node) {
+        if (this.nodes.has(id)) return;
+        node = { lot_code: id, partner, title: `${partner === "supplier" ? "from" : "to"} ${name || party}`, product: location, party, location,
+          effective: "partner", kind: partner, blockedBy: [], inherited: false, blocker: false, receipts: [], shipments: [], lots: new Map() };
+        nodes.set(id, node);
+      }
+      (partner === "supplier" ? node.receipts : node.shipments).push(event);
+      let edge = node.lots.get(lot);
+      if (!edge) {
+        edge = partner === "supplier" ? { parent: id, child: lot, events: [], partner: true } : { parent: lot, child: id, events: [], partner: true };
+        node.lots.set(lot, edge);
+        edges.push(edge);
+      }
+      edge.events.push(event);
+    };
+    for (const r of this.receipts.values()) {
+      if (this.nodes.has(r.lot_code)) add(`from:${r.supplier_code}/${r.ship_from_location_code}`, "supplier", r.supplier_code, r.ship_from_location_code, r.supplier_name, r.lot_code, r);
+    }
+    for (const s of this.shipments.values()) {
+      if (this.nodes.has(s.lot_code)) add(`to:${s.customer_code}/${s.ship_to_location_code}`, "customer", s.customer_code, s.ship_to_location_code, s.customer_name, s.lot_code, s);
+    }
+    this.partnerCache = { nodes: [...nodes.values()], edges, byId: nodes };
+    return this.partnerCache;
+  }
+
+  partner(id) {
+    return this.partnerGraph().byId.get(id) || null;
   }
 
   // Lots and edges not seen yet (an answer's own are unique; expansions may repeat them).
@@ -26,6 +88,7 @@ export class Model {
       const key = `${e.parent}>${e.child}>${e.run_code || ""}`;
       if (!this.edges.has(key)) this.edges.set(key, e);
     }
+    this.partnerCache = null;
     this.derive();
   }
 

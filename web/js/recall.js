@@ -1,19 +1,24 @@
 // The recall workbench: what the lot reached and how much of it each lot contains, one action
-// that holds the root (and so everything made from it), mock-recall drills, and the exports.
+// that holds the root (and so everything made from it), whom to notify (the customers who
+// received affected lots) and what is still in the plant, mock-recall drills, and the exports.
 import { api, apiBlob, enc, may, CAN } from "./api.js";
 import { el, clear, download, fmtQty, fmtTime, statusText } from "./dom.js";
 import { qcActions } from "./actions.js";
 import { isBlocked } from "./model.js";
+import { notificationsView } from "./notifications.js";
 
 export async function renderRecall(container, code, { onOpen, onChanged, onShow }) {
   clear(container, el("p", { class: "muted", text: `Loading the recall of ${code}…` }));
   let answer;
+  // The notification list is built on the same recall impact; both are asked for at once.
+  const notified = api(`/api/recall/${enc(code)}/notifications`).then((ok) => ({ ok }), (err) => ({ err }));
   try {
     answer = await api(`/api/recall/${enc(code)}`);
   } catch (err) {
     clear(container, el("p", { class: "error", text: err.message }));
     return;
   }
+  const notifications = await notified;
   const root = answer.root;
   const rootHeld = isBlocked(root.effective_status || root.status);
   const rows = answer.downstream.map((d) => {
@@ -34,6 +39,9 @@ export async function renderRecall(container, code, { onOpen, onChanged, onShow 
   parts.push(el("h3", { text: "Put it all on hold" }));
   parts.push(el("p", { class: "muted", text: `A hold on ${root.lot_code} holds every lot made from it.` }));
   parts.push(qcActions(root.lot_code, { decisions: ["hold"], label: `Hold ${root.lot_code} and everything made from it`, onDone: onChanged }));
+
+  if (notifications.ok) parts.push(notificationsView(notifications.ok, { rootCode: root.lot_code, rootUom: root.uom, onOpen }));
+  else parts.push(el("h3", { text: "Whom to notify" }), el("p", { class: "error", text: notifications.err.message }));
 
   parts.push(el("h3", { text: "Affected lots" }));
   const table = el("div", { class: "recall-table" });

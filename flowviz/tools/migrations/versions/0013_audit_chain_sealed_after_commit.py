@@ -35,13 +35,13 @@ had (keep the head hash elsewhere). A row the superuser inserts with the trigger
 and sealed like any other, as it was chained like any other under 0010.
 
 Revision ID: 0013
-Revises: 0012
+Revises: 0014
 """
 
 from alembic import op
 
 revision = "0013"
-down_revision = "0012"
+down_revision = "0014"
 
 # The services that write audit rows (migrations 0011, 0012); health writes none.
 SEALERS = "flowviz_lots, flowviz_genealogy, flowviz_qc, flowviz_events"

@@ -1,7 +1,5 @@
-"""Unit tests of the identity core: tokens, roles and policy, passwords, login throttling.
-
-Pure: no database, no cache, no processes.
-"""
+"""flowviz/core/auth.py: tokens (issued, verified, refused), the verifier cache, bearer headers,
+roles and the policy check. Pure: no database, no cache, no processes."""
 
 from __future__ import annotations
 
@@ -10,17 +8,15 @@ import hashlib
 import hmac
 import json
 import secrets
-from pathlib import Path
 from typing import Any
 
 import grpc
 import jwt
 import pytest
-from argon2 import PasswordHasher, Type, extract_parameters
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from flowviz.core import auth, keys, passwords
+from flowviz.core import auth, keys
 from flowviz.core.auth import (
     ADMIN,
     ADMIN_ONLY,
@@ -45,9 +41,8 @@ from flowviz.core.auth import (
     validate_policy,
     verify_token,
 )
-from flowviz.core.config import ConfigError
-from flowviz.core.errors import InvalidArgument, to_status
-from flowviz.core.ratelimit import LoginThrottle, TooManyAttempts, address_key, username_key
+from flowviz.core.errors import to_status
+from flowviz.core.ratelimit import TooManyAttempts
 
 KEY = keys.generate()  # the user-token key
 OTHER_KEY = keys.generate()
@@ -350,55 +345,6 @@ def test_issue_token_validates_its_arguments() -> None:
         TokenVerifier(KEY.public_key())  # type: ignore[arg-type]
 
 
-# --- keys --------------------------------------------------------------------------------
-
-
-def test_key_settings_take_raw_pem_or_a_file(tmp_path: Path) -> None:
-    pem = keys.private_pem(KEY)
-    (tmp_path / "token.key").write_text(pem)
-    for value in (keys.text(KEY), pem, str(tmp_path / "token.key")):
-        assert keys.text(keys.parse_private("K", value, {})) == keys.text(KEY)
-    public = PUBLIC_PEM.decode()
-    for value in (keys.text(KEY.public_key()), public):
-        assert keys.parse_public("K", value, {}).public_bytes_raw() == PUBLIC_RAW
-    both = keys.parse_service_publics(f"gateway={keys.text(GATEWAY_KEY.public_key())}, lots={public}", {})
-    assert set(both) == {"gateway", "lots"}
-
-
-def test_an_unset_or_bad_key_refuses_to_start_saying_how_to_make_one(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"FLOWVIZ_TOKEN_PUBLIC_KEY must be set .*flowviz keys DIR"):
-        keys.required_public(keys.TOKEN_PUBLIC_ENV, {})
-    for bad in (
-        "not-a-key",
-        str(tmp_path / "missing.pem"),
-        "-----BEGIN PUBLIC KEY-----\nxx\n-----END PUBLIC KEY-----",
-    ):
-        with pytest.raises(ConfigError, match="flowviz keys DIR"):
-            keys.parse_public("K", bad, {})
-    with pytest.raises(ConfigError, match="name=KEY"):
-        keys.parse_service_publics("gateway", {})
-    with pytest.raises(ConfigError, match="must be set"):
-        keys.own_service_key(None, {}, "qc")
-    with pytest.raises(ConfigError, match="not the key"):
-        keys.own_service_key(OTHER_KEY, {"qc": KEY.public_key()}, "qc")
-    with pytest.raises(ConfigError, match="private half"):
-        keys.token_signing_key(OTHER_KEY, KEY.public_key())
-    assert keys.token_signing_key(KEY, KEY.public_key()) is KEY
-
-
-def test_write_keys_makes_owner_only_files_once(tmp_path: Path) -> None:
-    first = keys.write_keys(tmp_path / "keys")
-    assert keys.write_keys(tmp_path / "keys") == first  # kept across runs
-    files = sorted(p.name for p in (tmp_path / "keys").iterdir() if p.suffix == ".key")
-    assert files == sorted(["token.key", *(f"service-{s}.key" for s in keys.SERVICE_NAMES)])
-    assert all(((tmp_path / "keys" / f).stat().st_mode & 0o777) == 0o600 for f in files)
-    assert ((tmp_path / "keys").stat().st_mode & 0o777) == 0o700
-    lots, gateway = keys.process_env(first, "lots"), keys.process_env(first, "gateway")
-    assert keys.TOKEN_PRIVATE_ENV in lots and keys.TOKEN_PRIVATE_ENV not in gateway
-    assert lots[keys.SERVICE_KEY_ENV] != gateway[keys.SERVICE_KEY_ENV]
-    assert lots[keys.TOKEN_PUBLIC_ENV] == gateway[keys.TOKEN_PUBLIC_ENV]
-
-
 def test_errors_map_to_grpc_codes() -> None:
     assert to_status(Unauthenticated("TOKEN_INVALID", "x")).code == grpc.StatusCode.UNAUTHENTICATED
     assert to_status(PermissionDenied("ROLE_FORBIDDEN", "x")).code == grpc.StatusCode.PERMISSION_DENIED
@@ -615,210 +561,3 @@ def test_token_to_policy_end_to_end() -> None:
     assert check(POLICY, "/flowviz.lots.v1.LotsService/CreateLot", identity).subject == "olga"
     with pytest.raises(PermissionDenied):
         check(POLICY, "/flowviz.lots.v1.LotsService/CreateUser", identity)
-
-
-# --- passwords ---------------------------------------------------------------------------
-
-FAST = passwords.make_hasher(time_cost=1, memory_cost_kib=8, parallelism=1)
-GOOD = "plum-harbor-vivid-7-lantern"
-
-
-def test_default_parameters() -> None:
-    hasher = passwords.DEFAULT_HASHER
-    assert hasher.type is Type.ID
-    assert (hasher.time_cost, hasher.memory_cost, hasher.parallelism) == (2, 19 * 1024, 1)
-    assert passwords.MIN_LENGTH == 12 and passwords.MAX_LENGTH == 1024
-
-
-def test_hash_and_verify() -> None:
-    stored = passwords.hash_password(GOOD, hasher=FAST)
-    assert stored.startswith("$argon2id$v=19$m=8,t=1,p=1$")
-    assert passwords.verify_password(stored, GOOD, hasher=FAST)
-    assert not passwords.verify_password(stored, GOOD + "x", hasher=FAST)
-    assert not passwords.verify_password(stored, "", hasher=FAST)
-    assert passwords.hash_password(GOOD, hasher=FAST) != stored  # salted
-
-
-def test_hash_with_default_parameters() -> None:
-    stored = passwords.hash_password(GOOD)
-    assert stored.startswith("$argon2id$v=19$m=19456,t=2,p=1$")
-    assert passwords.verify_password(stored, GOOD)
-    assert not passwords.needs_rehash(stored)
-
-
-def test_passwords_are_nfkc_normalised() -> None:
-    composed = "café-harbor-vivid-7"
-    decomposed = "cafe\u0301-harbor-vivid-7"
-    stored = passwords.hash_password(composed, hasher=FAST)
-    assert passwords.verify_password(stored, decomposed, hasher=FAST)
-
-
-@pytest.mark.parametrize(
-    "bad_hash",
-    [
-        None,
-        "",
-        "not a hash",
-        "$argon2id$",
-        "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$",
-        "$2b$12$abcdefghijklmnopqrstuuK0mS1cY4rKZ2T8rN1xq7L0CH6o0z8bG",  # bcrypt
-        "!disabled",
-        42,
-    ],
-)
-def test_verify_never_raises_on_bad_hashes(bad_hash: Any) -> None:
-    assert passwords.verify_password(bad_hash, GOOD, hasher=FAST) is False
-
-
-@pytest.mark.parametrize("bad_password", [None, 42, b"bytes", "\ud800lone-surrogate", "x" * 1025, ""])
-def test_verify_never_raises_on_bad_passwords(bad_password: Any) -> None:
-    stored = passwords.hash_password(GOOD, hasher=FAST)
-    assert passwords.verify_password(stored, bad_password, hasher=FAST) is False
-    assert passwords.verify_password(None, bad_password, hasher=FAST) is False
-
-
-def test_hostile_stored_parameters_are_refused() -> None:
-    # An argon2i hash, or one demanding 1 GiB, is not computed.
-    argon2i = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.I).hash(GOOD)
-    assert not passwords.verify_password(argon2i, GOOD, hasher=FAST)
-    stored = passwords.hash_password(GOOD, hasher=FAST)
-    huge = stored.replace("m=8,", f"m={1024 * 1024},")
-    assert not passwords.verify_password(huge, GOOD, hasher=FAST)
-
-
-def test_unknown_user_runs_a_dummy_verify_with_the_same_parameters(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[str] = []
-    real_verify = PasswordHasher.verify
-
-    def spy(self: PasswordHasher, hash: str, password: str) -> Any:
-        calls.append(hash)
-        return real_verify(self, hash, password)
-
-    monkeypatch.setattr(PasswordHasher, "verify", spy)
-    assert passwords.verify_password(None, GOOD, hasher=FAST) is False
-    assert passwords.verify_password("garbage", GOOD, hasher=FAST) is False
-    assert len(calls) == 2
-    stored = passwords.hash_password(GOOD, hasher=FAST)
-    for dummy in calls:
-        assert extract_parameters(dummy) == extract_parameters(stored)
-    passwords.warm_up(hasher=FAST)
-
-
-def test_needs_rehash() -> None:
-    stored = passwords.hash_password(GOOD, hasher=FAST)
-    assert not passwords.needs_rehash(stored, hasher=FAST)
-    stronger = passwords.make_hasher(time_cost=2, memory_cost_kib=16, parallelism=1)
-    assert passwords.needs_rehash(stored, hasher=stronger)
-    assert passwords.needs_rehash(stored)  # against the default parameters
-    for garbage in ("", "nonsense", "$argon2id$v=19$", None):
-        assert passwords.needs_rehash(garbage, hasher=FAST)  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize(
-    ("password", "username"),
-    [
-        ("short", None),
-        ("elevenchars", None),
-        ("x" * 1025, None),
-        ("aaaaaaaaaaaaaaaa", None),
-        ("abababababababab", None),
-        ("Password1234", None),  # block list, case-insensitive
-        ("123456789012", None),
-        ("my-name-is-olga-smith", "olga"),
-        ("control\x00chars-here", None),
-        ("tab\tand-newline\n-here", None),
-        ("\ud800lone-surrogate-xx", None),
-        (None, None),
-    ],
-)
-def test_policy_rejects(password: Any, username: str | None) -> None:
-    with pytest.raises(InvalidArgument) as e:
-        passwords.check_password_policy(password, username=username)
-    assert reason_of(e) == "PASSWORD_WEAK"
-    assert "min_length" in e.value.metadata
-    with pytest.raises(InvalidArgument):
-        passwords.hash_password(password, username=username, hasher=FAST)
-
-
-@pytest.mark.parametrize(
-    "password",
-    [
-        "correct-horse-battery",
-        "twelve chars",
-        "Ünïcödé-Pässwörd",
-        "x" * 1000 + "abcd",
-        "日本語のパスワードですね",
-    ],
-)
-def test_policy_accepts(password: str) -> None:
-    passwords.check_password_policy(password, username="olga")
-    assert passwords.verify_password(passwords.hash_password(password, hasher=FAST), password, hasher=FAST)
-
-
-async def test_async_variants() -> None:
-    stored = await passwords.hash_password_async(GOOD, hasher=FAST)
-    assert await passwords.verify_password_async(stored, GOOD, hasher=FAST)
-    assert not await passwords.verify_password_async(stored, "wrong-password-here", hasher=FAST)
-    assert not await passwords.verify_password_async(None, GOOD, hasher=FAST)
-    with pytest.raises(InvalidArgument):
-        await passwords.hash_password_async("short", hasher=FAST)
-
-
-# --- login throttling --------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-async def test_throttle_delays_progressively_and_never_locks() -> None:
-    clock = FakeClock()
-    throttle = LoginThrottle(lambda: None, free=3, base_delay=1, max_delay=8, window_seconds=300, clock=clock)
-    for _ in range(2):
-        assert await throttle.wait("user:alice") is None
-        assert await throttle.failure("user:alice") is None
-    assert await throttle.failure("user:alice") == 1  # the third: the next attempt waits 1 s
-    assert await throttle.wait("user:alice") == pytest.approx(1)
-    assert await throttle.wait("user:bob") is None  # other keys unaffected
-    clock.now += 1
-    assert await throttle.wait("user:alice") is None  # after the wait, an attempt is tried
-    assert [await throttle.failure("user:alice") for _ in range(4)] == [2, 4, 8, 8]  # doubling, capped
-    clock.now += 8
-    assert await throttle.wait("user:alice") is None
-    await throttle.success("user:alice")
-    assert await throttle.failure("user:alice") is None  # forgotten
-
-
-async def test_throttle_forgets_after_the_window_and_stays_bounded() -> None:
-    clock = FakeClock()
-    throttle = LoginThrottle(lambda: None, free=1, window_seconds=100, max_local_entries=10, clock=clock)
-    assert await throttle.failure("k") == 1
-    clock.now += 101
-    assert await throttle.wait("k") is None and len(throttle._local) == 0
-    for i in range(50):
-        await throttle.failure(f"k{i}")
-    assert len(throttle._local) == 10
-
-
-def test_throttle_rejects_bad_settings() -> None:
-    with pytest.raises(ValueError):
-        LoginThrottle(lambda: None, free=0)
-    with pytest.raises(ValueError):
-        LoginThrottle(lambda: None, free=1, base_delay=2, max_delay=1)
-
-
-def test_keys() -> None:
-    assert username_key("  Alice ") == "user:alice"
-    assert address_key("ipv4:203.0.113.7:51234") == "addr:203.0.113.7"
-    assert address_key("203.0.113.7:8000") == "addr:203.0.113.7"
-    assert address_key("203.0.113.7") == "addr:203.0.113.7"
-    assert address_key("ipv6:[2001:db8:1:2:3:4:5:6]:443") == "addr:2001:db8:1:2::/64"
-    assert address_key("2001:db8:1:2:ffff::1") == "addr:2001:db8:1:2::/64"
-    assert address_key("ipv6:[::ffff:203.0.113.7]:1") == "addr:203.0.113.7"
-    assert address_key("unix:/tmp/sock") == "addr:unix:/tmp/sock"
-    err = TooManyAttempts.after(0.2)
-    assert err.reason == "LOGIN_THROTTLED" and err.metadata == {"retry_after_seconds": "1"}
