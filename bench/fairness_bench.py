@@ -32,17 +32,17 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
-from flowviz.core import auth  # noqa: E402
+from flowviz.core import auth, keys  # noqa: E402
 from flowviz.core.config import DEFAULT_PORTS  # noqa: E402
 from flowviz.tools.embedded import free_port  # noqa: E402
 
-SECRET = "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 HOT = "/api/traceability/FG-DONER-X1"
 FLOOD = 20  # the viewer's traces in flight at once
 
@@ -109,9 +109,11 @@ async def flood(
     return statuses, ok_ms
 
 
-async def measure(base: str, args: argparse.Namespace, roots: list[str]) -> dict[str, object]:
-    hot_token = auth.issue_token("loadtest", "admin", secret=SECRET.encode(), ttl_seconds=600)
-    viewer_token = auth.issue_token("viewer1", "viewer", secret=SECRET.encode(), ttl_seconds=600)
+async def measure(
+    base: str, args: argparse.Namespace, roots: list[str], signing: Ed25519PrivateKey
+) -> dict[str, object]:
+    hot_token = auth.issue_token("loadtest", "admin", key=signing, ttl_seconds=600)
+    viewer_token = auth.issue_token("viewer1", "viewer", key=signing, ttl_seconds=600)
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
     async with (
         httpx.AsyncClient(base_url=base, headers={"authorization": f"Bearer {hot_token}"}, timeout=30, limits=limits) as hot,
@@ -173,7 +175,7 @@ def main() -> int:
         if not k.startswith("FLOWVIZ_") and k not in ("DATABASE_URL", "VALKEY_URL")
     }
     env.update(FLOWVIZ_DATA_DIR=str(data), FLOWVIZ_PG_PORT=str(free_port()), FLOWVIZ_VALKEY_PORT=str(free_port()),
-               FLOWVIZ_TOKEN_SECRET=SECRET, FLOWVIZ_ADMIN_USER="loadtest", FLOWVIZ_ADMIN_PASSWORD="a-fairness-admin-pass-2026",
+               FLOWVIZ_ADMIN_USER="loadtest", FLOWVIZ_ADMIN_PASSWORD="a-fairness-admin-pass-2026",
                FLOWVIZ_LOG_FORMAT="json")  # fmt: skip
     if args.heavy_calls is not None:
         env["FLOWVIZ_HEAVY_CALLS"] = str(args.heavy_calls)
@@ -182,6 +184,10 @@ def main() -> int:
     for name in ("health", "lots", "genealogy", "qc"):
         env[f"FLOWVIZ_{name.upper()}_METRICS_PORT"] = str(free_port())
     base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
+    # make run keeps the keys it finds in its data folder: made here, so this script signs tokens.
+    signing = keys.parse_private(
+        "token.key", keys.write_keys(data / "keys")["FLOWVIZ_TOKEN_PRIVATE_KEY@lots"]
+    )
     out = open(data / "run.log", "wb")  # noqa: SIM115 - closed at the end
     proc = subprocess.Popen(
         [sys.executable, "-m", "flowviz.tools.cli", "run"],
@@ -204,7 +210,7 @@ def main() -> int:
             time.sleep(0.2)
         state = json.loads((data / "running.json").read_text())
         roots = import_genealogy(state["database_url"], args.lots)
-        figures = asyncio.run(measure(base, args, roots))
+        figures = asyncio.run(measure(base, args, roots, signing))
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)

@@ -60,7 +60,7 @@ def test_upgrade_from_empty_creates_the_nine_tables(blank_url: str) -> None:
     migrate.upgrade(blank_url)
     assert _tables(blank_url) == ALL_TABLES
     with psycopg.connect(blank_url) as conn:
-        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0012",)
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("0016",)
 
 
 def test_downgrade_to_base_and_up_again(blank_url: str) -> None:
