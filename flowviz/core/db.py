@@ -17,7 +17,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any, TypeAlias
 
@@ -40,14 +40,23 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, *OUTAGE_ERRORS)
 
 
+def _stuck(exc: BaseException) -> bool:
+    """asyncpg refusing a query on a connection still waiting for the end of its last answer
+    (the server died before sending it, and asyncpg has not yet seen the socket close): raised
+    before anything is sent, so the call did nothing on it."""
+    return isinstance(exc, asyncpg.InternalClientError) and "another operation" in str(exc)
+
+
 def is_outage(exc: BaseException) -> bool:
     """An outage error, or one raised while handling it (a transaction's exit on a connection
-    that died under it raises InterfaceError "the underlying connection is closed")."""
+    that died under it raises InterfaceError "the underlying connection is closed"), or a
+    connection left stuck by a server that died mid-answer (seen in the fault suite right after
+    PostgreSQL's kill -9: 502 INTERNAL before)."""
     seen: BaseException | None = exc
     for _ in range(5):
         if seen is None:
             return False
-        if isinstance(seen, OUTAGE_ERRORS):
+        if isinstance(seen, OUTAGE_ERRORS) or _stuck(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -86,12 +95,17 @@ class Gate:
         self.slow_connect_timeout = slow_connect_timeout
         self.down_since: float | None = None
         self.last_answer = float("-inf")
+        self.last_failure = float("-inf")
         self._next_probe = 0.0
         self._probing = False
 
     @property
     def is_open(self) -> bool:
         return self.down_since is None
+
+    def troubled(self, within: float = 5.0) -> bool:
+        """Closed now, or failed within the last `within` seconds."""
+        return self.down_since is not None or time.monotonic() - self.last_failure <= within
 
     def answered(self) -> None:
         """The server answered on one of the pool's connections (it is alive)."""
@@ -103,6 +117,7 @@ class Gate:
             self.down_since = now
             log.warning("database unreachable, failing fast", extra={"pool": self.name, "error": str(exc)})
         self._next_probe = now + self.retry_after
+        self.last_failure = now
 
     def recovered(self) -> None:
         if self.down_since is not None:
@@ -202,8 +217,9 @@ class Connection(asyncpg.Connection):
         super().__init__(*args, **kwargs)
         self._statement_timeout_ms: int | None = None
 
-    async def follow_deadline(self, ms: int | None) -> None:
-        if ms == self._statement_timeout_ms:
+    async def follow_deadline(self, ms: int | None, *, check: bool = False) -> None:
+        """`check`: make the round trip even when the value is already set."""
+        if ms == self._statement_timeout_ms and not check:
             return
         # Session-level (not SET LOCAL): it must hold for queries outside a transaction too;
         # kept across acquires (no reset query). A transaction may still SET LOCAL its own.
@@ -219,11 +235,27 @@ def remaining() -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
-async def _follow_deadline(conn: PoolConnectionProxy) -> None:
+def _follow_deadline(gate: Gate) -> Callable[[PoolConnectionProxy], Coroutine[Any, Any, None]]:
     """The pool's `setup`, run at every acquire (pool.fetch() included): this statement_timeout
-    follows the deadline of the call that acquired the connection. One helper for every pool."""
-    connection: Connection = conn  # type: ignore[assignment]  # the proxy passes lookups on
-    await connection.follow_deadline(statement_timeout_ms(remaining()))
+    follows the deadline of the call that acquired the connection. One helper for every pool.
+
+    Around an outage it also checks the connection: one whose server died in the middle of an
+    answer can come back to the pool before asyncpg has seen the socket close, still waiting for
+    the rest of that answer ("another operation is in progress"); found here, before the call
+    ran anything on it, it is closed (by the pool) and the call answers DATABASE_UNAVAILABLE,
+    not an internal error."""
+
+    async def setup(conn: PoolConnectionProxy) -> None:
+        connection: Connection = conn  # type: ignore[assignment]  # the proxy passes lookups on
+        ms = statement_timeout_ms(remaining())
+        try:
+            await connection.follow_deadline(ms, check=gate.troubled())
+        except asyncpg.InternalClientError as exc:
+            if not _stuck(exc):
+                raise
+            raise unavailable(gate.retry_after) from exc
+
+    return setup
 
 
 # What opening the pool sees while the server is still starting.
@@ -255,7 +287,7 @@ async def create_pool(
                 # Settings.statement_cache (FLOWVIZ_STATEMENT_CACHE; 0 behind PgBouncer).
                 statement_cache_size=statement_cache,
                 reset=_session_unchanged(gate),
-                setup=_follow_deadline,
+                setup=_follow_deadline(gate),
                 connection_class=Connection,
                 connect=gate.connect,
             )
