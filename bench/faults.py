@@ -23,7 +23,7 @@ PostgreSQL: lost, duplicated, partial (a run without all its outputs), and stale
 run read back right after its acknowledgement answered 404). Nothing is asserted; the exit
 code is 0 when the harness ran.
 
-    .venv/bin/python bench/faults.py [--rate 40] [--phase-seconds 6]
+    .venv/bin/python bench/faults.py [--rate 100] [--phase-seconds 6]
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ class Faults:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rate", type=int, default=40, help="requests/s (80 % reads, 20 % writes)")
+    parser.add_argument("--rate", type=int, default=100, help="requests/s (80 % reads, 20 % writes)")
     parser.add_argument("--phase-seconds", type=float, default=6.0)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--phases", default=",".join(PHASES))
