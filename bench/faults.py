@@ -12,13 +12,18 @@ Phases, each a few seconds, one after the other:
   rolling        one replica of each service in turn SIGTERMed (make run restarts it)
   pg-kill        PostgreSQL killed (kill -9 of its process group) mid-write; restarted
 
-Prints per phase: requests, failures (answers that are not 2xx/404, retried writes' earlier
-attempts counted), P50, P99; then every acknowledged write checked through the API and in
+A phase ends when its time is up and its fault is over; the next fault waits until every request
+sent in the phase has its answer (so a request sent just before PostgreSQL is killed counts
+against pg-kill, not the phase before).
+
+Prints per phase: requests, the rate they were sent at (below --rate when the machine, or this
+script's own loop, cannot keep up), failures (answers that are not 2xx/404, retried writes'
+earlier attempts counted), P50, P99; then every acknowledged write checked through the API and in
 PostgreSQL: lost, duplicated, partial (a run without all its outputs), and stale reads (the
 run read back right after its acknowledgement answered 404). Nothing is asserted; the exit
 code is 0 when the harness ran.
 
-    .venv/bin/python bench/faults.py [--rate 40] [--phase-seconds 6]
+    .venv/bin/python bench/faults.py [--rate 100] [--phase-seconds 6]
 """
 
 from __future__ import annotations
@@ -45,11 +50,11 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flowviz.core import auth  # noqa: E402
+from flowviz.core import auth, keys  # noqa: E402
 from flowviz.core.config import DEFAULT_PORTS  # noqa: E402
 from flowviz.tools.embedded import free_port  # noqa: E402
+from flowviz.tools.supervisor import SERVICES  # noqa: E402
 
-SECRET = "bench-secret-0123456789abcdefghijklmnopqrstuvwxyz"
 READS = ("/api/traceability/FG-DONER-X1", "/api/recall/RAW-BEEF-001", "/api/traceability/RAW-BEEF-001")
 PHASES = ("baseline", "valkey-kill", "valkey-freeze", "rolling", "pg-kill")
 
@@ -68,6 +73,18 @@ class Phase:
     requests: int = 0
     failures: Counter[str] = field(default_factory=Counter)
     ms: list[float] = field(default_factory=list)
+    in_flight: int = 0  # attempts sent in this phase, not yet answered
+    seconds: float = 0.0  # how long the load was sent in this phase
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def sent(self) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+
+    def answered(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.idle.set()
 
 
 @dataclass
@@ -86,6 +103,10 @@ class Faults:
         self.writes: list[Write] = []
         self.input_lot = f"RAW-FLT-{uuid.uuid4().hex[:6].upper()}"
         self.users: list[dict[str, str]] = []
+        # make run keeps the keys it finds in its data folder: made here, so this script signs tokens.
+        self.key = keys.parse_private(
+            "token.key", keys.write_keys(data / "keys")["FLOWVIZ_TOKEN_PRIVATE_KEY@lots"]
+        )
 
     def processes(self, needle: str) -> list[psutil.Process]:
         found = []
@@ -112,7 +133,7 @@ class Faults:
             p.resume()
 
     async def rolling(self) -> None:
-        for name in ("lots", "genealogy", "qc", "health"):
+        for name in SERVICES:
             victims = self.processes(f"services.{name}")
             if not victims:
                 continue
@@ -154,12 +175,14 @@ class Faults:
 
     async def read(self, c: httpx.AsyncClient) -> None:
         phase = self.phase
+        phase.sent()
         sent = time.monotonic()
         try:
             r = await c.get(random.choice(READS), headers=random.choice(self.users))
             status: int | str = r.status_code
         except httpx.HTTPError as exc:
             status = type(exc).__name__
+        phase.answered()
         phase.requests += 1
         phase.ms.append((time.monotonic() - sent) * 1000)
         if status != 200:
@@ -183,6 +206,7 @@ class Faults:
         give_up = time.monotonic() + 60
         while time.monotonic() < give_up:
             phase = self.phase
+            phase.sent()
             sent = time.monotonic()
             try:
                 headers = {"idempotency-key": key, **random.choice(self.users)}
@@ -190,6 +214,7 @@ class Faults:
                 status: int | str = r.status_code
             except httpx.HTTPError as exc:
                 status = type(exc).__name__
+            phase.answered()
             phase.requests += 1
             phase.ms.append((time.monotonic() - sent) * 1000)
             if status in (200, 201):
@@ -203,11 +228,11 @@ class Faults:
             await asyncio.sleep(0.2)
 
     async def drive(self, base: str, args: argparse.Namespace) -> None:
-        token = auth.issue_token("loadtest", "admin", secret=SECRET.encode(), ttl_seconds=600)
+        token = auth.issue_token("loadtest", "admin", key=self.key, ttl_seconds=600)
         # A plant's users, not one: the per-user bound on heavy calls is not what is measured.
         self.users = [
             {
-                "authorization": f"Bearer {auth.issue_token(f'op{i}', 'operator', secret=SECRET.encode(), ttl_seconds=600)}"
+                "authorization": f"Bearer {auth.issue_token(f'op{i}', 'operator', key=self.key, ttl_seconds=600)}"
             }
             for i in range(8)
         ]
@@ -253,6 +278,11 @@ class Faults:
                         break  # the time bound, whatever the fault does
                 if injected:
                     await injected
+                self.phase.seconds = time.monotonic() - start
+                # Each phase's own answers before the next fault: a request sent just before
+                # PostgreSQL is killed must not count against the phase before.
+                if self.phase.in_flight:
+                    await asyncio.wait_for(self.phase.idle.wait(), 30)
             log("waiting for the writes still being retried")
             await asyncio.wait_for(asyncio.gather(*tasks), 90)
 
@@ -286,7 +316,7 @@ class Faults:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--rate", type=int, default=40, help="requests/s (80 % reads, 20 % writes)")
+    parser.add_argument("--rate", type=int, default=100, help="requests/s (80 % reads, 20 % writes)")
     parser.add_argument("--phase-seconds", type=float, default=6.0)
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--phases", default=",".join(PHASES))
@@ -298,7 +328,7 @@ def main() -> int:
         if not k.startswith("FLOWVIZ_") and k not in ("DATABASE_URL", "VALKEY_URL")
     }
     env.update(FLOWVIZ_DATA_DIR=str(data), FLOWVIZ_PG_PORT=str(free_port()), FLOWVIZ_VALKEY_PORT=str(free_port()),
-               FLOWVIZ_TOKEN_SECRET=SECRET, FLOWVIZ_ADMIN_USER="loadtest", FLOWVIZ_ADMIN_PASSWORD="a-faults-admin-pass-2026",
+               FLOWVIZ_ADMIN_USER="loadtest", FLOWVIZ_ADMIN_PASSWORD="a-faults-admin-pass-2026",
                FLOWVIZ_LOG_FORMAT="json", FLOWVIZ_REPLICAS=str(args.replicas), FLOWVIZ_DRAIN_SECONDS="5")  # fmt: skip
     # Replica i listens on port + 1000 i: free ports below 64000 leave room for that.
     for name in DEFAULT_PORTS:
@@ -306,9 +336,10 @@ def main() -> int:
         while port + 1000 * args.replicas > 65000:
             port = free_port()
         env[f"FLOWVIZ_{name.upper()}_PORT"] = str(port)
-    for name in ("health", "lots", "genealogy", "qc"):
+    for name in (*SERVICES, "gateway"):
         env[f"FLOWVIZ_{name.upper()}_METRICS_PORT"] = "0"
     base = f"http://127.0.0.1:{env['FLOWVIZ_GATEWAY_PORT']}"
+    keys.write_keys(data / "keys")  # before make run, which keeps them (Faults signs with them)
     out = open(data / "run.log", "wb")  # noqa: SIM115 - closed at the end
     proc = subprocess.Popen(
         [sys.executable, "-m", "flowviz.tools.cli", "run"],
@@ -339,11 +370,13 @@ def main() -> int:
     print(
         f"{args.rate} req/s (80 % reads, 20 % runs with Idempotency-Key), {args.replicas} replicas of each service"
     )
-    print(f"{'phase':<14} {'requests':>8} {'failures':>8} {'P50 ms':>8} {'P99 ms':>8}  failures by kind")
+    print(
+        f"{'phase':<14} {'requests':>8} {'req/s':>6} {'failures':>8} {'P50 ms':>8} {'P99 ms':>8}  failures by kind"
+    )
     for p in faults.phases:
         kinds = " ".join(f"{k}:{n}" for k, n in sorted(p.failures.items()))
         print(
-            f"{p.name:<14} {p.requests:>8} {sum(p.failures.values()):>8} {pct(p.ms, 50):>8.1f} {pct(p.ms, 99):>8.1f}  {kinds}"
+            f"{p.name:<14} {p.requests:>8} {p.requests / max(p.seconds, 0.001):>6.0f} {sum(p.failures.values()):>8} {pct(p.ms, 50):>8.1f} {pct(p.ms, 99):>8.1f}  {kinds}"
         )
     print("  ".join(f"{k}: {v}" for k, v in totals.items()))
     print(

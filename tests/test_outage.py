@@ -6,6 +6,7 @@ the faults touch no other test."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import signal
@@ -13,11 +14,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psycopg
 import pytest
 
+from flowviz.core import db
+from flowviz.core.errors import Unavailable
 from flowviz.tools import migrate, seed
 from flowviz.tools.embedded import Postgres, Valkey, free_port
 from tests.conftest import Servers, System, add_users, bearer, running_system
@@ -214,3 +218,89 @@ def test_valkey_killed_or_frozen_is_never_an_error(own: Own) -> None:
     # Back: the answer after the write is never the one cached before it.
     trace = c.get(f"/api/traceability/RAW-VK-{t}")
     assert trace.status_code == 200 and f"MIX-VK-{t}" in trace.text
+
+
+# --- a slow server is not a dead one (flowviz/core/db.py, Gate) --------------------------------
+
+
+class SlowProxy:
+    """A TCP proxy to PostgreSQL that holds each new connection for `delay` seconds before
+    passing anything on: a server slow to hand out a new connection (a busy machine's scram
+    exchange, a backend fork), while the connections it already has keep answering."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.delay = 0.0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> SlowProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(self.delay)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+def _through(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:{parts.password}@127.0.0.1:{port}"))
+
+
+async def _slow_connect(pg_url: str, pg_port: int, *, others_answer: bool) -> tuple[bool, str]:
+    """A new connection that takes 3x the gate's connect timeout, while the pool's existing
+    connection keeps answering queries (or sits idle): (gate open afterwards, what connect did)."""
+    async with SlowProxy(pg_port) as proxy:
+        url = _through(pg_url, proxy.port)
+        gate = db.Gate("slow", connect_timeout=0.3, retry_after=0)
+        pool = await db.create_pool(url, name="slow", min_size=1, max_size=2, gate=gate)
+        stop = asyncio.Event()
+
+        async def chatter() -> None:
+            while not stop.is_set():
+                assert await pool.fetchval("SELECT 1") == 1
+                await asyncio.sleep(0.02)
+
+        talking = asyncio.create_task(chatter()) if others_answer else None
+        proxy.delay = 0.9
+        try:
+            conn = await gate.connect(url)  # as the pool does when it grows
+            await conn.close()
+            outcome = "connected"
+        except Unavailable as exc:
+            outcome = exc.reason
+        finally:
+            stop.set()
+            if talking is not None:
+                await talking
+            await pool.close()
+        return gate.is_open, outcome
+
+
+def test_a_slow_new_connection_does_not_close_the_gate_while_the_server_answers(own: Own) -> None:
+    is_open, outcome = asyncio.run(_slow_connect(own.pg.url, own.pg.port, others_answer=True))
+    assert (is_open, outcome) == (True, "connected")
+
+
+def test_a_new_connection_that_hangs_with_no_sign_of_life_closes_the_gate(own: Own) -> None:
+    # Nothing else answered meanwhile: as for a frozen server, fail fast and close the gate.
+    is_open, outcome = asyncio.run(_slow_connect(own.pg.url, own.pg.port, others_answer=False))
+    assert (is_open, outcome) == (False, "DATABASE_UNAVAILABLE")

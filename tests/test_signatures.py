@@ -1,18 +1,24 @@
 """Signed QC records: a release or reject (a hold too, if FLOWVIZ_SIGN_HOLDS) needs the signer's
 own password in the same request; the decision records the signer's name, the time and the
-meaning, shown in the decision history; the password is never stored; wrong ones are throttled."""
+meaning, shown in the decision history, the per-lot exports (FSMA 204 and EPCIS) and the drill
+snapshots; the password is never stored; wrong ones are throttled."""
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 
 import httpx
 import psycopg
 import pytest
 
+from services.genealogy.fsma204 import COLUMNS
 from tests.conftest import Servers, System, add_users, bearer, running_system, token
-from tests.test_production import lot
+from tests.test_epcis import errors as epcis_errors
+from tests.test_production import lot, run
 
 
 def new_lot(http: httpx.Client) -> str:
@@ -120,3 +126,131 @@ def test_holds_are_signed_when_configured(servers: Servers, seeded_db_url: str) 
         other = new_lot(admin)
         r = post(c, other, {"decision": "pass"})
         assert r.status_code == 201 and not r.json()["decision"].get("signature"), r.text
+
+
+# --- the signatures where the decisions are shown besides their history -----------------------
+
+
+def signed_chain(http: httpx.Client, quinn: httpx.Client) -> dict[str, object]:
+    """A raw lot held (unsigned), then released (signed), mixed into a lot that is rejected (signed)."""
+    raw = new_lot(http)
+    mix = f"MIX-SIG-{uuid.uuid4().hex[:6].upper()}"
+    assert run(http, f"RUN-SIG-{mix[-6:]}", [(raw, 2, "kg")], [(mix, "MIX", 2)]).status_code == 201
+    assert post(quinn, raw, {"decision": "hold", "reason": "swab positive"}).status_code == 201
+    released = post(
+        quinn, raw, {"decision": "release", "reason": "retest negative", "password": "qc-pass-2026"}
+    )
+    rejected = post(quinn, mix, {"decision": "reject", "reason": "foreign body", "password": "qc-pass-2026"})
+    assert released.status_code == 201 and rejected.status_code == 201, (released.text, rejected.text)
+    history = {code: quinn.get(f"/api/lots/{code}/qc-decisions").json()["decisions"] for code in (raw, mix)}
+    return {"raw": raw, "mix": mix, "history": history}
+
+
+def at(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def test_the_fsma204_export_of_a_lot_shows_its_decisions_signed(
+    http: httpx.Client, quinn: httpx.Client
+) -> None:
+    chain = signed_chain(http, quinn)
+    raw, mix, history = chain["raw"], chain["mix"], chain["history"]
+    assert isinstance(history, dict)
+    r = http.get(f"/api/traceability/{raw}/fsma204.csv", params={"direction": "downstream"})
+    assert r.status_code == 200, r.text
+    reader = csv.DictReader(io.StringIO(r.text))
+    assert reader.fieldnames == COLUMNS
+    rows = [x for x in reader if x["Critical Tracking Event"] == "QC Decision"]
+    assert [(x["Internal Lot Code"], x["QC Decision"], x["Signature Meaning"]) for x in rows] == [
+        (raw, "hold", ""),
+        (raw, "release", "released for use"),
+        (mix, "reject", "rejected"),
+    ]
+    hold, release, reject = rows
+    assert (hold["Signed By"], hold["Signer Name"], hold["Signature Time"]) == ("", "", "")
+    for row, decision in ((release, history[raw][1]), (reject, history[mix][0])):
+        signature = decision["signature"]
+        assert (
+            (row["Signed By"], row["Signer Name"])
+            == (signature["signer"], signature["signer_name"])
+            == ("quinn", "Quinn")
+        )
+        assert (
+            row["Reference Document Number"] == str(decision["id"]) and row["QC Reason"] == decision["reason"]
+        )
+        # The spreadsheet's time is to the millisecond.
+        assert abs(at(row["Signature Time"]) - at(signature["signed_at"])) < timedelta(milliseconds=1)
+    # A time-range request (an FDA request) has the QC columns but no decision rows.
+    ranged = http.get(
+        "/api/fsma204",
+        params={"from": "2000-01-01", "to": "2999-12-31", "lot_code_from": mix, "lot_code_to": mix},
+    )
+    assert ranged.status_code == 200, ranged.text
+    events = [x["Critical Tracking Event"] for x in csv.DictReader(io.StringIO(ranged.text))]
+    assert events == ["Transformation"], events
+
+
+def test_the_epcis_export_of_a_lot_carries_its_signed_decisions_and_validates(
+    http: httpx.Client, quinn: httpx.Client
+) -> None:
+    chain = signed_chain(http, quinn)
+    raw, mix, history = chain["raw"], chain["mix"], chain["history"]
+    assert isinstance(history, dict)
+    r = http.get(f"/api/traceability/{raw}/export.jsonld", params={"direction": "downstream"})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert epcis_errors(doc) == []
+    assert doc["@context"][1] == {"flowviz": "urn:flowviz:mda#"}  # the prefix of the fields below
+    [classes] = [
+        v["vocabularyElementList"]
+        for v in doc["epcisHeader"]["epcisMasterData"]["vocabularyList"]
+        if v["type"] == "urn:epcglobal:epcis:vtype:EPCClass"
+    ]
+    decisions = {
+        attrs["urn:flowviz:mda#lotCode"]: [
+            a["attribute"] for a in c["attributes"] if a["id"] == "urn:flowviz:mda#qcDecision"
+        ]
+        for c in classes
+        for attrs in [{a["id"]: a["attribute"] for a in c["attributes"]}]
+    }
+    assert [d["flowviz:decision"] for d in decisions[raw]] == ["hold", "release"]
+    assert [d["flowviz:decision"] for d in decisions[mix]] == ["reject"]
+    assert "flowviz:signature" not in decisions[raw][0]
+    for shown, decision in ((decisions[raw][1], history[raw][1]), (decisions[mix][0], history[mix][0])):
+        signature, api = shown["flowviz:signature"], decision["signature"]
+        assert shown["flowviz:decisionID"] == decision["id"] and shown["flowviz:decidedBy"] == "quinn"
+        assert (
+            signature["flowviz:signer"],
+            signature["flowviz:signerName"],
+            signature["flowviz:meaning"],
+        ) == (api["signer"], api["signer_name"], api["meaning"])
+        assert abs(at(signature["flowviz:signedAt"]) - at(api["signed_at"])) < timedelta(milliseconds=1)
+
+
+def test_a_drill_snapshot_freezes_the_signed_decisions_of_its_lots(
+    http: httpx.Client, quinn: httpx.Client
+) -> None:
+    chain = signed_chain(http, quinn)
+    raw, mix, history = chain["raw"], chain["mix"], chain["history"]
+    assert isinstance(history, dict)
+    created = quinn.post("/api/scenarios", json={"name": f"Drill {raw}", "lot_code": raw})
+    assert created.status_code == 201, created.text
+    scenario = created.json()["scenario"]
+    frozen = scenario["snapshot"]["qc_decisions"]
+    assert [(d["lot_code"], d["decision"]) for d in frozen] == [
+        (raw, "hold"),
+        (raw, "release"),
+        (mix, "reject"),
+    ]
+    for d, api in zip(frozen, [*history[raw], *history[mix]], strict=True):
+        assert (d["id"], d["decided_by"], d["reason"], d["decided_at"]) == (
+            api["id"],
+            api["decided_by"],
+            api["reason"],
+            api["decided_at"],
+        )
+        assert d["signature"] == api.get("signature")  # the same name, time and meaning, or none
+    # A later decision does not change the frozen snapshot.
+    assert post(quinn, raw, {"decision": "hold", "reason": "second swab"}).status_code == 201
+    again = quinn.get(f"/api/scenarios/{scenario['id']}").json()["scenario"]
+    assert again["snapshot"]["qc_decisions"] == frozen

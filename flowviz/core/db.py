@@ -6,7 +6,9 @@ connection closes the gate, and while it is closed every new connection is refus
 `retry_after` seconds one connection attempt (a probe) goes through; only when it succeeds
 do the others reconnect, so a returning server sees one connection, not a storm.
 Connections already in the pool die with the server (asyncpg sees the socket close) and are
-replaced through the same gate on their next acquire.
+replaced through the same gate on their next acquire. A server that is alive but slow to hand
+out a new connection (the pool growing under load on a busy machine) does not close the gate:
+see Gate.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from contextvars import ContextVar
 from typing import Any, TypeAlias
 
@@ -37,14 +40,23 @@ OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, *OUTAGE_ERRORS)
 
 
+def _stuck(exc: BaseException) -> bool:
+    """asyncpg refusing a query on a connection still waiting for the end of its last answer
+    (the server died before sending it, and asyncpg has not yet seen the socket close): raised
+    before anything is sent, so the call did nothing on it."""
+    return isinstance(exc, asyncpg.InternalClientError) and "another operation" in str(exc)
+
+
 def is_outage(exc: BaseException) -> bool:
     """An outage error, or one raised while handling it (a transaction's exit on a connection
-    that died under it raises InterfaceError "the underlying connection is closed")."""
+    that died under it raises InterfaceError "the underlying connection is closed"), or a
+    connection left stuck by a server that died mid-answer (seen in the fault suite right after
+    PostgreSQL's kill -9: 502 INTERNAL before)."""
     seen: BaseException | None = exc
     for _ in range(5):
         if seen is None:
             return False
-        if isinstance(seen, OUTAGE_ERRORS):
+        if isinstance(seen, OUTAGE_ERRORS) or _stuck(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -59,13 +71,31 @@ def unavailable(retry_after: float = 1.0) -> Unavailable:
 
 
 class Gate:
-    """Closed after a connection failure; lets one probe through every `retry_after` seconds."""
+    """Closed after a connection failure; lets one probe through every `retry_after` seconds.
 
-    def __init__(self, name: str, *, retry_after: float = 0.5, connect_timeout: float = 1.0) -> None:
+    A refused connection (no server, or one starting or shutting down) closes it at once. A
+    connection still not made after `connect_timeout` closes it only when the server has shown
+    no sign of life meanwhile: while other connections of the pool keep answering queries (each
+    release of a live connection is one, see `answered`), a slow new connection (a busy
+    machine's scram exchange, a backend fork) is waited for, up to `slow_connect_timeout`, and
+    never closes the gate: that is a slow server, not a dead one, and refusing every caller for
+    `retry_after` would fail requests a healthy pool could answer."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        retry_after: float = 0.5,
+        connect_timeout: float = 1.0,
+        slow_connect_timeout: float = 10.0,
+    ) -> None:
         self.name = name
         self.retry_after = retry_after
         self.connect_timeout = connect_timeout
+        self.slow_connect_timeout = slow_connect_timeout
         self.down_since: float | None = None
+        self.last_answer = float("-inf")
+        self.last_failure = float("-inf")
         self._next_probe = 0.0
         self._probing = False
 
@@ -73,12 +103,21 @@ class Gate:
     def is_open(self) -> bool:
         return self.down_since is None
 
+    def troubled(self, within: float = 5.0) -> bool:
+        """Closed now, or failed within the last `within` seconds."""
+        return self.down_since is not None or time.monotonic() - self.last_failure <= within
+
+    def answered(self) -> None:
+        """The server answered on one of the pool's connections (it is alive)."""
+        self.last_answer = time.monotonic()
+
     def failed(self, exc: BaseException) -> None:
         now = time.monotonic()
         if self.down_since is None:
             self.down_since = now
             log.warning("database unreachable, failing fast", extra={"pool": self.name, "error": str(exc)})
         self._next_probe = now + self.retry_after
+        self.last_failure = now
 
     def recovered(self) -> None:
         if self.down_since is not None:
@@ -95,24 +134,58 @@ class Gate:
             if self._probing or time.monotonic() < self._next_probe:
                 raise unavailable(self.retry_after)
             self._probing = probe = True
+        started = waited_from = time.monotonic()
+        attempt = asyncio.ensure_future(asyncpg.connect(*args, timeout=self.slow_connect_timeout, **kwargs))
         try:
-            conn: asyncpg.Connection = await asyncpg.connect(*args, timeout=self.connect_timeout, **kwargs)
+            while True:
+                done, _ = await asyncio.wait({attempt}, timeout=self.connect_timeout)
+                if done:
+                    conn: asyncpg.Connection = attempt.result()
+                    break
+                # Not connected within connect_timeout. A probe, or no other connection
+                # answered meanwhile either: the server is down (or frozen).
+                if probe or self.last_answer <= waited_from:
+                    raise TimeoutError(f"no connection within {self.connect_timeout} s")
+                waited_from = time.monotonic()
+                log.info(
+                    "slow connection, the server answers others: waiting",
+                    extra={"pool": self.name, "seconds": round(waited_from - started, 3)},
+                )
         except CONNECTION_ERRORS as exc:
-            self.failed(exc)
+            # Past slow_connect_timeout while others still answer: this call fails, the gate
+            # stays open (the server is up).
+            slow_but_alive = (
+                isinstance(exc, TimeoutError)
+                and not probe
+                and time.monotonic() - self.last_answer <= self.connect_timeout
+                and waited_from > started
+            )
+            if not slow_but_alive:
+                self.failed(exc)
             raise unavailable(self.retry_after) from exc
         finally:
             if probe:
                 self._probing = False
+            if not attempt.done():
+                attempt.cancel()
         self.recovered()
+        self.answered()
         return conn
 
 
-async def _session_unchanged(conn: asyncpg.Connection) -> None:
+def _session_unchanged(gate: Gate) -> Callable[[asyncpg.Connection], Awaitable[None]]:
     """Release without the default reset query (a round trip after every pooled query).
 
     asyncpg still rolls back a transaction left open before calling this. Our code keeps no
     session state: settings and advisory locks are transaction-scoped (SET LOCAL,
-    pg_advisory_xact_lock), and it holds no cursors or LISTENs across a release."""
+    pg_advisory_xact_lock), and it holds no cursors or LISTENs across a release. asyncpg calls
+    it only for a connection still open after its queries: the gate's sign that the server
+    answers (a connection the server dropped is terminated instead)."""
+
+    async def reset(conn: asyncpg.Connection) -> None:
+        gate.answered()
+
+    return reset
 
 
 # The monotonic time by which the gRPC call being served must answer (None: no deadline, as
@@ -144,8 +217,9 @@ class Connection(asyncpg.Connection):
         super().__init__(*args, **kwargs)
         self._statement_timeout_ms: int | None = None
 
-    async def follow_deadline(self, ms: int | None) -> None:
-        if ms == self._statement_timeout_ms:
+    async def follow_deadline(self, ms: int | None, *, check: bool = False) -> None:
+        """`check`: make the round trip even when the value is already set."""
+        if ms == self._statement_timeout_ms and not check:
             return
         # Session-level (not SET LOCAL): it must hold for queries outside a transaction too;
         # kept across acquires (no reset query). A transaction may still SET LOCAL its own.
@@ -161,11 +235,27 @@ def remaining() -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
 
-async def _follow_deadline(conn: PoolConnectionProxy) -> None:
+def _follow_deadline(gate: Gate) -> Callable[[PoolConnectionProxy], Coroutine[Any, Any, None]]:
     """The pool's `setup`, run at every acquire (pool.fetch() included): this statement_timeout
-    follows the deadline of the call that acquired the connection. One helper for every pool."""
-    connection: Connection = conn  # type: ignore[assignment]  # the proxy passes lookups on
-    await connection.follow_deadline(statement_timeout_ms(remaining()))
+    follows the deadline of the call that acquired the connection. One helper for every pool.
+
+    Around an outage it also checks the connection: one whose server died in the middle of an
+    answer can come back to the pool before asyncpg has seen the socket close, still waiting for
+    the rest of that answer ("another operation is in progress"); found here, before the call
+    ran anything on it, it is closed (by the pool) and the call answers DATABASE_UNAVAILABLE,
+    not an internal error."""
+
+    async def setup(conn: PoolConnectionProxy) -> None:
+        connection: Connection = conn  # type: ignore[assignment]  # the proxy passes lookups on
+        ms = statement_timeout_ms(remaining())
+        try:
+            await connection.follow_deadline(ms, check=gate.troubled())
+        except asyncpg.InternalClientError as exc:
+            if not _stuck(exc):
+                raise
+            raise unavailable(gate.retry_after) from exc
+
+    return setup
 
 
 # What opening the pool sees while the server is still starting.
@@ -196,18 +286,35 @@ async def create_pool(
                 server_settings={"application_name": f"flowviz-{name}"},
                 # Settings.statement_cache (FLOWVIZ_STATEMENT_CACHE; 0 behind PgBouncer).
                 statement_cache_size=statement_cache,
-                reset=_session_unchanged,
-                setup=_follow_deadline,
+                reset=_session_unchanged(gate),
+                setup=_follow_deadline(gate),
                 connection_class=Connection,
                 connect=gate.connect,
             )
             assert pool is not None
+            try:
+                await _warm(pool, min_size)
+            except BaseException:
+                pool.terminate()
+                raise
             return pool
         except _NOT_YET as exc:
             if time.monotonic() > deadline:
                 raise
             log.warning("database not ready, retrying", extra={"error": str(exc)})
             await asyncio.sleep(0.5)
+
+
+async def _warm(pool: asyncpg.Pool, size: int) -> None:
+    """One round trip on each of the `size` connections the pool opened, all held at once, so a
+    service reports SERVING with that many connections made and answering (not one it finds
+    broken, or has to make, under its first load)."""
+    held = [await pool.acquire() for _ in range(size)]
+    try:
+        await asyncio.gather(*(conn.fetchval("SELECT 1") for conn in held))
+    finally:
+        for conn in held:
+            await pool.release(conn)
 
 
 # Anything that runs a query: the pool, a connection, or a connection acquired from the pool.

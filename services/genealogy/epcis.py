@@ -14,6 +14,9 @@ the GS1 company prefix length, which flowviz does not know):
 Codes are percent-encoded in the URNs. What EPCIS events do not carry (a lot's product and kind,
 the supplier's lot code, the expiry date; names and addresses of locations) is master data in
 the document's header (epcisMasterData), so a captured document rebuilds the same genealogy.
+So are a lot's QC decisions with their electronic signatures (signer, name, time, meaning): one
+`urn:flowviz:mda#qcDecision` attribute each, its fields under the `flowviz:` prefix that the
+document's @context declares (an EPCIS 2.0 user extension; capture ignores them).
 
 Streamed from one query (a row per receipt, shipment and run edge, in event order) in pieces;
 the master data of what the events named follows the body (JSON keys have no order)."""
@@ -40,6 +43,7 @@ from flowviz.core.epcis import (
     quantity,
     uri_part,
 )
+from services.genealogy import qc_history
 
 # Master data: CBV 2.0 attributes, and flowviz's own where CBV has none.
 VTYPE_CLASS = "urn:epcglobal:epcis:vtype:EPCClass"
@@ -245,9 +249,31 @@ async def events(conn: Conn, args: Iterable[Any], seen: Seen) -> AsyncIterator[d
         yield transformation_event(group, seen)
 
 
+def qc_decision(row: asyncpg.Record) -> dict[str, Any]:
+    """A QC decision as a lot's master data attribute value (keys under the flowviz: prefix)."""
+    value: dict[str, Any] = {
+        "flowviz:decisionID": row["decision_id"],
+        "flowviz:decision": row["decision"],
+        "flowviz:reason": row["reason"],
+        "flowviz:decidedBy": row["decided_by"],
+        "flowviz:decidedAt": _time(row["decided_at"]),
+    }
+    if row["signed_at"] is not None:
+        value["flowviz:signature"] = {
+            "flowviz:signer": row["signer"],
+            "flowviz:signerName": row["signer_name"],
+            "flowviz:signedAt": _time(row["signed_at"]),
+            "flowviz:meaning": row["signature_meaning"],
+        }
+    return value
+
+
 async def master_data(conn: Conn, seen: Seen) -> dict[str, Any]:
     lots = await conn.fetch(LOTS, sorted(seen.lots))
     places = await conn.fetch(LOCATIONS, sorted(seen.locations))
+    decisions: dict[str, list[tuple[str, Any]]] = {}
+    for d in await qc_history.of_lot_ids(conn, sorted(seen.lots)):
+        decisions.setdefault(d["lot_code"], []).append((FLOWVIZ_MDA + "qcDecision", qc_decision(d)))
 
     def attributes(pairs: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
         return [{"id": key, "attribute": value} for key, value in pairs if value not in (None, "")]
@@ -262,6 +288,7 @@ async def master_data(conn: Conn, seen: Seen) -> dict[str, Any]:
                     (FLOWVIZ_MDA + "kind", r["kind"]),
                     (FLOWVIZ_MDA + "supplierLotCode", r["supplier_lot_code"]),
                     (MDA + "itemExpirationDate", r["expires_on"].isoformat() if r["expires_on"] else None),
+                    *decisions.get(r["lot_code"], []),
                 ]
             ),
         }
@@ -299,8 +326,8 @@ async def render(
     """The document in pieces of about 64 KiB."""
     now = _time(datetime.now(UTC))
     piece = bytearray(
-        b'{"@context":["' + CONTEXT.encode() + b'"],"type":"EPCISDocument","schemaVersion":"2.0",'
-        b'"creationDate":"' + now.encode() + b'","epcisBody":{"eventList":['
+        b'{"@context":' + orjson.dumps([CONTEXT, {"flowviz": FLOWVIZ_MDA}]) + b',"type":"EPCISDocument",'
+        b'"schemaVersion":"2.0","creationDate":"' + now.encode() + b'","epcisBody":{"eventList":['
     )
     seen = Seen()
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):

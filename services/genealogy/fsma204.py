@@ -53,6 +53,14 @@ COLUMNS = [
     "Reference Document Type",
     "Reference Document Number",
     "Internal Lot Code",
+    # A lot's QC decisions with their electronic signatures (21 CFR Part 11: signer's name, time,
+    # meaning), in per-lot exports: rows of their own, after the FDA's columns.
+    "QC Decision",
+    "QC Reason",
+    "Signed By",
+    "Signer Name",
+    "Signature Time",
+    "Signature Meaning",
 ]
 DOCUMENT_NAMES = {
     "PO": "Purchase Order",
@@ -118,18 +126,23 @@ _IN_RANGE = f"""
 AND ($6::bigint[] IS NULL OR l.id = ANY($6::bigint[]))
 """
 _LOT_MATCHES = f"($1::text[] IS NULL OR l.product = ANY($1::text[])) AND {_IN_RANGE}"
+# The QC columns of an event row (empty), and the decisions (qc's published history, migration
+# 0016) of the lots of a per-lot export ($6), one row each.
+_NO_QC = "'' AS qc_decision, '' AS qc_reason, '' AS signer, '' AS signer_name, '' AS signed_at, '' AS meaning"
 _RUN_AT = "COALESCE(pr.ended_at, pr.started_at, pr.created_at, l.produced_at, l.created_at)"
 QUERY = f"""
 SELECT cte, {_n("tlc")}, {_n("product")}, quantity, uom, {_date("at")}, {_time("at")}, {_n("location")},
        {_n("location_id")}, {_n("previous")}, {_n("recipient")}, {_n("tlc_source")}, {_n("tlc_reference")},
        {_n("input_tlc")}, {_n("input_product")}, NULLIF(input_quantity, ''), NULLIF(input_uom, ''),
-       {_n("doc_type")}, {_n("doc_number")}, {_n("lot_code")}
+       {_n("doc_type")}, {_n("doc_number")}, {_n("lot_code")}, {_n("qc_decision")}, {_n("qc_reason")},
+       {_n("signer")}, {_n("signer_name")}, {_n("signed_at")}, {_n("meaning")}
 FROM (
     SELECT 'Receiving' AS cte, 1 AS k, r.id AS ord, r.received_at AS at, {_TLC} AS tlc, l.product,
            trim_scale(l.quantity)::text AS quantity, l.uom, {_place("t")} AS location, {_gln("t")} AS location_id,
            {_place("rf", "rs")} AS previous, '' AS recipient, {_TLC_SOURCE} AS tlc_source,
            {_TLC_REFERENCE} AS tlc_reference, '' AS input_tlc, '' AS input_product, '' AS input_quantity,
-           '' AS input_uom, {_doc("r.document_type")} AS doc_type, r.document_number AS doc_number, l.lot_code
+           '' AS input_uom, {_doc("r.document_type")} AS doc_type, r.document_number AS doc_number, l.lot_code,
+           {_NO_QC}
     FROM receipts r JOIN lots l ON l.id = r.lot_id JOIN locations t ON t.id = r.location_id
     {_RECEIPT_OF}
     WHERE r.received_at >= $4 AND r.received_at < $5 AND {_LOT_MATCHES}
@@ -138,7 +151,7 @@ FROM (
            COALESCE('flowviz line ' || s.name || ' (' || s.code || ')' || COALESCE(', phase ' || ph.code, ''), ''),
            '', '', '', {_TLC_SOURCE}, '', COALESCE(pc.supplier_lot_code, p.lot_code), p.product,
            trim_scale(e.quantity)::text, e.uom, CASE WHEN pr.id IS NULL THEN '' ELSE 'Production Run' END,
-           COALESCE(pr.run_code, ''), l.lot_code
+           COALESCE(pr.run_code, ''), l.lot_code, {_NO_QC}
     FROM lot_genealogy e JOIN lots l ON l.id = e.child_lot_id JOIN lots p ON p.id = e.parent_lot_id
     LEFT JOIN production_runs pr ON pr.id = e.run_id
     LEFT JOIN streams s ON s.id = COALESCE(pr.stream_id, l.stream_id) LEFT JOIN phases ph ON ph.id = pr.phase_id
@@ -150,11 +163,20 @@ FROM (
     SELECT 'Shipping', 3, sh.id, sh.shipped_at, {_TLC}, l.product, trim_scale(sh.quantity)::text, sh.uom,
            {_place("f")}, {_gln("f")}, '', {_place("t", "c")} || COALESCE(' (GLN ' || t.gln || ')', ''),
            {_TLC_SOURCE}, {_TLC_REFERENCE}, '', '', '', '', {_doc("sh.document_type")}, sh.document_number,
-           l.lot_code
+           l.lot_code, {_NO_QC}
     FROM shipments sh JOIN lots l ON l.id = sh.lot_id JOIN locations f ON f.id = sh.ship_from_location_id
     JOIN locations t ON t.id = sh.ship_to_location_id JOIN trading_partners c ON c.id = sh.customer_id
     {_RECEIPT_OF}
     WHERE sh.shipped_at >= $4 AND sh.shipped_at < $5 AND {_LOT_MATCHES}
+  UNION ALL
+    SELECT 'QC Decision', 4, q.decision_id, q.decided_at, {_TLC}, l.product, NULL, '', '', '', '', '',
+           {_TLC_SOURCE}, {_TLC_REFERENCE}, '', '', '', '', 'QC Decision', q.decision_id::text, l.lot_code,
+           q.decision, q.reason, COALESCE(q.signer, ''), COALESCE(q.signer_name, ''),
+           COALESCE(to_char(q.signed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), ''),
+           COALESCE(q.signature_meaning, '')
+    FROM qc_decision_history q JOIN lots l ON l.id = q.lot_id
+    {_RECEIPT_OF}
+    WHERE $6::bigint[] IS NOT NULL AND l.id = ANY($6::bigint[]) AND q.decided_at >= $4 AND q.decided_at < $5
 ) ev
 ORDER BY at, k, lot_code, input_tlc, ord
 """

@@ -33,6 +33,7 @@ from services.genealogy import (
     lineage,
     lot_rows,
     notifications,
+    qc_history,
     receiving,
     renderings,
     runs,
@@ -357,11 +358,15 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         drill = accountability.account(down, self.r.settings.drill_tolerance, trace_ms)
         lot_balance = await self.GetLotBalance(genealogy_pb2.GetLotBalanceRequest(lot_code=code), context)
         [status] = await effective.statuses(self.r.pool, [code])
+        # The QC decisions of every lot in the answer, with their signatures, frozen with it.
+        shown = [impact.root.lot, *(r.lot for r in impact.downstream), *(c.lot for c in impact.upstream)]
+        decisions = await qc_history.of_lot_codes(self.r.pool, sorted({lot.lot_code for lot in shown}))
         duration_ms = (time.perf_counter() - started) * 1000
         snapshot = orjson.dumps(
             {
                 "lot_code": code,
                 "qc_status": to_json(status),
+                "qc_decisions": [qc_history.as_json(d) for d in decisions],
                 "recall": to_json(impact, frozenset({"root", "downstream", "upstream"})),
                 "mass_balance": to_json(lot_balance),
                 "accountability": None if drill is None else to_json(convert.accountability(drill)),
