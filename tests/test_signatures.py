@@ -254,3 +254,20 @@ def test_a_drill_snapshot_freezes_the_signed_decisions_of_its_lots(
     assert post(quinn, raw, {"decision": "hold", "reason": "second swab"}).status_code == 201
     again = quinn.get(f"/api/scenarios/{scenario['id']}").json()["scenario"]
     assert again["snapshot"]["qc_decisions"] == frozen
+    # The drill's spreadsheet lists the frozen decisions with their signatures.
+    sheet = quinn.get(f"/api/scenarios/{scenario['id']}/export.csv")
+    assert sheet.status_code == 200, sheet.text
+    rows = [r for r in csv.DictReader(io.StringIO(sheet.text)) if r["relation"] == "qc_decision"]
+    assert [(r["lot_code"], r["decision"]) for r in rows] == [
+        (raw, "hold"),
+        (raw, "release"),
+        (mix, "reject"),
+    ]
+    for row, d in zip(rows, frozen, strict=True):
+        signature = d["signature"] or {}
+        assert (row["signer_name"], row["signed_at"], row["signature_meaning"]) == (
+            signature.get("signer_name", ""),
+            signature.get("signed_at", ""),
+            signature.get("meaning", ""),
+        )
+    assert any(row["signature_meaning"] for row in rows)

@@ -97,7 +97,9 @@ async def _sheet(rows: Iterable[Iterable[object]]) -> AsyncIterator[bytes]:
 SCENARIO_COLUMNS = (
     "relation", "lot_code", "kind", "product", "quantity", "uom", "status", "depth", "path_count",
     "share_of_root_in_lot", "root_quantity_in_lot", "share_of_lot_in_root", "effective_status", "blocking_lots",
+    "decision", "decision_reason", "decided_by", "decided_at", "signer", "signer_name", "signed_at", "signature_meaning",
 )  # fmt: skip
+_LOT_WIDTH = SCENARIO_COLUMNS.index("decision")  # the lot columns; the decision columns follow
 
 
 def scenario_csv(scenario: genealogy_pb2.Scenario) -> Rendering:
@@ -122,10 +124,24 @@ def scenario_csv(scenario: genealogy_pb2.Scenario) -> Rendering:
                         lot["status"], lot["depth"], lot["path_count"], lot.get("root_share"),
                         lot.get("root_quantity"), lot.get("share"), lot.get("effective_status"),
                         " ".join(b["lot_code"] for b in lot.get("blocking") or ()),
-                    ]  # fmt: skip
+                    ] + [None] * (len(SCENARIO_COLUMNS) - _LOT_WIDTH)  # fmt: skip
+        yield from _decision_rows(snapshot.get("qc_decisions") or ())
         yield from _accountability_rows(snapshot.get("accountability"), len(SCENARIO_COLUMNS))
 
     return Rendering(_sheet(rows()), CSV, "")
+
+
+def _decision_rows(decisions: Iterable[dict[str, Any]]) -> Iterator[list[object]]:
+    """The snapshot's QC decisions (relation qc_decision), each with its electronic signature as
+    it was when the drill froze (empty signature cells when the decision was not signed)."""
+    for d in decisions:
+        signature = d.get("signature") or {}
+        cells: list[object] = ["qc_decision", d["lot_code"]] + [None] * (_LOT_WIDTH - 2)
+        cells += [
+            d["decision"], d["reason"], d["decided_by"], d["decided_at"], signature.get("signer"),
+            signature.get("signer_name"), signature.get("signed_at"), signature.get("meaning"),
+        ]  # fmt: skip
+        yield cells
 
 
 def _accountability_rows(drill: dict[str, Any] | None, width: int) -> Iterator[list[object]]:

@@ -5,7 +5,7 @@ private table. A view: always the table's own rows, nothing to keep in step, and
 (qc_decisions stays append-only and qc's alone).
 
 Revision ID: 0016
-Revises: 0012
+Revises: 0013
 """
 
 from alembic import op

@@ -94,6 +94,38 @@ async def test_a_drill_lists_its_recall_then_its_accounting() -> None:
     assert (verdict["quantity"], verdict["status"]) == ("0.02", "fail")
 
 
+async def test_a_drill_sheet_lists_the_frozen_decisions_with_their_signatures() -> None:
+    signed = {"signer": "quinn", "signer_name": "Quinn QA", "signed_at": "2026-12-01T10:00:00Z",
+              "meaning": "released for use"}  # fmt: skip
+    snapshot = {
+        "recall": {},
+        "qc_decisions": [
+            {"id": 1, "lot_code": "R-1", "decision": "hold", "reason": "swab", "decided_by": "quinn",
+             "decided_at": "2026-12-01T09:00:00Z", "signature": None},
+            {"id": 2, "lot_code": "R-1", "decision": "release", "reason": "clean", "decided_by": "quinn",
+             "decided_at": "2026-12-01T10:00:00Z", "signature": signed},
+        ],
+    }  # fmt: skip
+    header, *rows = await _rows(renderings.scenario_csv(_scenario(snapshot)))
+    shown = [dict(zip(header, row, strict=True)) for row in rows]
+    assert [(r["relation"], r["lot_code"], r["decision"], r["decision_reason"]) for r in shown] == [
+        ("qc_decision", "R-1", "hold", "swab"),
+        ("qc_decision", "R-1", "release", "clean"),
+    ]
+    assert (shown[0]["signer_name"], shown[0]["signature_meaning"]) == ("", "")
+    assert (
+        shown[1]["signer"],
+        shown[1]["signer_name"],
+        shown[1]["signed_at"],
+        shown[1]["signature_meaning"],
+    ) == (
+        "quinn",
+        "Quinn QA",
+        "2026-12-01T10:00:00Z",
+        "released for use",
+    )
+
+
 @pytest.mark.parametrize("snapshot", [None, {"recall": {}}])
 async def test_a_drill_without_a_recall_is_its_header(snapshot: dict[str, object] | None) -> None:
     assert await _rows(renderings.scenario_csv(_scenario(snapshot))) == [list(renderings.SCENARIO_COLUMNS)]
