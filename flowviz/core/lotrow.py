@@ -24,6 +24,33 @@ def timestamp(at: datetime) -> dict[str, int]:
     return {"seconds": since.days * 86400 + since.seconds, "nanos": since.microseconds * 1000}
 
 
+def lot_fields(
+    *,
+    lot_code: str,
+    kind: str,
+    product: str,
+    quantity: float,
+    uom: str,
+    status: str,
+    produced_at: datetime | None,
+    created_at: datetime,
+) -> dict[str, Any]:
+    """A Lot's own fields as constructor values (answers of thousands of lots are built in one
+    constructor); effective_status, blocking and voided_run are the callers'."""
+    fields: dict[str, Any] = {
+        "lot_code": lot_code,
+        "kind": kind,
+        "product": product,
+        "quantity": quantity,
+        "uom": uom,
+        "status": status,
+        "created_at": timestamp(created_at),
+    }
+    if produced_at is not None:
+        fields["produced_at"] = timestamp(produced_at)
+    return fields
+
+
 def lot(
     *,
     lot_code: str,
@@ -36,18 +63,18 @@ def lot(
     created_at: datetime,
 ) -> lots_pb2.Lot:
     """A Lot with its own fields; effective_status, blocking and voided_run are the callers'."""
-    fields: dict[str, Any] = {
-        "lot_code": lot_code,
-        "kind": kind,
-        "product": product,
-        "quantity": quantity,
-        "uom": uom,
-        "status": status,
-        "created_at": timestamp(created_at),
-    }
-    if produced_at is not None:
-        fields["produced_at"] = timestamp(produced_at)
-    return lots_pb2.Lot(**fields)
+    return lots_pb2.Lot(
+        **lot_fields(
+            lot_code=lot_code,
+            kind=kind,
+            product=product,
+            quantity=quantity,
+            uom=uom,
+            status=status,
+            produced_at=produced_at,
+            created_at=created_at,
+        )
+    )
 
 
 def lot_message(row: asyncpg.Record) -> lots_pb2.Lot:
