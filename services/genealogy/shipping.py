@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
+import orjson
 
 from flowviz.core import audit, outbox, validation
 from flowviz.core.db import DB, Conn
@@ -42,6 +43,10 @@ SHIPMENT = f"SELECT {SHIPMENT_COLUMNS} FROM shipments s JOIN lots l ON l.id = s.
 
 _USED_AND_EARLIER = runs.used_and_earlier("shipments", "id")
 
+# The shipment, its audit row and its shipment.recorded event (the outbox) in one statement.
+# The audit row's trigger takes the hash chain's lock until COMMIT, so nothing but the COMMIT
+# may follow it: the event used to be a round trip of its own inside that lock. $20: the event's
+# data without shipment_id, which the insert gives.
 _INSERT = f"""
 WITH s AS (
     INSERT INTO shipments (lot_id, quantity, uom, customer_id, ship_to_location_id, ship_from_location_id,
@@ -50,6 +55,11 @@ WITH s AS (
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
     ON CONFLICT (idempotency_key) DO NOTHING
     RETURNING id
+), e AS (
+    INSERT INTO event_outbox (type, actor, lot_code, product, kind, stream_code, data)
+    SELECT '{outbox.SHIPMENT_RECORDED}', $13, l.lot_code, l.product, l.kind, coalesce(t.code, ''),
+           $20::jsonb || jsonb_build_object('shipment_id', s.id)
+    FROM s JOIN lots l ON l.id = $1 LEFT JOIN streams t ON t.id = l.stream_id
 ), a AS (
     INSERT INTO audit_log ({audit.COLUMNS}) SELECT $14, $15, $16, $17, $18, $19::jsonb FROM s
 )
@@ -116,6 +126,8 @@ async def record(
         used = [u for u in rows if u["parent_lot_id"] is not None]
         runs.check_consumption(lots, {request.lot_code: request}, used, "the shipment")
         carrier = found.get("carrier_code")
+        event = _event(request, fields, None)
+        del event["shipment_id"]  # the statement adds it
         shipment_id = await conn.fetchval(
             _INSERT,
             lots[0]["id"],
@@ -141,15 +153,13 @@ async def record(
                 uom=request.uom,
                 document=f"{fields['document_type']} {fields['document_number']}",
             ),
+            orjson.dumps(event, default=str).decode(),  # as flowviz.core.outbox writes it
         )
         if shipment_id is None:  # a concurrent request with this key (for another lot) won
             assert key is not None
             earlier = await replay(conn, key, digest)
             assert earlier is not None
             return Recorded(earlier, True)
-        await outbox.emit(
-            conn, outbox.SHIPMENT_RECORDED, request.lot_code, _event(request, fields, shipment_id)
-        )
     return Recorded(shipment_id, False)
 
 
