@@ -59,7 +59,8 @@ FROM sent s JOIN a l ON l.id = s.lot_id {shipping.SHIPMENT_JOINS}
 UNION ALL
 SELECT 'p', NULL, p.lot_code, NULL, p.remaining, NULL, NULL, NULL, NULL,
        coalesce((SELECT t.code FROM receipts r JOIN locations t ON t.id = r.location_id WHERE r.lot_id = p.id), ''),
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL
 FROM stock p WHERE p.remaining > {EPSILON}
 ORDER BY rel DESC, customer_code, ship_to_location_code, shipped_at, id
 """

@@ -18,7 +18,6 @@ from flowviz.core import audit, outbox, validation
 from flowviz.core.db import DB, Conn
 from flowviz.core.errors import DomainError
 from flowviz.core.identity import caller_name
-from flowviz.core.lotrow import timestamp
 from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy import parties, runs
 
@@ -32,7 +31,10 @@ s.recorded_by, s.created_at,
 -- for notification lists: whom to call, and where it went
 COALESCE(c.gln, '') AS customer_gln, c.contact_name, c.contact_email, c.contact_phone,
 t.name AS ship_to_name, COALESCE(t.gln, '') AS ship_to_gln, t.address AS ship_to_address,
-t.city AS ship_to_city, t.postal_code AS ship_to_postal_code, t.country AS ship_to_country
+t.city AS ship_to_city, t.postal_code AS ship_to_postal_code, t.country AS ship_to_country,
+-- the two times again as microseconds since the epoch: Timestamp fields without datetime arithmetic
+(extract(epoch FROM s.shipped_at) * 1000000)::int8 AS shipped_us,
+(extract(epoch FROM s.created_at) * 1000000)::int8 AS created_us
 """
 SHIPMENT_JOINS = """
 JOIN trading_partners c ON c.id = s.customer_id
@@ -210,12 +212,17 @@ _FIELDS = (
 )
 
 
+def _micros(us: int) -> dict[str, int]:
+    seconds, micros = divmod(us, 1_000_000)  # floor: nanos stay positive before the epoch
+    return {"seconds": seconds, "nanos": micros * 1000}
+
+
 def fields(row: asyncpg.Record) -> dict[str, Any]:
     """A Shipment's fields from a SHIPMENT row, for a constructor (a notification list builds
     thousands in one go)."""
     found = {k: row[k] for k in _FIELDS}
-    found["shipped_at"] = timestamp(row["shipped_at"])
-    found["created_at"] = timestamp(row["created_at"])
+    found["shipped_at"] = _micros(row["shipped_us"])
+    found["created_at"] = _micros(row["created_us"])
     return found
 
 
