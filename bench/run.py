@@ -1093,6 +1093,8 @@ class Bench:
         if res.requests and not res.failed:
             self.check_writes(res, wtag, "writes_sat")
 
+        self.shipments()
+
         # gRPC straight at the genealogy service, no gateway.
         self.grpc("grpc_health_sat", "gRPC genealogy Health/Check", check, "{}", None, fg_sat, bare=False)
         body = json.dumps({"lot_code": HOT})
@@ -1106,6 +1108,43 @@ class Bench:
 
         if m.soak:
             self.soak()
+
+    def shipments(self) -> None:
+        """Issue 13: shipments at 50 connections as fast as they go (k6: each VU ships from its
+        own received lot), then the shipments in PostgreSQL counted against the 201s."""
+        tag = f"{self.tag}H"
+        env = {"BASE": self.system.base, "TOKEN": self.token, "TAG": tag, "DURATION": f"{self.mode.sat}s"}
+        env.update(self.k6_load(None))
+        res = self.measure(
+            Result("shipments_sat", "POST shipments (0.01 kg of a received lot)", "k6", "sat",
+                   "/api/shipments", 50, None, self.mode.sat),
+            lambda: run_k6("shipments.js", env, self.mode.sat, self.run_dir, "shipments_sat"),
+        )  # fmt: skip
+        if not res.requests or res.failed:
+            return
+        import psycopg
+
+        metrics = json.loads((self.run_dir / "k6-shipments_sat.json").read_text())["metrics"]
+        created = int(metrics.get("created", {}).get("values", {}).get("count", 0))
+        with psycopg.connect(self.system.database_url, connect_timeout=10) as conn:
+            found, distinct = conn.execute(
+                "SELECT count(*), count(DISTINCT document_number) FROM shipments WHERE document_number LIKE %s",
+                (f"{tag}-S-%",),
+            ).fetchone() or (0, 0)
+        check = {
+            "responses_201": created,
+            "shipments_in_db": found,
+            "distinct_documents": distinct,
+            "lost": max(0, created - found),
+            "extra_in_db": max(0, found - created),
+            "duplicated": found - distinct,
+        }
+        check["ok"] = check["lost"] == 0 and check["duplicated"] == 0
+        res.extra["shipments_check"] = check
+        log(
+            f"  shipments check: {created} x 201, {found} in PostgreSQL ({distinct} distinct): "
+            f"{'OK' if check['ok'] else 'MISMATCH'}"
+        )
 
     def check_writes(self, res: Result, tag: str, name: str) -> None:
         """Runs in PostgreSQL with this scenario's tag vs the 201s k6 counted: none lost or doubled."""
@@ -1393,6 +1432,16 @@ def evaluate_goals(by: dict[str, Result], peak: dict[str, int]) -> list[dict[str
 
     goal("production runs 50 conns", ">= 500 runs/s, none lost/duplicated", "writes_sat", writes)
 
+    def shipped(r: Result) -> tuple[bool, str]:
+        c = r.extra.get("shipments_check", {})
+        return (
+            r.rps >= 300 and bool(c.get("ok")) and r.errors == 0,
+            f"{r.rps:,.0f} shipments/s, {c.get('responses_201', '?')} x 201 = "
+            f"{c.get('shipments_in_db', '?')} in db, {r.errors} errors",
+        )
+
+    goal("shipments 50 conns", ">= 300/s, none lost/duplicated", "shipments_sat", shipped)
+
     def soak(r: Result) -> tuple[bool, str]:
         c = r.extra.get("writes_check", {})
         ok = r.errors == 0 and num(r.p99_ms) <= 50 and bool(r.extra.get("memory_flat")) and bool(c.get("ok"))
@@ -1499,6 +1548,13 @@ def print_report(
             )
         if notes:
             print(f"{r.name}: " + "; ".join(notes))
+        c = r.extra.get("shipments_check")
+        if c:
+            print(
+                f"{r.name}: {c['responses_201']} x 201 vs {c['shipments_in_db']} shipments in PostgreSQL "
+                f"({c['distinct_documents']} distinct): lost {c['lost']}, extra {c['extra_in_db']}, "
+                f"duplicated {c['duplicated']}"
+            )
         c = r.extra.get("writes_check")
         if c:
             print(
