@@ -957,6 +957,8 @@ class Bench:
         """Issue 13: a recall's notification list (GET .../notifications computes the recall impact
         and the list on a cache miss), random raw lots at 100 req/s; then the most-connected raw
         lot, one request at a time, each uncached."""
+        if self.args.only and "notify" not in self.args.only:
+            return  # (--only) not asked for: skip the lot lists and the search for the hot lot
         route = "/api/recall/{lot}/notifications"
         raws = self.run_dir / "raw-lots.txt"
         with open(self.codes, encoding="utf-8") as src, open(raws, "w", encoding="utf-8") as dst:
