@@ -94,7 +94,7 @@ class RecallResult:
     @property
     def edges(self) -> list[TraceEdge]:
         """Every edge between two listed lots, sorted (made on demand: the recall answer has no
-        edges, and sorting a large walk's took a tenth of its time)."""
+        edges, and a large walk's sorted list cost several percent of the recall)."""
         return trace_edges(self.walk)
 
 
