@@ -877,13 +877,13 @@ class Bench:
         self.results.append(res)
 
     def k6_http(
-        self, route: str, rate: int | None, seconds: int, name: str, base: str = ""
+        self, route: str, rate: int | None, seconds: int, name: str, base: str = "", lots: Path | None = None
     ) -> dict[str, Any]:
         env = {
             "BASE": base or self.system.base,
             "TOKEN": "" if base else self.token,
             "ROUTE": route,
-            "LOTS": str(self.codes) if "{lot}" in route else "",
+            "LOTS": str(lots or self.codes) if "{lot}" in route else "",
             "DURATION": f"{seconds}s",
         }
         env.update(self.k6_load(rate))
@@ -941,15 +941,83 @@ class Bench:
             before=self.orphan_cache if random else None,
         )
 
-    def fixed_http(self, name: str, label: str, route: str, floor: str | None, base: str = "") -> Result:
-        """k6 constant-arrival-rate at 100 req/s."""
+    def fixed_http(
+        self, name: str, label: str, route: str, floor: str | None, base: str = "", lots: Path | None = None
+    ) -> Result:
+        """k6 constant-arrival-rate at 100 req/s ("{lot}": a random lot of `lots`, else of all)."""
         seconds, random = self.mode.fixed, "{lot}" in route
         res = Result(name, label, "k6", "fixed", route, 50, 100, seconds, floor=floor)
         return self.measure(
             res,
-            lambda: self.k6_http(route, 100, seconds, name, base=base),
+            lambda: self.k6_http(route, 100, seconds, name, base=base, lots=lots),
             before=self.orphan_cache if random else None,
         )
+
+    def recall_notifications(self, floor: str | None) -> None:
+        """Issue 13: a recall's notification list (GET .../notifications computes the recall impact
+        and the list on a cache miss), random raw lots at 100 req/s; then the most-connected raw
+        lot, one request at a time, each uncached."""
+        if self.args.only and "notify" not in self.args.only:
+            return  # (--only) not asked for: skip the lot lists and the search for the hot lot
+        route = "/api/recall/{lot}/notifications"
+        raws = self.run_dir / "raw-lots.txt"
+        with open(self.codes, encoding="utf-8") as src, open(raws, "w", encoding="utf-8") as dst:
+            dst.writelines(line for line in src if line.startswith("RAW-"))
+        label = "GET recall notification list, random raw lots @100/s"
+        self.fixed_http("notify_fixed", label, route, floor, lots=raws)
+        hot, descendants = self.most_connected_raw()
+        calls = 10 if self.mode.extra_sat else 5
+        res = Result("notify_hot", f"GET recall notification list, {hot} ({descendants:,} descendants), uncached",
+                     "urllib", "serial", route.replace("{lot}", hot), 1, None, 0)  # fmt: skip
+        self.measure(res, lambda: self.serial_uncached(route.replace("{lot}", hot), calls))
+
+    def most_connected_raw(self) -> tuple[str, int]:
+        """The raw lot with the most descendants, among the 20 with the most children."""
+        import psycopg
+
+        with psycopg.connect(self.system.database_url, connect_timeout=10) as conn:
+            row = conn.execute(
+                """
+                WITH RECURSIVE top AS (
+                    SELECT g.parent_lot_id AS id FROM lot_genealogy g JOIN lots l ON l.id = g.parent_lot_id
+                    WHERE l.kind = 'RAW' GROUP BY g.parent_lot_id ORDER BY count(*) DESC, g.parent_lot_id LIMIT 20
+                ), down (root, id) AS (
+                    SELECT id, id FROM top
+                    UNION
+                    SELECT d.root, g.child_lot_id FROM down d JOIN lot_genealogy g ON g.parent_lot_id = d.id
+                )
+                SELECT l.lot_code, count(*) - 1 FROM down d JOIN lots l ON l.id = d.root
+                GROUP BY l.lot_code ORDER BY count(*) DESC, l.lot_code LIMIT 1
+                """
+            ).fetchone()
+        if row is None:
+            raise HarnessError("no raw lot with children in the data")
+        return str(row[0]), int(row[1])
+
+    def serial_uncached(self, path: str, calls: int) -> dict[str, Any]:
+        """`calls` GETs one after another, the cache orphaned before each; time to the last byte."""
+        ms: list[float] = []
+        errors = 0
+        for _ in range(calls):
+            self.orphan_cache()
+            req = urllib.request.Request(self.system.base + path)
+            req.add_header("authorization", f"Bearer {self.token}")
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    r.read()
+            except urllib.error.HTTPError as exc:
+                exc.read()
+                errors += 1
+            ms.append((time.perf_counter() - started) * 1000)
+        ms.sort()
+
+        def pct(p: float) -> float:
+            return ms[min(len(ms) - 1, max(0, round(p * len(ms)) - 1))]
+
+        total = sum(ms) / 1000
+        return {"requests": calls, "rps": calls / total, "p50_ms": pct(0.5), "p95_ms": pct(0.95),
+                "p99_ms": pct(0.99), "max_ms": ms[-1], "errors": errors}  # fmt: skip
 
     def grpc(
         self, name: str, label: str, method: str, body: str, rate: int | None, floor: str | None, bare: bool
@@ -1013,6 +1081,7 @@ class Bench:
             if m.extra_sat:
                 self.sat_http(f"{key}_sat", label, route, fh_sat)
             self.fixed_http(f"{key}_fixed", f"{label} @100/s", route, fh_fixed)
+        self.recall_notifications(fh_fixed)
 
         # Writes: 50 connections as fast as they go, then count the runs in PostgreSQL.
         wtag = f"{self.tag}W"
@@ -1025,6 +1094,8 @@ class Bench:
         )  # fmt: skip
         if res.requests and not res.failed:
             self.check_writes(res, wtag, "writes_sat")
+
+        self.shipments()
 
         # gRPC straight at the genealogy service, no gateway.
         self.grpc("grpc_health_sat", "gRPC genealogy Health/Check", check, "{}", None, fg_sat, bare=False)
@@ -1039,6 +1110,43 @@ class Bench:
 
         if m.soak:
             self.soak()
+
+    def shipments(self) -> None:
+        """Issue 13: shipments at 50 connections as fast as they go (k6: each VU ships from its
+        own received lot), then the shipments in PostgreSQL counted against the 201s."""
+        tag = f"{self.tag}H"
+        env = {"BASE": self.system.base, "TOKEN": self.token, "TAG": tag, "DURATION": f"{self.mode.sat}s"}
+        env.update(self.k6_load(None))
+        res = self.measure(
+            Result("shipments_sat", "POST shipments (0.01 kg of a received lot)", "k6", "sat",
+                   "/api/shipments", 50, None, self.mode.sat),
+            lambda: run_k6("shipments.js", env, self.mode.sat, self.run_dir, "shipments_sat"),
+        )  # fmt: skip
+        if not res.requests or res.failed:
+            return
+        import psycopg
+
+        metrics = json.loads((self.run_dir / "k6-shipments_sat.json").read_text())["metrics"]
+        created = int(metrics.get("created", {}).get("values", {}).get("count", 0))
+        with psycopg.connect(self.system.database_url, connect_timeout=10) as conn:
+            found, distinct = conn.execute(
+                "SELECT count(*), count(DISTINCT document_number) FROM shipments WHERE document_number LIKE %s",
+                (f"{tag}-S-%",),
+            ).fetchone() or (0, 0)
+        check = {
+            "responses_201": created,
+            "shipments_in_db": found,
+            "distinct_documents": distinct,
+            "lost": max(0, created - found),
+            "extra_in_db": max(0, found - created),
+            "duplicated": found - distinct,
+        }
+        check["ok"] = check["lost"] == 0 and check["duplicated"] == 0
+        res.extra["shipments_check"] = check
+        log(
+            f"  shipments check: {created} x 201, {found} in PostgreSQL ({distinct} distinct): "
+            f"{'OK' if check['ok'] else 'MISMATCH'}"
+        )
 
     def check_writes(self, res: Result, tag: str, name: str) -> None:
         """Runs in PostgreSQL with this scenario's tag vs the 201s k6 counted: none lost or doubled."""
@@ -1300,6 +1408,22 @@ def evaluate_goals(by: dict[str, Result], peak: dict[str, int]) -> list[dict[str
         lambda r: (num(r.p99_ms) <= 50 and r.errors == 0, f"P99 {fmt_ms(r.p99_ms)} ms, {r.errors} errors"),
     )
 
+    goal(
+        "recall notification list at 100 req/s",
+        "P99 <= 50 ms (random raw lots)",
+        "notify_fixed",
+        lambda r: (num(r.p99_ms) <= 50 and r.errors == 0, f"P99 {fmt_ms(r.p99_ms)} ms, {r.errors} errors"),
+    )
+    goal(
+        "recall notification list, hot raw lot",
+        "<= 1 s (P99, uncached)",
+        "notify_hot",
+        lambda r: (
+            num(r.p99_ms) <= 1000 and r.errors == 0,
+            f"P50 {fmt_ms(r.p50_ms)} P99 {fmt_ms(r.p99_ms)} ms",
+        ),
+    )
+
     def writes(r: Result) -> tuple[bool, str]:
         c = r.extra.get("writes_check", {})
         return (
@@ -1309,6 +1433,16 @@ def evaluate_goals(by: dict[str, Result], peak: dict[str, int]) -> list[dict[str
         )
 
     goal("production runs 50 conns", ">= 500 runs/s, none lost/duplicated", "writes_sat", writes)
+
+    def shipped(r: Result) -> tuple[bool, str]:
+        c = r.extra.get("shipments_check", {})
+        return (
+            r.rps >= 300 and bool(c.get("ok")) and r.errors == 0,
+            f"{r.rps:,.0f} shipments/s, {c.get('responses_201', '?')} x 201 = "
+            f"{c.get('shipments_in_db', '?')} in db, {r.errors} errors",
+        )
+
+    goal("shipments 50 conns", ">= 300/s, none lost/duplicated", "shipments_sat", shipped)
 
     def soak(r: Result) -> tuple[bool, str]:
         c = r.extra.get("writes_check", {})
@@ -1416,6 +1550,13 @@ def print_report(
             )
         if notes:
             print(f"{r.name}: " + "; ".join(notes))
+        c = r.extra.get("shipments_check")
+        if c:
+            print(
+                f"{r.name}: {c['responses_201']} x 201 vs {c['shipments_in_db']} shipments in PostgreSQL "
+                f"({c['distinct_documents']} distinct): lost {c['lost']}, extra {c['extra_in_db']}, "
+                f"duplicated {c['duplicated']}"
+            )
         c = r.extra.get("writes_check")
         if c:
             print(

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import asyncpg
 
+from flowviz.genealogy.v1 import genealogy_pb2
 from flowviz.tools import migrate
 from flowviz.tools.embedded import Postgres, free_port
 from services.genealogy import answers, notifications
@@ -220,10 +221,13 @@ async def measure(url: str, calls: int, hot_calls: int, seed: int) -> list[Case]
             return len(r.lots)
 
         async def recall_notify(code: str) -> int:
-            # GetRecallNotifications' work uncached: the recall impact, then its notification list.
+            # GetRecallNotifications' work uncached: the recall impact (serialized for the cache
+            # and read back, as the servicer does), then its notification list, serialized.
             found = await answers.recall_impact(conn, code, max_depth=DEPTH, max_nodes=NODES)
             assert found is not None
-            answer = await notifications.notifications(conn, found[0])
+            impact = genealogy_pb2.GetRecallImpactResponse.FromString(found[0].SerializeToString())
+            answer = await notifications.notifications(conn, impact)
+            answer.SerializeToString()
             return answer.shipments + len(answer.in_plant)
 
         async def composition_size(code: str) -> int:

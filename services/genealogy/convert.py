@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flowviz.core import lotrow
 from flowviz.genealogy.v1 import genealogy_pb2
 from flowviz.lots.v1 import lots_pb2
@@ -25,7 +27,11 @@ INT64_MAX = 2**63 - 1
 
 
 def lot(node: TraceNode) -> lots_pb2.Lot:
-    return lotrow.lot(
+    return lots_pb2.Lot(**lot_fields(node))
+
+
+def lot_fields(node: TraceNode) -> dict[str, Any]:
+    return lotrow.lot_fields(
         lot_code=node.lot_code,
         kind=node.kind,
         product=node.product,
@@ -67,25 +73,35 @@ def graph(result: TraceResult) -> genealogy_pb2.GetTraceGraphResponse:
     )
 
 
+# Recall answers list thousands of lots: each is given as constructor values and the answer
+# built in one constructor, not a message per lot copied into it.
+def _recall_lot(r: RecallLot) -> dict[str, Any]:
+    return {
+        "lot": lot_fields(r.lot),
+        "depth": r.lot.depth,
+        "path_count": min(r.path_count, INT64_MAX),
+        "root_share": r.root_share,
+        "root_quantity": r.root_quantity,
+    }
+
+
+def _composition_lot(c: CompositionLot) -> dict[str, Any]:
+    return {
+        "lot": lot_fields(c.lot),
+        "depth": c.lot.depth,
+        "path_count": min(c.path_count, INT64_MAX),
+        "share": c.share,
+        "quantity_in_root": c.quantity_in_root,
+        "is_source": c.is_source,
+    }
+
+
 def recall_lot(r: RecallLot) -> genealogy_pb2.RecallLot:
-    return genealogy_pb2.RecallLot(
-        lot=lot(r.lot),
-        depth=r.lot.depth,
-        path_count=min(r.path_count, INT64_MAX),
-        root_share=r.root_share,
-        root_quantity=r.root_quantity,
-    )
+    return genealogy_pb2.RecallLot(**_recall_lot(r))
 
 
 def composition_lot(c: CompositionLot) -> genealogy_pb2.CompositionLot:
-    return genealogy_pb2.CompositionLot(
-        lot=lot(c.lot),
-        depth=c.lot.depth,
-        path_count=min(c.path_count, INT64_MAX),
-        share=c.share,
-        quantity_in_root=c.quantity_in_root,
-        is_source=c.is_source,
-    )
+    return genealogy_pb2.CompositionLot(**_composition_lot(c))
 
 
 def kind_total(t: KindTotal) -> genealogy_pb2.KindTotal:
@@ -99,15 +115,16 @@ def kind_total(t: KindTotal) -> genealogy_pb2.KindTotal:
 
 
 def recall(down: RecallResult, up: CompositionResult) -> genealogy_pb2.GetRecallImpactResponse:
-    return genealogy_pb2.GetRecallImpactResponse(
-        root=recall_lot(down.root),
-        downstream=[recall_lot(r) for r in down.lots[1:]],
-        totals=[kind_total(t) for t in down.totals],
-        upstream=[composition_lot(c) for c in up.lots[1:]],
-        sources_share=up.sources_share,
-        truncated=down.truncated or up.truncated,
-        cycles=cycles(down.cycles + [c for c in up.cycles if c not in down.cycles]),
-    )
+    fields: dict[str, Any] = {
+        "root": _recall_lot(down.root),
+        "downstream": [_recall_lot(r) for r in down.lots[1:]],
+        "totals": [kind_total(t) for t in down.totals],
+        "upstream": [_composition_lot(c) for c in up.lots[1:]],
+        "sources_share": up.sources_share,
+        "truncated": down.truncated or up.truncated,
+        "cycles": cycles(down.cycles + [c for c in up.cycles if c not in down.cycles]),
+    }
+    return genealogy_pb2.GetRecallImpactResponse(**fields)
 
 
 def lot_balance(b: LotBalance) -> genealogy_pb2.GetLotBalanceResponse:

@@ -8,113 +8,152 @@ proportional mixing); kg sums count shipments in mass units only, the others are
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
 from flowviz.core.db import DB
-from flowviz.core.units import KG, to_unit
+from flowviz.core.units import KG, to_unit, to_unit_sql
 from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy import shipping
 from services.genealogy.runs import EPSILON
 
-_SHIPMENTS = (
-    shipping.SHIPMENT
-    + " WHERE s.lot_id IN (SELECT id FROM lots WHERE lot_code = ANY($1::text[]))"
-    + " ORDER BY c.code, t.code, s.shipped_at, s.id"
+# One statement for both parts, $1 the affected lot codes. Each code is looked up by index
+# (LATERAL ... OFFSET 0), and so are its edges and shipments: `= ANY` over thousands of codes
+# made the planner scan every lot, and joins sized by guesses scan the edge table.
+# 's' rows: every shipment of an affected lot, by customer, location and time. 'p' rows: each
+# affected lot still holding more than EPSILON after its children and shipments took theirs
+# (summed per unit, then in the lot's unit; a unit that does not convert counts nothing), in
+# `quantity`, with where it was received in ship_from_location_code ('' for a lot made here).
+_NOTIFY = f"""
+WITH a AS (
+    SELECT x.id, x.lot_code, x.product, x.quantity, x.uom
+    FROM unnest($1::text[]) AS c (code)
+    CROSS JOIN LATERAL (
+        SELECT id, lot_code, product, quantity::float8 AS quantity, uom FROM lots WHERE lot_code = c.code
+        OFFSET 0
+    ) x
+),
+sent AS (
+    SELECT s.* FROM a CROSS JOIN LATERAL (SELECT * FROM shipments x WHERE x.lot_id = a.id OFFSET 0) s
+),
+given AS (
+    SELECT id, uom, sum(quantity)::float8 AS quantity FROM (
+        SELECT a.id, e.uom, e.quantity
+        FROM a CROSS JOIN LATERAL (
+            SELECT g.uom, g.quantity FROM lot_genealogy g WHERE g.parent_lot_id = a.id OFFSET 0
+        ) e
+        UNION ALL
+        SELECT lot_id, uom, quantity FROM sent
+    ) x
+    GROUP BY id, uom
+),
+stock AS (
+    SELECT a.id, a.lot_code,
+           a.quantity - coalesce(sum(coalesce({to_unit_sql("g.quantity", "g.uom", "a.uom")}, 0)), 0) AS remaining
+    FROM a LEFT JOIN given g ON g.id = a.id
+    GROUP BY a.id, a.lot_code, a.quantity
 )
-# Per lot: what it gave (to children and shipments) by unit, and where it was received.
-_STOCK = """
-SELECT l.lot_code, l.quantity::float8 AS quantity, l.uom, g.quantities, g.uoms,
-       (SELECT t.code FROM receipts r JOIN locations t ON t.id = r.location_id WHERE r.lot_id = l.id) AS location_code
-FROM lots l
-LEFT JOIN LATERAL (
-    SELECT array_agg(quantity::float8) AS quantities, array_agg(uom) AS uoms FROM (
-        SELECT uom, sum(quantity) AS quantity FROM (
-            SELECT uom, quantity FROM lot_genealogy WHERE parent_lot_id = l.id
-            UNION ALL SELECT uom, quantity FROM shipments WHERE lot_id = l.id) x
-        GROUP BY uom) y
-) g ON true
-WHERE l.lot_code = ANY($1::text[])
+SELECT 's' AS rel, {shipping.SHIPMENT_COLUMNS}
+FROM sent s JOIN a l ON l.id = s.lot_id {shipping.SHIPMENT_JOINS}
+UNION ALL
+SELECT 'p', NULL, p.lot_code, NULL, p.remaining, NULL, NULL, NULL, NULL,
+       coalesce((SELECT t.code FROM receipts r JOIN locations t ON t.id = r.location_id WHERE r.lot_id = p.id), ''),
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL
+FROM stock p WHERE p.remaining > {EPSILON}
+ORDER BY rel DESC, customer_code, ship_to_location_code, shipped_at, id
 """
 
 
-def _affected(impact: genealogy_pb2.GetRecallImpactResponse) -> dict[str, genealogy_pb2.RecallLot]:
-    return {r.lot.lot_code: r for r in [impact.root, *impact.downstream]}
+# An affected lot: its message in the recall answer, depth and root share (None: unknown).
+Affected = tuple[genealogy_pb2.RecallLot, int, float | None]
 
 
-def _share(lot: genealogy_pb2.RecallLot) -> float | None:
-    return lot.root_share if lot.HasField("root_share") else None
+def _affected(impact: genealogy_pb2.GetRecallImpactResponse) -> dict[str, Affected]:
+    return {
+        r.lot.lot_code: (r, r.depth, r.root_share if r.HasField("root_share") else None)
+        for r in [impact.root, *impact.downstream]
+    }
 
 
-def _customers(
-    rows: Sequence[asyncpg.Record], affected: dict[str, genealogy_pb2.RecallLot]
-) -> list[genealogy_pb2.NotifiedCustomer]:
-    customers: dict[str, genealogy_pb2.NotifiedCustomer] = {}
-    places: dict[tuple[str, str], genealogy_pb2.NotifiedLocation] = {}
-    for row in rows:  # ordered by customer, location, time
+def _customers(rows: Sequence[asyncpg.Record], affected: dict[str, Affected]) -> list[dict[str, Any]]:
+    """NotifiedCustomer fields per customer, in row order (by customer, location, time). Built
+    as plain values and turned into messages in one constructor: thousands of shipments."""
+    customers: dict[str, dict[str, Any]] = {}
+    places: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
         code = row["customer_code"]
         customer = customers.get(code)
         if customer is None:
-            customer = customers[code] = genealogy_pb2.NotifiedCustomer(
-                customer_code=code,
-                name=row["customer_name"],
-                gln=row["customer_gln"],
-                contact_name=row["contact_name"],
-                contact_email=row["contact_email"],
-                contact_phone=row["contact_phone"],
-            )
-        place = places.get((code, row["ship_to_location_code"]))
+            customer = customers[code] = {
+                "customer_code": code,
+                "name": row["customer_name"],
+                "gln": row["customer_gln"],
+                "contact_name": row["contact_name"],
+                "contact_email": row["contact_email"],
+                "contact_phone": row["contact_phone"],
+                "locations": [],
+                "shipments": 0,
+                "quantity_kg": 0.0,
+                "root_quantity_kg": 0.0,
+                "shipments_not_in_kg": 0,
+            }
+        where = (code, row["ship_to_location_code"])
+        place = places.get(where)
         if place is None:
-            place = places[(code, row["ship_to_location_code"])] = customer.locations.add(
-                location_code=row["ship_to_location_code"],
-                name=row["ship_to_name"],
-                gln=row["ship_to_gln"],
-                address=row["ship_to_address"],
-                city=row["ship_to_city"],
-                postal_code=row["ship_to_postal_code"],
-                country=row["ship_to_country"],
-            )
-        lot = affected[row["lot_code"]]
-        share = _share(lot)
-        root_quantity = None if share is None else share * row["quantity"]
-        place.shipments.add(
-            shipment=shipping.message(row), depth=lot.depth, root_share=share, root_quantity=root_quantity
+            place = places[where] = {
+                "location_code": row["ship_to_location_code"],
+                "name": row["ship_to_name"],
+                "gln": row["ship_to_gln"],
+                "address": row["ship_to_address"],
+                "city": row["ship_to_city"],
+                "postal_code": row["ship_to_postal_code"],
+                "country": row["ship_to_country"],
+                "shipments": [],
+                "quantity_kg": 0.0,
+                "root_quantity_kg": 0.0,
+            }
+            customer["locations"].append(place)
+        _, depth, share = affected[row["lot_code"]]
+        quantity = row["quantity"]
+        place["shipments"].append(
+            {
+                "shipment": shipping.fields(row),
+                "depth": depth,
+                "root_share": share,
+                "root_quantity": None if share is None else share * quantity,
+            }
         )
-        customer.shipments += 1
-        kg = to_unit(row["quantity"], row["uom"], KG)
+        customer["shipments"] += 1
+        kg = to_unit(quantity, row["uom"], KG)
         if kg is None:
-            customer.shipments_not_in_kg += 1
+            customer["shipments_not_in_kg"] += 1
             continue
         root_kg = 0.0 if share is None else share * kg
-        place.quantity_kg += kg
-        place.root_quantity_kg += root_kg
-        customer.quantity_kg += kg
-        customer.root_quantity_kg += root_kg
+        place["quantity_kg"] += kg
+        place["root_quantity_kg"] += root_kg
+        customer["quantity_kg"] += kg
+        customer["root_quantity_kg"] += root_kg
     return list(customers.values())
 
 
-def _in_plant(
-    rows: Sequence[asyncpg.Record], affected: dict[str, genealogy_pb2.RecallLot]
-) -> list[genealogy_pb2.StockInPlant]:
+def _in_plant(rows: Sequence[asyncpg.Record], affected: dict[str, Affected]) -> list[dict[str, Any]]:
+    """StockInPlant fields of the lots still holding something, by depth and lot code."""
+    found = sorted((affected[row["lot_code"]][1], row["lot_code"], row) for row in rows)
     stock = []
-    for row in rows:
-        pairs = zip(row["quantities"] or [], row["uoms"] or [], strict=True)
-        given = sum(to_unit(q, u, row["uom"]) or 0.0 for q, u in pairs)
-        remaining = row["quantity"] - given
-        if remaining <= EPSILON:
-            continue
-        lot = affected[row["lot_code"]]
-        share = _share(lot)
+    for _, code, row in found:
+        lot, _, share = affected[code]
+        remaining = row["quantity"]
         stock.append(
-            genealogy_pb2.StockInPlant(
-                lot=lot.lot,
-                location_code=row["location_code"] or "",
-                remaining=remaining,
-                root_share=share,
-                root_quantity=None if share is None else share * remaining,
-            )
+            {
+                "lot": lot.lot,
+                "location_code": row["ship_from_location_code"],
+                "remaining": remaining,
+                "root_share": share,
+                "root_quantity": None if share is None else share * remaining,
+            }
         )
-    stock.sort(key=lambda s: (affected[s.lot.lot_code].depth, s.lot.lot_code))
     return stock
 
 
@@ -123,22 +162,28 @@ async def notifications(
 ) -> genealogy_pb2.GetRecallNotificationsResponse:
     """The notification list of a recall answer (GetRecallImpact's)."""
     affected = _affected(impact)
-    codes = list(affected)
-    shipped = await db.fetch(_SHIPMENTS, codes)
-    stock_rows = await db.fetch(_STOCK, codes)
-    answer = genealogy_pb2.GetRecallNotificationsResponse(
-        root=impact.root.lot.lot_code,
-        customers=_customers(shipped, affected),
-        in_plant=_in_plant(stock_rows, affected),
-        truncated=impact.truncated,
-    )
-    for customer in answer.customers:
-        answer.shipments += customer.shipments
-        answer.shipped_kg += customer.quantity_kg
-        answer.root_shipped_kg += customer.root_quantity_kg
-    for item in answer.in_plant:
-        kg = to_unit(item.remaining, item.lot.uom, KG)
+    rows = await db.fetch(_NOTIFY, list(affected))
+    shipped = [r for r in rows if r["rel"] == "s"]
+    customers = _customers(shipped, affected)
+    in_plant = _in_plant([r for r in rows if r["rel"] == "p"], affected)
+    shipped_kg = root_shipped_kg = in_plant_kg = root_in_plant_kg = 0.0
+    for customer in customers:
+        shipped_kg += customer["quantity_kg"]
+        root_shipped_kg += customer["root_quantity_kg"]
+    for item in in_plant:
+        kg = to_unit(item["remaining"], item["lot"].uom, KG)
         if kg is not None:
-            answer.in_plant_kg += kg
-            answer.root_in_plant_kg += kg * (item.root_share if item.HasField("root_share") else 0.0)
-    return answer
+            in_plant_kg += kg
+            root_in_plant_kg += kg * (item["root_share"] or 0.0)
+    answer: dict[str, Any] = {
+        "root": impact.root.lot.lot_code,
+        "customers": customers,
+        "in_plant": in_plant,
+        "shipments": len(shipped),
+        "shipped_kg": shipped_kg,
+        "root_shipped_kg": root_shipped_kg,
+        "in_plant_kg": in_plant_kg,
+        "root_in_plant_kg": root_in_plant_kg,
+        "truncated": impact.truncated,
+    }
+    return genealogy_pb2.GetRecallNotificationsResponse(**answer)

@@ -85,12 +85,17 @@ class KindTotal:
 class RecallResult:
     root: RecallLot
     lots: list[RecallLot]  # the root (depth 0) and every lot downstream of it, by depth
-    edges: list[TraceEdge]  # every edge between two listed lots
     totals: list[KindTotal]  # per kind, the root's own lot included
     truncated: bool
     cycles: list[list[str]]
     walk: Walk  # what was fetched, and how it propagated (for the drill's accounting)
     propagation: Propagation
+
+    @property
+    def edges(self) -> list[TraceEdge]:
+        """Every edge between two listed lots, sorted (made on demand: the recall answer has no
+        edges, and a large walk's sorted list cost several percent of the recall)."""
+        return trace_edges(self.walk)
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,7 +376,6 @@ def _recall_result(walk: Walk) -> RecallResult:
     return RecallResult(
         root=lots[0],
         lots=lots,
-        edges=trace_edges(walk),
         totals=kind_totals(lots),
         truncated=walk.truncated,
         cycles=cycles,
