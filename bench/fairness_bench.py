@@ -306,23 +306,31 @@ def main() -> int:
         default=None,
         help="FLOWVIZ_HEAVY_CALLS (default: the setting's); a list (4,2) runs the whole bench for each, one after the other",
     )
+    parser.add_argument(
+        "--heavy-min-ms",
+        default=None,
+        help="FLOWVIZ_HEAVY_MIN_MS (default: the setting's); a list (0,250) runs the whole bench for each",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = parser.parse_args()
     bounds: list[int | None] = [int(b) for b in args.heavy_calls.split(",")] if args.heavy_calls else [None]
+    holds: list[int | None] = [int(m) for m in args.heavy_min_ms.split(",")] if args.heavy_min_ms else [None]
     every = {}
     for bound in bounds:
-        figures = one(args, bound)
-        if figures is None:
-            return 1
-        every[str(bound)] = figures
-        report(args, bound, figures)
+        for hold in holds:
+            figures = one(args, bound, hold)
+            if figures is None:
+                return 1
+            every[f"{bound}/{hold}"] = figures
+            report(args, bound, hold, figures)
     if args.json:
         args.json.write_text(json.dumps(every, default=dict, indent=1))
     return 0
 
 
-def one(args: argparse.Namespace, heavy_calls: int | None) -> dict[str, object] | None:
-    """The bench on a system of its own with FLOWVIZ_HEAVY_CALLS `heavy_calls` (None: default)."""
+def one(args: argparse.Namespace, heavy_calls: int | None, min_ms: int | None) -> dict[str, object] | None:
+    """The bench on a system of its own with FLOWVIZ_HEAVY_CALLS `heavy_calls` and
+    FLOWVIZ_HEAVY_MIN_MS `min_ms` (None: the default)."""
     data = Path(tempfile.mkdtemp(prefix="flowviz-fairness-"))
     env = {
         k: v
@@ -334,6 +342,8 @@ def one(args: argparse.Namespace, heavy_calls: int | None) -> dict[str, object] 
                FLOWVIZ_LOG_FORMAT="json")  # fmt: skip
     if heavy_calls is not None:
         env["FLOWVIZ_HEAVY_CALLS"] = str(heavy_calls)
+    if min_ms is not None:
+        env["FLOWVIZ_HEAVY_MIN_MS"] = str(min_ms)
     for name in DEFAULT_PORTS:
         env[f"FLOWVIZ_{name.upper()}_PORT"] = str(free_port())
     for name in ("health", "lots", "genealogy", "qc", "events", "gateway"):
@@ -374,12 +384,16 @@ def one(args: argparse.Namespace, heavy_calls: int | None) -> dict[str, object] 
     return figures
 
 
-def report(args: argparse.Namespace, heavy_calls: int | None, figures: dict[str, object]) -> None:
+def report(
+    args: argparse.Namespace, heavy_calls: int | None, min_ms: int | None, figures: dict[str, object]
+) -> None:
     q, ld, v = figures["quiet"], figures["loaded"], figures["viewer"]
     assert isinstance(q, dict) and isinstance(ld, dict) and isinstance(v, dict)
     bound = heavy_calls if heavy_calls is not None else "default (4)"
+    hold = min_ms if min_ms is not None else "default"
     print(
-        f"hot trace {HOT} at {args.rate}/s, {args.seconds:g}s per phase; FLOWVIZ_HEAVY_CALLS {bound}; {args.lots:,} lots"
+        f"hot trace {HOT} at {args.rate}/s, {args.seconds:g}s per phase; FLOWVIZ_HEAVY_CALLS {bound}; "
+        f"FLOWVIZ_HEAVY_MIN_MS {hold}; {args.lots:,} lots"
     )
     print(f"{'phase':<8} {'n':>5} {'P50 ms':>8} {'P99 ms':>8}  statuses")
     for name, f in (("quiet", q), ("loaded", ld)):

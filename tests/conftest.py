@@ -234,6 +234,10 @@ def system_env(servers: Servers, database_url: str) -> dict[str, str]:
         # The tests' receivers are on loopback; nothing else is a target, and no name is looked up.
         FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE="1",
         FLOWVIZ_WEBHOOKS_LOOPBACK_ONLY="1",
+        # The tests fire a user's exports and traces back to back far faster than a person (and
+        # schemathesis by the thousand): only the concurrency bound, not the minimum hold
+        # (default 250 ms), which tests/test_heavy_calls.py tests on its own.
+        FLOWVIZ_HEAVY_MIN_MS="0",
         PYTHONPATH=str(ROOT),
     )
     # Each service's own role on the same database (System.start picks it); the roles' passwords

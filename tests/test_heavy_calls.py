@@ -129,7 +129,10 @@ def test_a_heavy_call_past_the_users_bound_gets_429_with_retry_after(
     lots_locked.rollback()
     for call in [*held, other]:
         assert call.exception().code() == grpc.StatusCode.NOT_FOUND
-    # The leases came back: ana may trace again.
+    # The leases came back (released after the answers, in the background): ana may trace again.
+    with valkey.Valkey.from_url(system.env["VALKEY_URL"]) as client:
+        name = heavy.key(system.env["DATABASE_URL"], "ana")
+        _until(lambda: client.zcount(name, int(time.time() * 1000), "+inf") == 0)
     assert _graph(system, "ana", "FG-DONER-X1").status_code == 200
 
 
@@ -137,6 +140,7 @@ def test_the_bound_is_shared_by_every_replica_through_valkey(system: System) -> 
     """Leases another replica holds (written straight into Valkey here) count."""
     name = heavy.key(system.env["DATABASE_URL"], "ana")
     with valkey.Valkey.from_url(system.env["VALKEY_URL"]) as client:
+        client.delete(name)  # ana's own leases of the tests before (held FLOWVIZ_HEAVY_MIN_MS)
         far = int(time.time() * 1000) + 60_000
         client.zadd(name, {f"elsewhere-{i}": far for i in range(4)})
         try:
@@ -146,7 +150,8 @@ def test_the_bound_is_shared_by_every_replica_through_valkey(system: System) -> 
             assert _graph(system, "omar", "FG-DONER-X1").status_code == 200
             client.zrem(name, "elsewhere-0")
             assert _graph(system, "ana", "FG-DONER-X1").status_code == 200
-            _until(lambda: client.zcard(name) == 3)  # its own lease released after the answer
+            # Its own lease released after the answer (held at most FLOWVIZ_HEAVY_MIN_MS longer).
+            _until(lambda: client.zcount(name, int(time.time() * 1000), "+inf") == 3)
         finally:
             client.delete(name)
         # A lease whose holder died expires on its own.
@@ -169,6 +174,60 @@ def test_without_valkey_the_bound_holds_per_process() -> None:
         calls.release(a)
         await calls.acquire("ana", 10)
         assert calls.fallbacks == 1  # then Valkey is skipped for a second, not waited for each time
+        await down.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_heavy_call_holds_its_place_for_the_minimum_even_when_it_ends_sooner(system: System) -> None:
+    """limit / min_hold bounds how many heavy calls a user starts a second, not only how many run."""
+
+    async def scenario() -> None:
+        client = valkey.asyncio.Valkey.from_url(system.env["VALKEY_URL"])
+        url = system.env["DATABASE_URL"]
+        subject = f"hold-{uuid.uuid4().hex}"
+        try:
+            held = heavy.HeavyCalls(lambda: client, url, limit=2, min_hold=60.0)
+            for lease in [await held.acquire(subject, 10), await held.acquire(subject, 10)]:
+                held.release(lease)  # ended at once, but each keeps its place for a minute
+            await asyncio.gather(*held._releasing)
+            with pytest.raises(heavy.TooManyHeavyCalls):
+                await held.acquire(subject, 10)
+            assert held.fallbacks == 0  # decided in Valkey
+            # A short hold gives the places back once it has passed.
+            brief = heavy.HeavyCalls(lambda: client, url, limit=2, min_hold=0.2)
+            other = f"brief-{uuid.uuid4().hex}"
+            for lease in [await brief.acquire(other, 10), await brief.acquire(other, 10)]:
+                brief.release(lease)
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    await brief.acquire(other, 10)
+                    break
+                except heavy.TooManyHeavyCalls:
+                    assert time.monotonic() < deadline, "the places never came back"
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.delete(heavy.key(url, subject), heavy.key(url, f"brief-{subject}"))
+            await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_without_valkey_the_minimum_hold_holds_per_process() -> None:
+    async def scenario() -> None:
+        down = valkey.asyncio.Valkey(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
+        held = heavy.HeavyCalls(lambda: down, "postgresql:///x", limit=1, min_hold=60.0)
+        held.release(await held.acquire("ana", 10))
+        with pytest.raises(heavy.TooManyHeavyCalls):
+            await held.acquire("ana", 10)
+        brief = heavy.HeavyCalls(lambda: down, "postgresql:///x", limit=1, min_hold=0.1)
+        brief.release(await brief.acquire("ana", 10))
+        deadline = time.monotonic() + 20
+        while "ana" in brief._local:
+            assert time.monotonic() < deadline, "the place never came back"
+            await asyncio.sleep(0.05)
+        await brief.acquire("ana", 10)
         await down.aclose()
 
     asyncio.run(scenario())

@@ -223,6 +223,9 @@ class Settings:
     # FLOWVIZ_HEAVY_CALLS: a user's concurrent traces, recalls, exports and drills (across every
     # replica, via Valkey); past it 429 with Retry-After. 0: no bound.
     heavy_calls: int = 4
+    # FLOWVIZ_HEAVY_MIN_MS: each heavy call holds its place in that bound for at least this long
+    # (ms), so a user starts at most FLOWVIZ_HEAVY_CALLS / this many heavy calls a second. 0: none.
+    heavy_min_ms: int = 250
     # FLOWVIZ_SHUTDOWN_DELAY: seconds between NOT_SERVING and no longer accepting calls on SIGTERM
     # (the clients' health watches see it in milliseconds; DNS or a Service endpoint takes longer).
     shutdown_delay: float = 0.5
@@ -314,6 +317,7 @@ def settings() -> Settings:
         drill_tolerance=_fraction("FLOWVIZ_DRILL_TOLERANCE", 0.02),
         sign_holds=_int("FLOWVIZ_SIGN_HOLDS", 0, 0, 1) == 1,
         heavy_calls=_int("FLOWVIZ_HEAVY_CALLS", 4, 0, 10_000),
+        heavy_min_ms=_int("FLOWVIZ_HEAVY_MIN_MS", 250, 0, 60_000),
         shutdown_delay=_float("FLOWVIZ_SHUTDOWN_DELAY", 0.5),
         replicas=_int("FLOWVIZ_REPLICAS", 1, 1, 9),
         webhooks_allow_private=_flag("FLOWVIZ_WEBHOOKS_ALLOW_PRIVATE", False),

@@ -4,6 +4,11 @@ One viewer firing 20 large traces at once would otherwise hold 20 database conne
 starve every other user. Each heavy call takes a lease before it runs and gives it back when it
 ends; a user holding `limit` leases gets RESOURCE_EXHAUSTED (HTTP 429) with Retry-After.
 
+A lease is held for at least `min_hold` seconds, even when its call ends sooner: a bound on
+concurrency alone lets a user fire small heavy calls back to back without limit (measured: one
+viewer's 20 traces in flight kept ~200 traces/s going and took both cores from every other user's
+hot trace), so `limit / min_hold` is also the most heavy calls a user starts per second.
+
 The leases live in Valkey, one sorted set per user (member: the lease id, score: when it
 expires, on Valkey's clock), so the bound holds across every replica of every service. A lease
 expires on its own `ttl` after the call's deadline: a process that dies holding leases gives
@@ -61,7 +66,8 @@ class TooManyHeavyCalls(DomainError):
         )
 
 
-# KEYS[1]: the user's set. ARGV: limit, lease id, lease ttl (ms). 1 if the lease was taken.
+# KEYS[1]: the user's set. ARGV: limit, lease id, lease ttl (ms). Valkey's time (ms) when the
+# lease was taken, or 0 if it was not.
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -74,7 +80,17 @@ redis.call('ZADD', KEYS[1], expires, ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[3]) then
     redis.call('PEXPIRE', KEYS[1], ARGV[3])
 end
-return 1
+return now
+"""
+
+# KEYS[1]: the user's set. ARGV: lease id, the time (Valkey's, ms) until which it stays held.
+_RELEASE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+if tonumber(ARGV[2]) <= now then
+    return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
 """
 
 
@@ -89,6 +105,8 @@ class Lease:
     subject: str
     lease_id: str
     shared: bool  # in Valkey (else in this process's counts)
+    taken_ms: int = 0  # Valkey's time when it was taken (shared leases)
+    taken_at: float = 0.0  # this process's monotonic time when it was taken
 
 
 class HeavyCalls:
@@ -96,13 +114,21 @@ class HeavyCalls:
     `client()` gives the Valkey client (or None)."""
 
     def __init__(
-        self, client: Callable[[], Any], database_url: str, *, limit: int, timeout: float = 0.2
+        self,
+        client: Callable[[], Any],
+        database_url: str,
+        *,
+        limit: int,
+        min_hold: float = 0.0,
+        timeout: float = 0.2,
     ) -> None:
         self._client = client
         self.database_url = database_url
         self.limit = limit
+        self.min_hold = min_hold
         self.timeout = timeout
         self._script: Any = None
+        self._release_script: Any = None
         self._local: Counter[str] = Counter()
         self._releasing: set[asyncio.Task[None]] = set()
         self.fallbacks = 0  # leases counted in memory because Valkey failed
@@ -130,23 +156,30 @@ class HeavyCalls:
             else:
                 if not int(taken):
                     raise TooManyHeavyCalls(self.limit)
-                return Lease(subject, lease_id, shared=True)
+                return Lease(subject, lease_id, shared=True, taken_ms=int(taken), taken_at=time.monotonic())
         if self._local[subject] >= self.limit:
             raise TooManyHeavyCalls(self.limit)
         self._local[subject] += 1
-        return Lease(subject, lease_id, shared=False)
+        return Lease(subject, lease_id, shared=False, taken_at=time.monotonic())
 
     def release(self, lease: Lease) -> None:
         """Give the lease back; never waits (the call's answer must not wait for Valkey, and a
         cancelled call releases too). A lease Valkey does not hear about expires on its own."""
         if not lease.shared:
-            self._local[lease.subject] -= 1
-            if self._local[lease.subject] <= 0:
-                del self._local[lease.subject]
+            held = lease.taken_at + self.min_hold - time.monotonic()
+            if held > 0:
+                asyncio.get_running_loop().call_later(held, self._drop_local, lease.subject)
+            else:
+                self._drop_local(lease.subject)
             return
         task = asyncio.create_task(self._remove(lease))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
+
+    def _drop_local(self, subject: str) -> None:
+        self._local[subject] -= 1
+        if self._local[subject] <= 0:
+            del self._local[subject]
 
     async def _remove(self, lease: Lease) -> None:
         client = self._client()
@@ -154,6 +187,11 @@ class HeavyCalls:
             return
         try:
             async with asyncio.timeout(self.timeout):
-                await client.zrem(key(self.database_url, lease.subject), lease.lease_id)
+                if self._release_script is None:
+                    self._release_script = client.register_script(_RELEASE)
+                held_until = lease.taken_ms + int(self.min_hold * 1000)
+                await self._release_script(
+                    keys=[key(self.database_url, lease.subject)], args=[lease.lease_id, held_until]
+                )
         except Exception as exc:
             log.warning("heavy-call lease not released; it expires on its own", extra={"error": repr(exc)})

@@ -155,7 +155,11 @@ async def serve(
     )
     resources.revocations = Revocations(resources.cache.client, cfg.database_url, timeout=cfg.cache_timeout)
     resources.heavy_calls = heavy.HeavyCalls(
-        lambda: resources.cache.client, cfg.database_url, limit=cfg.heavy_calls, timeout=cfg.cache_timeout
+        lambda: resources.cache.client,
+        cfg.database_url,
+        limit=cfg.heavy_calls,
+        min_hold=cfg.heavy_min_ms / 1000,
+        timeout=cfg.cache_timeout,
     )
     while not await resources.cache.ping():
         if stop.is_set():
