@@ -76,7 +76,15 @@ def _field(descriptor: Descriptor, name: str, required: bool, refs: dict[str, De
             return {"type": "array", "items": item, "minItems": 1, "maxItems": validation.MAX_ITEMS}
         return item
     rule = field_rule(descriptor.name, name, required=required)
-    return dict(rule) if rule is not None else field_schema(field, refs)
+    if rule is None:
+        return field_schema(field, refs)
+    schema = dict(rule)
+    if schema.get("type") == "integer":
+        # A rule narrows the field's type; it keeps the type's own range (an id past int64 is a 400).
+        for bound, value in field_schema(field, refs).items():
+            if bound in ("minimum", "maximum"):
+                schema.setdefault(bound, value)
+    return schema
 
 
 def _request_schema(
