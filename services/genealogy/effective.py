@@ -92,8 +92,15 @@ WITH RECURSIVE up(root, id) AS (
     ) p
 )
 SELECT u.root, u.id = u.root AS own, l.lot_code, b.status, b.decision_id, b.reason
-FROM up u JOIN lots l ON l.id = u.id LEFT JOIN qc_lot_blocks b ON b.lot_id = u.id
+FROM up u
+CROSS JOIN LATERAL (SELECT lots.lot_code FROM lots WHERE lots.id = u.id OFFSET 0) l
+LEFT JOIN LATERAL (
+    SELECT q.status, q.decision_id, q.reason FROM qc_lot_blocks q WHERE q.lot_id = u.id OFFSET 0
+) b ON true
 """
+# The lots and blocks are looked up per ancestor (LATERAL ... OFFSET 0): the planner cannot
+# know how few ancestors a run's inputs have, and with a plain join it hashed every row of lots
+# (measured: median 105 ms a run on 100,000 lots, PostgreSQL at 150 % CPU).
 
 
 @dataclass(frozen=True, slots=True)
