@@ -78,7 +78,7 @@ function locationView(l, { rootCode, onOpen }) {
   const address = [l.address, [l.postal_code, l.city].filter(Boolean).join(" "), l.country].filter(Boolean).join(", ");
   const body = el("tbody");
   const table = el("table", { class: "notified", "aria-label": `Shipments to ${l.location_code}` },
-    el("thead", {}, el("tr", {}, ["Date", "Lot", "Document, carrier", "Quantity", "Of the recalled lot"].map((h, i) => el("th", { scope: "col", class: i >= 3 ? "num" : "", title: i === 4 ? `How much of ${rootCode} the shipment carried` : undefined, text: h })))), body);
+    el("thead", {}, el("tr", {}, ["Date", "Lot", "Document", "Qty", "Of recalled"].map((h, i) => el("th", { scope: "col", class: i >= 3 ? "num" : "", title: i === 4 ? `How much of ${rootCode} the shipment carried` : undefined, text: h })))), body);
   const note = inSteps(body, l.shipments || [], (n) => {
     const s = n.shipment || {};
     return el("tr", { dataset: { shipment: String(s.id), lot: s.lot_code } },
