@@ -84,6 +84,18 @@ def test_only_an_admin_may_import_historically(system: System, username: str) ->
         assert client.get(f"/api/lots/L-{t}").status_code in (403, 404)
 
 
+def test_a_large_historical_upload_by_an_operator_is_refused_with_the_reason(system: System) -> None:
+    # The service refuses on the first chunk while the gateway is still sending the rest: the
+    # answer must still be the refusal (a grpc aio client could report INTERNAL instead).
+    t = tag()
+    rows = "".join(f"L-{t}-{i},RAW,Salt,1,kg,\n" for i in range(100_000))
+    with as_user(system, "omar") as client:
+        r = upload(client, LOTS + rows, EDGES, mode="historical")
+        assert r.status_code == 403, r.text
+        assert "historical import needs the role admin" in r.json()["error"]["message"]
+        assert client.get(f"/api/lots/L-{t}-0").status_code == 404
+
+
 def test_an_unknown_mode_is_refused_naming_the_field(http: httpx.Client) -> None:
     r = upload(http, LOTS, EDGES, mode="lenient")
     assert r.status_code == 400

@@ -6,7 +6,7 @@ import asyncio
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import IO, Any
 
 import grpc
 import orjson
@@ -299,21 +299,15 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             tempfile.SpooledTemporaryFile(8 * 1024 * 1024) as lots,
             tempfile.SpooledTemporaryFile(8 * 1024 * 1024) as edges,
         ):
-            seen = set()
-            mode = genealogy_pb2.IMPORT_MODE_UNSPECIFIED
-            async for chunk in request_iterator:
-                if chunk.mode and chunk.mode != mode:
-                    if mode:
-                        raise InvalidArgument(
-                            "IMPORT_MODE_CONFLICT", "mode differs between chunks", field="mode"
-                        )
-                    mode = chunk.mode
-                    if mode == genealogy_pb2.IMPORT_MODE_HISTORICAL:
-                        _require_admin_for_historical()
-                part = chunk.WhichOneof("part")
-                if part is not None:
-                    seen.add(part)
-                    (lots if part == "lots_csv" else edges).write(getattr(chunk, part))
+            try:
+                mode, seen = await _spool(request_iterator, lots, edges)
+            except DomainError:
+                # Read the rest before answering: an asyncio gRPC client still sending reports
+                # INTERNAL instead of our refusal (grpc/grpc#36066), and the gateway's HTTP client
+                # would see its upload cut off.
+                async for _ in request_iterator:
+                    pass
+                raise
             if not seen:
                 raise InvalidArgument("IMPORT_EMPTY", "send lots_csv and/or genealogy_csv", field="lots_csv")
             lots.seek(0)
@@ -665,6 +659,26 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             for b in found.blocked.get(code, [])[:1]
         }
         return refusals, list(found.codes)
+
+
+async def _spool(
+    chunks: AsyncIterator[genealogy_pb2.ImportChunk], lots: IO[bytes], edges: IO[bytes]
+) -> tuple[genealogy_pb2.ImportMode.ValueType, set[str]]:
+    """An import's files written out as they arrive; its mode, and which files were sent."""
+    seen: set[str] = set()
+    mode = genealogy_pb2.IMPORT_MODE_UNSPECIFIED
+    async for chunk in chunks:
+        if chunk.mode and chunk.mode != mode:
+            if mode:
+                raise InvalidArgument("IMPORT_MODE_CONFLICT", "mode differs between chunks", field="mode")
+            mode = chunk.mode
+            if mode == genealogy_pb2.IMPORT_MODE_HISTORICAL:
+                _require_admin_for_historical()
+        part = chunk.WhichOneof("part")
+        if part is not None:
+            seen.add(part)
+            (lots if part == "lots_csv" else edges).write(getattr(chunk, part))
+    return mode, seen
 
 
 async def _chunks(rendering: renderings.Rendering) -> AsyncIterator[genealogy_pb2.RenderedChunk]:
