@@ -5,6 +5,12 @@ load falls on both sides alike).
 Starts `flowviz run` on free ports in a temporary data folder, imports pending lots of two
 products, subscribes a loopback receiver to one of them, then:
 
+Each part runs two ways. *closed*: every connection sends its next call as soon as the last is
+answered, so the machine is saturated and the figure is the ceiling (calls/s); added work shows
+multiplied by the queue (50 calls waiting on 2 cores). *paced*: calls are offered at a fixed rate
+(`--rate`, `--sql-rate`) below that ceiling, each timed from when it was due; this is what a call
+costs a plant whose decisions do not all arrive at once.
+
 1. **Over HTTP** (gateway -> qc -> PostgreSQL), `--connections` concurrent connections, rounds of
    `--per-round` pass decisions: *off*, lots no subscription wants (the event is written and
    fanned out, nothing is delivered), or *on*, lots the subscriber gets (every event delivered
@@ -12,15 +18,16 @@ products, subscribes a loopback receiver to one of them, then:
    at the receiver, so a round's deliveries never spill into the next. qc always writes the
    event (in the decision's own INSERT): the code has no switch to write none, so over HTTP the
    A/B is "delivered" against "not delivered".
-2. **In PostgreSQL**, at the same connections and then at one: qc's decision statement as qc runs
-   it against the same statement without its event CTE (so no event written), ABBA rounds of
-   `--sql-per-conn` per connection (at one connection, 10 x that). This is the cost of writing
-   the event itself; at one connection without queueing behind the others.
+2. **In PostgreSQL**, at the same connections (closed, then paced) and then at one: qc's
+   decision statement as qc runs it against the same statement without its event CTE (so no
+   event written), ABBA rounds of `--sql-per-conn` per connection (at one connection, 10 x
+   that). This is the cost of writing the event itself: the write path's added latency.
 
 Prints P50/P99 per side (and each round's P99), decisions/s, events delivered, and the load
 average at the start and end. Not a test: it prints figures.
 
     .venv/bin/python bench/webhook_bench.py [--rounds 4] [--per-round 150] [--connections 50]
+        [--rate 40] [--sql-rate 400]
 """
 
 from __future__ import annotations
@@ -113,6 +120,27 @@ async def concurrently(
     return latencies, time.perf_counter() - started
 
 
+async def paced(
+    connections: int, rate: float, work: list[Callable[[], Awaitable[None]]]
+) -> tuple[list[float], float]:
+    """Open loop: call i is due at i/rate s and starts then, or once one of `connections` is free.
+    Its latency counts from when it was due, so waiting for a connection counts too. Below
+    saturation this is what a call costs; `concurrently` (closed loop) measures the ceiling."""
+    free = asyncio.Semaphore(connections)
+    latencies: list[float] = []
+    started = time.perf_counter()
+
+    async def one(i: int, call: Callable[[], Awaitable[None]]) -> None:
+        due = started + i / rate
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        async with free:
+            await call()
+        latencies.append((time.perf_counter() - due) * 1000)
+
+    await asyncio.gather(*(one(i, call) for i, call in enumerate(work)))
+    return latencies, time.perf_counter() - started
+
+
 def decision(client: httpx.AsyncClient, code: str) -> Callable[[], Awaitable[None]]:
     async def call() -> None:
         r = await client.post(f"/api/lots/{code}/qc-decisions", json={"decision": "pass"})
@@ -134,30 +162,38 @@ async def wait_healthy(client: httpx.AsyncClient) -> None:
         await asyncio.sleep(0.2)
 
 
-async def over_http(
-    base: str, token: str, args: argparse.Namespace
-) -> tuple[dict[str, list[list[float]]], str]:
+Runner = Callable[[int, list[Callable[[], Awaitable[None]]]], Awaitable[tuple[list[float], float]]]
+
+
+def runners(rate: float) -> dict[str, Runner]:
+    """closed: every connection busy (the ceiling); paced: `rate` calls/s (what a call costs)."""
+    return {"closed": concurrently, "paced": lambda c, work: paced(c, rate, work)}
+
+
+async def over_http(base: str, token: str, args: argparse.Namespace) -> str:
     receiver = Receiver()
     server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     c, n = args.connections, args.per_round
     sides = abba(args.rounds)
+    modes = runners(args.rate)
     limits = httpx.Limits(max_connections=c, max_keepalive_connections=c)
-    found: dict[str, list[list[float]]] = {"off": [], "on": []}
-    walls: dict[str, float] = {"off": 0.0, "on": 0.0}
+    found: dict[tuple[str, str], list[list[float]]] = {(m, s): [] for m in modes for s in ("off", "on")}
+    walls = dict.fromkeys(found, 0.0)
     lags: list[float] = []
+    per_side = n * args.rounds * len(modes)
     async with httpx.AsyncClient(
         base_url=base, headers={"authorization": f"Bearer {token}"}, timeout=120, limits=limits
     ) as client:
         await wait_healthy(client)
         warmup = [f"RAW-WH-W{i:05d}" for i in range(2 * c)]
         lots = {
-            side: iter([f"RAW-WH-{side.upper()}{i:05d}" for i in range(n * args.rounds)]) for side in found
+            side: iter([f"RAW-WH-{side.upper()}{i:05d}" for i in range(per_side)]) for side in ("off", "on")
         }
         rows = [(code, OFF) for code in warmup] + [
             (f"RAW-WH-{side.upper()}{i:05d}", ON if side == "on" else OFF)
-            for side in found
-            for i in range(n * args.rounds)
+            for side in ("off", "on")
+            for i in range(per_side)
         ]
         csv = "lot_code,kind,product,quantity,uom,produced_at\n" + "".join(
             f"{code},RAW,{product},1,kg,\n" for code, product in rows
@@ -175,41 +211,55 @@ async def over_http(
         assert r.status_code == 201, r.text
         sub = r.json()["subscription"]["id"]
         await concurrently(c, [decision(client, code) for code in warmup])  # connections, caches
-        for side in sides:
-            before = len(receiver.arrivals)
-            latencies, wall = await concurrently(c, [decision(client, next(lots[side])) for _ in range(n)])
-            answered = time.perf_counter()
-            found[side].append(latencies)
-            walls[side] += wall
-            if side == "on":  # its events out before the next round
-                until = time.monotonic() + 120
-                while len(receiver.arrivals) < before + n and time.monotonic() < until:  # noqa: ASYNC110 - bounded
-                    await asyncio.sleep(0.01)
-                lags.append((max(receiver.arrivals.values()) - answered) * 1000)
+        for mode, run in modes.items():
+            for side in sides:
+                before = len(receiver.arrivals)
+                latencies, wall = await run(c, [decision(client, next(lots[side])) for _ in range(n)])
+                answered = time.perf_counter()
+                found[mode, side].append(latencies)
+                walls[mode, side] += wall
+                if side == "on":  # its events out before the next round
+                    until = time.monotonic() + 120
+                    while len(receiver.arrivals) < before + n and time.monotonic() < until:  # noqa: ASYNC110 - bounded
+                        await asyncio.sleep(0.01)
+                    if mode == "closed":
+                        lags.append((max(receiver.arrivals.values()) - answered) * 1000)
         r = await client.delete(f"/api/webhooks/subscriptions/{sub}")  # the SQL part delivers nothing
         assert r.status_code == 200, r.text
     server.close()
     total = n * args.rounds
     report = []
-    for side, what in (
-        ("off", "written, no subscriber wants them"),
-        ("on", "written, one subscriber gets each"),
-    ):
-        every = [x for r in found[side] for x in r]
-        rounds = ", ".join(f"{pct(r, 99):.1f}" for r in found[side])
+    for mode in modes:
         report.append(
-            f"  {side:3} ({what}): {total} decisions, {total / walls[side]:.0f}/s, "
-            f"P50 {pct(every, 50):.1f} ms, P99 {pct(every, 99):.1f} ms (each round's P99: {rounds})"
+            f"  {mode}: "
+            + ("every connection busy" if mode == "closed" else f"{args.rate:g} decisions/s offered")
+        )
+        for side, what in (
+            ("off", "written, no subscriber wants them"),
+            ("on", "written, one subscriber gets each"),
+        ):
+            every = [x for r in found[mode, side] for x in r]
+            rounds = ", ".join(f"{pct(r, 99):.1f}" for r in found[mode, side])
+            report.append(
+                f"    {side:3} ({what}): {total} decisions, {total / walls[mode, side]:.0f}/s, "
+                f"P50 {pct(every, 50):.1f} ms, P99 {pct(every, 99):.1f} ms (each round's P99: {rounds})"
+            )
+        on = [x for r in found[mode, "on"] for x in r]
+        off = [x for r in found[mode, "off"] for x in r]
+        report.append(
+            f"    on - off: P50 {pct(on, 50) - pct(off, 50):+.1f} ms, P99 {pct(on, 99) - pct(off, 99):+.1f} ms"
         )
     lags.sort()
     report.append(
-        f"      delivered {len(receiver.arrivals)} of {total} ({receiver.requests} requests); a round's last event "
-        f"out {lags[len(lags) // 2]:.0f} ms (median; max {lags[-1]:.0f}) after its last decision was answered"
+        f"  delivered {len(receiver.arrivals)} of {2 * total} ({receiver.requests} requests); a closed round's last "
+        f"event out {lags[len(lags) // 2]:.0f} ms (median; max {lags[-1]:.0f}) after its last decision was answered"
     )
-    return found, "\n".join(report)
+    return "\n".join(report)
 
 
-async def in_postgres(url: str, args: argparse.Namespace, c: int) -> dict[str, list[list[float]]]:
+async def in_postgres(
+    url: str, args: argparse.Namespace, c: int, run: Runner
+) -> dict[str, list[list[float]]]:
     """qc's decision statement with and without its event, ABBA rounds at `c` connections."""
     pool = await asyncpg.create_pool(url, min_size=c, max_size=c)
     lot_ids = [
@@ -236,7 +286,7 @@ async def in_postgres(url: str, args: argparse.Namespace, c: int) -> dict[str, l
     await concurrently(c, [statement(s) for s in ("with", "without") * max(c, 10)])  # warm up
     for side in abba(args.rounds):
         s = "with" if side == "on" else "without"
-        latencies, _ = await concurrently(c, [statement(s) for _ in range(sql_count(args, c))])
+        latencies, _ = await run(c, [statement(s) for _ in range(sql_count(args, c))])
         found[s].append(latencies)
     await pool.close()
     return found
@@ -248,21 +298,23 @@ def sql_count(args: argparse.Namespace, c: int) -> int:
 
 async def measure(base: str, token: str, data: Path, args: argparse.Namespace) -> None:
     start_load = load()
-    http_found, http_report = await over_http(base, token, args)
+    http_report = await over_http(base, token, args)
     url = local.running_state(data)["database_url"]
     c, sides = args.connections, abba(args.rounds)
-    sqls = {conns: await in_postgres(url, args, conns) for conns in (c, 1)}
+    modes = runners(args.sql_rate)
+    sqls = {
+        (mode, conns): await in_postgres(url, args, conns, modes[mode])
+        for mode, conns in (("closed", c), ("paced", c), ("closed", 1))
+    }
     print(f"load average at start: {start_load}")
     print(
-        f"QC decisions over HTTP at {c} connections, {len(sides)} rounds of {args.per_round} ({' '.join(sides)}):"
+        f"QC decisions over HTTP at {c} connections, {len(sides)} rounds of {args.per_round} each way ({' '.join(sides)}):"
     )
     print(http_report)
-    off = [x for r in http_found["off"] for x in r]
-    on = [x for r in http_found["on"] for x in r]
-    print(f"  on - off: P50 {pct(on, 50) - pct(off, 50):+.1f} ms, P99 {pct(on, 99) - pct(off, 99):+.1f} ms")
-    for conns, sql in sqls.items():
+    for (mode, conns), sql in sqls.items():
+        how = "every connection busy" if mode == "closed" else f"{args.sql_rate:g} statements/s offered"
         print(
-            f"qc's decision statement in PostgreSQL at {conns} connection(s), "
+            f"qc's decision statement in PostgreSQL at {conns} connection(s), {how}, "
             f"{len(sides)} rounds of {sql_count(args, conns)}:"
         )
         for side, what in (
@@ -290,6 +342,8 @@ def main() -> int:
         "--sql-per-conn", type=int, default=20, help="statements per connection per SQL round"
     )
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--rate", type=float, default=40, help="paced HTTP rounds: decisions/s offered")
+    parser.add_argument("--sql-rate", type=float, default=400, help="paced SQL rounds: statements/s offered")
     args = parser.parse_args()
     data = Path(tempfile.mkdtemp(prefix="flowviz-webhooks-"))
     env = {
