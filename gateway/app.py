@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from flowviz.core import auth, keys, logs, metrics, tracing
+from flowviz.core import auth, keys, logs, metrics, offloop, tracing
 from flowviz.core.config import settings
 from flowviz.core.protojson import fill
 from gateway import observability, openapi, relay, web
@@ -42,6 +42,10 @@ def check_query(request: Request, accepted: frozenset[str]) -> None:
                 f"unknown query parameter {name!r} on {request.method} {request.url.path}; {takes}",
                 field=name,
             )
+
+
+# Answers larger than this (serialized) are turned into JSON in a worker thread.
+RENDER_ON_LOOP_MAX_BYTES = 256 * 1024
 
 
 def json(body: Any, status: int = 200) -> Response:
@@ -170,6 +174,11 @@ def rpc_endpoint(route: ApiRoute) -> Handler:
         call = getattr(stub, route.rpc)(message, timeout=settings().rpc_timeout, metadata=metadata)
         reply = await (_unless_disconnected(request, call) if route.cancellable else call)
         status = route.status_of(reply) if route.status_of else route.status
+        if reply.ByteSize() > RENDER_ON_LOOP_MAX_BYTES:
+            # Off the event loop: a 10,000-lot graph takes ~200 ms to turn into JSON, and every
+            # other request would wait that long behind it.
+            body = await asyncio.to_thread(lambda: orjson.dumps(route.render(reply)))
+            return Response(body, status_code=status, media_type="application/json")
         return json(route.render(reply), status)
 
     return handle
@@ -254,6 +263,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     # /metrics on a port of its own (the public HTTP port, and so the ingress, never serves it).
     port = cfg.metrics_port if cfg.metrics_port is not None else cfg.metrics_ports["gateway"]
     await metrics.serve_metrics("gateway", cfg.bind_host, port)
+    offloop.quick_turns()  # large answers are rendered in worker threads (handle, below)
     yield
     await app.state.upstreams.close()
 

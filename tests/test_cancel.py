@@ -11,7 +11,7 @@ from tests.conftest import System, token
 
 WAITING = (
     "SELECT count(*) FROM pg_stat_activity "
-    "WHERE application_name = 'flowviz-genealogy' AND wait_event_type = 'Lock' AND state = 'active'"
+    "WHERE application_name LIKE 'flowviz-genealogy%' AND wait_event_type = 'Lock' AND state = 'active'"
 )
 
 

@@ -67,11 +67,11 @@ def lots_locked(servers: Servers, system: System) -> Iterator[psycopg.Connection
 
 
 def _waiting(system: System) -> int:
-    """Genealogy's backends waiting for the lock."""
+    """Genealogy's backends waiting for the lock (its serving pool's and its heavy answers')."""
     with psycopg.connect(system.env["DATABASE_URL"], autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity"
-            " WHERE application_name = 'flowviz-genealogy' AND wait_event_type = 'Lock'"
+            " WHERE application_name LIKE 'flowviz-genealogy%' AND wait_event_type = 'Lock'"
         ).fetchone()
     assert row is not None
     return int(row[0])

@@ -8,14 +8,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import IO, Any
 
+import asyncpg
 import grpc
 import orjson
 
 from flowviz.core import audit, auth, outbox, paging, validation
+from flowviz.core.db import create_pool
 from flowviz.core.errors import DomainError, InvalidArgument, NotFound
 from flowviz.core.identity import caller_name
 from flowviz.core.lotrow import lot_message
 from flowviz.core.metrics import TRACE_NODES
+from flowviz.core.offloop import OffLoop
 from flowviz.core.protojson import to_json
 from flowviz.core.server import Resources
 from flowviz.genealogy.v1 import genealogy_pb2, genealogy_pb2_grpc
@@ -90,8 +93,21 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         self.r = resources
         # Derives lot.blocked/unblocked from qc's decision events (events.py, issue 16).
         self.lot_events = events.Deriver(None)
+        # Large answers (graphs, recalls, notification lists) are built off the serving loop.
+        settings = resources.settings
+        self.heavy = OffLoop(
+            "genealogy-heavy",
+            lambda: create_pool(
+                settings.database_url,
+                name="genealogy-heavy",
+                min_size=1,
+                max_size=settings.pool_max,
+                statement_cache=settings.statement_cache,
+            ),
+        )
 
     async def start(self) -> None:
+        await self.heavy.start()
         await self.lot_events.start(self.r.pool)
 
     async def GetTraceability(
@@ -221,14 +237,15 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             )
         depth, nodes = self._limits(request.max_depth, request.max_nodes)
 
-        async def load() -> bytes:
-            response = await answers.graph(
-                self.r.pool, code, direction=direction, max_depth=depth, max_nodes=nodes
-            )
+        async def build(db: asyncpg.Pool) -> bytes:
+            response = await answers.graph(db, code, direction=direction, max_depth=depth, max_nodes=nodes)
             if response is None:
                 raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
             TRACE_NODES.observe(len(response.nodes))
             return response.SerializeToString()
+
+        async def load() -> bytes:
+            return await self.heavy.run(build)
 
         blob = await self.r.cache.lot_answer(
             code, f"graph:{direction}:{depth}:{nodes}", load, MAX_CACHED_BYTES
@@ -254,13 +271,16 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         code = validation.lot_code(request.lot_code)
         depth, nodes = self._limits(request.max_depth, request.max_nodes)
 
-        async def load() -> bytes:
-            found = await answers.recall_impact(self.r.pool, code, max_depth=depth, max_nodes=nodes)
+        async def build(db: asyncpg.Pool) -> bytes:
+            found = await answers.recall_impact(db, code, max_depth=depth, max_nodes=nodes)
             if found is None:
                 raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
             response = found[0]
             TRACE_NODES.observe(len(response.downstream) + len(response.upstream) + 1)
             return response.SerializeToString()
+
+        async def load() -> bytes:
+            return await self.heavy.run(build)
 
         blob = await self.r.cache.lot_answer(code, f"recall:{depth}:{nodes}", load, MAX_CACHED_BYTES)
         return genealogy_pb2.GetRecallImpactResponse.FromString(blob)
@@ -544,7 +564,11 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
             impact = await self.GetRecallImpact(
                 genealogy_pb2.GetRecallImpactRequest(lot_code=code, max_depth=depth, max_nodes=nodes), context
             )
-            return (await notifications.notifications(self.r.pool, impact)).SerializeToString()
+
+            async def build(db: asyncpg.Pool) -> bytes:
+                return (await notifications.notifications(db, impact)).SerializeToString()
+
+            return await self.heavy.run(build)
 
         # Cached with the lot's other answers: a shipment, run or correction below the root drops
         # the root's hash (it is an ancestor of what changed).
@@ -731,5 +755,6 @@ def register(server: grpc.aio.Server, resources: Resources) -> list[str]:
     servicer = GenealogyServicer(resources)
     resources.on_start.append(servicer.start)
     resources.on_close.append(servicer.lot_events.close)
+    resources.on_close.append(servicer.heavy.close)
     genealogy_pb2_grpc.add_GenealogyServiceServicer_to_server(servicer, server)
     return [genealogy_pb2.DESCRIPTOR.services_by_name["GenealogyService"].full_name]
