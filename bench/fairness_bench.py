@@ -16,7 +16,11 @@ the deadline). The viewer runs in a process of its own, as another user's browse
 process, reading its answers took the CPU from the hot trace's own timing. Nothing is asserted.
 About 2 x --seconds of load after the import; --heavy-calls 4,2 runs it all for each bound.
 
+`--viewer notify` floods with recall notification lists instead, `--viewer biggest` with the
+largest graph trace there is (10,000 lots), each built anew rather than read from the cache.
+
     .venv/bin/python bench/fairness_bench.py [--lots 100000] [--seconds 10] [--heavy-calls 4,2]
+        [--viewer graph|notify|biggest]
 """
 
 from __future__ import annotations
@@ -120,10 +124,29 @@ async def hot_load(client: KeepAlive, rate: int, seconds: float) -> tuple[list[f
     return latencies, statuses
 
 
+# What the viewer floods with. graph: graph traces (cached after the first of each lot).
+# notify: recall notification lists; biggest: the graph trace of the spice lot that reaches most
+# lots, up to 10,000 of them (4.8 MB of JSON on 100,000 lots). Those two with a max_nodes of
+# their own each, so that every one is built, not read from the cache (as right after a hold on
+# a spice lot, which drops those answers).
+VIEWS = ("graph", "notify", "biggest")
+
+
+def view(rng: random.Random, kind: str, lot: str) -> tuple[str, dict[str, Any]]:
+    if kind == "notify":
+        return f"/api/recall/{lot}/notifications", {"max_nodes": rng.randint(5_000, 10_000)}
+    if kind == "biggest":
+        return f"/api/traceability/{lot}/graph", {
+            "direction": "both",
+            "max_nodes": rng.randint(9_000, 10_000),
+        }
+    return f"/api/traceability/{lot}/graph", {"direction": "both"}
+
+
 async def flood(
-    client: httpx.AsyncClient, roots: list[str], stop: EventLike, started: EventLike
+    client: httpx.AsyncClient, roots: list[str], stop: EventLike, started: EventLike, kind: str = "graph"
 ) -> tuple[Counter[int], list[float], int]:
-    """FLOOD workers, each sending the next graph trace as soon as the last one answered."""
+    """FLOOD workers, each sending the next heavy call as soon as the last one answered."""
     statuses: Counter[int] = Counter()
     ok_ms: list[float] = []
     received = [0]
@@ -135,7 +158,8 @@ async def flood(
             sent = time.monotonic()
             started.set()
             try:
-                r = await client.get(f"/api/traceability/{lot}/graph", params={"direction": "both"})
+                path, params = view(rng, kind, lot)
+                r = await client.get(path, params=params)
                 status = r.status_code
             except httpx.HTTPError:
                 status = 0
@@ -158,7 +182,7 @@ class EventLike(Protocol):
 
 
 def viewer_process(
-    base: str, token: str, roots: list[str], stop: EventLike, started: EventLike, out: Any
+    base: str, token: str, roots: list[str], stop: EventLike, started: EventLike, out: Any, kind: str
 ) -> None:
     """The viewer in a process of its own, as another user's browser would be: reading its large
     answers must not take the hot trace's client's CPU (in one process, the hot trace's timing
@@ -168,7 +192,7 @@ def viewer_process(
         limits = httpx.Limits(max_connections=FLOOD, max_keepalive_connections=FLOOD)
         headers = {"authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60, limits=limits) as viewer:
-            return await flood(viewer, roots, stop, started)
+            return await flood(viewer, roots, stop, started, kind)
 
     statuses, ok_ms, received = asyncio.run(run())
     used = os.times()
@@ -216,6 +240,21 @@ def served_ms(log_file: Path, path: str, since: float, until: float) -> list[flo
     return found
 
 
+async def biggest(base: str, token: str, roots: list[str]) -> str:
+    """The lot among `roots` whose 10,000-lot graph trace is the largest."""
+    sizes = []
+    headers = {"authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base, headers=headers, timeout=60) as client:
+        for lot in roots:
+            r = await client.get(
+                f"/api/traceability/{lot}/graph", params={"direction": "both", "max_nodes": 10_000}
+            )
+            sizes.append((len(r.content), lot))
+    size, lot = max(sizes)
+    log(f"biggest: {lot}, a {size / 1e6:.1f} MB graph")
+    return lot
+
+
 async def measure(
     base: str,
     args: argparse.Namespace,
@@ -234,10 +273,14 @@ async def measure(
         cpu0, mine0, t0 = cpu_seconds(root), sum(os.times()[:2]), time.time()
         quiet, quiet_status = await hot_load(hot, args.rate, args.seconds)
         cpu1, mine1, t1 = cpu_seconds(root), sum(os.times()[:2]), time.time()
-        log(f"loaded: the same while a viewer (its own process) keeps {FLOOD} graph traces in flight")
+        if args.viewer == "biggest":
+            roots = [await biggest(base, viewer_token, roots[:30])]
+        log(f"loaded: the same while a viewer (its own process) keeps {FLOOD} {args.viewer} calls in flight")
         ctx = multiprocessing.get_context("spawn")
         stop, started, out = ctx.Event(), ctx.Event(), ctx.Queue()
-        viewer = ctx.Process(target=viewer_process, args=(base, viewer_token, roots, stop, started, out))
+        viewer = ctx.Process(
+            target=viewer_process, args=(base, viewer_token, roots, stop, started, out, args.viewer)
+        )
         viewer.start()
         await asyncio.to_thread(started.wait, 60)
         await asyncio.sleep(1.0)  # the flood under way before the measured window
@@ -311,6 +354,7 @@ def main() -> int:
         default=None,
         help="FLOWVIZ_HEAVY_MIN_MS (default: the setting's); a list (0,250) runs the whole bench for each",
     )
+    parser.add_argument("--viewer", choices=VIEWS, default="graph", help="what the viewer floods with")
     parser.add_argument("--json", type=Path, default=None, help="write the figures here too")
     args = parser.parse_args()
     bounds: list[int | None] = [int(b) for b in args.heavy_calls.split(",")] if args.heavy_calls else [None]
@@ -414,7 +458,7 @@ def report(
     print(f"loaded/quiet P99: {ratio:.2f}x (goal <= 2x)")
     viewer = " ".join(f"{s}:{k}" for s, k in sorted(v["statuses"].items()))
     print(
-        f"viewer's {FLOOD}-wide graph traces: {viewer}; answered P50 {v['p50_ms']:.0f} ms, P99 {v['p99_ms']:.0f} ms,"
+        f"viewer's {FLOOD}-wide {args.viewer} calls: {viewer}; answered P50 {v['p50_ms']:.0f} ms, P99 {v['p99_ms']:.0f} ms,"
         f" {v['mean_answer_bytes'] / 1e6:.2f} MB each"
     )
     figures["ratio"] = ratio
