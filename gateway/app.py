@@ -177,7 +177,8 @@ def rpc_endpoint(route: ApiRoute) -> Handler:
         if reply.ByteSize() > RENDER_ON_LOOP_MAX_BYTES:
             # Off the event loop: a 10,000-lot graph takes ~200 ms to turn into JSON, and every
             # other request would wait that long behind it.
-            body = await asyncio.to_thread(lambda: orjson.dumps(route.render(reply)))
+            with offloop.quick_turns():
+                body = await asyncio.to_thread(lambda: orjson.dumps(route.render(reply)))
             return Response(body, status_code=status, media_type="application/json")
         return json(route.render(reply), status)
 
@@ -263,7 +264,6 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     # /metrics on a port of its own (the public HTTP port, and so the ingress, never serves it).
     port = cfg.metrics_port if cfg.metrics_port is not None else cfg.metrics_ports["gateway"]
     await metrics.serve_metrics("gateway", cfg.bind_host, port)
-    offloop.quick_turns()  # large answers are rendered in worker threads (handle, below)
     yield
     await app.state.upstreams.close()
 

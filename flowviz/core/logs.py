@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable
 
 import orjson
@@ -35,7 +35,7 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 def accept_request_id(value: object) -> str:
     """The caller's request id if it is well formed, else a new one."""
-    return value if isinstance(value, str) and _REQUEST_ID.fullmatch(value) else uuid.uuid4().hex
+    return value if isinstance(value, str) and _REQUEST_ID.fullmatch(value) else os.urandom(16).hex()
 
 
 def escape(text: str) -> str:
