@@ -89,12 +89,6 @@ async def _unless_disconnected(request: Request, call: Any) -> Any:
     return answer.result()
 
 
-def _request_id(request: Request) -> str:
-    rid = logs.accept_request_id(request.headers.get("x-request-id"))
-    logs.request_id.set(rid)
-    return rid
-
-
 def _metadata(request: Request, rid: str, public: bool = False) -> tuple[tuple[str, str], ...]:
     """gRPC metadata for the call: request id, client address, and the caller's bearer token.
 
@@ -118,19 +112,16 @@ def _metadata(request: Request, rid: str, public: bool = False) -> tuple[tuple[s
 
 
 def endpoint(handle: Handler) -> Handler:
-    """Every /api endpoint: its request id set first and echoed, and whatever it raises answered
-    by the one handler (gateway.errors.failure)."""
+    """Every /api endpoint: whatever it raises answered by the one handler (gateway.errors.failure).
+    Its request id is set and echoed by gateway.observability, around every request."""
 
     async def answer(request: Request) -> Response:
-        rid = _request_id(request)
         try:
-            response = await handle(request)
+            return await handle(request)
         except Exception as exc:
             if (refused := failure(exc)) is None:
                 raise
-            response = refused
-        response.headers["x-request-id"] = rid
-        return response
+            return refused
 
     return answer
 

@@ -1,4 +1,4 @@
-"""The gateway's metrics and access log: one pure-ASGI middleware (the registry is served on the
+"""The gateway's request ids, metrics and access log: one pure-ASGI middleware (the registry is served on the
 metrics port by `flowviz.core.metrics.serve_metrics`, not on the public HTTP port).
 
 Per request: a `time.perf_counter()` pair, one counter increment and one histogram
@@ -107,8 +107,17 @@ class AccessLog:
             pass
 
 
+def _header(scope: Scope, name: bytes) -> str | None:
+    """A request header's value by its lower-case name, without building starlette's Headers."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
 class Observability:
-    """Counts, times and logs every HTTP request by route template (not raw path)."""
+    """Gives every HTTP request its request id, and counts, times and logs it by route template
+    (not raw path)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -122,14 +131,19 @@ class Observability:
             return
         start = time.perf_counter()
         status = 500  # what ServerErrorMiddleware answers if the app raises before responding
+        # The caller's request id if well formed, else a new one: on every log line of this
+        # request (a context variable, so never a previous request's) and echoed in the answer.
+        rid = logs.accept_request_id(_header(scope, b"x-request-id"))
+        logs.request_id.set(rid)
+        echo = (b"x-request-id", rid.encode())
 
         async def send_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echo]
             await send(message)
 
-        logs.request_id.set("")  # the endpoint sets it; never a previous request's
         try:
             await self.app(scope, receive, send_status)
         finally:
