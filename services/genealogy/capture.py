@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import asyncpg
 import grpc
-import jsonschema
 import orjson
 from google.protobuf.message import Message
 
@@ -34,6 +33,9 @@ from flowviz.core.db import Conn
 from flowviz.core.errors import DomainError, InvalidArgument
 from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy import epcis, receiving, runs, shipping
+
+if TYPE_CHECKING:
+    import jsonschema
 
 SCHEMA_FILE = Path(__file__).with_name("EPCIS-JSON-Schema.json")
 MAX_EVENTS = 10_000
@@ -56,6 +58,10 @@ CODE_OF_ERROR = {
 
 @cache
 def validator() -> jsonschema.Draft7Validator:
+    # Imported on the first capture: jsonschema and its format checkers are about 10 MB of
+    # memory that a genealogy service nobody captures into never needs.
+    import jsonschema
+
     schema = json.loads(SCHEMA_FILE.read_text())
     return jsonschema.Draft7Validator(schema, format_checker=jsonschema.Draft7Validator.FORMAT_CHECKER)
 
