@@ -169,7 +169,7 @@ def rpc_endpoint(route: ApiRoute) -> Handler:
             # Off the event loop: a 10,000-lot graph takes ~200 ms to turn into JSON, and every
             # other request would wait that long behind it.
             with offloop.quick_turns():
-                body = await asyncio.to_thread(lambda: orjson.dumps(route.render(reply)))
+                body = await asyncio.to_thread(route.render_bytes, reply)
             return Response(body, status_code=status, media_type="application/json")
         return json(route.render(reply), status)
 

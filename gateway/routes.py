@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
 from flowviz.core import auth
-from flowviz.core.protojson import to_json
+from flowviz.core.protojson import dumps, to_json
 from flowviz.events.v1 import events_pb2
 from flowviz.genealogy.v1 import genealogy_pb2
 from flowviz.lots.v1 import lots_pb2
@@ -114,6 +114,10 @@ class Route:
 
     def render(self, reply: Message) -> Any:
         return to_json(reply, self.flatten)
+
+    def render_bytes(self, reply: Message) -> bytes:
+        """The JSON of a large answer, encoded in parts (flowviz.core.protojson.dumps)."""
+        return dumps(reply, self.flatten)
 
 
 # The time range and the lot code range of the request-scoped exports (FSMA 204, EPCIS).

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from google.protobuf.descriptor import Descriptor
 
 from flowviz.core.protojson import (
     JsonInputError,
+    dumps,
     enum_names,
     enum_values,
     field_schema,
@@ -83,6 +85,44 @@ def test_flatten_merges_the_lot_into_its_holder() -> None:
     assert out["nodes"][0]["lot_code"] == "MIX-1"
     assert (out["nodes"][0]["depth"], out["nodes"][0]["side"]) == (1, "upstream")
     assert "lot" not in out["nodes"][0]
+
+
+def _graph(nodes: int) -> genealogy_pb2.GetTraceGraphResponse:
+    graph = genealogy_pb2.GetTraceGraphResponse(root="MIX-1", direction=genealogy_pb2.DIRECTION_BOTH)
+    for i in range(nodes):
+        graph.nodes.add(lot=_lot(), depth=i, side="downstream").lot.lot_code = f"L-{i}"
+        graph.edges.add(parent=f"L-{i}", child=f"L-{i + 1}", quantity=i / 3, uom="kg", edge_id=i)
+    graph.cycles.add(lot_codes=["A", "B"])
+    graph.truncated = True
+    return graph
+
+
+@pytest.mark.parametrize("nodes", [0, 1, 2, 3, 7])
+def test_a_large_answer_encoded_in_parts_is_the_same_json(nodes: int) -> None:
+    graph = _graph(nodes)
+    for flatten in (frozenset(), frozenset({"nodes"})):
+        whole = orjson.dumps(to_json(graph, flatten))
+        assert dumps(graph, flatten, chunk=3) == whole  # chunks of 3: 7 nodes are 3 + 3 + 1
+        assert dumps(graph, flatten) == whole
+    notifications = genealogy_pb2.GetRecallNotificationsResponse(root="RAW-1", shipments=2, truncated=True)
+    notifications.in_plant.add(lot=_lot(), location_code="WH-1", remaining=2.5, root_share=0.25)
+    notifications.in_plant.add(lot=_lot(), remaining=1.0)  # root_share unset: null
+    customer = notifications.customers.add(customer_code="C-1", name="Kebab Haus", shipments=nodes)
+    customer.locations.add()
+    assert dumps(notifications, frozenset({"in_plant"}), chunk=1) == orjson.dumps(
+        to_json(notifications, frozenset({"in_plant"}))
+    )
+    # A recall: a singular field named in flatten (its root) is merged as to_json merges it.
+    recall = genealogy_pb2.GetRecallImpactResponse()
+    recall.root.lot.CopyFrom(_lot())
+    recall.downstream.add().lot.CopyFrom(_lot())
+    recall.totals.add()
+    flat = frozenset({"root", "downstream", "upstream"})
+    assert dumps(recall, flat, chunk=1) == orjson.dumps(to_json(recall, flat))
+    assert dumps(genealogy_pb2.GetRecallImpactResponse(), flat) == orjson.dumps(
+        to_json(genealogy_pb2.GetRecallImpactResponse(), flat)
+    )  # no root at all: null
+    assert orjson.loads(dumps(graph, frozenset({"nodes"}))) == to_json(graph, frozenset({"nodes"}))
 
 
 def test_fill_reads_the_same_dialect() -> None:
