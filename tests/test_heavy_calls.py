@@ -31,6 +31,18 @@ def test_the_statement_timeout_stays_below_the_deadline() -> None:
     assert db.statement_timeout_ms(-3.0) == 1
 
 
+def test_a_connection_keeps_its_statement_timeout_while_it_is_within_the_band() -> None:
+    # Set at 90% of the limit, it stays from 80% up to the limit: never above it.
+    assert db.with_headroom(4700) == 4200
+    assert db.with_headroom(450) == 405
+    assert db.with_headroom(1) == 1
+    assert db.with_headroom(None) is None
+    assert db.may_stay(4200, 4700) and db.may_stay(4200, 4600) and db.may_stay(4200, 5200)
+    assert not db.may_stay(4200, 4100)  # the call has less time than that: lower it
+    assert not db.may_stay(4200, 5300)  # far below what the call may use: raise it
+    assert db.may_stay(None, None) and not db.may_stay(None, 4700) and not db.may_stay(4200, None)
+
+
 def test_a_pooled_statement_past_the_call_deadline_is_cancelled_by_postgresql(empty_db_url: str) -> None:
     async def scenario() -> None:
         pool = await db.create_pool(empty_db_url, name="deadline-test", min_size=1, max_size=1)

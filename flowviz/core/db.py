@@ -206,10 +206,32 @@ def statement_timeout_ms(remaining: float | None) -> int | None:
     return max(1, int(ms))
 
 
+def may_stay(current: int | None, limit: int | None) -> bool:
+    """Whether a connection whose statement_timeout is `current` (None: the server's default)
+    may keep it for a call whose limit (statement_timeout_ms) is `limit`: anything from 80%
+    of the limit up to it may. At 50 connections the exact value, rounded to 100 ms, changed
+    on about a quarter of all acquires, a round trip each."""
+    if limit is None or current is None:
+        return limit is current
+    return 0.8 * limit <= current <= limit
+
+
+def with_headroom(limit: int | None) -> int | None:
+    """The statement_timeout set when the current one may not stay: 90% of the limit, so the
+    next acquires of this call (with a little less time left) and of calls with about the same
+    deadline find it in the band."""
+    if limit is None:
+        return None
+    ms = limit * 0.9
+    if ms > 1000:
+        ms = math.floor(ms / 100) * 100
+    return max(1, int(ms))
+
+
 class Connection(asyncpg.Connection):
     """A pooled connection that remembers the statement_timeout it was last given (the pool's
     reset does not touch session settings), so following the deadline costs a round trip only
-    when the value changes."""
+    when the value leaves its band (may_stay)."""
 
     __slots__ = ("_statement_timeout_ms",)
 
@@ -217,10 +239,14 @@ class Connection(asyncpg.Connection):
         super().__init__(*args, **kwargs)
         self._statement_timeout_ms: int | None = None
 
-    async def follow_deadline(self, ms: int | None, *, check: bool = False) -> None:
-        """`check`: make the round trip even when the value is already set."""
-        if ms == self._statement_timeout_ms and not check:
-            return
+    async def follow_deadline(self, limit: int | None, *, check: bool = False) -> None:
+        """`check`: make the round trip even when the value may stay."""
+        if may_stay(self._statement_timeout_ms, limit):
+            if not check:
+                return
+            ms = self._statement_timeout_ms
+        else:
+            ms = with_headroom(limit)
         # Session-level (not SET LOCAL): it must hold for queries outside a transaction too;
         # kept across acquires (no reset query). A transaction may still SET LOCAL its own.
         await self.execute(
