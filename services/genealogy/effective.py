@@ -79,11 +79,12 @@ UNION ALL
 SELECT 'b', id, lot_code, status, decision_id, reason, own FROM eff_blocks
 """
 
-# $1: lot ids. Every ancestor of each (itself included), each with its own block if it has one:
-# what a run or a shipment checks its lots against, and whose cached answers it changes.
+# Every ancestor of each of the lots (itself included), each with its own block if it has one:
+# what a run or a shipment checks its lots against, and whose cached answers it changes. $1:
+# the lots' ids, or their codes (looked up in the same statement: one round trip fewer).
 _LINEAGE = """
 WITH RECURSIVE up(root, id) AS (
-    SELECT x, x FROM unnest($1::bigint[]) AS x
+    {roots}
     UNION
     SELECT u.root, p.parent_lot_id
     FROM up u
@@ -98,6 +99,8 @@ LEFT JOIN LATERAL (
     SELECT q.status, q.decision_id, q.reason FROM qc_lot_blocks q WHERE q.lot_id = u.id OFFSET 0
 ) b ON true
 """
+_LINEAGE_OF_IDS = _LINEAGE.format(roots="SELECT x, x FROM unnest($1::bigint[]) AS x")
+_LINEAGE_OF_CODES = _LINEAGE.format(roots="SELECT id, id FROM lots WHERE lot_code = ANY($1::text[])")
 # The lots and blocks are looked up per ancestor (LATERAL ... OFFSET 0): the planner cannot
 # know how few ancestors a run's inputs have, and with a plain join it hashed every row of lots
 # (measured: median 105 ms a run on 100,000 lots, PostgreSQL at 150 % CPU).
@@ -193,9 +196,14 @@ class Lineage:
     codes: list[str]  # the lots and all their ancestors
 
 
-async def lineage(db: DB, lots: Mapping[int, str]) -> Lineage:
-    """The ancestors of `lots` (id -> code) and what blocks each of them."""
-    rows = await db.fetch(_LINEAGE, list(lots))
+async def lineage(db: DB, lots: Mapping[int, str] | Sequence[str]) -> Lineage:
+    """The ancestors of `lots` (id -> code, or codes: an unknown code has none) and what blocks
+    each of them."""
+    if isinstance(lots, Mapping):
+        rows = await db.fetch(_LINEAGE_OF_IDS, list(lots))
+    else:
+        rows = await db.fetch(_LINEAGE_OF_CODES, list(lots))
+        lots = {r["root"]: r["lot_code"] for r in rows if r["own"]}
     blocking = [
         (r["root"], r["lot_code"], r["status"], r["decision_id"], r["reason"], r["own"])
         for r in rows

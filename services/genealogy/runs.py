@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -56,13 +56,15 @@ def blocked(
     return f"{noun} {lot_code} is {status}{via} (decision {decision_id}: {reason})"
 
 
-async def check_releasable(db: DB, lots: Mapping[int, str], noun: str = "input") -> list[str]:
-    """409 when a lot (id -> code) is on hold or rejected, itself or through an ancestor (qc's
-    rule, from its read model: effective.lineage); else the lots and all their ancestors, whose
-    cached answers consuming or shipping the lots changes. A run calls this inside its own
-    transaction, after locking its inputs."""
+async def check_releasable(db: DB, lots: Mapping[int, str] | Sequence[str], noun: str = "input") -> list[str]:
+    """409 when a lot (id -> code, or codes) is on hold or rejected, itself or through an
+    ancestor (qc's rule, from its read model: effective.lineage); else the lots and all their
+    ancestors, whose cached answers consuming or shipping the lots changes (none for an unknown
+    code). A run calls this inside its own transaction, after locking its inputs."""
     found = await effective.lineage(db, lots)
-    for code in lots.values():  # the first blocked in the caller's order
+    for code in (
+        lots.values() if isinstance(lots, Mapping) else lots
+    ):  # the first blocked in the caller's order
         if blocking := found.blocked.get(code):
             block = blocking[0]
             raise Conflict(

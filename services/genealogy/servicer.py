@@ -517,14 +517,10 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         digest = runs.request_hash(request)
         key = request.idempotency_key
         # As for a run: the lot's ancestors cannot change under us, and name every lot whose
-        # cached answers (downstream traces, recalls) now show this shipment.
-        lot_id = await self.r.pool.fetchval("SELECT id FROM lots WHERE lot_code = $1", request.lot_code)
+        # cached answers (downstream traces, recalls) now show this shipment. An unknown lot has
+        # none: the transaction answers its 404.
         try:
-            affected = (
-                []
-                if lot_id is None
-                else await runs.check_releasable(self.r.pool, {lot_id: request.lot_code}, "lot")
-            )
+            affected = await runs.check_releasable(self.r.pool, [request.lot_code], "lot")
         except Exception as exc:
             # A replay answers what was recorded, whatever the lot's QC status (or qc) is now.
             if key and (earlier := await shipping.replay(self.r.pool, key, digest)):
@@ -537,9 +533,10 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         recorded = await shipping.record(self.r.pool, request, fields, digest)
         if not recorded.replayed:
             await self.r.cache.invalidate([request.lot_code, *affected])
-        return genealogy_pb2.RecordShipmentResponse(
-            shipment=await self._shipment(recorded.shipment_id), replayed=recorded.replayed
+        shipment = (
+            shipping.message(recorded.row) if recorded.row else await self._shipment(recorded.shipment_id)
         )
+        return genealogy_pb2.RecordShipmentResponse(shipment=shipment, replayed=recorded.replayed)
 
     async def _shipment(self, shipment_id: int) -> genealogy_pb2.Shipment:
         row = await shipping.get(self.r.pool, shipment_id)

@@ -48,7 +48,10 @@ _USED_AND_EARLIER = runs.used_and_earlier("shipments", "id")
 # The shipment, its audit row and its shipment.recorded event (the outbox) in one statement.
 # The audit row's trigger takes the hash chain's lock until COMMIT, so nothing but the COMMIT
 # may follow it: the event used to be a round trip of its own inside that lock. $20: the event's
-# data without shipment_id, which the insert gives.
+# data without shipment_id, which the insert gives. It answers the shipment as a SHIPMENT row
+# (no read-back: a round trip fewer), joined by the ids given, not the inserted row's: the
+# planner cannot size the insert's rows and merge-joined all the locations (1.35 ms against
+# 0.67 for the insert alone, measured on the 1M set).
 _INSERT = f"""
 WITH s AS (
     INSERT INTO shipments (lot_id, quantity, uom, customer_id, ship_to_location_id, ship_from_location_id,
@@ -56,7 +59,7 @@ WITH s AS (
                            request_hash, recorded_by)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
     ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING id
+    RETURNING *
 ), e AS (
     INSERT INTO event_outbox (type, actor, lot_code, product, kind, stream_code, data)
     SELECT '{outbox.SHIPMENT_RECORDED}', $13, l.lot_code, l.product, l.kind, coalesce(t.code, ''),
@@ -65,7 +68,9 @@ WITH s AS (
 ), a AS (
     INSERT INTO audit_log ({audit.COLUMNS}) SELECT $14, $15, $16, $17, $18, $19::jsonb FROM s
 )
-SELECT id FROM s
+SELECT {SHIPMENT_COLUMNS}
+FROM s JOIN lots l ON l.id = $1 JOIN trading_partners c ON c.id = $4 JOIN locations t ON t.id = $5
+JOIN locations f ON f.id = $6 LEFT JOIN trading_partners k ON k.id = $7
 """
 
 
@@ -73,6 +78,7 @@ SELECT id FROM s
 class Recorded:
     shipment_id: int
     replayed: bool
+    row: asyncpg.Record | None = None  # the SHIPMENT row written (None for a replay)
 
 
 def _parties(request: genealogy_pb2.RecordShipmentRequest) -> tuple[parties.Partners, parties.Locations]:
@@ -130,7 +136,7 @@ async def record(
         carrier = found.get("carrier_code")
         event = _event(request, fields, None)
         del event["shipment_id"]  # the statement adds it
-        shipment_id = await conn.fetchval(
+        row = await conn.fetchrow(
             _INSERT,
             lots[0]["id"],
             request.quantity,
@@ -157,12 +163,12 @@ async def record(
             ),
             orjson.dumps(event, default=str).decode(),  # as flowviz.core.outbox writes it
         )
-        if shipment_id is None:  # a concurrent request with this key (for another lot) won
+        if row is None:  # a concurrent request with this key (for another lot) won
             assert key is not None
             earlier = await replay(conn, key, digest)
             assert earlier is not None
             return Recorded(earlier, True)
-    return Recorded(shipment_id, False)
+    return Recorded(int(row["id"]), False, row)
 
 
 def _event(
