@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -72,6 +73,33 @@ def json_name(field: Any) -> str:
     return name.removesuffix("_json") if field.type == FieldDescriptor.TYPE_STRING else name
 
 
+_EPOCH = datetime(1970, 1, 1)
+_SECONDS_MIN, _SECONDS_MAX = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31, as protobuf's
+_MINUTES: dict[int, str] = {}  # minute since the epoch -> "YYYY-MM-DDTHH:MM:"
+
+
+def timestamp(t: Timestamp) -> str:
+    """t.ToJsonString(), the same string (Z, and 0, 3, 6 or 9 fractional digits) in a third of
+    the time: its datetime arithmetic was a third of rendering a large answer (a notification
+    list has tens of thousands of them), and an answer's times share their minutes."""
+    seconds, nanos = t.seconds, t.nanos
+    if not (_SECONDS_MIN <= seconds <= _SECONDS_MAX and 0 <= nanos < 1_000_000_000):
+        return str(t.ToJsonString())  # raises protobuf's ValueError
+    minute, secs = divmod(seconds, 60)
+    head = _MINUTES.get(minute)
+    if head is None:
+        if len(_MINUTES) >= 100_000:
+            _MINUTES.clear()
+        head = _MINUTES[minute] = (_EPOCH + timedelta(minutes=minute)).isoformat()[:17]
+    if nanos == 0:
+        return f"{head}{secs:02d}Z"
+    if nanos % 1_000_000 == 0:
+        return f"{head}{secs:02d}.{nanos // 1_000_000:03d}Z"
+    if nanos % 1000 == 0:
+        return f"{head}{secs:02d}.{nanos // 1000:06d}Z"
+    return f"{head}{secs:02d}.{nanos:09d}Z"
+
+
 def _getter(field: FieldDescriptor) -> Callable[[Message], Any]:
     name = field.name
     if name.endswith("_json") and field.type == FieldDescriptor.TYPE_STRING:  # an embedded JSON document
@@ -79,8 +107,8 @@ def _getter(field: FieldDescriptor) -> Callable[[Message], Any]:
     if field.message_type is not None:
         if field.message_type.full_name == TIMESTAMP:
             if _repeated(field):
-                return lambda m: [t.ToJsonString() for t in getattr(m, name)]
-            return lambda m: getattr(m, name).ToJsonString() if m.HasField(name) else None
+                return lambda m: [timestamp(t) for t in getattr(m, name)]
+            return lambda m: timestamp(getattr(m, name)) if m.HasField(name) else None
         if _repeated(field):
             return lambda m: [to_json(v) for v in getattr(m, name)]
         return lambda m: to_json(getattr(m, name)) if m.HasField(name) else None

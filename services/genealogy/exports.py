@@ -15,6 +15,7 @@ import asyncpg
 
 from flowviz.core.csvcells import Sheet
 from flowviz.core.db import DB
+from flowviz.core.protojson import timestamp
 from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy import receiving, shipping
 from services.genealogy import trace as engine
@@ -150,7 +151,7 @@ async def trace_csv(pool: asyncpg.Pool, lot_code: str, direction: engine.Directi
             at = r.event_time.ToDatetime(tzinfo=UTC)
             lines.append((at, 1, [
                 r.output_lot_code, r.output_product, r.output_quantity, r.output_uom, r.output_kind,
-                "transformation" if r.run_code else "link", r.run_code, r.event_time.ToJsonString(),
+                "transformation" if r.run_code else "link", r.run_code, timestamp(r.event_time),
                 r.stream_code, r.phase_code, r.input_lot_code, r.input_product, r.input_quantity,
                 r.input_uom, r.input_kind,
             ]))  # fmt: skip
@@ -162,13 +163,13 @@ async def trace_csv(pool: asyncpg.Pool, lot_code: str, direction: engine.Directi
     for rc in receipts:
         lines.append((rc.received_at.ToDatetime(tzinfo=UTC), 0, [
             rc.lot_code, rc.product, rc.quantity, rc.uom, rc.kind, "receiving", rc.document_number,
-            rc.received_at.ToJsonString(), rc.receiving_location_code, "", "", "", "", "", "", rc.supplier_code,
+            timestamp(rc.received_at), rc.receiving_location_code, "", "", "", "", "", "", rc.supplier_code,
             rc.ship_from_location_code, rc.receiving_location_code, rc.supplier_lot_code, rc.document_type,
         ]))  # fmt: skip
     for s in shipments:
         lines.append((s.shipped_at.ToDatetime(tzinfo=UTC), 2, [
             s.lot_code, s.product, s.quantity, s.uom, kinds.get(s.lot_code, ""), "shipping", s.document_number,
-            s.shipped_at.ToJsonString(), s.ship_from_location_code, "", "", "", "", "", "", s.customer_code,
+            timestamp(s.shipped_at), s.ship_from_location_code, "", "", "", "", "", "", s.customer_code,
             s.ship_from_location_code, s.ship_to_location_code, "", s.document_type,
         ]))  # fmt: skip
     lines.sort(key=lambda line: (line[0], line[1]))

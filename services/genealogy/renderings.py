@@ -17,6 +17,7 @@ from google.protobuf.message import Message
 from flowviz.core import validation
 from flowviz.core.csvcells import Sheet
 from flowviz.core.errors import InvalidArgument, NotFound
+from flowviz.core.protojson import timestamp
 from flowviz.genealogy.v1 import genealogy_pb2
 from services.genealogy import convert, epcis, exports, fsma204
 
@@ -198,7 +199,7 @@ def notifications_csv(code: str, reply: genealogy_pb2.GetRecallNotificationsResp
                     yield [
                         "shipment", c.customer_code, c.name, c.contact_name, c.contact_email, c.contact_phone,
                         place.location_code, place.name, place.gln, place.address, place.city, place.postal_code,
-                        place.country, s.lot_code, s.product, n.depth, s.id, s.shipped_at.ToJsonString(),
+                        place.country, s.lot_code, s.product, n.depth, s.id, timestamp(s.shipped_at),
                         s.document_type, s.document_number, s.carrier_code, s.quantity, s.uom,
                         _optional(n, "root_share"), _optional(n, "root_quantity"),
                     ]  # fmt: skip

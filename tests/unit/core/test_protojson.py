@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import orjson
 import pytest
 from google.protobuf.descriptor import Descriptor
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from flowviz.core import protojson
 from flowviz.core.protojson import (
     JsonInputError,
     dumps,
@@ -212,3 +215,19 @@ def test_flat_schema_matches_flatten() -> None:
     node = genealogy_pb2.TraceNode(lot=_lot(), depth=1, side="root")
     flat = to_json(genealogy_pb2.GetTraceGraphResponse(nodes=[node]), frozenset({"nodes"}))["nodes"][0]
     assert set(schema["properties"]) == set(flat) == set(schema["required"])
+
+
+def test_a_timestamp_renders_as_protobufs_own_json_string() -> None:
+    rng = random.Random(7)
+    cases = [(0, 0), (-1, 999_999_999), (1_733_300_000, 5_000_000), (1_733_300_000, 120_000),
+             (1_733_300_000, 7), (-62135596800, 0), (253402300799, 999_999_999), (951_782_400, 0)]  # fmt: skip
+    for _ in range(20_000):
+        nanos = rng.choice(
+            [0, rng.randrange(1000) * 1_000_000, rng.randrange(10**6) * 1000, rng.randrange(10**9)]
+        )
+        cases.append((rng.randrange(-62135596800, 253402300800), nanos))
+    for seconds, nanos in cases:
+        t = Timestamp(seconds=seconds, nanos=nanos)
+        assert protojson.timestamp(t) == t.ToJsonString(), (seconds, nanos)
+    with pytest.raises(ValueError, match="Timestamp is not valid"):
+        protojson.timestamp(Timestamp(seconds=253402300800))
