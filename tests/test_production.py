@@ -168,6 +168,36 @@ def test_the_recorded_run_is_what_a_read_returns(http: httpx.Client) -> None:
     assert posted["stream_code"] == "DONER" and posted["operator"] == "Ayse" and posted["created_at"]
 
 
+def test_a_recorded_run_writes_its_event_in_the_same_statement(system: System, http: httpx.Client) -> None:
+    """run.recorded names the first output lot, its product and kind, the run's stream and who
+    recorded it; its data is the request. One event per run, none for a refused one."""
+    t = tag()
+    lot(http, f"RAW-{t}", "RAW", 100)
+    outputs = [(f"MIX-{t}-B", "MIX", 3), (f"MIX-{t}-A", "FG", 2)]
+    assert run(http, f"RUN-{t}", [(f"RAW-{t}", 5, "kg")], outputs).status_code == 201
+    lot(http, f"MIX-{t}-TAKEN", "MIX", 1)
+    taken = run(http, f"RUN-{t}-2", [(f"RAW-{t}", 1, "kg")], [(f"MIX-{t}-TAKEN", "MIX", 1)])
+    assert taken.status_code == 409, taken.text
+    with psycopg.connect(system.env["DATABASE_URL"]) as db:
+        rows = db.execute(
+            "SELECT actor, lot_code, product, kind, stream_code, data FROM event_outbox"
+            " WHERE type = 'run.recorded' AND data->>'run_code' LIKE %s",
+            (f"RUN-{t}%",),
+        ).fetchall()
+    assert len(rows) == 1, rows
+    actor, lot_code, product, kind, stream_code, data = rows[0]
+    assert (actor, lot_code, product, kind, stream_code) == (
+        "ada",
+        f"MIX-{t}-B",
+        "MIX product",
+        "MIX",
+        "DONER",
+    )
+    assert data["run_code"] == f"RUN-{t}" and data["phase_code"] == "MIXING" and data["operator"] == "Ayse"
+    assert data["inputs"] == [{"lot_code": f"RAW-{t}", "quantity": 5.0, "uom": "kg"}]
+    assert [o["lot_code"] for o in data["outputs"]] == [f"MIX-{t}-B", f"MIX-{t}-A"]
+
+
 def test_idempotent_replay_records_once(system: System, http: httpx.Client) -> None:
     t = tag()
     lot(http, f"RAW-{t}", "RAW", 100)

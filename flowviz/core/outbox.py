@@ -43,7 +43,8 @@ LEFT JOIN streams s ON s.id = l.stream_id
 """
 
 
-def _json(data: dict[str, Any]) -> str:
+def encode(data: dict[str, Any]) -> str:
+    """An event's data as written to the outbox (for a statement that writes its own event)."""
     return orjson.dumps(data, default=str).decode()
 
 
@@ -51,7 +52,7 @@ async def emit(
     db: DB, type_: str, lot_code: str | None, data: dict[str, Any], actor: str | None = None
 ) -> None:
     """Write one event (call it inside the change's transaction)."""
-    await db.execute(_INSERT, type_, actor or caller_name(), lot_code, _json(data))
+    await db.execute(_INSERT, type_, actor or caller_name(), lot_code, encode(data))
 
 
 async def emit_many(
@@ -60,4 +61,4 @@ async def emit_many(
     """Write several events (type, lot code, data) in their order."""
     if events:
         who = actor or caller_name()
-        await db.executemany(_INSERT, [(t, who, lot, _json(data)) for t, lot, data in events])
+        await db.executemany(_INSERT, [(t, who, lot, encode(data)) for t, lot, data in events])

@@ -230,10 +230,12 @@ def check_not_voided(lots: list[asyncpg.Record], found: asyncpg.Record, noun: st
         )
 
 
-# The run header, its output lots, their genealogy edges and the audit row in one statement (one
-# round trip, not four). Everything hangs on the header: if a concurrent request with the same
-# idempotency key committed first, its insert does nothing and neither does the rest. Output lots
-# that already exist are skipped (the caller sees fewer outputs and rolls back).
+# The run header, its output lots, their genealogy edges, the audit row and the run.recorded
+# event (the outbox, $25: its data) in one statement (one round trip, not five). Everything hangs
+# on the header: if a concurrent request with the same idempotency key committed first, its
+# insert does nothing and neither does the rest. Output lots that already exist are skipped (the
+# caller sees fewer outputs and rolls back). The event names the first output lot, as
+# outbox.emit would (its product and kind, and the run's stream).
 _WRITE = f"""
 WITH h AS (
     INSERT INTO production_runs
@@ -248,7 +250,7 @@ WITH h AS (
          AS o (code, kind, product, quantity, uom)
     WHERE EXISTS (SELECT FROM h)
     ON CONFLICT (lot_code) DO NOTHING
-    RETURNING id, lot_code, kind, quantity::float8 AS quantity, uom
+    RETURNING id, lot_code, kind, product, quantity::float8 AS quantity, uom
 ), e AS (
     INSERT INTO lot_genealogy (parent_lot_id, child_lot_id, quantity, uom, run_id)
     SELECT e.parent, o.id, e.quantity, e.uom, h.id
@@ -258,6 +260,11 @@ WITH h AS (
 ), a AS (
     INSERT INTO audit_log ({audit.COLUMNS})
     SELECT $19, $20, $21, $22, $23, $24::jsonb WHERE EXISTS (SELECT FROM h)
+), ev AS (
+    INSERT INTO event_outbox (type, actor, lot_code, product, kind, stream_code, data)
+    SELECT '{outbox.RUN_RECORDED}', $9, o.lot_code, o.product, o.kind,
+           coalesce((SELECT s.code FROM streams s WHERE s.id = $2), ''), $25::jsonb
+    FROM o WHERE o.lot_code = ($10::text[])[1]
 )
 SELECT h.*,
        (SELECT array_agg((o.id, o.lot_code, o.kind, o.quantity, o.uom)) FROM o) AS outputs,
@@ -308,6 +315,7 @@ async def record(
                 inputs=[[i.lot_code, i.quantity, i.uom] for i in request.inputs],
                 outputs=[[o.lot_code, o.quantity, o.uom] for o in request.outputs],
             ),
+            outbox.encode(_event(request)),
         )
         if written is None:  # a concurrent request with this key committed first
             assert key is not None
@@ -321,30 +329,6 @@ async def record(
             raise AlreadyExists(
                 "LOT_EXISTS", f"output lot {', '.join(taken)} already exists", lot_code=taken[0]
             )
-        await outbox.emit(
-            conn,
-            outbox.RUN_RECORDED,
-            request.outputs[0].lot_code if request.outputs else None,
-            {
-                "run_code": request.run_code,
-                "stream_code": request.stream_code,
-                "phase_code": request.phase_code,
-                "operator": request.operator.strip(),
-                "inputs": [
-                    {"lot_code": i.lot_code, "quantity": i.quantity, "uom": i.uom} for i in request.inputs
-                ],
-                "outputs": [
-                    {
-                        "lot_code": o.lot_code,
-                        "kind": o.kind,
-                        "product": o.product,
-                        "quantity": o.quantity,
-                        "uom": o.uom,
-                    }
-                    for o in request.outputs
-                ],
-            },
-        )
     code_of = {r["id"]: (r["lot_code"], r["kind"]) for r in lots}
     found = balance.summarize_run(
         request.run_code,
@@ -359,6 +343,27 @@ async def record(
         **{k: written[k] for k in ("operator", "started_at", "ended_at", "created_at", "recorded_by")},
     }
     return Recorded(request.run_code, message(header_fields, found), tuple(affected))
+
+
+def _event(request: genealogy_pb2.RecordProductionRunRequest) -> dict[str, Any]:
+    """The run.recorded event's data."""
+    return {
+        "run_code": request.run_code,
+        "stream_code": request.stream_code,
+        "phase_code": request.phase_code,
+        "operator": request.operator.strip(),
+        "inputs": [{"lot_code": i.lot_code, "quantity": i.quantity, "uom": i.uom} for i in request.inputs],
+        "outputs": [
+            {
+                "lot_code": o.lot_code,
+                "kind": o.kind,
+                "product": o.product,
+                "quantity": o.quantity,
+                "uom": o.uom,
+            }
+            for o in request.outputs
+        ],
+    }
 
 
 def _outputs(request: genealogy_pb2.RecordProductionRunRequest) -> tuple[list[Any], ...]:

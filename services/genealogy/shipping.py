@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-import orjson
 
 from flowviz.core import audit, outbox, validation
 from flowviz.core.db import DB, Conn
@@ -161,7 +160,7 @@ async def record(
                 uom=request.uom,
                 document=f"{fields['document_type']} {fields['document_number']}",
             ),
-            orjson.dumps(event, default=str).decode(),  # as flowviz.core.outbox writes it
+            outbox.encode(event),
         )
         if row is None:  # a concurrent request with this key (for another lot) won
             assert key is not None
