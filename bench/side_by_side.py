@@ -118,7 +118,7 @@ class Monolith:
             conn.execute(f"DROP DATABASE IF EXISTS {MONO_DB}")
             conn.execute(f"CREATE DATABASE {MONO_DB}")
         done = subprocess.run(
-            [str(MONO_PY), str(MONO / "setup_db.py"), str(ROOT / "flowviz" / "seed.sql")],
+            [str(MONO_PY), str(MONO / "setup_db.py"), str(ROOT / "flowviz" / "tools" / "seed.sql")],
             cwd=MONO,
             env=self.env(),
             capture_output=True,
