@@ -94,6 +94,11 @@ BAD_ROWS = [
     ("lots", "INSERT INTO lots (lot_code, kind, product, quantity, uom) VALUES ('SEC-NL\n', 'RAW', 'x', 1, 'kg')"),
     ("lots", "INSERT INTO lots (lot_code, kind, product, quantity, uom) VALUES ('bad code', 'RAW', 'x', 1, 'kg')"),
     ("production_runs", "INSERT INTO production_runs (run_code) VALUES ('RUN-1\n')"),
+    ("lots", f"INSERT INTO lots (lot_code, kind, product, quantity, uom) VALUES ('L{'x' * 64}', 'RAW', 'x', 1, 'kg')"),
+    ("lots", "INSERT INTO lots (lot_code, kind, product, quantity, uom) VALUES ('-L1', 'RAW', 'x', 1, 'kg')"),
+    ("lots", f"INSERT INTO lots (lot_code, kind, product, quantity, uom) VALUES ('SEC-K', 'R{'A' * 16}', 'x', 1, 'kg')"),
+    ("lots", "INSERT INTO lots (lot_code, kind, product, quantity, uom) VALUES ('SEC-K', '1RAW', 'x', 1, 'kg')"),
+    ("production_runs", f"INSERT INTO production_runs (run_code) VALUES ('R{'x' * 64}')"),
     ("streams", "INSERT INTO streams (code, name) VALUES ('doner', 'x')"),
     ("phases", "INSERT INTO phases (stream_id, code, name, seq) SELECT id, 'MIX\n', 'x', 9 FROM streams"),
     ("qc_gates", "INSERT INTO qc_gates (code, name, phase_id) SELECT 'G 1', 'x', min(id) FROM phases"),
@@ -105,6 +110,16 @@ def test_the_database_refuses_a_code_the_api_refuses(seeded_db_url: str, table: 
     with psycopg.connect(seeded_db_url) as conn, pytest.raises(psycopg.errors.CheckViolation) as refused:
         conn.execute(sql)
     assert refused.value.diag.table_name == table
+
+
+def test_the_database_takes_the_longest_codes_the_api_takes(seeded_db_url: str) -> None:
+    with psycopg.connect(seeded_db_url) as conn:
+        conn.execute(
+            "INSERT INTO lots (lot_code, kind, product, quantity, uom) VALUES (%s, %s, 'x', 1, 'kg')",
+            (f"L{'x' * 63}", f"R{'A' * 15}"),
+        )
+        conn.execute("INSERT INTO production_runs (run_code) VALUES (%s)", (f"R{'x' * 63}",))
+        conn.rollback()
 
 
 async def test_a_check_violation_is_a_400_naming_the_field(seeded_db_url: str) -> None:
