@@ -210,8 +210,9 @@ API: list[Route] = [
     Route("GET", "/api/lots/{lot_code}/qc-decisions", "qc", "ListQcDecisions",
              "The lot's QC decisions, oldest first (the audit trail)", "qc", query=PAGE),
     Route("POST", "/api/lots/{lot_code}/qc-decisions", "qc", "RecordQcDecision",
-             "Record a QC decision (append-only; reason required for hold, release, reject)", "qc",
-             status=201, required=("decision",), body=True, errors=(400, 404, 409)),
+             "Record a QC decision (append-only; reason required for hold, release, reject; 429 after too many "
+             "wrong signature passwords, as for sign-in)", "qc",
+             status=201, required=("decision",), body=True, errors=(400, 404, 409, 429)),
     Route("GET", "/api/streams", "lots", "ListStreams", "List streams with their phases", "process", query=PAGE),
     Route("POST", "/api/streams", "lots", "CreateStream", "Create a stream (product line)", "process",
              status=201, required=("code", "name"), body=True, errors=(400, 409)),

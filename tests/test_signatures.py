@@ -107,6 +107,9 @@ def test_wrong_signature_passwords_are_throttled(system: System, http: httpx.Cli
         # Throttled, even the right password waits: no guessing around the limit.
         r = post(c, code, {"decision": "release", "reason": "x", "password": "a signer's passphrase"})
         assert r.status_code == 429 and "retry-after" in r.headers
+    # ... and the API's description says so (the fuzz test once drew this 429 undocumented).
+    spec = http.get("/api/openapi.json").json()
+    assert "429" in spec["paths"]["/api/lots/{lot_code}/qc-decisions"]["post"]["responses"]
 
 
 def test_holds_are_signed_when_configured(servers: Servers, seeded_db_url: str) -> None:
