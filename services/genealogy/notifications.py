@@ -15,7 +15,8 @@ import asyncpg
 from flowviz.core.db import DB
 from flowviz.core.units import KG, to_unit, to_unit_sql
 from flowviz.genealogy.v1 import genealogy_pb2
-from services.genealogy import shipping
+from services.genealogy import convert, effective, shipping
+from services.genealogy.recall import RecallLot, RecallResult
 from services.genealogy.runs import EPSILON
 
 # One statement for both parts, $1 the affected lot codes. Each code is looked up by index
@@ -66,18 +67,7 @@ ORDER BY rel DESC, customer_code, ship_to_location_code, shipped_at, id
 """
 
 
-# An affected lot: its message in the recall answer, depth and root share (None: unknown).
-Affected = tuple[genealogy_pb2.RecallLot, int, float | None]
-
-
-def _affected(impact: genealogy_pb2.GetRecallImpactResponse) -> dict[str, Affected]:
-    return {
-        r.lot.lot_code: (r, r.depth, r.root_share if r.HasField("root_share") else None)
-        for r in [impact.root, *impact.downstream]
-    }
-
-
-def _customers(rows: Sequence[asyncpg.Record], affected: dict[str, Affected]) -> list[dict[str, Any]]:
+def _customers(rows: Sequence[asyncpg.Record], affected: dict[str, RecallLot]) -> list[dict[str, Any]]:
     """NotifiedCustomer fields per customer, in row order (by customer, location, time). Built
     as plain values and turned into messages in one constructor: thousands of shipments."""
     customers: dict[str, dict[str, Any]] = {}
@@ -115,7 +105,8 @@ def _customers(rows: Sequence[asyncpg.Record], affected: dict[str, Affected]) ->
                 "root_quantity_kg": 0.0,
             }
             customer["locations"].append(place)
-        _, depth, share = affected[row["lot_code"]]
+        lot = affected[row["lot_code"]]
+        depth, share = lot.lot.depth, lot.root_share
         quantity = row["quantity"]
         place["shipments"].append(
             {
@@ -138,16 +129,21 @@ def _customers(rows: Sequence[asyncpg.Record], affected: dict[str, Affected]) ->
     return list(customers.values())
 
 
-def _in_plant(rows: Sequence[asyncpg.Record], affected: dict[str, Affected]) -> list[dict[str, Any]]:
-    """StockInPlant fields of the lots still holding something, by depth and lot code."""
-    found = sorted((affected[row["lot_code"]][1], row["lot_code"], row) for row in rows)
+async def _in_plant(
+    db: DB, rows: Sequence[asyncpg.Record], affected: dict[str, RecallLot]
+) -> list[dict[str, Any]]:
+    """StockInPlant fields of the lots still holding something, by depth and lot code; their
+    Lot messages with effective status (one statement for these lots only)."""
+    found = sorted((affected[row["lot_code"]].lot.depth, row["lot_code"], row) for row in rows)
+    lots = {code: convert.lot(affected[code].lot) for _, code, _ in found}
+    effective.fill(lots.values(), await effective.blocks(db, {affected[c].lot.lot_id: c for c in lots}))
     stock = []
     for _, code, row in found:
-        lot, _, share = affected[code]
+        share = affected[code].root_share
         remaining = row["quantity"]
         stock.append(
             {
-                "lot": lot.lot,
+                "lot": lots[code],
                 "location_code": row["ship_from_location_code"],
                 "remaining": remaining,
                 "root_share": share,
@@ -157,15 +153,15 @@ def _in_plant(rows: Sequence[asyncpg.Record], affected: dict[str, Affected]) -> 
     return stock
 
 
-async def notifications(
-    db: DB, impact: genealogy_pb2.GetRecallImpactResponse
-) -> genealogy_pb2.GetRecallNotificationsResponse:
-    """The notification list of a recall answer (GetRecallImpact's)."""
-    affected = _affected(impact)
+async def notifications(db: DB, down: RecallResult) -> genealogy_pb2.GetRecallNotificationsResponse:
+    """The notification list of a recall's downstream walk (recall.recall): built from the walk
+    itself, not from the GetRecallImpact message (measured on the 1M set's most-connected raw lot,
+    9,926 lots: that message and its effective statuses cost 60 of about 460 ms)."""
+    affected = {r.lot.lot_code: r for r in down.lots}
     rows = await db.fetch(_NOTIFY, list(affected))
     shipped = [r for r in rows if r["rel"] == "s"]
     customers = _customers(shipped, affected)
-    in_plant = _in_plant([r for r in rows if r["rel"] == "p"], affected)
+    in_plant = await _in_plant(db, [r for r in rows if r["rel"] == "p"], affected)
     shipped_kg = root_shipped_kg = in_plant_kg = root_in_plant_kg = 0.0
     for customer in customers:
         shipped_kg += customer["quantity_kg"]
@@ -176,7 +172,7 @@ async def notifications(
             in_plant_kg += kg
             root_in_plant_kg += kg * (item["root_share"] or 0.0)
     answer: dict[str, Any] = {
-        "root": impact.root.lot.lot_code,
+        "root": down.root.lot.lot_code,
         "customers": customers,
         "in_plant": in_plant,
         "shipments": len(shipped),
@@ -184,6 +180,6 @@ async def notifications(
         "root_shipped_kg": root_shipped_kg,
         "in_plant_kg": in_plant_kg,
         "root_in_plant_kg": root_in_plant_kg,
-        "truncated": impact.truncated,
+        "truncated": down.truncated,
     }
     return genealogy_pb2.GetRecallNotificationsResponse(**answer)

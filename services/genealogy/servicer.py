@@ -37,6 +37,7 @@ from services.genealogy import (
     lot_rows,
     notifications,
     qc_history,
+    recall,
     receiving,
     renderings,
     runs,
@@ -557,14 +558,13 @@ class GenealogyServicer(genealogy_pb2_grpc.GenealogyServiceServicer):
         code = validation.lot_code(request.lot_code)
         depth, nodes = self._limits(request.max_depth, request.max_nodes)
 
+        async def build(db: asyncpg.Pool) -> bytes:
+            down = await recall.recall(db, code, max_depth=depth, max_nodes=nodes)
+            if down is None:
+                raise NotFound("LOT_NOT_FOUND", f"lot {code} does not exist", lot_code=code)
+            return (await notifications.notifications(db, down)).SerializeToString()
+
         async def load() -> bytes:
-            impact = await self.GetRecallImpact(
-                genealogy_pb2.GetRecallImpactRequest(lot_code=code, max_depth=depth, max_nodes=nodes), context
-            )
-
-            async def build(db: asyncpg.Pool) -> bytes:
-                return (await notifications.notifications(db, impact)).SerializeToString()
-
             return await self.heavy.run(build)
 
         # Cached with the lot's other answers: a shipment, run or correction below the root drops

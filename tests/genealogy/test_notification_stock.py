@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from services.genealogy import answers, notifications
-from tests.genealogy.graphs import build
+from services.genealogy import answers, notifications, recall
+from tests.genealogy.graphs import build, decide
 
 LB = 0.45359237
 
@@ -60,9 +60,9 @@ async def test_stock_and_shipments_in_mixed_units(conn: asyncpg.Connection) -> N
         ("P", 3, "ea"),
     ):
         await ship(conn, ids, lot, quantity, uom)
-    found = await answers.recall_impact(conn, "R", max_depth=50, max_nodes=10_000)
+    found = await recall.recall(conn, "R", max_depth=50, max_nodes=10_000)
     assert found is not None
-    notes = await notifications.notifications(conn, found[0])
+    notes = await notifications.notifications(conn, found)
 
     left = {s.lot.lot_code: (s.remaining, s.lot.uom) for s in notes.in_plant}
     assert left == {
@@ -86,3 +86,31 @@ async def test_stock_and_shipments_in_mixed_units(conn: asyncpg.Connection) -> N
     assert customer.locations[0].shipments[0].shipment.shipped_at.ToDatetime(tzinfo=UTC) == datetime(
         2026, 12, 1, 10, 1, tzinfo=UTC
     )
+
+
+async def test_stock_lots_carry_their_effective_status_and_only_the_walk_down_truncates(
+    conn: asyncpg.Connection,
+) -> None:
+    # R, X and Y make A, A makes F; a hold on Y blocks A and F, not R.
+    await build(
+        conn,
+        "R > A 1 kg; X > A 1 kg; Y > A 1 kg; A > F 1 kg",
+        lots="R RAW 10 kg; X RAW 10 kg; Y RAW 10 kg; A MIX 3 kg; F FG 2 kg",
+    )
+    await decide(conn, "Y", "hold")
+    of_r = await recall.recall(conn, "R", max_depth=50, max_nodes=10)
+    assert of_r is not None
+    stock = {s.lot.lot_code: s.lot for s in (await notifications.notifications(conn, of_r)).in_plant}
+    assert (stock["R"].effective_status, list(stock["R"].blocking)) == ("pending", [])
+    assert [(lot, stock[lot].effective_status) for lot in "AF"] == [("A", "on_hold"), ("F", "on_hold")]
+    assert [(b.lot_code, b.status) for b in stock["F"].blocking] == [("Y", "on_hold")]
+    # Two lots at most: A's three inputs do not fit, A and F below it do. The list (what went
+    # down from A) is whole; the recall answer's upstream part is not, and used to mark it cut.
+    of_a = await recall.recall(conn, "A", max_depth=50, max_nodes=2)
+    assert of_a is not None and not of_a.truncated
+    assert not (await notifications.notifications(conn, of_a)).truncated
+    impact = await answers.recall_impact(conn, "A", max_depth=50, max_nodes=2)
+    assert impact is not None and impact[0].truncated
+    cut = await recall.recall(conn, "A", max_depth=50, max_nodes=1)
+    assert cut is not None and cut.truncated
+    assert (await notifications.notifications(conn, cut)).truncated
