@@ -44,13 +44,12 @@ SHIPMENT = f"SELECT {SHIPMENT_COLUMNS} FROM shipments s JOIN lots l ON l.id = s.
 
 _USED_AND_EARLIER = runs.used_and_earlier("shipments", "id")
 
-# The shipment, its audit row and its shipment.recorded event (the outbox) in one statement.
-# The audit row's trigger takes the hash chain's lock until COMMIT, so nothing but the COMMIT
-# may follow it: the event used to be a round trip of its own inside that lock. $20: the event's
-# data without shipment_id, which the insert gives. It answers the shipment as a SHIPMENT row
-# (no read-back: a round trip fewer), joined by the ids given, not the inserted row's: the
-# planner cannot size the insert's rows and merge-joined all the locations (1.35 ms against
-# 0.67 for the insert alone, measured on the 1M set).
+# The shipment, its audit row and its shipment.recorded event (the outbox) in one statement:
+# one round trip, not three (the audit row takes no lock since migration 0013: the chain is
+# sealed after commit, flowviz.core.audit). $20: the event's data without shipment_id, which the
+# insert gives. It answers the shipment as a SHIPMENT row (no read-back: a round trip fewer),
+# joined by the ids given, not the inserted row's: the planner cannot size the insert's rows and
+# merge-joined all the locations (1.35 ms against 0.67 for the insert alone, on the 1M set).
 _INSERT = f"""
 WITH s AS (
     INSERT INTO shipments (lot_id, quantity, uom, customer_id, ship_to_location_id, ship_from_location_id,
